@@ -1,0 +1,260 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// A client for a GSE AI server (LM Studio, or any server with the OpenAI-compatible API).
+///
+/// Method-for-method the Swift counterpart of the Python client `gseai.GSEAIServer`: the LM Studio
+/// native API (`/api/v1/*`, `/api/v0/*`), the OpenAI-compatible API (`/v1/*`) and the
+/// Anthropic-compatible `/v1/messages`, typed and streaming, plus ``send(_:)`` for raw forwarding.
+///
+/// ```swift
+/// let client = GSEAIClient(apiToken: token)
+/// defer { Task { try await client.shutdown() } }
+/// for try await event in try await client.chatStream(ChatRequest(model: "qwen/qwen3-8b", input: "Hi")) {
+///     if let text = event.delta { print(text, terminator: "") }
+/// }
+/// ```
+public final class GSEAIClient: Sendable {
+    /// Time limits, applied to every request.
+    public struct Timeouts: Sendable, Hashable {
+        /// Establishing a connection.
+        public var connect: Duration
+        /// From sending a request to the response head.
+        public var firstByte: Duration
+        /// Between two pieces of a response body (two stream events, typically).
+        public var idle: Duration
+
+        /// Creates time limits; the defaults suit a shared GPU server that may load a model first.
+        public init(connect: Duration = .seconds(10), firstByte: Duration = .seconds(300), idle: Duration = .seconds(120)) {
+            self.connect = connect
+            self.firstByte = firstByte
+            self.idle = idle
+        }
+    }
+
+    /// The server's base URL, such as `http://gseai.gse.buffalo.edu:11434`.
+    public let baseURL: String
+    /// The time limits.
+    public let timeouts: Timeouts
+    /// The largest non-streamed response body the typed methods read.
+    public let maxResponseBytes: Int
+    private let authorization: String
+    private let httpClient: HTTPClient
+    private let ownsHTTPClient: Bool
+    private let logger: Logger
+
+    /// Creates a client for `scheme://host:port`, with the Python client's defaults.
+    public convenience init(
+        apiToken: String,
+        host: String = "gseai.gse.buffalo.edu",
+        port: Int = 11434,
+        scheme: String = "http",
+        timeouts: Timeouts = Timeouts(),
+        maxResponseBytes: Int = 64 << 20,
+        httpClient: HTTPClient? = nil,
+        logger: Logger = Logger(label: "gseai.client")
+    ) {
+        let hostPart = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        try! self.init(
+            apiToken: apiToken,
+            baseURL: "\(scheme)://\(hostPart):\(port)",
+            timeouts: timeouts,
+            maxResponseBytes: maxResponseBytes,
+            httpClient: httpClient,
+            logger: logger
+        )
+    }
+
+    /// Creates a client for a base URL such as `https://gseai.example.edu` or `http://127.0.0.1:1234/prefix`.
+    ///
+    /// - Parameter httpClient: a client to share (the gateway shares one per process); when `nil`, the
+    ///   client creates its own and ``shutdown()`` shuts it down.
+    public init(
+        apiToken: String,
+        baseURL: String,
+        timeouts: Timeouts = Timeouts(),
+        maxResponseBytes: Int = 64 << 20,
+        httpClient: HTTPClient? = nil,
+        logger: Logger = Logger(label: "gseai.client")
+    ) throws {
+        guard let url = URL(string: baseURL), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+            url.host != nil
+        else {
+            throw GSEAIError.invalidArgument("not an http(s) base URL: \(baseURL)")
+        }
+        var normalized = baseURL
+        while normalized.hasSuffix("/") { normalized.removeLast() }
+        self.baseURL = normalized
+        self.timeouts = timeouts
+        self.maxResponseBytes = maxResponseBytes
+        self.authorization = "Bearer \(apiToken)"
+        self.logger = logger
+        if let httpClient {
+            self.httpClient = httpClient
+            self.ownsHTTPClient = false
+        } else {
+            self.httpClient = HTTPClient(
+                eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                configuration: Self.httpConfiguration(timeouts: timeouts)
+            )
+            self.ownsHTTPClient = true
+        }
+    }
+
+    /// The AsyncHTTPClient configuration these time limits call for; use it for a shared client.
+    public static func httpConfiguration(timeouts: Timeouts) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .init(timeouts.connect))
+        )
+        configuration.httpVersion = .automatic
+        return configuration
+    }
+
+    /// Shuts down the HTTP client, if this client created it.
+    public func shutdown() async throws {
+        if ownsHTTPClient { try await httpClient.shutdown() }
+    }
+
+    // MARK: Raw calls
+
+    /// Sends a request as it is, adding only the server's bearer token, and returns the response head
+    /// with a body that streams as it arrives. Non-success statuses are returned, not thrown.
+    public func send(_ request: RawRequest) async throws -> RawResponse {
+        var outgoing = HTTPClientRequest(url: baseURL + request.path)
+        outgoing.method = request.method
+        outgoing.headers = request.headers
+        outgoing.headers.replaceOrAdd(name: "Authorization", value: authorization)
+        outgoing.body = request.body?.body
+        let response: HTTPClientResponse
+        do {
+            response = try await httpClient.execute(
+                outgoing,
+                deadline: .now() + .init(timeouts.firstByte),
+                logger: logger
+            )
+        } catch let error as HTTPClientError {
+            throw Self.translate(error)
+        } catch let error as GSEAIError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw GSEAIError.connection(String(describing: error))
+        }
+        return RawResponse(
+            status: Int(response.status.code),
+            headers: response.headers,
+            body: ResponseBodyStream(body: response.body, idleTimeout: timeouts.idle)
+        )
+    }
+
+    static func translate(_ error: HTTPClientError) -> GSEAIError {
+        switch error {
+        case .connectTimeout: return .timeout(.connect)
+        case .deadlineExceeded, .readTimeout: return .timeout(.firstByte)
+        default: return .connection(String(describing: error))
+        }
+    }
+
+    // MARK: JSON calls used by the typed methods
+
+    /// Sends a JSON request and decodes a JSON response of type `Response`; a non-success status
+    /// throws ``GSEAIError/http(status:error:)`` with the server's error.
+    public func json<Response: Decodable & Sendable>(
+        _ method: HTTPMethod,
+        _ path: String,
+        body: (some Encodable & Sendable)? = JSONValue?.none,
+        as type: Response.Type = Response.self
+    ) async throws -> Response {
+        let response = try await send(try RawRequest(method: method, path: path, json: body))
+        let bytes = try await response.body.collect(upTo: maxResponseBytes)
+        try Self.checkStatus(response.status, bytes)
+        do {
+            return try JSONCoding.decoder.decode(Response.self, from: Data(bytes.readableBytesView))
+        } catch {
+            throw GSEAIError.invalidResponse("expected JSON from \(path): \(String(buffer: bytes).prefix(200))")
+        }
+    }
+
+    /// Sends a JSON request whose answer is a Server-Sent Event stream, and decodes it with `decode`.
+    public func eventStream<Event: Sendable>(
+        _ path: String,
+        body: some Encodable & Sendable,
+        decode: @escaping @Sendable (ServerSentEvent) throws -> EventStep<Event>
+    ) async throws -> EventStream<Event> {
+        var request = try RawRequest(method: .POST, path: path, json: body)
+        request.headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
+        let response = try await send(request)
+        if !(200..<300).contains(response.status) {
+            let bytes = try await response.body.collect(upTo: maxResponseBytes)
+            try Self.checkStatus(response.status, bytes)
+        }
+        return EventStream(body: response.body, decode: decode)
+    }
+
+    static func checkStatus(_ status: Int, _ bytes: ByteBuffer) throws {
+        guard (200..<300).contains(status) else {
+            throw GSEAIError.http(status: status, error: ServerError(body: bytes.readableBytesView))
+        }
+    }
+}
+
+/// A request for ``GSEAIClient/send(_:)``.
+public struct RawRequest: Sendable {
+    /// The HTTP method.
+    public var method: HTTPMethod
+    /// The path after the base URL, with its query, such as `/v1/models`.
+    public var path: String
+    /// The headers to send; `Authorization` is always replaced by the server token.
+    public var headers: HTTPHeaders
+    /// The body, if any.
+    public var body: RawBody?
+
+    /// Creates a request.
+    public init(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: RawBody? = nil) {
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+    }
+
+    /// Creates a request with a JSON body (or none, for `nil`).
+    public init(method: HTTPMethod, path: String, json: (some Encodable & Sendable)?) throws {
+        self.init(method: method, path: path)
+        if let json {
+            let data = try JSONCoding.encoder.encode(json)
+            headers.add(name: "Content-Type", value: "application/json")
+            body = .bytes(ByteBuffer(bytes: data))
+        }
+    }
+}
+
+/// A request body for ``RawRequest``: bytes in hand, or a stream forwarded as it arrives.
+public struct RawBody: Sendable {
+    let body: HTTPClientRequest.Body
+
+    /// A body from bytes in hand.
+    public static func bytes(_ buffer: ByteBuffer) -> RawBody {
+        RawBody(body: .bytes(buffer))
+    }
+
+    /// A body streamed from `sequence`; `length` is sent as `Content-Length` when known.
+    public static func stream<S: AsyncSequence & Sendable>(_ sequence: S, length: Int?) -> RawBody
+    where S.Element == ByteBuffer {
+        RawBody(body: .stream(sequence, length: length.map { .known(Int64($0)) } ?? .unknown))
+    }
+}
+
+/// The answer to a ``RawRequest``: the head at once, the body as it arrives.
+public struct RawResponse: Sendable {
+    /// The HTTP status code.
+    public var status: Int
+    /// The response headers.
+    public var headers: HTTPHeaders
+    /// The body, streamed with the client's idle limit.
+    public var body: ResponseBodyStream
+}

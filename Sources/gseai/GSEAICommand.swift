@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The `gseai` command: a client for a GSE AI server and, with `serve`, the gateway in front of it.
+@main
+struct GSEAICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gseai",
+        abstract: "Talk to a GSE AI (LM Studio) server from the terminal.",
+        discussion: "The API token comes from --token or the GSEAI_API_TOKEN environment variable.",
+        subcommands: [
+            ModelsCommand.self, ChatCommand.self, LoadCommand.self, UnloadCommand.self, DownloadCommand.self,
+        ]
+    )
+}

@@ -1,0 +1,166 @@
+import Foundation
+import GSEAI
+import Hummingbird
+import NIOCore
+
+/// The faults a prompt can ask the stub to act out.
+struct Scenario {
+    var error = false
+    var cut = false
+    var drop = false
+    var slow = false
+    var hang = false
+    var hangHead = false
+
+    init(_ text: String) {
+        error = text.contains("[[error]]")
+        cut = text.contains("[[cut]]")
+        drop = text.contains("[[drop]]")
+        slow = text.contains("[[slow]]")
+        hang = text.contains("[[hang]]")
+        hangHead = text.contains("[[hang-head]]")
+    }
+}
+
+/// The stub's models: one that sees, one that doesn't, one that embeds.
+enum StubModels {
+    static let vision = "stub/echo-vl"
+    static let text = "stub/echo-text"
+    static let embedding = "stub/embed"
+    static let all = [vision, text, embedding]
+}
+
+struct StubRoutes: Sendable {
+    let token: String
+    let state: StubState
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/api/v1/models") { request, context in try await handle(request) { _ in try await listModelsV1() } }
+        router.post("/api/v1/models/load") { request, _ in try await handle(request, load) }
+        router.post("/api/v1/models/unload") { request, _ in try await handle(request, unload) }
+        router.post("/api/v1/models/download") { request, _ in try await handle(request, download) }
+        router.get("/api/v1/models/download/status/:job") { request, context in
+            let job = context.parameters.get("job") ?? ""
+            return try await handle(request) { _ in try await downloadStatus(job) }
+        }
+        router.post("/api/v1/chat") { request, _ in try await handle(request, chatV1) }
+        router.get("/api/v0/models") { request, _ in try await handle(request) { _ in try await listModelsV0() } }
+        router.get("/api/v0/models/:model") { request, context in
+            let model = context.parameters.get("model") ?? ""
+            return try await handle(request) { _ in try await modelV0(model) }
+        }
+        for prefix in ["/v1", "/api/v0"] {
+            let v0 = prefix == "/api/v0"
+            router.post("\(prefix)/chat/completions") { request, _ in
+                try await handle(request) { try await chatCompletions($0, v0: v0) }
+            }
+            router.post("\(prefix)/completions") { request, _ in
+                try await handle(request) { try await completions($0, v0: v0) }
+            }
+            router.post("\(prefix)/embeddings") { request, _ in try await handle(request, embeddings) }
+        }
+        router.get("/v1/models") { request, _ in try await handle(request) { _ in try listModelsOpenAI() } }
+        router.post("/v1/responses") { request, _ in try await handle(request, responses) }
+        router.post("/v1/messages") { request, _ in try await handle(request, messages) }
+    }
+
+    // MARK: Plumbing
+
+    /// Records the request, checks the token, parses the JSON body, and turns thrown
+    /// ``StubHTTPError``s into JSON error responses.
+    func handle(_ request: Request, _ body: @Sendable (JSONValue) async throws -> Response) async throws -> Response {
+        let buffer = try await request.body.collect(upTo: 32 << 20)
+        let json = buffer.readableBytes > 0 ? try? JSONValue(parsing: buffer.readableBytesView) : nil
+        let authorization = request.headers[.authorization]
+        await state.record(.init(route: "\(request.method) \(request.uri.path)", authorization: authorization, body: json))
+        guard authorization == "Bearer \(token)" else {
+            return Self.error(.unauthorized, "invalid or missing API token")
+        }
+        if buffer.readableBytes > 0, json == nil {
+            return Self.error(.badRequest, "request body is not valid JSON")
+        }
+        do {
+            return try await body(json ?? .object([:]))
+        } catch let error as StubHTTPError {
+            return Self.error(error.status, error.message)
+        }
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(["error": ["message": .string(message), "type": "invalid_request_error"]], status: status)
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(data: value.jsonData))
+        )
+    }
+
+    /// Writes Server-Sent Events, acting out the scenario's stream faults.
+    func stream(_ events: [ServerSentEvent], scenario: Scenario) -> Response {
+        let state = self.state
+        let body = ResponseBody { writer in
+            let stopAt = (scenario.cut || scenario.drop) ? max(1, events.count / 2) : events.count
+            do {
+                for (index, event) in events.prefix(stopAt).enumerated() {
+                    try await writer.write(ByteBuffer(string: event.encoded))
+                    if scenario.hang && index == 0 { try await Task.sleep(for: .seconds(60)) }
+                    if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
+                }
+                if scenario.drop { throw StubHTTPError(.internalServerError, "connection dropped on purpose") }
+                try await writer.finish(nil)
+                await state.streamCompleted()
+            } catch let error as StubHTTPError {
+                throw error
+            } catch {
+                await state.streamAbandoned()
+                throw error
+            }
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            body: body
+        )
+    }
+
+    static func requireModel(_ body: JSONValue, kinds: [String] = StubModels.all) throws -> String {
+        guard let model = body["model"]?.stringValue, !model.isEmpty else {
+            throw StubHTTPError(.badRequest, "'model' is required")
+        }
+        guard kinds.contains(model) else { throw StubHTTPError(.notFound, "model '\(model)' not found") }
+        return model
+    }
+
+    /// The reply to `text`, split into the deltas a stream sends.
+    static func reply(to text: String, images: Int, turn: Int) -> [String] {
+        var reply = "Echo: \(text)"
+        if images > 0 { reply += " [images: \(images)]" }
+        if turn > 1 { reply += " (turn \(turn))" }
+        var pieces: [String] = []
+        var current = ""
+        for character in reply {
+            current.append(character)
+            if character == " " {
+                pieces.append(current)
+                current = ""
+            }
+        }
+        if !current.isEmpty { pieces.append(current) }
+        return pieces
+    }
+
+    static func words(_ text: String) -> Int { text.split(whereSeparator: \.isWhitespace).count }
+}
+
+/// An error the stub answers as JSON with a status.
+struct StubHTTPError: Error {
+    var status: HTTPResponse.Status
+    var message: String
+    init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import GSEAI
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A stand-in GSE AI server for tests: it speaks LM Studio's `/api/v1/*` and `/api/v0/*`, the
+/// OpenAI-compatible `/v1/*` and the Anthropic-compatible `/v1/messages`, on a port of its own.
+///
+/// It answers by echoing (`Echo: <text>`), counts images, keeps stateful response ids, and acts out
+/// faults named in the prompt text so that any client, through any gateway, can ask for them:
+/// `[[error]]` (a server error), `[[cut]]` (the stream ends before its final event), `[[drop]]` (the
+/// connection drops mid-stream), `[[slow]]` (200 ms between events), `[[hang]]` (the stream goes
+/// silent) and `[[hang-head]]` (no response head for a minute).
+public final class StubUpstream: Sendable {
+    /// The bearer token the stub accepts.
+    public let token: String
+    /// The port it listens on (127.0.0.1).
+    public let port: Int
+    /// What it has seen.
+    public let state: StubState
+    private let task: Task<Void, any Error>
+
+    /// The base URL, such as `http://127.0.0.1:50123`.
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    private init(token: String, port: Int, state: StubState, task: Task<Void, any Error>) {
+        self.token = token
+        self.port = port
+        self.state = state
+        self.task = task
+    }
+
+    /// Starts a stub on `port` (0 picks a free one) and returns once it accepts connections.
+    public static func start(
+        token: String = "stub-token",
+        port: Int = 0,
+        logger: Logger = Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) async throws -> StubUpstream {
+        let state = StubState()
+        let router = Router()
+        let routes = StubRoutes(token: token, state: state)
+        routes.register(on: router)
+        let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "stub-upstream"),
+            onServerRunning: { channel in
+                portContinuation.yield(channel.localAddress?.port ?? 0)
+                portContinuation.finish()
+            },
+            logger: logger
+        )
+        let task = Task {
+            let group = ServiceGroup(
+                configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger)
+            )
+            try await withTaskCancellationHandler {
+                try await group.run()
+            } onCancel: {
+                Task { await group.triggerGracefulShutdown() }
+            }
+        }
+        var iterator = portStream.makeAsyncIterator()
+        guard let boundPort = await iterator.next(), boundPort > 0 else {
+            task.cancel()
+            throw StubError.didNotStart
+        }
+        return StubUpstream(token: token, port: boundPort, state: state, task: task)
+    }
+
+    /// Stops the stub.
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+
+    /// Runs `body` with a started stub and stops it afterwards.
+    public static func with<T: Sendable>(
+        token: String = "stub-token",
+        _ body: (StubUpstream) async throws -> T
+    ) async throws -> T {
+        let stub = try await start(token: token)
+        do {
+            let result = try await body(stub)
+            await stub.stop()
+            return result
+        } catch {
+            await stub.stop()
+            throw error
+        }
+    }
+
+    enum StubError: Error { case didNotStart }
+}
+
+/// What the stub has received and remembers.
+public actor StubState {
+    /// One request as received.
+    public struct Recorded: Sendable {
+        /// The method and path, such as `POST /api/v1/chat`.
+        public var route: String
+        /// The `Authorization` header.
+        public var authorization: String?
+        /// The JSON body, when there was one.
+        public var body: JSONValue?
+    }
+
+    /// Every request, in order.
+    public private(set) var requests: [Recorded] = []
+    /// Streams the client abandoned before the stub finished writing them.
+    public private(set) var abandonedStreams = 0
+    /// Streams the stub wrote to the end.
+    public private(set) var completedStreams = 0
+    /// Stored conversations: response id → the user texts so far.
+    private var conversations: [String: [String]] = [:]
+    private var nextID = 1
+    /// Loaded models.
+    public private(set) var loaded: Set<String> = []
+    /// Download jobs: id → polls so far.
+    private var downloads: [String: Int] = [:]
+
+    func record(_ request: Recorded) { requests.append(request) }
+    func streamAbandoned() { abandonedStreams += 1 }
+    func streamCompleted() { completedStreams += 1 }
+
+    /// The requests to a route, such as `POST /api/v1/chat`.
+    public func requests(to route: String) -> [Recorded] { requests.filter { $0.route == route } }
+
+    func makeID(_ prefix: String) -> String {
+        defer { nextID += 1 }
+        return prefix + String(format: "%016x", nextID * 7_919)
+    }
+
+    /// The texts before this turn; `nil` when the previous id is unknown.
+    func history(for previous: String?) -> [String]? {
+        guard let previous else { return [] }
+        return conversations[previous]
+    }
+
+    /// Remembers a turn and returns its new id.
+    func store(history: [String], text: String) -> String {
+        let id = makeID("resp_")
+        conversations[id] = history + [text]
+        return id
+    }
+
+    /// Forgets every stored response, as an upstream restart would.
+    public func forgetResponses() { conversations.removeAll() }
+
+    func load(_ model: String) { loaded.insert(model) }
+    func unload(_ model: String) -> Bool { loaded.remove(model) != nil }
+
+    func startDownload() -> String {
+        let id = makeID("job_")
+        downloads[id] = 0
+        return id
+    }
+
+    /// Polls a download: each poll advances it by a quarter. `nil` for an unknown job.
+    func pollDownload(_ id: String) -> Int? {
+        guard let polls = downloads[id] else { return nil }
+        downloads[id] = polls + 1
+        return polls + 1
+    }
+}

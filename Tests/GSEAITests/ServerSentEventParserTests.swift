@@ -1,0 +1,106 @@
+import GSEAI
+import NIOCore
+import Testing
+
+@Suite("Server-Sent Event parser")
+struct ServerSentEventParserTests {
+    /// Feeds `text` one byte at a time, then ends the stream.
+    func parseByteByByte(_ text: String) -> [ServerSentEvent] {
+        var parser = ServerSentEventParser()
+        var events: [ServerSentEvent] = []
+        for byte in text.utf8 { events += parser.feed([byte]) }
+        return events + parser.finish()
+    }
+
+    func parseWhole(_ text: String) -> [ServerSentEvent] {
+        var parser = ServerSentEventParser()
+        return parser.feed(Array(text.utf8)) + parser.finish()
+    }
+
+    @Test func lmStudioEventsWithEventNames() {
+        let text = "event: chat.start\ndata: {\"type\":\"chat.start\"}\n\nevent: message.delta\ndata: {\"content\":\"Hi\"}\n\n"
+        let expected = [
+            ServerSentEvent(event: "chat.start", data: "{\"type\":\"chat.start\"}"),
+            ServerSentEvent(event: "message.delta", data: "{\"content\":\"Hi\"}"),
+        ]
+        #expect(parseByteByByte(text) == expected)
+        #expect(parseWhole(text) == expected)
+    }
+
+    @Test(arguments: ["\n", "\r\n", "\r"])
+    func everyLineEnding(_ newline: String) {
+        let text = ["event: a", "data: one", "", "data: two", "", ""].joined(separator: newline)
+        let expected = [ServerSentEvent(event: "a", data: "one"), ServerSentEvent(data: "two")]
+        #expect(parseByteByByte(text) == expected)
+        #expect(parseWhole(text) == expected)
+    }
+
+    @Test func crAndLFInDifferentReadsMakeOneLineEnd() {
+        var parser = ServerSentEventParser()
+        var events = parser.feed(Array("data: x\r".utf8))
+        events += parser.feed(Array("\n\r".utf8))
+        events += parser.feed(Array("\ndata: y\r\n\r\n".utf8))
+        #expect(events == [ServerSentEvent(data: "x"), ServerSentEvent(data: "y")])
+    }
+
+    @Test func multiLineDataIsJoinedWithNewlines() {
+        #expect(parseByteByByte("data: first\ndata:second\ndata:  third\n\n") == [
+            ServerSentEvent(data: "first\nsecond\n third")
+        ])
+    }
+
+    @Test func commentsAndUnknownFieldsAreIgnored() {
+        let text = ": keep-alive\n\nfoo: bar\ndata: kept\n: inside\n\n"
+        #expect(parseByteByByte(text) == [ServerSentEvent(data: "kept")])
+    }
+
+    @Test func idPersistsAndRetryIsReadPerEvent() {
+        let text = "id: 7\nretry: 1500\ndata: a\n\ndata: b\n\nid\ndata: c\n\n"
+        #expect(parseByteByByte(text) == [
+            ServerSentEvent(data: "a", id: "7", retry: 1500),
+            ServerSentEvent(data: "b", id: "7"),
+            ServerSentEvent(data: "c", id: ""),
+        ])
+    }
+
+    @Test func fieldWithoutColonAndEmptyData() {
+        #expect(parseByteByByte("data\n\ndata:\ndata\n\n") == [
+            ServerSentEvent(data: ""), ServerSentEvent(data: "\n"),
+        ])
+    }
+
+    @Test func eventWithoutDataIsNotDispatchedAndTypeResets() {
+        #expect(parseByteByByte("event: lonely\n\ndata: x\n\n") == [ServerSentEvent(data: "x")])
+    }
+
+    @Test func byteOrderMarkAtStartIsSkipped() {
+        #expect(parseByteByByte("\u{FEFF}data: x\n\n") == [ServerSentEvent(data: "x")])
+    }
+
+    @Test func lastEventWithoutBlankLineIsDeliveredAtEnd() {
+        #expect(parseByteByByte("data: a\n\ndata: [DONE]") == [ServerSentEvent(data: "a"), ServerSentEvent(data: "[DONE]")])
+        #expect(parseByteByByte("data: [DONE]\n") == [ServerSentEvent(data: "[DONE]")])
+    }
+
+    @Test func multiByteCharactersSplitAcrossReads() {
+        let text = "data: {\"content\":\"héllo 👋\"}\n\n"
+        #expect(parseByteByByte(text) == [ServerSentEvent(data: "{\"content\":\"héllo 👋\"}")])
+    }
+
+    @Test func encodedEventParsesBack() {
+        let event = ServerSentEvent(event: "message.delta", data: "line one\nline two", id: "42", retry: 10)
+        #expect(parseByteByByte(event.encoded) == [event])
+    }
+
+    @Test func asyncStreamOfSingleBytes() async throws {
+        let text = "event: e\r\ndata: 1\r\n\r\n: c\r\ndata: 2\r\n\r\n"
+        let pieces = text.utf8.map { ByteBuffer(bytes: [$0]) }
+        let stream = ServerSentEventStream(AsyncStream { continuation in
+            for piece in pieces { continuation.yield(piece) }
+            continuation.finish()
+        })
+        var events: [ServerSentEvent] = []
+        for try await event in stream { events.append(event) }
+        #expect(events == [ServerSentEvent(event: "e", data: "1"), ServerSentEvent(data: "2")])
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import GSEAI
+import GSEAITestSupport
+import NIOCore
+import Testing
+
+@Suite("Transport: raw calls, time limits, cancellation")
+struct TransportTests {
+    @Test func rawCallStreamsTheBodyAndReturnsErrorsAsIs() async throws {
+        try await withClient { client, stub in
+            var request = try RawRequest(
+                method: .POST, path: "/v1/chat/completions",
+                json: ["model": "stub/echo-text", "stream": true, "messages": [["role": "user", "content": "raw"]]] as JSONValue
+            )
+            request.headers.add(name: "Authorization", value: "Bearer caller-key-must-not-pass")
+            let response = try await client.send(request)
+            #expect(response.status == 200)
+            #expect(response.headers["content-type"] == ["text/event-stream"])
+            let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(text.hasSuffix("data: [DONE]\n\n"))
+            #expect(text.contains("\"content\":\"raw\""))
+            #expect(await stub.state.requests.last?.authorization == "Bearer stub-token")
+
+            let missing = try await client.send(RawRequest(method: .GET, path: "/api/v0/models/none"))
+            #expect(missing.status == 404)
+            let body = try JSONValue(parsing: try await missing.body.collect(upTo: 1 << 20).readableBytesView)
+            #expect(body["error"]?["message"] == "model 'none' not found")
+        }
+    }
+
+    @Test func firstEventArrivesBeforeTheUpstreamFinishes() async throws {
+        try await withClient { client, stub in
+            let clock = ContinuousClock()
+            let start = clock.now
+            var iterator = try await client.chatStream(
+                ChatRequest(model: "stub/echo-text", input: .text("one two three four five six [[slow]]"))
+            ).makeAsyncIterator()
+            let first = try await iterator.next()
+            let firstAt = clock.now - start
+            #expect(first?.type == "chat.start")
+            // 16 events at 200 ms each: the whole stream takes over three seconds.
+            #expect(firstAt < .seconds(1))
+            #expect(await stub.state.completedStreams == 0)
+        }
+    }
+
+    @Test func idleTimeBetweenEventsIsLimited() async throws {
+        try await withClient(timeouts: .init(idle: .milliseconds(300))) { client, _ in
+            let clock = ContinuousClock()
+            let start = clock.now
+            var types: [String] = []
+            await #expect(throws: GSEAIError.timeout(.idle)) {
+                for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang]]")) {
+                    types.append(event.type)
+                }
+            }
+            #expect(types == ["chat.start"])
+            #expect(clock.now - start < .seconds(5))
+        }
+    }
+
+    @Test func timeToFirstByteIsLimited() async throws {
+        try await withClient(timeouts: .init(firstByte: .milliseconds(300))) { client, _ in
+            await #expect(throws: GSEAIError.timeout(.firstByte)) {
+                try await client.chat(ChatRequest(model: "stub/echo-text", input: "[[hang-head]]"))
+            }
+        }
+    }
+
+    @Test func refusedConnectionIsAConnectionError() async throws {
+        // Port 1 on loopback has no listener.
+        let client = try GSEAIClient(apiToken: "t", baseURL: "http://127.0.0.1:1")
+        let error = await #expect(throws: GSEAIError.self) { try await client.listModels() }
+        if case .connection = error {} else { Issue.record("expected a connection error, got \(String(describing: error))") }
+        try await client.shutdown()
+    }
+
+    @Test func abandoningAStreamCancelsTheUpstreamRequest() async throws {
+        try await withClient { client, stub in
+            let task = Task {
+                var seen = 0
+                for try await _ in try await client.chatStream(
+                    ChatRequest(model: "stub/echo-text", input: "a b c d e f g h i j [[slow]]")
+                ) {
+                    seen += 1
+                }
+                return seen
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            task.cancel()
+            _ = await task.result
+            // The stub notices at its next write, 200 ms later at most.
+            var abandoned = 0
+            for _ in 0..<30 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            #expect(await stub.state.completedStreams == 0)
+        }
+    }
+
+    @Test func baseURLsAreValidated() {
+        #expect(throws: GSEAIError.invalidArgument("not an http(s) base URL: ftp://x")) {
+            try GSEAIClient(apiToken: "t", baseURL: "ftp://x")
+        }
+        let client = GSEAIClient(apiToken: "t")
+        #expect(client.baseURL == "http://gseai.gse.buffalo.edu:11434")
+        let https = GSEAIClient(apiToken: "t", host: "example.edu", port: 443, scheme: "https")
+        #expect(https.baseURL == "https://example.edu:443")
+        Task { try await client.shutdown(); try await https.shutdown() }
+    }
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import Foundation
+import GSEAITestSupport
+
+/// Runs the stub upstream as a process for the end-to-end suite and the benchmarks.
+@main
+struct StubServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gseai-stub",
+        abstract: "A stand-in GSE AI server (LM Studio v1/v0, OpenAI and Anthropic APIs) for tests."
+    )
+
+    @Option(help: "The port on 127.0.0.1; 0 picks a free one.")
+    var port = 0
+
+    @Option(help: "The bearer token the stub accepts.")
+    var token = "stub-token"
+
+    func run() async throws {
+        let stub = try await StubUpstream.start(token: token, port: port)
+        // The end-to-end suite reads this line to learn the port.
+        FileHandle.standardOutput.write(Data("listening on \(stub.baseURL)\n".utf8))
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(3600))
+        }
+    }
+}
+
