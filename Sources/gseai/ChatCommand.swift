@@ -82,6 +82,8 @@ struct ChatCommand: AsyncParsableCommand {
         } else {
             var result: ChatResponse?
             var failure: ServerError?
+            // The answer so far stays on screen, ended by a newline, whatever happens.
+            defer { if !options.json { Terminal.out("\n") } }
             for try await event in try await client.chatStream(request) {
                 if options.json { try Terminal.printJSON(event, pretty: false) }
                 if let error = event.error { failure = error }
@@ -90,7 +92,6 @@ struct ChatCommand: AsyncParsableCommand {
                 if let text = event.delta { Terminal.out(text) }
                 if let text = event.reasoningDelta { Terminal.err(text) }
             }
-            if !options.json { Terminal.out("\n") }
             if let failure { throw CLIError("the server failed: \(failure.message)") }
             guard let result else { throw GSEAIError.streamInterrupted }
             response = result
@@ -114,6 +115,7 @@ struct ChatCommand: AsyncParsableCommand {
             }
             return
         }
+        defer { if !options.json { Terminal.out("\n") } }
         for try await chunk in try await client.chatCompletionsStream(request) {
             if options.json {
                 try Terminal.printJSON(chunk, pretty: false)
@@ -121,7 +123,6 @@ struct ChatCommand: AsyncParsableCommand {
                 Terminal.out(text)
             }
         }
-        if !options.json { Terminal.out("\n") }
     }
 
     /// `12 tokens in · 30 out · 42.5 tok/s · first token 0.31 s`
