@@ -77,8 +77,11 @@ public struct DataURL: Sendable, Hashable, CustomStringConvertible {
         guard parameters.last == "base64" else { throw .notBase64 }
         let declared = parameters.first ?? ""
         let payload = string[string.index(after: comma)...]
-        if let maxBytes, payload.utf8.count / 4 * 3 > maxBytes + 3 {
-            throw .tooLarge(bytes: payload.utf8.count / 4 * 3, limit: maxBytes)
+        // Refuse an oversized image before decoding it: the decoded size follows from the text's length.
+        let padding = payload.utf8.reversed().prefix(2).filter { $0 == UInt8(ascii: "=") }.count
+        let decodedSize = payload.utf8.count / 4 * 3 - padding
+        if let maxBytes, decodedSize > maxBytes {
+            throw .tooLarge(bytes: decodedSize, limit: maxBytes)
         }
         guard let data = Data(base64Encoded: String(payload)) else { throw .invalidBase64 }
         try self.init(imageBytes: data, maxBytes: maxBytes)

@@ -111,6 +111,9 @@ public final class GSEAIClient: Sendable {
             timeout: .init(connect: .init(timeouts.connect))
         )
         configuration.httpVersion = .automatic
+        // A shared server behind the gateway serves many people at once: keep more than the default 8
+        // connections open to it.
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         return configuration
     }
 

@@ -16,20 +16,19 @@ import ServiceLifecycle
 public final class StubUpstream: Sendable {
     /// The bearer token the stub accepts.
     public let token: String
-    /// The port it listens on (127.0.0.1).
-    public let port: Int
     /// What it has seen.
     public let state: StubState
-    private let task: Task<Void, any Error>
+    private let running: RunningApplication
 
+    /// The port it listens on (127.0.0.1).
+    public var port: Int { running.port }
     /// The base URL, such as `http://127.0.0.1:50123`.
-    public var baseURL: String { "http://127.0.0.1:\(port)" }
+    public var baseURL: String { running.baseURL }
 
-    private init(token: String, port: Int, state: StubState, task: Task<Void, any Error>) {
+    private init(token: String, state: StubState, running: RunningApplication) {
         self.token = token
-        self.port = port
         self.state = state
-        self.task = task
+        self.running = running
     }
 
     /// Starts a stub on `port` (0 picks a free one) and returns once it accepts connections.
@@ -42,38 +41,20 @@ public final class StubUpstream: Sendable {
         let router = Router()
         let routes = StubRoutes(token: token, state: state)
         routes.register(on: router)
-        let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "stub-upstream"),
-            onServerRunning: { channel in
-                portContinuation.yield(channel.localAddress?.port ?? 0)
-                portContinuation.finish()
-            },
-            logger: logger
-        )
-        let task = Task {
-            let group = ServiceGroup(
-                configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger)
+        let running = try await RunningApplication.start(logger: logger) { onServerRunning in
+            Application(
+                router: router,
+                configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "stub-upstream"),
+                onServerRunning: onServerRunning,
+                logger: logger
             )
-            try await withTaskCancellationHandler {
-                try await group.run()
-            } onCancel: {
-                Task { await group.triggerGracefulShutdown() }
-            }
         }
-        var iterator = portStream.makeAsyncIterator()
-        guard let boundPort = await iterator.next(), boundPort > 0 else {
-            task.cancel()
-            throw StubError.didNotStart
-        }
-        return StubUpstream(token: token, port: boundPort, state: state, task: task)
+        return StubUpstream(token: token, state: state, running: running)
     }
 
     /// Stops the stub.
     public func stop() async {
-        task.cancel()
-        _ = await task.result
+        await running.stop()
     }
 
     /// Runs `body` with a started stub and stops it afterwards.
@@ -91,8 +72,6 @@ public final class StubUpstream: Sendable {
             throw error
         }
     }
-
-    enum StubError: Error { case didNotStart }
 }
 
 /// What the stub has received and remembers.

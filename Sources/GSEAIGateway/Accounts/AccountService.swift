@@ -1,0 +1,146 @@
+import Foundation
+
+/// Accounts, login sessions and API keys: the rules, shared by the HTTP API and the `gseai` command.
+public struct AccountService: Sendable {
+    public let storage: Storage
+    public let hasher: PasswordHasher
+    public let sessionLifetime: Duration
+
+    public init(storage: Storage, hasher: PasswordHasher, sessionLifetime: Duration = .seconds(7 * 24 * 3600)) {
+        self.storage = storage
+        self.hasher = hasher
+        self.sessionLifetime = sessionLifetime
+    }
+
+    /// What went wrong, in words for the person at the other end.
+    public enum AccountError: Error, Equatable, CustomStringConvertible {
+        case invalidUsername
+        case weakPassword
+        case usernameTaken(String)
+        case noSuchUser(String)
+
+        public var description: String {
+            switch self {
+            case .invalidUsername: "a username is 1–64 letters, digits, dots, dashes, underscores or @"
+            case .weakPassword: "a password needs at least 8 characters"
+            case .usernameTaken(let name): "the username '\(name)' is taken"
+            case .noSuchUser(let name): "no user '\(name)'"
+            }
+        }
+    }
+
+    // MARK: Users
+
+    /// Creates a user; without a password, one is generated and returned so it can be shown once.
+    public func createUser(username: String, password: String?, role: Role) async throws -> (user: User, generatedPassword: String?) {
+        let name = username.lowercased()
+        guard Self.isValidUsername(name) else { throw AccountError.invalidUsername }
+        let generated = password == nil ? Secrets.random(16) : nil
+        let secret = password ?? generated!
+        guard secret.count >= 8 else { throw AccountError.weakPassword }
+        let user = User(username: name, passwordHash: try await hasher.hash(secret), role: role)
+        do {
+            try await storage.users.create(user)
+        } catch StorageError.conflict {
+            throw AccountError.usernameTaken(name)
+        }
+        return (user, generated)
+    }
+
+    static func isValidUsername(_ name: String) -> Bool {
+        (1...64).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-@".contains($0)) }
+    }
+
+    public func user(named username: String) async throws -> User {
+        guard let user = try await storage.users.find(username: username.lowercased()) else { throw AccountError.noSuchUser(username) }
+        return user
+    }
+
+    public func setRole(_ role: Role, for username: String) async throws -> User {
+        var user = try await user(named: username)
+        user.role = role
+        try await storage.users.update(user)
+        return user
+    }
+
+    /// Sets a new password (generated when `nil`) and ends the user's sessions.
+    public func resetPassword(for username: String, to password: String?) async throws -> (user: User, generatedPassword: String?) {
+        var user = try await user(named: username)
+        let generated = password == nil ? Secrets.random(16) : nil
+        let secret = password ?? generated!
+        guard secret.count >= 8 else { throw AccountError.weakPassword }
+        user.passwordHash = try await hasher.hash(secret)
+        try await storage.users.update(user)
+        try await storage.sessions.deleteAll(userID: user.id)
+        return (user, generated)
+    }
+
+    /// Disables (or re-enables) a user; disabling ends their sessions and revokes their keys at once.
+    public func setDisabled(_ disabled: Bool, for username: String) async throws -> User {
+        var user = try await user(named: username)
+        user.disabled = disabled
+        try await storage.users.update(user)
+        if disabled {
+            try await storage.sessions.deleteAll(userID: user.id)
+            try await storage.apiKeys.revokeAll(userID: user.id, at: Date())
+        }
+        return user
+    }
+
+    /// The user whose password this is, or `nil` (also for disabled users).
+    public func authenticate(username: String, password: String) async throws -> User? {
+        let user = try await storage.users.find(username: username.lowercased())
+        guard await hasher.verify(password, hash: user?.passwordHash), let user, !user.disabled else { return nil }
+        return user
+    }
+
+    // MARK: Login sessions
+
+    /// Starts a login session; the token goes in the cookie and is not stored.
+    public func startSession(for user: User, userAgent: String?, remoteAddress: String?) async throws -> (token: String, session: LoginSession) {
+        let token = Secrets.random(43)
+        let now = Date()
+        let session = LoginSession(
+            id: Secrets.sha256(token), userID: user.id, csrfToken: Secrets.random(32), createdAt: now,
+            expiresAt: now.addingTimeInterval(TimeInterval(sessionLifetime.components.seconds)), lastSeenAt: now,
+            userAgent: userAgent.map { String($0.prefix(200)) }, remoteAddress: remoteAddress
+        )
+        try await storage.sessions.create(session)
+        return (token, session)
+    }
+
+    /// The live session and its user for a cookie token.
+    public func resolveSession(token: String) async throws -> (LoginSession, User)? {
+        guard (20...100).contains(token.count), let session = try await storage.sessions.find(id: Secrets.sha256(token)) else {
+            return nil
+        }
+        let now = Date()
+        guard session.expiresAt > now, let user = try await storage.users.find(id: session.userID), !user.disabled else {
+            return nil
+        }
+        // Once a minute is precise enough for "last seen" and spares a write per request.
+        if now.timeIntervalSince(session.lastSeenAt) > 60 { try await storage.sessions.touch(id: session.id, at: now) }
+        return (session, user)
+    }
+
+    // MARK: API keys
+
+    /// Creates a key; the key itself is returned once and only its hash is kept.
+    public func createKey(for user: User, label: String) async throws -> (key: String, record: APIKey) {
+        let (key, prefix) = Secrets.newAPIKey()
+        let record = APIKey(userID: user.id, prefix: prefix, hash: Secrets.sha256(key), label: String(label.prefix(100)))
+        try await storage.apiKeys.create(record)
+        return (key, record)
+    }
+
+    /// The live key and its user for a presented key.
+    public func resolveKey(_ key: String) async throws -> (APIKey, User)? {
+        guard let prefix = Secrets.apiKeyPrefix(key), let record = try await storage.apiKeys.find(prefix: prefix),
+            record.revokedAt == nil, Secrets.constantTimeEquals(record.hash, Secrets.sha256(key)),
+            let user = try await storage.users.find(id: record.userID), !user.disabled
+        else { return nil }
+        let now = Date()
+        if now.timeIntervalSince(record.lastUsedAt ?? .distantPast) > 60 { try await storage.apiKeys.touch(id: record.id, at: now) }
+        return (record, user)
+    }
+}

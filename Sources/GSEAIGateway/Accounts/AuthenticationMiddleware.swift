@@ -1,0 +1,74 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Finds who is calling: an API key (`Authorization: Bearer gsk_…` or `x-api-key`, as the Anthropic SDK
+/// sends it) or a session cookie. Cookie-authenticated unsafe requests must also pass the CSRF check: an
+/// `Origin` (when sent) of this site, and the session's token in `X-CSRF-Token`.
+///
+/// A request without valid credentials goes on without an identity; the endpoints that need one answer 401.
+public struct AuthenticationMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+
+    /// The session cookie's name.
+    public static let cookieName = "gseai_session"
+    let accounts: AccountService
+    let publicOrigin: String
+
+    public init(accounts: AccountService, publicOrigin: String) {
+        self.accounts = accounts
+        self.publicOrigin = publicOrigin
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        if let key = Self.presentedKey(request) {
+            if let (record, user) = try await accounts.resolveKey(key) {
+                context.identity = Identity(user: user, credential: .apiKey(record))
+            } else {
+                // A key was presented and is wrong (revoked, say): say so rather than treat the caller as anonymous.
+                throw GatewayError(.unauthorized, type: .authentication, "invalid or revoked API key")
+            }
+        } else if let token = request.cookies[Self.cookieName]?.value,
+            let (session, user) = try await accounts.resolveSession(token: token)
+        {
+            if Self.isUnsafe(request.method) {
+                try checkCSRF(request, session: session)
+            }
+            context.identity = Identity(user: user, credential: .session(session))
+        }
+        return try await next(request, context)
+    }
+
+    static func presentedKey(_ request: Request) -> String? {
+        if let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
+            let key = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+            if !key.isEmpty { return key }
+        }
+        if let key = request.headers[HTTPField.Name("x-api-key")!], !key.isEmpty { return key }
+        return nil
+    }
+
+    static func isUnsafe(_ method: HTTPRequest.Method) -> Bool {
+        ![.get, .head, .options].contains(method)
+    }
+
+    /// Unsafe cookie requests must come from this site's pages.
+    func checkCSRF(_ request: Request, session: LoginSession) throws {
+        try checkOrigin(request)
+        guard let token = request.headers[HTTPField.Name("x-csrf-token")!], Secrets.constantTimeEquals(token, session.csrfToken) else {
+            throw GatewayError(.forbidden, type: .permission, "missing or wrong X-CSRF-Token header")
+        }
+    }
+
+    /// A browser sends `Origin` on cross-site requests; it must be this site (the public URL, or the
+    /// `Host` the request was sent to).
+    func checkOrigin(_ request: Request) throws {
+        guard let origin = request.headers[.origin] else { return }
+        let host = request.head.authority ?? ""
+        let sameHost = origin == "http://\(host)" || origin == "https://\(host)"
+        guard origin == publicOrigin || sameHost else {
+            throw GatewayError(.forbidden, type: .permission, "cross-site request refused")
+        }
+    }
+}

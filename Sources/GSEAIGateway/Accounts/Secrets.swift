@@ -1,0 +1,41 @@
+import Crypto
+import Foundation
+
+/// Random tokens and their digests: passwords, session cookies, CSRF tokens, API keys.
+public enum Secrets {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+    /// `count` random base-62 characters from the system's secure generator.
+    public static func random(_ count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<count).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] })
+    }
+
+    /// The SHA-256 of `text`, as lowercase hex. Used for high-entropy secrets (cookies, API keys), where a
+    /// slow hash adds nothing and a fast lookup matters; passwords use bcrypt.
+    public static func sha256(_ text: String) -> String {
+        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Compares two strings in time that does not depend on where they differ.
+    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+
+    /// A new API key: `gsk_` + 8 characters of public prefix + `_` + 40 secret characters.
+    public static func newAPIKey() -> (key: String, prefix: String) {
+        let prefix = "gsk_" + random(8)
+        return (prefix + "_" + random(40), prefix)
+    }
+
+    /// The prefix of something that looks like one of our API keys.
+    public static func apiKeyPrefix(_ key: String) -> String? {
+        guard key.hasPrefix("gsk_"), key.utf8.count == 53 else { return nil }
+        return String(key.prefix(12))
+    }
+}

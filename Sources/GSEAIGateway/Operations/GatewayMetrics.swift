@@ -1,0 +1,188 @@
+import Hummingbird
+import NIOCore
+import Prometheus
+import Synchronization
+
+/// The gateway's Prometheus metrics, kept in a registry of their own.
+///
+/// The registry is owned here rather than bootstrapped into the global `MetricsSystem`, because
+/// the global system can be bootstrapped only once per process and the tests build the app many
+/// times. Every label has a bounded set of values, so a caller cannot grow the exposition by
+/// inventing methods, paths or model names.
+public final class GatewayMetrics: Sendable {
+    /// The registry behind ``exposition()``; other parts of the gateway may add metrics to it.
+    public let registry: PrometheusCollectorRegistry
+
+    /// How many distinct model names get a label of their own before the rest share `other`.
+    public let modelLabelLimit: Int
+
+    private let activeStreams: Gauge
+    private let seenModels = Mutex<Set<String>>([])
+
+    /// Creates the metrics in a new registry.
+    /// - Parameter modelLabelLimit: the number of distinct `model` label values kept apart.
+    public init(modelLabelLimit: Int = 64) {
+        self.registry = PrometheusCollectorRegistry()
+        self.modelLabelLimit = modelLabelLimit
+        self.activeStreams = registry.makeGauge(descriptor: Self.activeStreamsName)
+        activeStreams.set(to: 0)
+    }
+
+    // MARK: HTTP
+
+    /// Counts one answered request and records how long it took to produce the response head.
+    /// - Parameters:
+    ///   - method: the request method; unusual methods are counted as `other`.
+    ///   - route: the matched route pattern (`/auth/keys/{id}`), or `unmatched`; never the raw path.
+    ///   - status: the response status.
+    ///   - duration: the time from the request to the response head.
+    public func recordRequest(method: HTTPRequest.Method, route: String, status: HTTPResponse.Status, duration: Duration) {
+        let method = Self.methodLabel(method)
+        registry.makeCounter(
+            descriptor: Self.requestsName,
+            labels: [("method", method), ("route", route), ("status", String(status.code))]
+        ).increment()
+        registry.makeDurationHistogram(
+            descriptor: Self.requestDurationName,
+            labels: [("method", method), ("route", route)],
+            buckets: Self.requestBuckets
+        ).record(duration)
+    }
+
+    // MARK: Upstream
+
+    /// Records how long the upstream took to send the first byte of its answer.
+    /// - Parameters:
+    ///   - surface: the API family of the call (``APISurface/rawValue``, such as `openAI`).
+    ///   - duration: the time from sending the request to the first response byte.
+    public func recordTimeToFirstByte(surface: String, _ duration: Duration) {
+        registry.makeDurationHistogram(
+            descriptor: Self.timeToFirstByteName,
+            labels: [("surface", surface)],
+            buckets: Self.upstreamBuckets
+        ).record(duration)
+    }
+
+    /// Counts one failed upstream call.
+    /// - Parameter kind: a short fixed category such as `timeout`, `connection` or `status`.
+    public func recordUpstreamError(kind: String) {
+        registry.makeCounter(descriptor: Self.upstreamErrorsName, labels: [("kind", kind)]).increment()
+    }
+
+    /// Counts the tokens of one answer.
+    /// - Parameters:
+    ///   - model: the model that answered; after ``modelLabelLimit`` distinct names, new ones count as `other`.
+    ///   - input: prompt tokens.
+    ///   - output: generated tokens.
+    public func recordTokens(model: String, input: Int, output: Int) {
+        let model = modelLabel(model)
+        if input > 0 {
+            registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", "input"), ("model", model)])
+                .increment(by: Int64(input))
+        }
+        if output > 0 {
+            registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", "output"), ("model", model)])
+                .increment(by: Int64(output))
+        }
+    }
+
+    // MARK: Streams
+
+    /// Notes that a streamed answer began; pair every call with ``streamEnded()``.
+    public func streamStarted() {
+        activeStreams.increment()
+    }
+
+    /// Notes that a streamed answer finished, failed or was abandoned by the client.
+    public func streamEnded() {
+        activeStreams.decrement()
+    }
+
+    // MARK: Exposition
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    public func exposition() -> ByteBuffer {
+        ByteBuffer(bytes: registry.emitToBuffer())
+    }
+
+    // MARK: Labels
+
+    /// The route label for a request: the pattern the router matched, or `unmatched`.
+    ///
+    /// Hummingbird records the pattern in `context.endpointPath` (`NotFound` when nothing matched);
+    /// the raw path is never used because ids in it would make a series per id.
+    public static func routeLabel(endpointPath: String?) -> String {
+        guard let endpointPath, endpointPath != "NotFound" else { return "unmatched" }
+        return endpointPath
+    }
+
+    private static let knownMethods: Set<HTTPRequest.Method> = [.get, .head, .post, .put, .patch, .delete, .options]
+
+    /// The method as a label; any other method (HTTP allows any token) would be a new series per token.
+    static func methodLabel(_ method: HTTPRequest.Method) -> String {
+        knownMethods.contains(method) ? method.rawValue : "other"
+    }
+
+    /// The model as a label; model names come from callers, so only the first few get series of their own.
+    func modelLabel(_ model: String) -> String {
+        seenModels.withLock { seen in
+            if seen.contains(model) { return model }
+            guard seen.count < modelLabelLimit else { return "other" }
+            seen.insert(model)
+            return model
+        }
+    }
+
+    // MARK: Names and buckets
+
+    // Computed rather than stored: `MetricNameDescriptor` is not `Sendable`, so it cannot be a static constant.
+    private static var requestsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", subsystem: "http", metricName: "requests", unitName: "total",
+            helpText: "HTTP requests answered, by method, route pattern and status."
+        )
+    }
+    private static var requestDurationName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", subsystem: "http", metricName: "request_duration", unitName: "seconds",
+            helpText: "Time from request to response head, by method and route pattern."
+        )
+    }
+    private static var timeToFirstByteName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", subsystem: "upstream", metricName: "time_to_first_byte", unitName: "seconds",
+            helpText: "Time until the model server sent the first byte of its answer, by API surface."
+        )
+    }
+    private static var activeStreamsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", metricName: "active", unitName: "streams",
+            helpText: "Streamed answers currently being relayed."
+        )
+    }
+    private static var tokensName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", metricName: "tokens", unitName: "total",
+            helpText: "Tokens processed, by direction (input or output) and model."
+        )
+    }
+    private static var upstreamErrorsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", subsystem: "upstream", metricName: "errors", unitName: "total",
+            helpText: "Failed calls to the model server, by kind."
+        )
+    }
+
+    /// 1 ms to 60 s: static pages answer in milliseconds, non-streamed model answers take up to a minute.
+    static let requestBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+        .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+    ]
+
+    /// 10 ms to 60 s: a first byte comes after the model is loaded and the prompt is processed.
+    static let upstreamBuckets: [Duration] = [
+        .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(20), .seconds(30), .seconds(60),
+    ]
+}

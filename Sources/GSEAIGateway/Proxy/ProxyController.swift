@@ -1,0 +1,297 @@
+import Foundation
+import GSEAI
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Forwards every API surface of the upstream through the client core, with the caller's key swapped for
+/// the server's token. Answers stream through event by event; requests are checked (size, JSON, images,
+/// ownership of response ids) before anything goes upstream; ids and token usage are recorded per user.
+public struct ProxyController: Sendable {
+    let upstream: GSEAIClient
+    let kind: UpstreamKind
+    let storage: Storage
+    let metrics: GatewayMetrics
+    let maxBodyBytes: Int
+    let maxImageBytes: Int
+
+    public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics,
+                maxBodyBytes: Int, maxImageBytes: Int) {
+        self.upstream = upstream
+        self.kind = kind
+        self.storage = storage
+        self.metrics = metrics
+        self.maxBodyBytes = maxBodyBytes
+        self.maxImageBytes = maxImageBytes
+    }
+
+    public func register(on router: Router<GatewayRequestContext>) {
+        for endpoint in ProxyEndpoint.all {
+            router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
+                try await forward(request, context: context, endpoint: endpoint)
+            }
+        }
+    }
+
+    /// Headers worth passing upstream; everything else (cookies, the caller's key) stays here.
+    static let forwardedRequestHeaders: [HTTPField.Name] = [
+        .contentType, .accept, HTTPField.Name("anthropic-version")!, HTTPField.Name("anthropic-beta")!,
+    ]
+    /// Headers worth passing back; hop-by-hop and length headers are the server's own business.
+    static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl, HTTPField.Name("x-request-id")!]
+
+    func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
+        let identity = try context.require(endpoint.minimumRole)
+        guard endpoint.kinds.contains(kind) else {
+            throw GatewayError(.notImplemented, type: .notImplemented,
+                               "\(endpoint.path) is not available: this gateway's model server speaks only the OpenAI-compatible API")
+        }
+        var request = request
+        var inspection: RequestInspection?
+        var body: ByteBuffer?
+        if endpoint.method == .post {
+            let bytes = try await Self.collectBody(of: &request, upTo: maxBodyBytes)
+            let json: JSONValue
+            do {
+                json = try JSONValue(parsing: bytes.readableBytesView)
+            } catch {
+                throw GatewayError.badRequest("the request body is not valid JSON")
+            }
+            guard case .object = json else { throw GatewayError.badRequest("the request body must be a JSON object") }
+            let checked = try RequestInspection(json, maxImageBytes: maxImageBytes)
+            if endpoint.isStateful, let previous = checked.previousResponseID {
+                // Another user's id is answered exactly like an unknown one.
+                guard try await storage.responses.owner(of: previous) == identity.user.id else {
+                    throw GatewayError.notFound("response '\(previous)' not found")
+                }
+            }
+            inspection = checked
+            body = bytes
+        }
+
+        var outgoing = RawRequest(method: HTTPMethod(rawValue: endpoint.method.rawValue), path: request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
+        for name in Self.forwardedRequestHeaders {
+            if let value = request.headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
+        }
+        if let body { outgoing.body = .bytes(body) }
+
+        let recorder = UsageRecorder(storage: storage, metrics: metrics, userID: identity.user.id,
+                                     model: inspection?.model ?? "unknown", counted: endpoint.method == .post)
+        let surface = endpoint.surface.rawValue
+        let upstream = self.upstream
+        let metrics = self.metrics
+
+        guard inspection?.stream == true else {
+            // The whole exchange is cancelled if the caller leaves: a long answer is not generated for no one.
+            let collected = try await upstreamCall {
+                try await context.cancellingIfCallerLeaves { [outgoing] in
+                    let started = ContinuousClock.now
+                    let response = try await upstream.send(outgoing)
+                    metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
+                    return CollectedResponse(status: response.status, headers: response.headers,
+                                             body: try await response.body.collect(upTo: upstream.maxResponseBytes))
+                }
+            }
+            return try await answer(collected, endpoint: endpoint, recorder: recorder)
+        }
+
+        // A stream's head comes at once; the relay below stops when the caller leaves.
+        let started = ContinuousClock.now
+        let upstreamResponse = try await upstreamCall { try await upstream.send(outgoing) }
+        metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
+        var headers = Self.responseHeaders(upstreamResponse.headers)
+        guard (200..<300).contains(upstreamResponse.status),
+            headers[.contentType]?.lowercased().hasPrefix("text/event-stream") == true
+        else {
+            let body = try await upstreamCall { try await upstreamResponse.body.collect(upTo: upstream.maxResponseBytes) }
+            return try await answer(CollectedResponse(status: upstreamResponse.status, headers: upstreamResponse.headers, body: body),
+                                    endpoint: endpoint, recorder: recorder)
+        }
+
+        headers[.cacheControl] = "no-cache"
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        let responseBody = ResponseBody { writer in
+            metrics.streamStarted()
+            defer { metrics.streamEnded() }
+            let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
+            // Leaving the relay (the caller has gone) cancels the upstream request.
+            try await context.cancellingIfCallerLeaves { try await relay.run(upstreamResponse.body) }
+        }
+        return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
+    }
+
+    /// A whole upstream answer.
+    struct CollectedResponse: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: ByteBuffer
+    }
+
+    /// Answers with a whole upstream answer, after recording what it issued.
+    func answer(_ collected: CollectedResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder) async throws -> Response {
+        let json = try? JSONValue(parsing: collected.body.readableBytesView)
+        guard (200..<300).contains(collected.status) else {
+            return try upstreamFailure(status: collected.status, json: json, surface: endpoint.surface)
+        }
+        var observer = ResponseObserver(endpoint: endpoint)
+        if let json { observer.observe(json: json) }
+        // Written before answering: an acknowledged response id is never lost.
+        try await recorder.record(observer)
+        return Response(status: .init(code: collected.status), headers: Self.responseHeaders(collected.headers),
+                        body: .init(byteBuffer: collected.body))
+    }
+
+    /// Runs an exchange with the upstream, turning its failures into the caller's error.
+    func upstreamCall<T>(_ operation: () async throws -> T) async throws -> T {
+        do {
+            return try await operation()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            metrics.recordUpstreamError(kind: Self.errorKind(error))
+            throw GatewayError.upstream(error)
+        }
+    }
+
+    static func responseHeaders(_ upstream: HTTPHeaders) -> HTTPFields {
+        var headers = HTTPFields()
+        for name in forwardedResponseHeaders {
+            if let value = upstream.first(name: name.rawName) { headers[name] = value }
+        }
+        return headers
+    }
+
+    /// The request body, or 413 when it is over the limit.
+    static func collectBody(of request: inout Request, upTo limit: Int) async throws -> ByteBuffer {
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw GatewayError(.contentTooLarge, type: .requestTooLarge, "the request body is too large (the limit is \(limit) bytes)")
+        }
+    }
+
+    /// An upstream's non-success answer: a client error passes through as the upstream said it (it speaks
+    /// the caller's API); a server error, or an answer that is not JSON, becomes a 502 in the caller's format.
+    func upstreamFailure(status: Int, json: JSONValue?, surface: APISurface) throws -> Response {
+        if (400..<500).contains(status), let json {
+            return Response(status: .init(code: status), headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(data: json.jsonData)))
+        }
+        metrics.recordUpstreamError(kind: "status_\(status)")
+        let detail = json.map { ServerError(json: $0).message } ?? "HTTP \(status)"
+        throw GatewayError(.badGateway, type: .upstream, "the model server failed: \(detail)")
+    }
+
+    static func errorKind(_ error: any Error) -> String {
+        switch error {
+        case GSEAIError.timeout(let phase): "timeout_\(phase)"
+        case GSEAIError.connection: "connection"
+        case GSEAIError.streamInterrupted: "interrupted"
+        default: "other"
+        }
+    }
+}
+
+/// Relays a stream piece by piece as it arrives, watching it go by; when the upstream fails or stops
+/// early, ends the caller's stream with an error event in their API's form.
+final class StreamRelay: @unchecked Sendable {
+    // Unchecked: the writer is used by one task at a time (the relay's), never concurrently.
+    private var writer: any ResponseBodyWriter
+    private var observer: ResponseObserver
+    private let endpoint: ProxyEndpoint
+    private let recorder: UsageRecorder
+    private let metrics: GatewayMetrics
+
+    init(writer: any ResponseBodyWriter, endpoint: ProxyEndpoint, recorder: UsageRecorder, metrics: GatewayMetrics) {
+        self.writer = writer
+        self.observer = ResponseObserver(endpoint: endpoint)
+        self.endpoint = endpoint
+        self.recorder = recorder
+        self.metrics = metrics
+    }
+
+    func run(_ body: ResponseBodyStream) async throws {
+        var failure: GSEAIError?
+        do {
+            for try await piece in body {
+                observer.observe(streamPiece: piece)
+                try await writer.write(piece)
+            }
+            if !observer.sawFinalEvent { failure = .streamInterrupted }
+        } catch let error as GSEAIError {
+            failure = error
+        } catch {
+            // The caller left or could not be written to: record what was spent, then stop.
+            try? await recorder.record(observer)
+            throw error
+        }
+        if let failure {
+            metrics.recordUpstreamError(kind: ProxyController.errorKind(failure))
+            let error = GatewayError.upstream(failure)
+            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
+        }
+        // Written before the stream's end: an acknowledged response id is never lost.
+        try await recorder.record(observer)
+        try await writer.finish(nil)
+    }
+}
+
+/// Writes what a stream's caller needs when the upstream fails mid-way, in their API's own form.
+enum StreamErrorEvents {
+    static func render(_ error: GatewayError, endpoint: ProxyEndpoint) -> String {
+        switch endpoint.surface {
+        case .lmstudio:
+            // LM Studio always ends a stream with chat.end, also after an error.
+            let event: JSONValue = ["type": "error", "error": ["type": .string(error.kind.rawValue), "message": .string(error.message)]]
+            let end: JSONValue = ["type": "chat.end", "result": ["output": [], "error": ["message": .string(error.message)]]]
+            return ServerSentEvent(event: "error", data: event.jsonString).encoded
+                + ServerSentEvent(event: "chat.end", data: end.jsonString).encoded
+        case .anthropic:
+            return ServerSentEvent(event: "error", data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+        case .openAI where endpoint.isResponsesAPI:
+            let event: JSONValue = ["type": "error", "code": .string(error.kind.rawValue), "message": .string(error.message), "param": nil]
+            return ServerSentEvent(event: "error", data: event.jsonString).encoded
+        default:
+            return ServerSentEvent(data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+        }
+    }
+}
+
+/// Records, once per request, the response ids issued to the user and the tokens spent.
+struct UsageRecorder: Sendable {
+    let storage: Storage
+    let metrics: GatewayMetrics
+    let userID: String
+    let model: String
+    /// Model listings and the like are not usage.
+    let counted: Bool
+
+    func record(_ observer: ResponseObserver) async throws {
+        let now = Date()
+        for id in observer.responseIDs {
+            try await storage.responses.record(responseID: id, userID: userID, at: now)
+        }
+        guard counted else { return }
+        try await storage.usage.add(userID: userID, model: model, day: Self.day(now),
+                                    inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
+        metrics.recordTokens(model: model, input: observer.inputTokens, output: observer.outputTokens)
+    }
+
+    /// `YYYY-MM-DD` in UTC.
+    static func day(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd"
+        return formatter.string(from: date)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a floating-point number.
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

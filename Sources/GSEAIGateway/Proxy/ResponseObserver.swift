@@ -1,0 +1,65 @@
+import GSEAI
+import NIOCore
+
+/// Watches an upstream answer as it passes through, without changing it: the response ids it issues, the
+/// tokens it reports, and whether a stream reached its final event.
+struct ResponseObserver: Sendable {
+    let endpoint: ProxyEndpoint
+    private var parser = ServerSentEventParser()
+    /// Response ids issued (`resp_…`), to record with their owner.
+    private(set) var responseIDs: [String] = []
+    private(set) var inputTokens = 0
+    private(set) var outputTokens = 0
+    /// Whether a stream's final event went by (`chat.end`, `[DONE]`, `response.completed`, `message_stop`).
+    private(set) var sawFinalEvent = false
+
+    init(endpoint: ProxyEndpoint) { self.endpoint = endpoint }
+
+    /// Reads a whole JSON answer.
+    mutating func observe(json: JSONValue) {
+        absorb(json)
+    }
+
+    /// Reads the next piece of a stream.
+    mutating func observe(streamPiece: ByteBuffer) {
+        for event in parser.feed(streamPiece.readableBytesView) { observe(event) }
+    }
+
+    private mutating func observe(_ event: ServerSentEvent) {
+        if event.data == "[DONE]" {
+            sawFinalEvent = true
+            return
+        }
+        // Parsing every token's JSON would cost more than relaying it: only events that can carry ids,
+        // usage or the end are parsed.
+        let name = event.event
+        if let name, endpoint.finalEvents.contains(name) { sawFinalEvent = true }
+        let interesting = name.map { endpoint.finalEvents.contains($0) || $0 == "message_start" || $0 == "message_delta" || $0 == "response.created" }
+            ?? (event.data.contains("\"usage\"") || event.data.contains("\"type\""))
+        guard interesting, let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
+        if let type = json["type"]?.stringValue, endpoint.finalEvents.contains(type) { sawFinalEvent = true }
+        absorb(json)
+    }
+
+    /// Finds ids and usage in LM Studio (`stats`, `response_id`, `result`), OpenAI (`usage`), Responses
+    /// (`response`, `id`) and Anthropic (`message`, `usage`) shapes.
+    private mutating func absorb(_ json: JSONValue) {
+        if let result = json["result"] { absorb(result) }
+        if let response = json["response"], response["object"]?.stringValue == "response" { absorb(response) }
+        if let message = json["message"], message["type"]?.stringValue == "message" { absorb(message) }
+        if let id = json["response_id"]?.stringValue { note(id) }
+        if endpoint.isStateful, json["object"]?.stringValue == "response", let id = json["id"]?.stringValue { note(id) }
+        if let stats = json["stats"] {
+            inputTokens = stats["input_tokens"]?.intValue ?? inputTokens
+            outputTokens = stats["total_output_tokens"]?.intValue ?? outputTokens
+        }
+        if let usage = json["usage"], usage != .null {
+            inputTokens = usage["prompt_tokens"]?.intValue ?? usage["input_tokens"]?.intValue ?? inputTokens
+            outputTokens = usage["completion_tokens"]?.intValue ?? usage["output_tokens"]?.intValue ?? outputTokens
+        }
+    }
+
+    private mutating func note(_ id: String) {
+        if !responseIDs.contains(id) { responseIDs.append(id) }
+    }
+}

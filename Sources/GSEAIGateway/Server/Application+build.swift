@@ -1,0 +1,114 @@
+import AsyncHTTPClient
+import Foundation
+import GSEAI
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// The gateway's parts, wired in one place.
+public struct Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    public let storage: Storage
+    public let accounts: AccountService
+    public let upstream: GSEAIClient
+    public let metrics: GatewayMetrics
+
+    /// Wires the parts. `passwordCost` is bcrypt's; tests lower it.
+    public init(configuration: GatewayConfiguration, storage: Storage, passwordCost: UInt8 = 12, logger: Logger) throws {
+        self.configuration = configuration
+        self.storage = storage
+        self.accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: passwordCost),
+                                       sessionLifetime: configuration.sessionLifetime)
+        self.upstream = try GSEAIClient(apiToken: configuration.upstreamToken, baseURL: configuration.upstreamURL,
+                                        timeouts: configuration.timeouts, logger: logger)
+        self.metrics = GatewayMetrics()
+    }
+
+    /// The router with every endpoint and middleware.
+    public func buildRouter() -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
+        router.add(middleware: RequestLogMiddleware())
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: GzipMiddleware())
+        router.add(middleware: ErrorFormatMiddleware())
+        router.add(middleware: AuthenticationMiddleware(accounts: accounts, publicOrigin: configuration.publicOrigin))
+
+        let upstream = self.upstream
+        HealthController(checks: [
+            (name: "database", check: storage.ping),
+            (name: "upstream", check: { _ = try await upstream.listModelsOpenAI() }),
+        ], metrics: metrics).register(on: router)
+        AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
+                          secureCookies: configuration.usesTLS, publicOrigin: configuration.publicOrigin).register(on: router)
+        ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics,
+                        maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes).register(on: router)
+        return router
+    }
+
+    /// The application: the HTTP(S) server plus the services whose lifetime it owns.
+    public func buildApplication(
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in },
+        logger: Logger
+    ) throws -> some ApplicationProtocol {
+        // Long enough for the slowest upstream answer, so that a connection waiting on one is not dropped.
+        let idle = TimeAmount(configuration.firstByteTimeout + configuration.idleTimeout + .seconds(30))
+        var server = HTTPServerBuilder.http1(configuration: .init(idleTimeout: idle))
+        if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+            let tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+            server = try .tls(server, tlsConfiguration: tls)
+        }
+        return Application(
+            router: buildRouter(),
+            server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
+            services: [ShutdownService(name: "upstream client", action: { [upstream] in try await upstream.shutdown() }),
+                       ShutdownService(name: "storage", action: storage.close)],
+            onServerRunning: onServerRunning,
+            logger: logger
+        )
+    }
+
+    /// On the first start (no users), creates the `admin` account with a generated password and returns
+    /// the lines to print, so that a newcomer can log in with no other step.
+    public func firstRunSetup() async throws -> [String]? {
+        guard try await storage.users.count() == 0 else { return nil }
+        let (user, password) = try await accounts.createUser(username: "admin", password: nil, role: .admin)
+        return [
+            "First run: created the administrator account.",
+            "  Log in at \(configuration.effectivePublicURL)/ as '\(user.username)' with password: \(password ?? "")",
+            "  This password is shown only once; change it after logging in (POST /auth/password).",
+        ]
+    }
+}
+
+extension GatewayConfiguration {
+    /// The origin (scheme, host, port) of the public URL, for the CSRF check.
+    var publicOrigin: String {
+        guard let url = URL(string: effectivePublicURL), let scheme = url.scheme, let host = url.host else { return effectivePublicURL }
+        return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
+    }
+}
+
+/// A service that does nothing until shutdown, then runs `action`: for resources the application owns.
+struct ShutdownService: Service {
+    let name: String
+    let action: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await action()
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        self = .nanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import GSEAI
+import HTTPTypes
+import Hummingbird
+
+/// An error answered to the caller, rendered in the format of the API they used (see ``APISurface``).
+public struct GatewayError: Error, Sendable {
+    /// The category, named as OpenAI and Anthropic name theirs.
+    public enum Kind: String, Sendable {
+        case invalidRequest = "invalid_request_error"
+        case authentication = "authentication_error"
+        case permission = "permission_error"
+        case notFound = "not_found_error"
+        case requestTooLarge = "request_too_large"
+        case rateLimit = "rate_limit_error"
+        case notImplemented = "not_implemented_error"
+        case upstream = "upstream_error"
+        case timeout = "timeout_error"
+        case server = "api_error"
+    }
+
+    public var status: HTTPResponse.Status
+    public var kind: Kind
+    public var message: String
+    /// Extra headers, such as `Retry-After`.
+    public var headers: HTTPFields
+
+    public init(_ status: HTTPResponse.Status, type kind: Kind, _ message: String, headers: HTTPFields = [:]) {
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.headers = headers
+    }
+
+    public static let unauthenticated = GatewayError(
+        .unauthorized, type: .authentication,
+        "missing or invalid credentials: send an API key as 'Authorization: Bearer …' or 'x-api-key', or log in"
+    )
+
+    public static func badRequest(_ message: String) -> GatewayError {
+        GatewayError(.badRequest, type: .invalidRequest, message)
+    }
+
+    public static func notFound(_ message: String) -> GatewayError {
+        GatewayError(.notFound, type: .notFound, message)
+    }
+
+    /// Maps a client-core failure talking to the upstream to what the caller sees.
+    public static func upstream(_ error: any Error) -> GatewayError {
+        switch error {
+        case GSEAIError.timeout(let phase):
+            return GatewayError(.gatewayTimeout, type: .timeout, "the model server did not answer in time (\(phase.rawValue))")
+        case GSEAIError.connection:
+            return GatewayError(.badGateway, type: .upstream, "the model server cannot be reached")
+        case GSEAIError.streamInterrupted:
+            return GatewayError(.badGateway, type: .upstream, "the model server's answer broke off")
+        case GSEAIError.responseTooLarge(let limit):
+            return GatewayError(.badGateway, type: .upstream, "the model server's answer exceeded \(limit) bytes")
+        case let error as GSEAIError:
+            return GatewayError(.badGateway, type: .upstream, "the model server failed: \(error)")
+        default:
+            return GatewayError(.badGateway, type: .upstream, "the model server failed")
+        }
+    }
+}
+
+/// The API family a path belongs to, which decides how errors look.
+public enum APISurface: String, Sendable {
+    /// LM Studio native `/api/v1/*`.
+    case lmstudio
+    /// LM Studio `/api/v0/*` (OpenAI shapes).
+    case lmstudioV0
+    /// OpenAI-compatible `/v1/*`.
+    case openAI
+    /// Anthropic-compatible `/v1/messages`.
+    case anthropic
+    /// The gateway's own JSON API (accounts, health).
+    case gateway
+
+    /// The surface of a request path.
+    public init(path: String) {
+        if path == "/v1/messages" || path.hasPrefix("/v1/messages/") {
+            self = .anthropic
+        } else if path.hasPrefix("/v1/") || path == "/v1" {
+            self = .openAI
+        } else if path.hasPrefix("/api/v1/") {
+            self = .lmstudio
+        } else if path.hasPrefix("/api/v0/") {
+            self = .lmstudioV0
+        } else {
+            self = .gateway
+        }
+    }
+
+    /// The error body: Anthropic's `{"type":"error","error":{…}}`, everyone else's `{"error":{…}}`.
+    public func errorBody(_ kind: GatewayError.Kind, _ message: String) -> JSONValue {
+        switch self {
+        case .anthropic:
+            return ["type": "error", "error": ["type": .string(kind.anthropicType), "message": .string(message)]]
+        default:
+            return ["error": ["message": .string(message), "type": .string(kind.rawValue), "code": nil]]
+        }
+    }
+}
+
+extension GatewayError.Kind {
+    /// Anthropic's names for the same categories.
+    var anthropicType: String {
+        switch self {
+        case .invalidRequest, .notImplemented: "invalid_request_error"
+        case .authentication: "authentication_error"
+        case .permission: "permission_error"
+        case .notFound: "not_found_error"
+        case .requestTooLarge: "request_too_large"
+        case .rateLimit: "rate_limit_error"
+        case .upstream, .server: "api_error"
+        case .timeout: "timeout_error"
+        }
+    }
+}
+
+/// Renders every error as JSON in the format of the API the caller used: ours, Hummingbird's (404 for an
+/// unknown path, 413 for a body over the limit) and any other (a 500 that reveals nothing).
+public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let surface = APISurface(path: request.uri.path)
+            let gatewayError = Self.gatewayError(for: error, context: context)
+            return Self.response(gatewayError, surface: surface)
+        }
+    }
+
+    static func gatewayError(for error: any Error, context: Context) -> GatewayError {
+        switch error {
+        case let error as GatewayError:
+            return error
+        case let error as HTTPError:
+            switch error.status {
+            case .notFound: return .notFound("no such endpoint")
+            case .contentTooLarge: return GatewayError(.contentTooLarge, type: .requestTooLarge, "the request body is too large")
+            case .methodNotAllowed: return GatewayError(.methodNotAllowed, type: .invalidRequest, "method not allowed")
+            default: return GatewayError(error.status, type: .invalidRequest, error.body ?? error.status.reasonPhrase)
+            }
+        default:
+            context.logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))"])
+            return GatewayError(.internalServerError, type: .server, "internal error")
+        }
+    }
+
+    /// The JSON response for an error on a surface.
+    public static func response(_ error: GatewayError, surface: APISurface) -> Response {
+        var headers = error.headers
+        headers[.contentType] = "application/json"
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message).jsonData)))
+    }
+}

@@ -1,0 +1,66 @@
+import Hummingbird
+import NIOCore
+
+/// Who is making a request, and how they proved it.
+public struct Identity: Sendable {
+    /// How the caller authenticated.
+    public enum Credential: Sendable {
+        /// A browser session cookie (unsafe requests also need the CSRF token).
+        case session(LoginSession)
+        /// A personal API key.
+        case apiKey(APIKey)
+    }
+
+    /// The user.
+    public var user: User
+    /// The credential used.
+    public var credential: Credential
+}
+
+/// The per-request facts: the caller's identity and address. Nothing else lives here.
+public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by ``AuthenticationMiddleware`` when the request carries a valid credential.
+    public var identity: Identity?
+    /// The peer's address (no port).
+    public let remoteAddress: String?
+    /// The connection, to notice a caller who leaves while the upstream works.
+    let channel: (any Channel)?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress?.ipAddress
+        channel = source.channel
+    }
+
+    /// Runs `operation`, cancelling it when the caller's connection closes (checked four times a second):
+    /// upstream work is not done for someone who has gone.
+    public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        guard let channel else { return try await operation() }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                while channel.isActive { try await Task.sleep(for: .milliseconds(250)) }
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw CancellationError() }
+            return value
+        }
+    }
+
+    /// The identity, or a 401 in the caller's API format.
+    public func requireIdentity() throws -> Identity {
+        guard let identity else { throw GatewayError.unauthenticated }
+        return identity
+    }
+
+    /// The identity of a user with at least `role`, or 401/403.
+    public func require(_ role: Role) throws -> Identity {
+        let identity = try requireIdentity()
+        guard identity.user.role >= role else {
+            throw GatewayError(.forbidden, type: .permission, "this needs the \(role.rawValue) role")
+        }
+        return identity
+    }
+}

@@ -1,0 +1,181 @@
+// The database schema, as an append-only list of migrations.
+//
+// To change the schema, append a `Migration` to `Migrations.all` with the next version number, a short
+// name, and its statements. Never edit, reorder or remove a migration that has been released: databases
+// already carry it, and it will not run again. Rules for the statements:
+//
+// - one SQL statement per string (SQLite prepares only the first statement of a string);
+// - SQL that SQLite and PostgreSQL both accept: `TEXT`, `BIGINT`, `DOUBLE PRECISION` (dates, as Unix
+//   seconds), `BOOLEAN`; no `AUTOINCREMENT`, no `STRICT`, no engine-specific functions;
+// - SQLite's `ALTER TABLE` adds and renames columns but cannot change constraints; for that, create the new
+//   table, copy the rows, drop the old one and rename (https://sqlite.org/lang_altertable.html).
+//
+// At start, `Migrations.run` creates `schema_migrations` if needed and applies every migration the
+// database lacks, in order, each in its own transaction together with its row in `schema_migrations`: a
+// migration is applied entirely or not at all, and never twice, even when two processes start at once.
+
+import Foundation
+import Logging
+import SQLKit
+
+/// One step of the schema.
+struct Migration: Sendable {
+    /// Its place in the order: 1, 2, 3 … without gaps.
+    let version: Int
+    /// What it does, for the logs and `schema_migrations`.
+    let name: String
+    /// The statements, run in order in one transaction.
+    let statements: [SQLQueryString]
+}
+
+/// Why the schema could not be brought up to date.
+public enum MigrationError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The database was migrated by a newer build of the gateway, whose schema this build does not know.
+    case databaseIsNewer(databaseVersion: Int, knownVersion: Int)
+    /// The list of migrations is malformed (a programming error caught at start).
+    case invalidList(String)
+
+    /// A sentence for the log and the terminal.
+    public var description: String {
+        switch self {
+        case .databaseIsNewer(let databaseVersion, let knownVersion):
+            "The database has schema version \(databaseVersion), but this build knows only up to \(knownVersion); "
+                + "run a newer gateway or restore a backup."
+        case .invalidList(let reason):
+            "The list of migrations is invalid: \(reason)"
+        }
+    }
+}
+
+enum Migrations {
+    /// Every migration, oldest first. Append only.
+    static let all: [Migration] = [
+        Migration(version: 1, name: "accounts, sessions, API keys, response owners and usage", statements: [
+            """
+            CREATE TABLE users (
+                id TEXT NOT NULL PRIMARY KEY,
+                username TEXT NOT NULL UNIQUE,
+                password_hash TEXT,
+                role TEXT NOT NULL,
+                disabled BOOLEAN NOT NULL DEFAULT FALSE,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE login_sessions (
+                id TEXT NOT NULL PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                csrf_token TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                last_seen_at DOUBLE PRECISION NOT NULL,
+                user_agent TEXT,
+                remote_address TEXT
+            )
+            """,
+            // A user's sessions, newest first; and the expiry sweep.
+            "CREATE INDEX login_sessions_user_id_created_at ON login_sessions (user_id, created_at)",
+            "CREATE INDEX login_sessions_expires_at ON login_sessions (expires_at)",
+            """
+            CREATE TABLE api_keys (
+                id TEXT NOT NULL PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                prefix TEXT NOT NULL UNIQUE,
+                hash TEXT NOT NULL,
+                label TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_used_at DOUBLE PRECISION,
+                revoked_at DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX api_keys_user_id_created_at ON api_keys (user_id, created_at)",
+            """
+            CREATE TABLE response_owners (
+                response_id TEXT NOT NULL PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            // Without it, deleting a user scans the whole table for the cascade.
+            "CREATE INDEX response_owners_user_id ON response_owners (user_id)",
+            """
+            CREATE TABLE usage_daily (
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                model TEXT NOT NULL,
+                day TEXT NOT NULL,
+                requests BIGINT NOT NULL DEFAULT 0,
+                input_tokens BIGINT NOT NULL DEFAULT 0,
+                output_tokens BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, model, day)
+            )
+            """,
+            // Everyone's usage, newest day first (a user's rows are served by the primary key).
+            "CREATE INDEX usage_daily_day ON usage_daily (day)",
+        ]),
+    ]
+
+    /// Applies the migrations `database` lacks; returns the versions it applied.
+    @discardableResult
+    static func run(on database: any SQLDatabase, migrations: [Migration] = Migrations.all, logger: Logger)
+        async throws -> [Int]
+    {
+        try validate(migrations)
+        try await database.raw("""
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT NOT NULL PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at DOUBLE PRECISION NOT NULL
+            )
+            """).run()
+
+        let applied = Set(
+            try await database.select().column("version").from("schema_migrations")
+                .all(decodingColumn: "version", as: Int.self)
+        )
+        let knownVersion = migrations.last?.version ?? 0
+        if let databaseVersion = applied.max(), databaseVersion > knownVersion {
+            throw MigrationError.databaseIsNewer(databaseVersion: databaseVersion, knownVersion: knownVersion)
+        }
+
+        var appliedNow: [Int] = []
+        for migration in migrations where !applied.contains(migration.version) {
+            let didApply = try await database.transaction { session in
+                // Claiming the version first takes the write lock, so a second process starting at the same
+                // moment waits here and then finds the version taken instead of failing on CREATE TABLE.
+                let claimed = try await session.insert(into: "schema_migrations")
+                    .columns("version", "name", "applied_at")
+                    .values(SQLBind(migration.version), SQLBind(migration.name), SQLBind(Date().unixSeconds))
+                    .ignoringConflicts(with: "version")
+                    .returning("version")
+                    .first()
+                guard claimed != nil else { return false }
+                for statement in migration.statements {
+                    try await session.raw(statement).run()
+                }
+                return true
+            }
+            if didApply {
+                appliedNow.append(migration.version)
+                logger.info(
+                    "Applied database migration",
+                    metadata: ["version": "\(migration.version)", "name": "\(migration.name)"]
+                )
+            }
+        }
+        return appliedNow
+    }
+
+    /// Catches a mistake in the list before it reaches a database.
+    static func validate(_ migrations: [Migration]) throws {
+        for (index, migration) in migrations.enumerated() {
+            guard migration.version == index + 1 else {
+                throw MigrationError.invalidList(
+                    "migration \"\(migration.name)\" has version \(migration.version), expected \(index + 1)"
+                )
+            }
+            guard !migration.statements.isEmpty else {
+                throw MigrationError.invalidList("migration \(migration.version) has no statements")
+            }
+        }
+    }
+}

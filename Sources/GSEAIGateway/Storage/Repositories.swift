@@ -1,0 +1,90 @@
+import Foundation
+
+/// Why a storage operation was refused.
+public enum StorageError: Error, Sendable, Equatable {
+    /// A unique value (a username, say) is already taken.
+    case conflict(String)
+    /// The record does not exist.
+    case notFound
+}
+
+/// Accounts.
+public protocol UserRepository: Sendable {
+    /// Stores a new user; throws ``StorageError/conflict(_:)`` when the username is taken.
+    func create(_ user: User) async throws
+    func find(id: String) async throws -> User?
+    /// Finds by username, case-insensitively.
+    func find(username: String) async throws -> User?
+    /// Every user, by username.
+    func list() async throws -> [User]
+    func count() async throws -> Int
+    /// Replaces role, password hash and disabled flag; throws ``StorageError/notFound``.
+    func update(_ user: User) async throws
+}
+
+/// Browser login sessions.
+public protocol LoginSessionRepository: Sendable {
+    func create(_ session: LoginSession) async throws
+    /// The session with this id, expired or not.
+    func find(id: String) async throws -> LoginSession?
+    /// A user's sessions, newest first.
+    func list(userID: String) async throws -> [LoginSession]
+    func touch(id: String, at date: Date) async throws
+    func delete(id: String) async throws
+    func deleteAll(userID: String) async throws
+    func deleteExpired(before date: Date) async throws
+}
+
+/// API keys.
+public protocol APIKeyRepository: Sendable {
+    /// Stores a key; throws ``StorageError/conflict(_:)`` when the prefix is taken.
+    func create(_ key: APIKey) async throws
+    func find(prefix: String) async throws -> APIKey?
+    func find(id: String) async throws -> APIKey?
+    /// A user's keys, revoked ones too, newest first.
+    func list(userID: String) async throws -> [APIKey]
+    func revoke(id: String, at date: Date) async throws
+    func revokeAll(userID: String, at date: Date) async throws
+    func touch(id: String, at date: Date) async throws
+}
+
+/// Which user each upstream response id (`resp_…`) belongs to.
+public protocol ResponseOwnershipRepository: Sendable {
+    /// Records an id for a user; recording the same id again for the same user is harmless.
+    func record(responseID: String, userID: String, at date: Date) async throws
+    /// The owner of an id, or `nil` when the gateway never issued it.
+    func owner(of responseID: String) async throws -> String?
+}
+
+/// Token usage per user, model and day.
+public protocol UsageRepository: Sendable {
+    /// Adds one request and its tokens to the user's row for the model and day.
+    func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws
+    /// Rows of one user (or everyone, for `nil`), newest day first.
+    func list(userID: String?) async throws -> [UsageRecord]
+}
+
+/// Everything the gateway stores, behind protocols so that PostgreSQL can follow SQLite.
+public struct Storage: Sendable {
+    public var users: any UserRepository
+    public var sessions: any LoginSessionRepository
+    public var apiKeys: any APIKeyRepository
+    public var responses: any ResponseOwnershipRepository
+    public var usage: any UsageRepository
+    /// Checks that the database answers (for `/readyz`).
+    public var ping: @Sendable () async throws -> Void
+    /// Closes the database.
+    public var close: @Sendable () async throws -> Void
+
+    public init(users: any UserRepository, sessions: any LoginSessionRepository, apiKeys: any APIKeyRepository,
+                responses: any ResponseOwnershipRepository, usage: any UsageRepository,
+                ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
+        self.users = users
+        self.sessions = sessions
+        self.apiKeys = apiKeys
+        self.responses = responses
+        self.usage = usage
+        self.ping = ping
+        self.close = close
+    }
+}

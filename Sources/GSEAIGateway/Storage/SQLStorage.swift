@@ -1,0 +1,70 @@
+import Foundation
+import SQLKit
+
+/// The repositories over any ``SQLDatabase``, so that a PostgreSQL database can later use the same code.
+///
+/// The queries keep to SQL that SQLite and PostgreSQL both accept: `ON CONFLICT … DO NOTHING/UPDATE` for
+/// uniqueness and upserts, `RETURNING` to learn whether a row was written, and no engine-specific functions.
+/// Dates are stored as Unix seconds in `DOUBLE PRECISION` columns: sortable, exact to the microsecond, and the
+/// same type in both engines. Every repository method is a single statement, so each is atomic on its own
+/// and durable (committed) when it returns.
+enum SQLStorage {
+    /// The storage over `database`, which must already be migrated; `close` ends the connection.
+    static func make(database: any SQLDatabase, close: @escaping @Sendable () async throws -> Void) -> Storage {
+        Storage(
+            users: SQLUserRepository(database: database),
+            sessions: SQLLoginSessionRepository(database: database),
+            apiKeys: SQLAPIKeyRepository(database: database),
+            responses: SQLResponseOwnershipRepository(database: database),
+            usage: SQLUsageRepository(database: database),
+            ping: { try await database.raw("SELECT 1").run() },
+            close: close
+        )
+    }
+}
+
+extension SQLDatabase {
+    /// Runs `body` in a transaction on one session, committing when it returns and rolling back when it throws.
+    ///
+    /// On a ``SerialSQLDatabase`` nothing else runs on the connection meanwhile; `body` must use only the
+    /// database it is given.
+    func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await self.withSession { session in
+            try await session.raw("BEGIN").run()
+            do {
+                let result = try await body(session)
+                try await session.raw("COMMIT").run()
+                return result
+            } catch {
+                // Also after a failed COMMIT: SQLite then keeps the transaction open, and the connection is shared.
+                do {
+                    try await session.raw("ROLLBACK").run()
+                } catch let rollbackError {
+                    session.logger.warning("Rolling back a transaction failed", metadata: ["error": "\(rollbackError)"])
+                }
+                throw error
+            }
+        }
+    }
+}
+
+extension Date {
+    /// The stored form of a date: Unix seconds with a fraction.
+    var unixSeconds: Double { self.timeIntervalSince1970 }
+
+    init(unixSeconds: Double) {
+        self.init(timeIntervalSince1970: unixSeconds)
+    }
+}
+
+extension SQLRow {
+    /// Reads a date stored by ``Foundation/Date/unixSeconds``.
+    func decodeDate(column: String) throws -> Date {
+        Date(unixSeconds: try self.decode(column: column, as: Double.self))
+    }
+
+    /// Reads an optional date stored by ``Foundation/Date/unixSeconds``.
+    func decodeOptionalDate(column: String) throws -> Date? {
+        try self.decode(column: column, as: Double?.self).map(Date.init(unixSeconds:))
+    }
+}

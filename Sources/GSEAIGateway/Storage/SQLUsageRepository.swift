@@ -1,0 +1,43 @@
+import Foundation
+import SQLKit
+
+/// Daily token usage in the `usage_daily` table.
+struct SQLUsageRepository: UsageRepository {
+    let database: any SQLDatabase
+
+    func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws {
+        // One statement, so concurrent requests of one user add up instead of overwriting each other.
+        try await self.database.raw("""
+            INSERT INTO usage_daily (user_id, model, day, requests, input_tokens, output_tokens)
+            VALUES (\(bind: userID), \(bind: model), \(bind: day), 1, \(bind: inputTokens), \(bind: outputTokens))
+            ON CONFLICT (user_id, model, day) DO UPDATE SET
+                requests = usage_daily.requests + 1,
+                input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+                output_tokens = usage_daily.output_tokens + excluded.output_tokens
+            """).run()
+    }
+
+    func list(userID: String?) async throws -> [UsageRecord] {
+        var query = self.database.select()
+            .columns("user_id", "model", "day", "requests", "input_tokens", "output_tokens")
+            .from("usage_daily")
+        if let userID {
+            query = query.where("user_id", .equal, userID)
+        }
+        return try await query
+            .orderBy("day", .descending)
+            .orderBy("user_id")
+            .orderBy("model")
+            .all()
+            .map { row in
+                UsageRecord(
+                    userID: try row.decode(column: "user_id", as: String.self),
+                    model: try row.decode(column: "model", as: String.self),
+                    day: try row.decode(column: "day", as: String.self),
+                    requests: try row.decode(column: "requests", as: Int.self),
+                    inputTokens: try row.decode(column: "input_tokens", as: Int.self),
+                    outputTokens: try row.decode(column: "output_tokens", as: Int.self)
+                )
+            }
+    }
+}

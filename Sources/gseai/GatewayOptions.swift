@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import GSEAIGateway
+import Logging
+
+/// The gateway's settings as flags; each overrides its environment variable and `.env`.
+struct GatewayOptions: ParsableArguments {
+    @Option(help: "Upstream base URL (GSEAI_UPSTREAM_URL; default http://gseai.gse.buffalo.edu:11434).")
+    var upstreamURL: String?
+
+    @Option(help: "Upstream kind: lmstudio or openai (GSEAI_UPSTREAM_KIND; default lmstudio).")
+    var upstreamKind: String?
+
+    @Option(help: "SQLite database file, or :memory: (GSEAI_DATABASE; default data/gseai.sqlite).")
+    var database: String?
+
+    @Option(help: "Listen address (GSEAI_HOST; default 127.0.0.1).")
+    var host: String?
+
+    @Option(help: "Listen port, 0 for any free one (GSEAI_PORT; default 8080).")
+    var port: Int?
+
+    @Option(help: "The URL people use to reach the gateway (GSEAI_PUBLIC_URL).")
+    var publicURL: String?
+
+    @Option(help: "PEM certificate chain, to serve HTTPS directly (GSEAI_TLS_CERTIFICATE).")
+    var tlsCertificate: String?
+
+    @Option(help: "PEM private key for --tls-certificate (GSEAI_TLS_KEY).")
+    var tlsKey: String?
+
+    @Option(help: "Largest request body in bytes (GSEAI_LIMITS_BODY_BYTES; default 33554432).")
+    var maxBodyBytes: Int?
+
+    @Option(help: "Upstream silence limit between chunks, seconds (GSEAI_TIMEOUT_IDLE_SECONDS; default 120).")
+    var idleTimeout: Int?
+
+    @Option(help: "Upstream response-head limit, seconds (GSEAI_TIMEOUT_FIRST_BYTE_SECONDS; default 300).")
+    var firstByteTimeout: Int?
+
+    @Option(help: "Where to read further settings (default .env in the working directory; 'none' for none).")
+    var envFile = ".env"
+
+    /// The configuration: these flags over the environment over `.env` over the defaults.
+    func load() async throws -> GatewayConfiguration {
+        var overrides: [String: String] = [:]
+        overrides["gseai.upstream.url"] = upstreamURL
+        overrides["gseai.upstream.kind"] = upstreamKind
+        overrides["gseai.database"] = database
+        overrides["gseai.host"] = host
+        overrides["gseai.port"] = port.map(String.init)
+        overrides["gseai.public.url"] = publicURL
+        overrides["gseai.tls.certificate"] = tlsCertificate
+        overrides["gseai.tls.key"] = tlsKey
+        overrides["gseai.limits.body.bytes"] = maxBodyBytes.map(String.init)
+        overrides["gseai.timeout.idle.seconds"] = idleTimeout.map(String.init)
+        overrides["gseai.timeout.first.byte.seconds"] = firstByteTimeout.map(String.init)
+        do {
+            return try await GatewayConfiguration.load(overrides: overrides, environmentFile: envFile == "none" ? nil : envFile)
+        } catch let error as ConfigurationError {
+            throw CLIError(error.description)
+        }
+    }
+
+    /// Opens the configured database (running its migrations).
+    func openStorage(_ configuration: GatewayConfiguration, logger: Logger) async throws -> Storage {
+        let path = configuration.databasePath == ":memory:" ? nil : configuration.databasePath
+        return try await SQLiteStorage.open(path: path, logger: logger)
+    }
+}

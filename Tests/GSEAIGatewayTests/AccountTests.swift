@@ -1,0 +1,160 @@
+import Foundation
+import GSEAI
+import GSEAIGateway
+import GSEAITestSupport
+import Testing
+
+@Suite("Gateway: accounts, sessions, keys")
+struct AccountTests {
+    /// Logs in and returns the cookie header value and the CSRF token.
+    func login(_ gateway: GatewayHarness, _ name: String, password: String? = nil) async throws -> (cookie: String, csrf: String, result: HTTPResult) {
+        let body: JSONValue = ["username": .string(name), "password": .string(password ?? "password-\(name)")]
+        let result = try await gateway.request(.POST, "/auth/login", body: body.jsonString)
+        let setCookie = result.headers["set-cookie"].first ?? ""
+        let cookie = String(setCookie.split(separator: ";").first ?? "")
+        return (cookie, result.json?["csrf_token"]?.stringValue ?? "", result)
+    }
+
+    @Test func loginSetsASecureSessionCookieAndMeAnswers() async throws {
+        try await GatewayHarness.with { gateway in
+            _ = try await gateway.user("alice")
+            let (cookie, csrf, result) = try await login(gateway, "Alice", password: "password-alice")
+            #expect(result.status == 200)
+            #expect(result.json?["user"]?["username"] == "alice")
+            #expect(result.json?["user"]?["role"] == "student")
+            let setCookie = try #require(result.headers["set-cookie"].first)
+            #expect(setCookie.contains("HttpOnly"))
+            #expect(setCookie.contains("SameSite=Lax"))
+            #expect(!setCookie.contains("Secure"))
+            #expect(cookie.hasPrefix("gseai_session="))
+            #expect(csrf.count == 32)
+            let me = try await gateway.request(.GET, "/auth/me", headers: [("Cookie", cookie)])
+            #expect(me.json?["user"]?["username"] == "alice")
+            #expect(me.json?["authenticated_with"] == "session")
+            #expect(me.json?["csrf_token"]?.stringValue == csrf)
+            // The session token is not what the database keeps.
+            let stored = try await gateway.storage.sessions.list(userID: try #require(me.json?["user"]?["id"]?.stringValue))
+            #expect(stored.count == 1)
+            #expect(!cookie.contains(stored[0].id))
+        }
+    }
+
+    @Test func wrongPasswordsAreThrottled() async throws {
+        try await GatewayHarness.with(configure: { $0.loginAttempts = 3 }) { gateway in
+            _ = try await gateway.user("alice")
+            for _ in 0..<3 {
+                let wrong = try await login(gateway, "alice", password: "nope-nope").result
+                #expect(wrong.status == 401)
+                #expect(wrong.errorMessage == "wrong username or password")
+            }
+            let throttled = try await login(gateway, "alice").result
+            #expect(throttled.status == 429)
+            #expect(Int(throttled.headers["retry-after"].first ?? "") ?? 0 > 0)
+            #expect(throttled.errorMessage?.hasPrefix("too many failed logins") == true)
+            // Another account from the same address is not affected.
+            _ = try await gateway.user("bob")
+            #expect(try await login(gateway, "bob").result.status == 200)
+        }
+    }
+
+    @Test func unsafeCookieRequestsNeedTheCSRFTokenAndOurOrigin() async throws {
+        try await GatewayHarness.with { gateway in
+            _ = try await gateway.user("alice")
+            let (cookie, csrf, _) = try await login(gateway, "alice")
+            let noToken = try await gateway.request(.POST, "/auth/keys", headers: [("Cookie", cookie)], body: "{\"label\":\"x\"}")
+            #expect(noToken.status == 403)
+            #expect(noToken.errorMessage == "missing or wrong X-CSRF-Token header")
+            let foreign = try await gateway.request(.POST, "/auth/keys", headers: [("Cookie", cookie), ("X-CSRF-Token", csrf), ("Origin", "https://evil.example")], body: "{}")
+            #expect(foreign.status == 403)
+            #expect(foreign.errorMessage == "cross-site request refused")
+            let created = try await gateway.request(.POST, "/auth/keys", headers: [("Cookie", cookie), ("X-CSRF-Token", csrf), ("Origin", gateway.baseURL)], body: "{\"label\":\"notebook\"}")
+            #expect(created.status == 201)
+            let key = try #require(created.json?["key"]?.stringValue)
+            #expect(key.hasPrefix("gsk_"))
+            #expect(created.json?["api_key"]?["label"] == "notebook")
+            // The key works as a bearer token, and its listing never shows it again.
+            let models = try await gateway.request(.GET, "/v1/models", headers: [("Authorization", "Bearer \(key)")])
+            #expect(models.status == 200)
+            let keys = try await gateway.request(.GET, "/auth/keys", headers: [("Cookie", cookie)])
+            // The harness's own key and this one.
+            #expect(keys.json?["data"]?.arrayValue?.map { $0["label"] } == ["notebook", "test"])
+            #expect(!keys.text.contains(key))
+            #expect(keys.text.contains(String(key.prefix(12))))
+            // Revoke it.
+            let id = try #require(created.json?["api_key"]?["id"]?.stringValue)
+            let revoked = try await gateway.request(.DELETE, "/auth/keys/\(id)", headers: [("Cookie", cookie), ("X-CSRF-Token", csrf)])
+            #expect(revoked.status == 204)
+            #expect(try await gateway.request(.GET, "/v1/models", headers: [("Authorization", "Bearer \(key)")]).status == 401)
+            // Login from a foreign page is refused too.
+            let foreignLogin = try await gateway.request(.POST, "/auth/login", headers: [("Origin", "https://evil.example")], body: "{\"username\":\"alice\",\"password\":\"password-alice\"}")
+            #expect(foreignLogin.status == 403)
+        }
+    }
+
+    @Test func usersSeeAndRevokeOnlyTheirOwnSessionsAndKeys() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, bobKey) = try await gateway.user("bob")
+            _ = try await gateway.user("alice")
+            let (first, csrf, _) = try await login(gateway, "alice")
+            let (second, _, _) = try await login(gateway, "alice")
+            let sessions = try await gateway.request(.GET, "/auth/sessions", headers: [("Cookie", first)])
+            let list = try #require(sessions.json?["data"]?.arrayValue)
+            #expect(list.count == 2)
+            #expect(list.filter { $0["current"] == true }.count == 1)
+            let other = try #require(list.first { $0["current"] == false }?["id"]?.stringValue)
+            // Bob cannot end Alice's session: it does not exist for him.
+            let bobTry = try await gateway.request(.DELETE, "/auth/sessions/\(other)", headers: [("Authorization", "Bearer \(bobKey)")])
+            #expect(bobTry.status == 404)
+            let revoked = try await gateway.request(.DELETE, "/auth/sessions/\(other)", headers: [("Cookie", first), ("X-CSRF-Token", csrf)])
+            #expect(revoked.status == 204)
+            #expect(try await gateway.request(.GET, "/auth/me", headers: [("Cookie", second)]).status == 401)
+            // Logging out ends the current one.
+            let out = try await gateway.request(.POST, "/auth/logout", headers: [("Cookie", first), ("X-CSRF-Token", csrf)])
+            #expect(out.status == 204)
+            #expect(try await gateway.request(.GET, "/auth/me", headers: [("Cookie", first)]).status == 401)
+        }
+    }
+
+    @Test func changingThePassword() async throws {
+        try await GatewayHarness.with { gateway in
+            _ = try await gateway.user("alice")
+            let (cookie, csrf, _) = try await login(gateway, "alice")
+            let weak = try await gateway.request(.POST, "/auth/password", headers: [("Cookie", cookie), ("X-CSRF-Token", csrf)],
+                                                 body: "{\"current_password\":\"password-alice\",\"new_password\":\"short\"}")
+            #expect(weak.status == 400)
+            let changed = try await gateway.request(.POST, "/auth/password", headers: [("Cookie", cookie), ("X-CSRF-Token", csrf)],
+                                                    body: "{\"current_password\":\"password-alice\",\"new_password\":\"a much better one\"}")
+            #expect(changed.status == 204)
+            #expect(try await login(gateway, "alice", password: "a much better one").result.status == 200)
+            #expect(try await login(gateway, "alice").result.status == 401)
+        }
+    }
+
+    @Test func firstRunCreatesAnAdminOnce() async throws {
+        try await GatewayHarness.with { gateway in
+            let lines = try #require(try await gateway.gateway.firstRunSetup())
+            let password = try #require(lines[1].split(separator: " ").last.map(String.init))
+            #expect(lines[1].contains("as 'admin'"))
+            let admin = try await gateway.gateway.accounts.authenticate(username: "admin", password: password)
+            #expect(admin?.role == .admin)
+            #expect(try await gateway.gateway.firstRunSetup() == nil)
+        }
+    }
+
+    @Test func operationsEndpoints() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            #expect(try await gateway.request(.GET, "/healthz").json?["status"] == "ok")
+            let ready = try await gateway.request(.GET, "/readyz")
+            #expect(ready.status == 200)
+            #expect(ready.json?["checks"]?["database"] == "ok")
+            #expect(ready.json?["checks"]?["upstream"] == "ok")
+            _ = try await gateway.post("/v1/chat/completions", key: key, json: ["model": "stub/echo-text", "messages": [["role": "user", "content": "count me"]]])
+            let metrics = try await gateway.request(.GET, "/metrics")
+            #expect(metrics.text.contains("gseai_http_requests_total"))
+            #expect(metrics.text.contains("/v1/chat/completions"))
+            #expect(metrics.text.contains("gseai_tokens_total"))
+            #expect(!metrics.text.contains(key))
+        }
+    }
+}

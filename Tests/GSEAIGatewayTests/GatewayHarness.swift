@@ -1,0 +1,124 @@
+import AsyncHTTPClient
+import Foundation
+import GSEAI
+import GSEAIGateway
+import GSEAITestSupport
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// A gateway in front of a stub upstream, on ports of their own, with an in-memory database.
+struct GatewayHarness: Sendable {
+    let stub: StubUpstream
+    let gateway: Gateway
+    let app: RunningApplication
+
+    var baseURL: String { app.baseURL }
+    var storage: Storage { gateway.storage }
+
+    /// Runs `body` with a fresh gateway; `configure` adjusts the configuration first.
+    static func with<T: Sendable>(
+        kind: UpstreamKind = .lmstudio,
+        configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: (GatewayHarness) async throws -> T
+    ) async throws -> T {
+        try await StubUpstream.with { stub in
+            var configuration = GatewayConfiguration()
+            configuration.upstreamURL = stub.baseURL
+            configuration.upstreamToken = stub.token
+            configuration.upstreamKind = kind
+            configuration.port = 0
+            configure(&configuration)
+            let logger = Logger(label: "gateway-test", factory: { _ in SwiftLogNoOpLogHandler() })
+            let storage = try await SQLiteStorage.open(path: nil, logger: logger)
+            let gateway: Gateway
+            let app: RunningApplication
+            do {
+                gateway = try Gateway(configuration: configuration, storage: storage, passwordCost: 4, logger: logger)
+                app = try await RunningApplication.start(logger: logger) { onServerRunning in
+                    try gateway.buildApplication(onServerRunning: onServerRunning, logger: logger)
+                }
+            } catch {
+                try? await storage.close()
+                throw error
+            }
+            let harness = GatewayHarness(stub: stub, gateway: gateway, app: app)
+            do {
+                let result = try await body(harness)
+                await app.stop()
+                try await storage.close()
+                return result
+            } catch {
+                await app.stop()
+                try? await storage.close()
+                throw error
+            }
+        }
+    }
+
+    /// A user with a password (`password-<name>`) and an API key.
+    func user(_ name: String, role: Role = .student) async throws -> (user: User, key: String) {
+        let (user, _) = try await gateway.accounts.createUser(username: name, password: "password-\(name)", role: role)
+        let (key, _) = try await gateway.accounts.createKey(for: user, label: "test")
+        return (user, key)
+    }
+
+    /// The client core pointed at the gateway with `key`, as a script would use it.
+    func client(key: String, timeouts: GSEAIClient.Timeouts = .init()) throws -> GSEAIClient {
+        try GSEAIClient(apiToken: key, baseURL: baseURL, timeouts: timeouts)
+    }
+
+    /// Runs `body` with a client for `key`, shutting it down afterwards.
+    func withClient<T: Sendable>(key: String, timeouts: GSEAIClient.Timeouts = .init(), _ body: (GSEAIClient) async throws -> T) async throws -> T {
+        let client = try client(key: key, timeouts: timeouts)
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    /// A plain HTTP request to the gateway.
+    func request(_ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: String? = nil) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.body = .bytes(ByteBuffer(string: body))
+            if !headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+                request.headers.add(name: "Content-Type", value: "application/json")
+            }
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        return HTTPResult(status: Int(response.status.code), headers: response.headers, text: String(buffer: bytes))
+    }
+
+    /// A JSON request with an API key.
+    func post(_ path: String, key: String?, json: JSONValue, headers: [(String, String)] = []) async throws -> HTTPResult {
+        var all = headers
+        if let key { all.append(("Authorization", "Bearer \(key)")) }
+        return try await request(.POST, path, headers: all, body: json.jsonString)
+    }
+}
+
+/// A response read whole.
+struct HTTPResult: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    var text: String
+    var json: JSONValue? { try? JSONValue(parsing: Array(text.utf8)) }
+    /// The OpenAI/LM Studio error message, or Anthropic's.
+    var errorMessage: String? { json?["error"]?["message"]?.stringValue }
+    /// The Server-Sent Events of a streamed body.
+    var events: [ServerSentEvent] {
+        var parser = ServerSentEventParser()
+        return parser.feed(Array(text.utf8)) + parser.finish()
+    }
+}
+
+/// A real 1×1 PNG, base64.
+let tinyPNGBase64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="

@@ -1,0 +1,375 @@
+import CompressNIO
+import Foundation
+import GSEAI
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Synchronization
+import Testing
+
+@testable import GSEAIGateway
+
+/// A JSON body well over the compression threshold, with enough repetition to shrink.
+private let largeJSON: String = {
+    let items = (0..<400).map { #"{"id":\#($0),"name":"item \#($0)","tags":["alpha","beta","gamma"]}"# }
+    return #"{"data":[\#(items.joined(separator: ","))]}"#
+}()
+
+/// 600 KB of letters from a fixed pseudo-random sequence: it barely compresses, so the compressor's
+/// output fills its buffers many times over.
+private let noisyText: String = {
+    var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(600_000)
+    for _ in 0..<600_000 {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        bytes.append(letters[Int((state >> 33) % UInt64(letters.count))])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}()
+
+/// Keeps every log line, to check what the request log reveals.
+private struct RecordingLogHandler: LogHandler {
+    final class Lines: Sendable {
+        let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
+    }
+    let recorded: Lines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        recorded.lines.withLock { $0.append((event.message.description, merged)) }
+    }
+}
+
+/// A router with the operations middlewares and a few routes shaped like the gateway's.
+private func operationsRouter(metrics: GatewayMetrics) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: RequestLogMiddleware())
+    router.add(middleware: MetricsMiddleware(metrics: metrics))
+    router.add(middleware: GzipMiddleware())
+    router.get("/large") { _, _ in
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: largeJSON)))
+    }
+    router.get("/tiny") { _, _ in
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"ok":true}"#)))
+    }
+    router.get("/events") { _, _ in
+        // Chunks written one by one, as a relayed stream is: the middleware must pass them through untouched.
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream"],
+            body: ResponseBody { writer in
+                for index in 0..<100 {
+                    try await writer.write(ByteBuffer(string: "data: {\"index\":\(index),\"padding\":\"\(String(repeating: "x", count: 40))\"}\n\n"))
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+    router.get("/streamed-json") { _, _ in
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody { writer in
+                var remaining = ByteBuffer(string: largeJSON)
+                while let chunk = remaining.readSlice(length: min(700, remaining.readableBytes)), chunk.readableBytes > 0 {
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+    router.get("/noise") { _, _ in
+        Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: noisyText)))
+    }
+    router.get("/streamed-noise") { _, _ in
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody { writer in
+                var remaining = ByteBuffer(string: noisyText)
+                while let chunk = remaining.readSlice(length: min(50_000, remaining.readableBytes)), chunk.readableBytes > 0 {
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+    router.get("/auth/keys/{id}") { _, context in
+        try context.parameters.require("id")
+    }
+    return router
+}
+
+private func gunzip(_ buffer: ByteBuffer) throws -> String {
+    var buffer = buffer
+    return String(buffer: try buffer.decompress(with: .gzip()))
+}
+
+@Suite("Operations")
+struct OperationsTests {
+    @Test func gzipCompressesALargeJSONBody() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/large", method: .get, headers: [.acceptEncoding: "br;q=1.0, gzip;q=0.8"]) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentEncoding] == "gzip")
+                #expect(response.headers[.vary] == "Accept-Encoding")
+                #expect(response.headers[.contentLength] == nil)
+                #expect(response.body.readableBytes < largeJSON.utf8.count / 4)
+                let decompressed = try gunzip(response.body)
+                #expect(decompressed == largeJSON)
+            }
+        }
+    }
+
+    @Test func gzipCompressesAStreamedJSONBody() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/streamed-json", method: .get, headers: [.acceptEncoding: "gzip"]) { response in
+                #expect(response.headers[.contentEncoding] == "gzip")
+                let decompressed = try gunzip(response.body)
+                #expect(decompressed == largeJSON)
+            }
+        }
+    }
+
+    @Test(arguments: ["/noise", "/streamed-noise"])
+    func gzipHandlesBodiesLargerThanItsBuffers(path: String) async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: path, method: .get, headers: [.acceptEncoding: "gzip"]) { response in
+                #expect(response.headers[.contentEncoding] == "gzip")
+                let decompressed = try gunzip(response.body)
+                #expect(decompressed == noisyText)
+            }
+        }
+    }
+
+    @Test func gzipOverARealConnection() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.live) { client in
+            try await client.execute(uri: "/large", method: .get, headers: [.acceptEncoding: "gzip"]) { response in
+                #expect(response.headers[.contentEncoding] == "gzip")
+                #expect(response.headers[.contentLength] == nil)
+                let decompressed = try gunzip(response.body)
+                #expect(decompressed == largeJSON)
+            }
+        }
+    }
+
+    @Test func gzipIsNotAppliedWithoutAcceptEncoding() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/large", method: .get) { response in
+                #expect(response.headers[.contentEncoding] == nil)
+                #expect(response.headers[.vary] == "Accept-Encoding")
+                #expect(String(buffer: response.body) == largeJSON)
+            }
+            try await client.execute(uri: "/large", method: .get, headers: [.acceptEncoding: "gzip;q=0, identity"]) { response in
+                #expect(response.headers[.contentEncoding] == nil)
+                #expect(String(buffer: response.body) == largeJSON)
+            }
+        }
+    }
+
+    @Test func gzipLeavesEventStreamsAlone() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/events", method: .get, headers: [.acceptEncoding: "gzip"]) { response in
+                #expect(response.headers[.contentEncoding] == nil)
+                #expect(response.headers[.vary] == nil)
+                let body = String(buffer: response.body)
+                #expect(body.hasPrefix("data: {\"index\":0,"))
+                #expect(body.contains("data: {\"index\":99,"))
+            }
+        }
+    }
+
+    @Test func gzipSkipsTinyBodies() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/tiny", method: .get, headers: [.acceptEncoding: "gzip"]) { response in
+                #expect(response.headers[.contentEncoding] == nil)
+                #expect(response.headers[.contentLength] == "11")
+                #expect(String(buffer: response.body) == #"{"ok":true}"#)
+            }
+        }
+    }
+
+    @Test func acceptEncodingParsing() {
+        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["gzip, deflate, br"]))
+        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["deflate", "GZIP;q=0.5"]))
+        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["*"]))
+        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["gzip;q=0"]))
+        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["*;q=0.5, gzip;q=0"]))
+        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["br, identity"]))
+        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip([]))
+    }
+
+    @Test func metricsLabelRequestsByRoutePattern() async throws {
+        let metrics = GatewayMetrics()
+        let app = Application(router: operationsRouter(metrics: metrics))
+        try await app.test(.router) { client in
+            for id in ["k1", "k2", "k3"] {
+                try await client.execute(uri: "/auth/keys/\(id)", method: .get) { response in
+                    #expect(String(buffer: response.body) == id)
+                }
+            }
+            try await client.execute(uri: "/no/such/page/12345", method: .get) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+        let exposition = String(buffer: metrics.exposition())
+        #expect(exposition.contains(#"gseai_http_requests_total{method="GET",route="/auth/keys/{id}",status="200"} 3"#))
+        #expect(exposition.contains(#"gseai_http_requests_total{method="GET",route="unmatched",status="404"} 1"#))
+        #expect(exposition.contains(#"gseai_http_request_duration_seconds_count{method="GET",route="/auth/keys/{id}"} 3"#))
+        #expect(!exposition.contains("k1"))
+        #expect(!exposition.contains("12345"))
+    }
+
+    @Test func metricsRecordGatewayEvents() {
+        let metrics = GatewayMetrics(modelLabelLimit: 2)
+        metrics.streamStarted()
+        metrics.streamStarted()
+        metrics.streamEnded()
+        metrics.recordTokens(model: "qwen/qwen3-8b", input: 12, output: 30)
+        metrics.recordTokens(model: "qwen/qwen3-8b", input: 3, output: 0)
+        metrics.recordTokens(model: "gemma-3", input: 1, output: 1)
+        metrics.recordTokens(model: "invented-1", input: 5, output: 5)
+        metrics.recordTokens(model: "invented-2", input: 5, output: 5)
+        metrics.recordUpstreamError(kind: "timeout")
+        metrics.recordTimeToFirstByte(surface: "openAI", .milliseconds(300))
+
+        let exposition = String(buffer: metrics.exposition())
+        #expect(exposition.contains("gseai_active_streams 1"))
+        #expect(exposition.contains(#"gseai_tokens_total{direction="input",model="qwen/qwen3-8b"} 15"#))
+        #expect(exposition.contains(#"gseai_tokens_total{direction="output",model="qwen/qwen3-8b"} 30"#))
+        #expect(exposition.contains(#"gseai_tokens_total{direction="input",model="other"} 10"#))
+        #expect(!exposition.contains("invented"))
+        #expect(exposition.contains(#"gseai_upstream_errors_total{kind="timeout"} 1"#))
+        #expect(exposition.contains(#"gseai_upstream_time_to_first_byte_seconds_bucket{surface="openAI",le="0.5"} 1"#))
+        #expect(exposition.contains(#"gseai_upstream_time_to_first_byte_seconds_bucket{surface="openAI",le="0.25"} 0"#))
+    }
+
+    @Test func requestIDHeaderIsSet() async throws {
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
+        try await app.test(.router) { client in
+            let first = try await client.execute(uri: "/tiny", method: .get) { $0.headers[RequestLogMiddleware<BasicRequestContext>.requestIDHeader] }
+            let second = try await client.execute(uri: "/nowhere", method: .get) { response in
+                #expect(response.status == .notFound)
+                return response.headers[RequestLogMiddleware<BasicRequestContext>.requestIDHeader]
+            }
+            #expect(first?.isEmpty == false)
+            #expect(second?.isEmpty == false)
+            #expect(first != second)
+        }
+    }
+
+    @Test func requestLogShowsTheRouteAndNoSecrets() async throws {
+        let recorded = RecordingLogHandler.Lines()
+        let logger = Logger(label: "test") { _ in RecordingLogHandler(recorded: recorded) }
+        let app = Application(router: operationsRouter(metrics: GatewayMetrics()), logger: logger)
+        try await app.test(.router) { client in
+            try await client.execute(
+                uri: "/auth/keys/key_secret123?token=abc",
+                method: .get,
+                headers: [.authorization: "Bearer sk-very-secret", .cookie: "session=s3cr3t"]
+            ) { response in
+                #expect(response.status == .ok)
+            }
+        }
+        let lines = recorded.lines.withLock { $0 }.filter { $0.message == "request" }
+        #expect(lines.count == 1)
+        let metadata = try #require(lines.first?.metadata)
+        #expect(metadata["http.route"] == "/auth/keys/{id}")
+        #expect(metadata["http.method"] == "GET")
+        #expect(metadata["http.status"]?.description == "200")
+        #expect(metadata["duration_ms"] != nil)
+        #expect(metadata["hb.request.id"] != nil)
+        let everything = metadata.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        for secret in ["key_secret123", "token=abc", "sk-very-secret", "s3cr3t"] {
+            #expect(!everything.contains(secret))
+        }
+    }
+
+    @Test func healthzAnswersOK() async throws {
+        let router = Router(context: BasicRequestContext.self)
+        HealthController(checks: [], metrics: GatewayMetrics()).register(on: router)
+        try await Application(router: router).test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = try JSONValue(parsing: Data(buffer: response.body))
+                #expect(body == ["status": "ok"])
+            }
+        }
+    }
+
+    @Test func readyzIsReadyWhenEveryCheckPasses() async throws {
+        let router = Router(context: BasicRequestContext.self)
+        HealthController(
+            checks: [("database", {}), ("upstream", { try await Task.sleep(for: .milliseconds(10)) })],
+            metrics: GatewayMetrics()
+        ).register(on: router)
+        try await Application(router: router).test(.router) { client in
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = try JSONValue(parsing: Data(buffer: response.body))
+                #expect(body == ["status": "ready", "checks": ["database": "ok", "upstream": "ok"]])
+            }
+        }
+    }
+
+    @Test func readyzIsUnreadyWhenACheckFailsOrHangs() async throws {
+        struct SecretBearingError: Error, CustomStringConvertible {
+            var description: String { "connect to postgres://admin:hunter2@db failed" }
+        }
+        let router = Router(context: BasicRequestContext.self)
+        HealthController(
+            checks: [
+                ("database", { throw SecretBearingError() }),
+                ("upstream", { throw GSEAIError.connection("refused") }),
+                ("cache", {}),
+                ("slow", { try await Task.sleep(for: .seconds(30)) }),
+            ],
+            metrics: GatewayMetrics(),
+            timeout: .milliseconds(200)
+        ).register(on: router)
+        try await Application(router: router).test(.router) { client in
+            let start = ContinuousClock.now
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let body = try JSONValue(parsing: Data(buffer: response.body))
+                #expect(body["status"] == "unready")
+                #expect(body["checks"]?["database"] == "failed (SecretBearingError)")
+                #expect(body["checks"]?["upstream"] == "the model server cannot be reached")
+                #expect(body["checks"]?["cache"] == "ok")
+                #expect(body["checks"]?["slow"]?.stringValue?.hasPrefix("timed out") == true)
+                #expect(!String(buffer: response.body).contains("hunter2"))
+            }
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
+    }
+
+    @Test func metricsEndpointServesTheExposition() async throws {
+        let metrics = GatewayMetrics()
+        metrics.recordUpstreamError(kind: "connection")
+        let router = Router(context: BasicRequestContext.self)
+        HealthController(checks: [], metrics: metrics).register(on: router)
+        try await Application(router: router).test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "text/plain; version=0.0.4")
+                #expect(String(buffer: response.body).contains(#"gseai_upstream_errors_total{kind="connection"} 1"#))
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import GSEAI
+import GSEAIGateway
+import GSEAITestSupport
+import Testing
+
+/// Streams, disconnects, upstream faults and bad input.
+@Suite("Gateway: streaming, faults, bad input")
+struct ProxyFaultTests {
+    @Test func firstEventReachesTheCallerBeforeTheUpstreamFinishes() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            try await gateway.withClient(key: key) { client in
+                var events = try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "a b c d e f [[slow]]")).makeAsyncIterator()
+                let first = try await events.next()
+                #expect(first?.type == "chat.start")
+                // The stub writes 15 events 200 ms apart: none has completed yet.
+                #expect(await gateway.stub.state.completedStreams == 0)
+                var count = 1
+                while try await events.next() != nil { count += 1 }
+                #expect(count == 15)
+            }
+        }
+    }
+
+    @Test func aCallerWhoLeavesCancelsTheUpstreamRequest() async throws {
+        try await GatewayHarness.with { gateway in
+            let (alice, key) = try await gateway.user("alice")
+            try await gateway.withClient(key: key) { client in
+                let task = Task {
+                    for try await event in try await client.chatStream(
+                        ChatRequest(model: "stub/echo-text", input: "a b c d e f g h i j k l [[slow]]")
+                    ) where event.type == "message.start" {
+                        return
+                    }
+                }
+                try await task.value
+            }
+            // The client is shut down; the stub notices at its next write, 200 ms later at most.
+            var abandoned = 0
+            for _ in 0..<40 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await gateway.stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            #expect(await gateway.stub.state.completedStreams == 0)
+            // The request still counts.
+            #expect(try await gateway.storage.usage.list(userID: alice.id).first?.requests == 1)
+        }
+    }
+
+    @Test func upstreamStreamCutMidwayBecomesAnErrorEventInEachFormat() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let native = try await gateway.post("/api/v1/chat", key: key, json: ["model": "stub/echo-text", "input": "a b c d [[cut]]", "stream": true])
+            #expect(native.status == 200)
+            #expect(native.events.suffix(2).map(\.event) == ["error", "chat.end"])
+            #expect(native.events.dropLast().last.flatMap { try? JSONValue(parsing: Array($0.data.utf8))["error"]?["message"] }
+                == "the model server's answer broke off")
+
+            let openAI = try await gateway.post("/v1/chat/completions", key: key, json: [
+                "model": "stub/echo-text", "stream": true, "messages": [["role": "user", "content": "a b c d [[drop]]"]],
+            ])
+            let last = try JSONValue(parsing: Array(try #require(openAI.events.last).data.utf8))
+            #expect(last["error"]?["type"] == "upstream_error")
+            #expect(!openAI.text.contains("[DONE]"))
+
+            let anthropic = try await gateway.post("/v1/messages", key: key, json: [
+                "model": "stub/echo-text", "stream": true, "max_tokens": 5, "messages": [["role": "user", "content": "a b [[cut]]"]],
+            ])
+            #expect(anthropic.events.last?.event == "error")
+            #expect(try JSONValue(parsing: Array(anthropic.events.last!.data.utf8))["error"]?["type"] == "api_error")
+        }
+    }
+
+    @Test func upstreamErrorEventsPassThroughUnchanged() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            try await gateway.withClient(key: key) { client in
+                let events = try await collectAll(try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[error]]")))
+                #expect(events.suffix(2).map(\.type) == ["error", "chat.end"])
+                #expect(events.suffix(2).first?.error?.message == "stub failure mid-stream")
+            }
+        }
+    }
+
+    @Test func upstreamServerErrorIsA502InTheCallersFormat() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let openAI = try await gateway.post("/v1/chat/completions", key: key, json: ["model": "stub/echo-text", "messages": [["role": "user", "content": "[[error]]"]]])
+            #expect(openAI.status == 502)
+            #expect(openAI.errorMessage == "the model server failed: stub failure on request")
+            let anthropic = try await gateway.post("/v1/messages", key: key, json: ["model": "stub/echo-text", "max_tokens": 3, "messages": [["role": "user", "content": "[[error]]"]]])
+            #expect(anthropic.status == 502)
+            #expect(anthropic.json?["type"] == "error")
+            #expect(anthropic.json?["error"]?["message"] == "the model server failed: stub failure on request")
+            // A client error from the upstream passes through as it was.
+            let missing = try await gateway.post("/v1/chat/completions", key: key, json: ["model": "no/such", "messages": [["role": "user", "content": "x"]]])
+            #expect(missing.status == 404)
+            #expect(missing.errorMessage == "model 'no/such' not found")
+        }
+    }
+
+    @Test func upstreamTimeLimits() async throws {
+        try await GatewayHarness.with(configure: { $0.idleTimeout = .milliseconds(400); $0.firstByteTimeout = .seconds(1) }) { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let silent = try await gateway.post("/api/v1/chat", key: key, json: ["model": "stub/echo-text", "input": "[[hang]]", "stream": true])
+            #expect(silent.events.map(\.event) == ["chat.start", "error", "chat.end"])
+            #expect(silent.text.contains("did not answer in time (idle)"))
+            let headless = try await gateway.post("/api/v1/chat", key: key, json: ["model": "stub/echo-text", "input": "[[hang-head]]"])
+            #expect(headless.status == 504)
+            #expect(headless.errorMessage == "the model server did not answer in time (first byte)")
+        }
+    }
+
+    @Test func unreachableUpstreamIsA502() async throws {
+        try await GatewayHarness.with(configure: { $0.upstreamURL = "http://127.0.0.1:1" }) { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let result = try await gateway.post("/api/v1/chat", key: key, json: ["model": "stub/echo-text", "input": "x"])
+            #expect(result.status == 502)
+            #expect(result.errorMessage == "the model server cannot be reached")
+            let ready = try await gateway.request(.GET, "/readyz")
+            #expect(ready.status == 503)
+        }
+    }
+
+    @Test func badInputIsRefusedBeforeAnythingGoesUpstream() async throws {
+        try await GatewayHarness.with(configure: { $0.maxBodyBytes = 4096; $0.maxImageBytes = 1024 }) { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let auth = [("Authorization", "Bearer \(key)")]
+            let huge = try await gateway.request(.POST, "/v1/chat/completions", headers: auth, body: "{\"model\":\"" + String(repeating: "x", count: 8000) + "\"}")
+            #expect(huge.status == 413)
+            #expect(huge.errorMessage == "the request body is too large (the limit is 4096 bytes)")
+            let malformed = try await gateway.request(.POST, "/v1/chat/completions", headers: auth, body: "{\"model\": ")
+            #expect(malformed.status == 400)
+            #expect(malformed.errorMessage == "the request body is not valid JSON")
+            let notImage = try await gateway.post("/api/v1/chat", key: key, json: [
+                "model": "stub/echo-vl", "input": [["type": "image", "data_url": .string("data:image/png;base64," + Data("text".utf8).base64EncodedString())]],
+            ])
+            #expect(notImage.status == 400)
+            #expect(notImage.errorMessage == "invalid image: the file is not a PNG, JPEG, GIF or WebP image")
+            let badBase64 = try await gateway.post("/v1/chat/completions", key: key, json: [
+                "model": "stub/echo-vl", "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": "data:image/png;base64,!!!"]]]]],
+            ])
+            #expect(badBase64.errorMessage == "invalid image: the image data URL holds invalid base64")
+            let link = try await gateway.post("/v1/chat/completions", key: key, json: [
+                "model": "stub/echo-vl", "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": "http://169.254.169.254/x.png"]]]]],
+            ])
+            #expect(link.status == 400)
+            let bigImage = Data(base64Encoded: tinyPNGBase64)! + Data(count: 2000)
+            let tooBig = try await gateway.post("/v1/messages", key: key, json: [
+                "model": "stub/echo-vl", "max_tokens": 5,
+                "messages": [["role": "user", "content": [["type": "image", "source": ["type": "base64", "media_type": "image/png", "data": .string(bigImage.base64EncodedString())]]]]],
+            ])
+            #expect(tooBig.status == 413)
+            #expect(tooBig.json?["error"]?["message"] == "an image is 2070 bytes; the limit is 1024")
+            let unknown = try await gateway.request(.GET, "/v1/nothing-here", headers: auth)
+            #expect(unknown.status == 404)
+            #expect(unknown.errorMessage == "no such endpoint")
+            #expect(await gateway.stub.state.requests.isEmpty)
+        }
+    }
+}

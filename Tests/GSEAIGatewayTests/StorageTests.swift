@@ -1,0 +1,409 @@
+import Foundation
+import Logging
+import SQLiteKit
+import Testing
+
+@testable import GSEAIGateway
+
+/// The SQLite storage: every repository against a real database, and the migrations against real files.
+@Suite struct StorageTests {
+    /// A fixed instant whose fraction survives the trip through Unix seconds exactly.
+    let t0 = Date(timeIntervalSince1970: 1_700_000_000.25)
+
+    // MARK: Users
+
+    @Test func usersAreCreatedFoundListedAndUpdated() async throws {
+        try await withStorage { storage in
+            let alice = User(username: "Alice", passwordHash: "hash-a", role: .student, createdAt: t0)
+            let bob = User(username: "bob", passwordHash: nil, role: .admin, disabled: true, createdAt: t0 + 60)
+            try await storage.users.create(bob)
+            try await storage.users.create(alice)
+
+            var storedAlice = alice
+            storedAlice.username = "alice"
+            #expect(try await storage.users.find(id: alice.id) == storedAlice)
+            #expect(try await storage.users.find(username: "ALICE") == storedAlice)
+            #expect(try await storage.users.find(username: "bob") == bob)
+            #expect(try await storage.users.find(username: "carol") == nil)
+            #expect(try await storage.users.find(id: "no-such-id") == nil)
+            #expect(try await storage.users.list() == [storedAlice, bob])
+            #expect(try await storage.users.count() == 2)
+
+            var changed = storedAlice
+            changed.role = .instructor
+            changed.passwordHash = nil
+            changed.disabled = true
+            changed.username = "renamed"  // not part of an update
+            try await storage.users.update(changed)
+            var expected = changed
+            expected.username = "alice"
+            #expect(try await storage.users.find(id: alice.id) == expected)
+
+            let ghost = User(username: "ghost", passwordHash: nil, role: .student)
+            await #expect(throws: StorageError.notFound) { try await storage.users.update(ghost) }
+        }
+    }
+
+    @Test func aTakenUsernameIsAConflictWhateverItsCase() async throws {
+        try await withStorage { storage in
+            try await storage.users.create(User(username: "alice", passwordHash: nil, role: .student))
+            let error = await #expect(throws: StorageError.self) {
+                try await storage.users.create(User(username: "ALICE", passwordHash: nil, role: .admin))
+            }
+            #expect(error.map(isConflict) == true)
+            #expect(try await storage.users.count() == 1)
+            #expect(try await storage.users.find(username: "alice")?.role == .student)
+        }
+    }
+
+    // MARK: Login sessions
+
+    @Test func sessionsAreListedNewestFirstTouchedAndDeleted() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let bob = try await makeUser("bob", in: storage)
+            let older = session("s-old", for: alice, createdAt: t0, lifetime: 100)
+            let newer = LoginSession(
+                id: "s-new", userID: alice.id, csrfToken: "csrf-new", createdAt: t0 + 10, expiresAt: t0 + 1000,
+                lastSeenAt: t0 + 10, userAgent: nil, remoteAddress: nil
+            )
+            let bobs = session("s-bob", for: bob, createdAt: t0, lifetime: 100)
+            for item in [older, newer, bobs] { try await storage.sessions.create(item) }
+
+            #expect(try await storage.sessions.find(id: "s-old") == older)
+            #expect(try await storage.sessions.find(id: "s-new") == newer)
+            #expect(try await storage.sessions.find(id: "s-none") == nil)
+            #expect(try await storage.sessions.list(userID: alice.id) == [newer, older])
+
+            try await storage.sessions.touch(id: "s-old", at: t0 + 50)
+            #expect(try await storage.sessions.find(id: "s-old")?.lastSeenAt == t0 + 50)
+            #expect(try await storage.sessions.find(id: "s-old")?.createdAt == t0)
+
+            try await storage.sessions.delete(id: "s-new")
+            #expect(try await storage.sessions.find(id: "s-new") == nil)
+            #expect(try await storage.sessions.list(userID: alice.id).map(\.id) == ["s-old"])
+
+            try await storage.sessions.deleteAll(userID: alice.id)
+            #expect(try await storage.sessions.list(userID: alice.id).isEmpty)
+            #expect(try await storage.sessions.list(userID: bob.id) == [bobs])
+        }
+    }
+
+    @Test func expiredSessionsAreDeletedAndLiveOnesKept() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            try await storage.sessions.create(session("expired", for: alice, createdAt: t0, lifetime: 10))
+            try await storage.sessions.create(session("boundary", for: alice, createdAt: t0, lifetime: 20))
+            try await storage.sessions.create(session("live", for: alice, createdAt: t0, lifetime: 30))
+
+            try await storage.sessions.deleteExpired(before: t0 + 20)
+            #expect(Set(try await storage.sessions.list(userID: alice.id).map(\.id)) == ["boundary", "live"])
+        }
+    }
+
+    @Test func foreignKeysAreEnforced() async throws {
+        try await withStorage { storage in
+            let nobody = User(username: "nobody", passwordHash: nil, role: .student)  // never stored
+            await #expect(throws: (any Error).self) {
+                try await storage.sessions.create(session("orphan", for: nobody, createdAt: t0, lifetime: 10))
+            }
+            await #expect(throws: (any Error).self) {
+                try await storage.apiKeys.create(APIKey(userID: nobody.id, prefix: "gsk_aaaaaaaa", hash: "h", label: "l"))
+            }
+            await #expect(throws: (any Error).self) {
+                try await add(to: storage, nobody, "m", "2025-01-01", 1, 1)
+            }
+            await #expect(throws: (any Error).self) {
+                try await storage.responses.record(responseID: "resp_1", userID: nobody.id, at: t0)
+            }
+            let owner = try await storage.responses.owner(of: "resp_1")
+            #expect(owner == nil)
+        }
+    }
+
+    // MARK: API keys
+
+    @Test func apiKeysAreFoundListedTouchedAndRevoked() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let bob = try await makeUser("bob", in: storage)
+            let first = APIKey(userID: alice.id, prefix: "gsk_first111", hash: "hash-1", label: "laptop", createdAt: t0)
+            let second = APIKey(userID: alice.id, prefix: "gsk_second22", hash: "hash-2", label: "cluster", createdAt: t0 + 5)
+            let bobs = APIKey(userID: bob.id, prefix: "gsk_bobbbbbb", hash: "hash-b", label: "bob", createdAt: t0)
+            for key in [first, second, bobs] { try await storage.apiKeys.create(key) }
+
+            #expect(try await storage.apiKeys.find(prefix: "gsk_first111") == first)
+            #expect(try await storage.apiKeys.find(id: second.id) == second)
+            #expect(try await storage.apiKeys.find(prefix: "gsk_missing0") == nil)
+            #expect(try await storage.apiKeys.find(id: "missing") == nil)
+            #expect(try await storage.apiKeys.list(userID: alice.id) == [second, first])
+
+            try await storage.apiKeys.touch(id: first.id, at: t0 + 7)
+            #expect(try await storage.apiKeys.find(id: first.id)?.lastUsedAt == t0 + 7)
+
+            try await storage.apiKeys.revoke(id: first.id, at: t0 + 8)
+            try await storage.apiKeys.revoke(id: first.id, at: t0 + 9)  // the first revocation stands
+            #expect(try await storage.apiKeys.find(id: first.id)?.revokedAt == t0 + 8)
+            #expect(try await storage.apiKeys.find(id: second.id)?.revokedAt == nil)
+
+            try await storage.apiKeys.revokeAll(userID: alice.id, at: t0 + 20)
+            let keys = try await storage.apiKeys.list(userID: alice.id)
+            #expect(keys.map(\.revokedAt) == [t0 + 20, t0 + 8])
+            #expect(keys.count == 2)  // revoked keys are still listed
+            #expect(try await storage.apiKeys.find(id: bobs.id)?.revokedAt == nil)
+        }
+    }
+
+    @Test func aTakenKeyPrefixIsAConflict() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let original = APIKey(userID: alice.id, prefix: "gsk_samesame", hash: "hash-1", label: "one", createdAt: t0)
+            try await storage.apiKeys.create(original)
+            let error = await #expect(throws: StorageError.self) {
+                try await storage.apiKeys.create(APIKey(userID: alice.id, prefix: "gsk_samesame", hash: "hash-2", label: "two"))
+            }
+            #expect(error.map(isConflict) == true)
+            #expect(try await storage.apiKeys.list(userID: alice.id) == [original])
+        }
+    }
+
+    // MARK: Response ownership
+
+    @Test func responseOwnersAreRecordedOnceAndKept() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let mallory = try await makeUser("mallory", in: storage)
+            #expect(try await storage.responses.owner(of: "resp_abc") == nil)
+
+            try await storage.responses.record(responseID: "resp_abc", userID: alice.id, at: t0)
+            try await storage.responses.record(responseID: "resp_abc", userID: alice.id, at: t0 + 1)
+            #expect(try await storage.responses.owner(of: "resp_abc") == alice.id)
+
+            try await storage.responses.record(responseID: "resp_abc", userID: mallory.id, at: t0 + 2)
+            #expect(try await storage.responses.owner(of: "resp_abc") == alice.id)
+            #expect(try await storage.responses.owner(of: "resp_other") == nil)
+        }
+    }
+
+    // MARK: Usage
+
+    @Test func usageAccumulatesPerUserModelAndDay() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let bob = try await makeUser("bob", in: storage)
+            try await add(to: storage, alice, "qwen", "2025-03-01", 10, 100)
+            try await add(to: storage, alice, "qwen", "2025-03-01", 5, 50)
+            try await add(to: storage, alice, "qwen", "2025-03-02", 1, 2)
+            try await add(to: storage, alice, "gemma", "2025-03-01", 3, 4)
+            try await add(to: storage, bob, "qwen", "2025-02-28", 7, 8)
+
+            let alices = [
+                row(alice, "qwen", "2025-03-02", requests: 1, input: 1, output: 2),
+                row(alice, "gemma", "2025-03-01", requests: 1, input: 3, output: 4),
+                row(alice, "qwen", "2025-03-01", requests: 2, input: 15, output: 150),
+            ]
+            #expect(try await storage.usage.list(userID: alice.id) == alices)
+            let bobs = [row(bob, "qwen", "2025-02-28", requests: 1, input: 7, output: 8)]
+            #expect(try await storage.usage.list(userID: bob.id) == bobs)
+            #expect(try await storage.usage.list(userID: nil) == alices + bobs)
+            #expect(try await storage.usage.list(userID: "nobody").isEmpty)
+        }
+    }
+
+    @Test func concurrentUsageAddsAreNotLost() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        try await add(to: storage, alice, "m", "2025-03-01", 2, 3)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await storage.usage.list(userID: alice.id) == [
+                row(alice, "m", "2025-03-01", requests: 50, input: 100, output: 150)
+            ])
+        }
+    }
+
+    // MARK: The database itself
+
+    @Test func aFileDatabaseIsInWALModeAndMigratesOnlyOnce() async throws {
+        let directory = FileManager.default.temporaryDirectory.appending(path: "gseai-storage-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appending(path: "nested/dir/gateway.sqlite").path
+
+        let alice = User(username: "alice", passwordHash: "h", role: .admin, createdAt: t0)
+        try await withStorage(path: path) { storage in
+            try await storage.ping()
+            try await storage.users.create(alice)
+        }
+        try await withStorage(path: path) { storage in
+            try await storage.ping()
+            #expect(try await storage.users.list() == [alice])
+        }
+
+        try await withRawDatabase(path: path) { database in
+            let mode = try await database.raw("PRAGMA journal_mode").first(decodingColumn: "journal_mode", as: String.self)
+            #expect(mode == "wal")
+            let versions = try await database.raw("SELECT version FROM schema_migrations ORDER BY version")
+                .all(decodingColumn: "version", as: Int.self)
+            #expect(versions == Migrations.all.map(\.version))
+            #expect(try await Migrations.run(on: database, logger: logger).isEmpty)
+        }
+    }
+
+    @Test func aDatabaseFromANewerBuildIsRefused() async throws {
+        let directory = FileManager.default.temporaryDirectory.appending(path: "gseai-storage-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appending(path: "gateway.sqlite").path
+        try await withStorage(path: path) { _ in }
+        try await withRawDatabase(path: path) { database in
+            try await database.raw("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+                .run()
+        }
+        let refusal = MigrationError.databaseIsNewer(databaseVersion: 999, knownVersion: Migrations.all.count)
+        await #expect(throws: refusal) {
+            let storage = try await SQLiteStorage.open(path: path, logger: logger)
+            try await storage.close()
+        }
+    }
+
+    @Test func aFailingMigrationLeavesNothingBehind() async throws {
+        try await withRawDatabase(path: nil) { database in
+            let good = Migration(version: 1, name: "good", statements: ["CREATE TABLE a (x TEXT)"])
+            let bad = Migration(version: 2, name: "bad", statements: ["CREATE TABLE b (x TEXT)", "NOT SQL AT ALL"])
+            await #expect(throws: (any Error).self) {
+                try await Migrations.run(on: database, migrations: [good, bad], logger: logger)
+            }
+            let versions = try await database.raw("SELECT version FROM schema_migrations")
+                .all(decodingColumn: "version", as: Int.self)
+            #expect(versions == [1])
+            let tables = try await database.raw("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('a', 'b')")
+                .all(decodingColumn: "name", as: String.self)
+            #expect(tables == ["a"])
+        }
+    }
+
+    @Test func aMalformedMigrationListIsRejected() {
+        let gap = [
+            Migration(version: 1, name: "one", statements: ["SELECT 1"]),
+            Migration(version: 3, name: "three", statements: ["SELECT 1"]),
+        ]
+        #expect(throws: MigrationError.self) { try Migrations.validate(gap) }
+        #expect(throws: Never.self) { try Migrations.validate(Migrations.all) }
+    }
+
+    @Test func aTransactionDoesNotTakeInOtherTasksStatements() async throws {
+        try await withRawDatabase(path: nil) { raw in
+            let database = SerialSQLDatabase(raw)
+            try await Migrations.run(on: database, logger: logger)
+            let users = SQLUserRepository(database: database)
+            let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+
+            let transaction = Task {
+                try await database.transaction { session in
+                    try await SQLUserRepository(database: session)
+                        .create(User(username: "doomed", passwordHash: nil, role: .student))
+                    startedContinuation.yield()
+                    // Long enough for the other task's insert to reach the connection if the gate let it.
+                    try await Task.sleep(for: .milliseconds(100))
+                    throw CancellationError()
+                }
+            }
+            for await _ in started { break }
+            try await users.create(User(username: "survivor", passwordHash: nil, role: .student))
+            await #expect(throws: CancellationError.self) { try await transaction.value }
+
+            #expect(try await users.list().map(\.username) == ["survivor"])
+        }
+    }
+
+    @Test func aStatementFromACancelledTaskStillRuns() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            // Like the usage of a request whose client left before the stream ended.
+            let request = Task {
+                try? await Task.sleep(for: .seconds(60))
+                try await add(to: storage, alice, "m", "2025-03-01", 1, 1)
+            }
+            request.cancel()
+            try await request.value
+            #expect(try await storage.usage.list(userID: alice.id).map(\.requests) == [1])
+        }
+    }
+
+    @Test func closingFromACancelledTaskClosesTheConnection() async throws {
+        let storage = try await SQLiteStorage.open(path: nil, logger: logger)
+        // Like a service shutting down in a cancelled task group; a connection left open would trip
+        // sqlite-nio's assertion when released.
+        let shutdown = Task {
+            try? await Task.sleep(for: .seconds(60))
+            try await storage.close()
+        }
+        shutdown.cancel()
+        try await shutdown.value
+        await #expect(throws: (any Error).self) { try await storage.ping() }
+        try await storage.close()  // a second close is harmless
+    }
+
+    // MARK: Helpers
+
+    /// Silent: the migrations log each step at `info`, once per test.
+    let logger = Logger(label: "StorageTests", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// Runs `body` with storage that is closed afterwards, as a connection left open is a bug.
+    func withStorage(path: String? = nil, _ body: (Storage) async throws -> Void) async throws {
+        let storage = try await SQLiteStorage.open(path: path, logger: logger)
+        do {
+            try await body(storage)
+        } catch {
+            try await storage.close()
+            throw error
+        }
+        try await storage.close()
+    }
+
+    /// Runs `body` on a plain connection, to look at the database the way the storage cannot.
+    func withRawDatabase(path: String?, _ body: (any SQLDatabase) async throws -> Void) async throws {
+        let connection = try await SQLiteConnection.open(storage: path.map { .file(path: $0) } ?? .memory, logger: logger)
+        do {
+            try await body(connection.sql())
+        } catch {
+            try await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+
+    func makeUser(_ username: String, in storage: Storage) async throws -> User {
+        let user = User(username: username, passwordHash: nil, role: .student, createdAt: t0)
+        try await storage.users.create(user)
+        return user
+    }
+
+    func session(_ id: String, for user: User, createdAt: Date, lifetime: TimeInterval) -> LoginSession {
+        LoginSession(
+            id: id, userID: user.id, csrfToken: "csrf-\(id)", createdAt: createdAt,
+            expiresAt: createdAt + lifetime, lastSeenAt: createdAt, userAgent: "Mozilla/5.0", remoteAddress: "10.0.0.1"
+        )
+    }
+
+    func add(to storage: Storage, _ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int)
+        async throws
+    {
+        try await storage.usage.add(userID: user.id, model: model, day: day, inputTokens: input, outputTokens: output)
+    }
+
+    func row(_ user: User, _ model: String, _ day: String, requests: Int, input: Int, output: Int) -> UsageRecord {
+        UsageRecord(
+            userID: user.id, model: model, day: day, requests: requests, inputTokens: input, outputTokens: output
+        )
+    }
+
+    func isConflict(_ error: StorageError) -> Bool {
+        if case .conflict = error { return true }
+        return false
+    }
+}
