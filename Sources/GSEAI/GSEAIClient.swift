@@ -80,14 +80,7 @@ public final class GSEAIClient: Sendable {
         httpClient: HTTPClient? = nil,
         logger: Logger = Logger(label: "gseai.client")
     ) throws {
-        guard let url = URL(string: baseURL), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
-            url.host != nil
-        else {
-            throw GSEAIError.invalidArgument("not an http(s) base URL: \(baseURL)")
-        }
-        var normalized = baseURL
-        while normalized.hasSuffix("/") { normalized.removeLast() }
-        self.baseURL = normalized
+        self.baseURL = try Self.normalizedBaseURL(baseURL)
         self.timeouts = timeouts
         self.maxResponseBytes = maxResponseBytes
         self.authorization = "Bearer \(apiToken)"
@@ -102,6 +95,18 @@ public final class GSEAIClient: Sendable {
             )
             self.ownsHTTPClient = true
         }
+    }
+
+    /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
+    public static func normalizedBaseURL(_ baseURL: String) throws -> String {
+        guard let url = URL(string: baseURL), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+            url.host != nil
+        else {
+            throw GSEAIError.invalidArgument("not an http(s) base URL: \(baseURL)")
+        }
+        var normalized = baseURL
+        while normalized.hasSuffix("/") { normalized.removeLast() }
+        return normalized
     }
 
     /// The AsyncHTTPClient configuration these time limits call for; use it for a shared client.

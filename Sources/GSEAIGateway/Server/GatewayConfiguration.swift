@@ -108,7 +108,7 @@ public struct GatewayConfiguration: Sendable {
         sessionLifetime = .seconds(3600 * (try Self.int(reader, "gseai.session.hours", 168, range: 1...8760)))
         loginAttempts = try Self.int(reader, "gseai.login.attempts", defaults.loginAttempts, range: 1...1000)
         logPrompts = reader.string(forKey: "gseai.log.prompts", default: "false").lowercased() == "true"
-        guard (try? GSEAIClient(apiToken: "", baseURL: upstreamURL)) != nil else {
+        guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
     }

@@ -1,0 +1,49 @@
+import Foundation
+import GSEAIGateway
+import Testing
+
+@Suite("Gateway configuration")
+struct ConfigurationTests {
+    func envFile(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gseai-\(UUID()).env").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func flagsOverTheEnvFileOverTheDefaults() async throws {
+        let path = try envFile("GSEAI_PORT=9999\nGSEAI_UPSTREAM_KIND=openai\nGSEAI_API_TOKEN=from-file\nGSEAI_UPSTREAM_URL=http://127.0.0.1:1234/\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let configuration = try await GatewayConfiguration.load(overrides: ["gseai.port": "1234"], environmentFile: path)
+        #expect(configuration.port == 1234)
+        #expect(configuration.upstreamKind == .openai)
+        #expect(configuration.upstreamToken == "from-file")
+        #expect(configuration.upstreamURL == "http://127.0.0.1:1234/")
+        #expect(configuration.host == "127.0.0.1")
+        #expect(configuration.databasePath == "data/gseai.sqlite")
+        #expect(configuration.effectivePublicURL == "http://127.0.0.1:1234")
+    }
+
+    @Test func badValuesAreExplained() async throws {
+        await #expect(throws: ConfigurationError.self) {
+            try await GatewayConfiguration.load(overrides: ["gseai.upstream.kind": "ollama"], environmentFile: nil)
+        }
+        do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.port": "http"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.port must be a whole number in 0…65535, not 'http'")
+        }
+        do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.tls.certificate": "/x.pem"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "HTTPS needs both gseai.tls.certificate and gseai.tls.key")
+        }
+        do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.upstream.url": "ftp://x"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.upstream.url is not an http(s) URL: ftp://x")
+        }
+    }
+}
