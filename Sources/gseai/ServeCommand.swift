@@ -34,6 +34,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let storage = try await options.openStorage(configuration, logger: logger)
         let gateway = try Gateway(configuration: configuration, storage: storage, logger: logger)
+        let interrupted = try await gateway.recoverInterruptedAnswers()
+        if interrupted > 0 { logger.notice("answers cut short by the last stop are marked interrupted", metadata: ["count": "\(interrupted)"]) }
         if let lines = try await gateway.firstRunSetup() {
             Terminal.out(lines.joined(separator: "\n") + "\n")
         }

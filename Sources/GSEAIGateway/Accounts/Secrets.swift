@@ -14,7 +14,12 @@ public enum Secrets {
     /// The SHA-256 of `text`, as lowercase hex. Used for high-entropy secrets (cookies, API keys), where a
     /// slow hash adds nothing and a fast lookup matters; passwords use bcrypt.
     public static func sha256(_ text: String) -> String {
-        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        sha256(Data(text.utf8))
+    }
+
+    /// The SHA-256 of bytes, as lowercase hex (images are stored by it).
+    public static func sha256(_ data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Compares two strings in time that does not depend on where they differ.

@@ -16,6 +16,9 @@ public struct Gateway: Sendable {
     public let accounts: AccountService
     public let upstream: GSEAIClient
     public let metrics: GatewayMetrics
+    /// The answers being generated now.
+    public let hub: GenerationHub
+    public let engine: ConversationEngine
 
     /// Wires the parts. `passwordCost` is bcrypt's; tests lower it.
     public init(configuration: GatewayConfiguration, storage: Storage, passwordCost: UInt8 = 12, logger: Logger) throws {
@@ -26,6 +29,15 @@ public struct Gateway: Sendable {
         self.upstream = try GSEAIClient(apiToken: configuration.upstreamToken, baseURL: configuration.upstreamURL,
                                         timeouts: configuration.timeouts, logger: logger)
         self.metrics = GatewayMetrics()
+        self.hub = GenerationHub()
+        self.engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
+                                         metrics: metrics, logger: logger)
+    }
+
+    /// Marks answers that were being generated when the process last stopped as interrupted.
+    @discardableResult
+    public func recoverInterruptedAnswers() async throws -> Int {
+        try await storage.messages.markStreamingAsInterrupted()
     }
 
     /// The router with every endpoint and middleware.
@@ -33,8 +45,11 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: GzipMiddleware())
         router.add(middleware: ErrorFormatMiddleware())
+        // The page: index.html for "/", with validators (ETag, Last-Modified) for caches.
+        router.add(middleware: FileMiddleware(configuration.publicDirectory, cacheControl: .init([(MediaType(type: .any), [.noCache])]), searchForIndexHtml: true))
         router.add(middleware: AuthenticationMiddleware(accounts: accounts, publicOrigin: configuration.publicOrigin))
 
         let upstream = self.upstream
@@ -44,6 +59,7 @@ public struct Gateway: Sendable {
         ], metrics: metrics).register(on: router)
         AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
                           secureCookies: configuration.usesTLS, publicOrigin: configuration.publicOrigin).register(on: router)
+        ConversationController(engine: engine, maxImageBytes: configuration.maxImageBytes).register(on: router)
         ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics,
                         maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes).register(on: router)
         return router

@@ -48,6 +48,8 @@ public struct GatewayConfiguration: Sendable {
     /// Failed logins allowed per username and address in ``loginWindow``.
     public var loginAttempts = 5
     public var loginWindow = Duration.seconds(300)
+    /// The folder of the web page.
+    public var publicDirectory = "Public"
     /// Whether request logs include the text of prompts (off: prompts are private).
     public var logPrompts = false
 
@@ -108,6 +110,7 @@ public struct GatewayConfiguration: Sendable {
         sessionLifetime = .seconds(3600 * (try Self.int(reader, "gseai.session.hours", 168, range: 1...8760)))
         loginAttempts = try Self.int(reader, "gseai.login.attempts", defaults.loginAttempts, range: 1...1000)
         logPrompts = reader.string(forKey: "gseai.log.prompts", default: "false").lowercased() == "true"
+        publicDirectory = reader.string(forKey: "gseai.public.dir", default: defaults.publicDirectory)
         guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
@@ -140,6 +143,7 @@ public struct GatewayConfiguration: Sendable {
         ("gseai.session.hours", "GSEAI_SESSION_HOURS", "login session lifetime (default 168)"),
         ("gseai.login.attempts", "GSEAI_LOGIN_ATTEMPTS", "failed logins per user and address per 5 minutes (default 5)"),
         ("gseai.log.prompts", "GSEAI_LOG_PROMPTS", "true to log prompt text (default false)"),
+        ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default Public)"),
     ]
 }
 

@@ -6,7 +6,8 @@
 //
 // - one SQL statement per string (SQLite prepares only the first statement of a string);
 // - SQL that SQLite and PostgreSQL both accept: `TEXT`, `BIGINT`, `DOUBLE PRECISION` (dates, as Unix
-//   seconds), `BOOLEAN`; no `AUTOINCREMENT`, no `STRICT`, no engine-specific functions;
+//   seconds), `BOOLEAN`, JSON as `TEXT`, bytes as `SQLBytesType` (`BLOB` here, `BYTEA` in PostgreSQL, the
+//   one type name the two do not share); no `AUTOINCREMENT`, no `STRICT`, no engine-specific functions;
 // - SQLite's `ALTER TABLE` adds and renames columns but cannot change constraints; for that, create the new
 //   table, copy the rows, drop the old one and rename (https://sqlite.org/lang_altertable.html).
 //
@@ -112,6 +113,67 @@ enum Migrations {
             // Everyone's usage, newest day first (a user's rows are served by the primary key).
             "CREATE INDEX usage_daily_day ON usage_daily (day)",
         ]),
+        Migration(version: 2, name: "conversations, messages and images", statements: [
+            """
+            CREATE TABLE conversations (
+                id TEXT NOT NULL PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                title TEXT NOT NULL,
+                model TEXT NOT NULL,
+                system_prompt TEXT,
+                last_response_id TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            // A user's conversations, most recently updated first, a page at a time, with no sort step (the id
+            // orders ties); and the cascade from users.
+            "CREATE INDEX conversations_user_id_updated_at ON conversations (user_id, updated_at, id)",
+            // JSON as text: `image_hashes` an array of strings, `output_items` and `stats` any JSON or NULL.
+            // The unique pair also serves a conversation's messages in order, and the cascade.
+            """
+            CREATE TABLE messages (
+                id TEXT NOT NULL PRIMARY KEY,
+                conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                sequence BIGINT NOT NULL,
+                role TEXT NOT NULL,
+                text TEXT NOT NULL,
+                image_hashes TEXT NOT NULL,
+                reasoning TEXT,
+                output_items TEXT,
+                stats TEXT,
+                response_id TEXT,
+                status TEXT NOT NULL,
+                error TEXT,
+                model TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                UNIQUE (conversation_id, sequence)
+            )
+            """,
+            // The start-up sweep of answers cut off by a stop; tiny, as few messages stream at any moment.
+            "CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'",
+            """
+            CREATE TABLE images (
+                hash TEXT NOT NULL PRIMARY KEY,
+                mime_type TEXT NOT NULL,
+                data \(SQLBytesType()) NOT NULL,
+                width BIGINT NOT NULL,
+                height BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE image_owners (
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                hash TEXT NOT NULL REFERENCES images (hash),
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (user_id, hash)
+            )
+            """,
+            // Without it, deleting an image would scan every ownership row for the foreign key.
+            "CREATE INDEX image_owners_hash ON image_owners (hash)",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.
@@ -177,5 +239,12 @@ enum Migrations {
                 throw MigrationError.invalidList("migration \(migration.version) has no statements")
             }
         }
+    }
+}
+
+/// The column type for bytes, the one type whose name SQLite (`BLOB`) and PostgreSQL (`BYTEA`) do not share.
+struct SQLBytesType: SQLExpression {
+    func serialize(to serializer: inout SQLSerializer) {
+        serializer.write(serializer.dialect.name == "postgresql" ? "BYTEA" : "BLOB")
     }
 }

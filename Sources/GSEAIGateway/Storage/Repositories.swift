@@ -71,6 +71,9 @@ public struct Storage: Sendable {
     public var apiKeys: any APIKeyRepository
     public var responses: any ResponseOwnershipRepository
     public var usage: any UsageRepository
+    public var conversations: any ConversationRepository
+    public var messages: any MessageRepository
+    public var images: any ImageRepository
     /// Checks that the database answers (for `/readyz`).
     public var ping: @Sendable () async throws -> Void
     /// Closes the database.
@@ -78,12 +81,16 @@ public struct Storage: Sendable {
 
     public init(users: any UserRepository, sessions: any LoginSessionRepository, apiKeys: any APIKeyRepository,
                 responses: any ResponseOwnershipRepository, usage: any UsageRepository,
+                conversations: any ConversationRepository, messages: any MessageRepository, images: any ImageRepository,
                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
         self.users = users
         self.sessions = sessions
         self.apiKeys = apiKeys
         self.responses = responses
         self.usage = usage
+        self.conversations = conversations
+        self.messages = messages
+        self.images = images
         self.ping = ping
         self.close = close
     }

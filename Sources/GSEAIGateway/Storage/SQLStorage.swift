@@ -6,8 +6,8 @@ import SQLKit
 /// The queries keep to SQL that SQLite and PostgreSQL both accept: `ON CONFLICT … DO NOTHING/UPDATE` for
 /// uniqueness and upserts, `RETURNING` to learn whether a row was written, and no engine-specific functions.
 /// Dates are stored as Unix seconds in `DOUBLE PRECISION` columns: sortable, exact to the microsecond, and the
-/// same type in both engines. Every repository method is a single statement, so each is atomic on its own
-/// and durable (committed) when it returns.
+/// same type in both engines. Every repository method is a single statement, so each is atomic on its own,
+/// or a ``SQLDatabase/transaction(_:)`` where it needs more; either way it is durable (committed) when it returns.
 enum SQLStorage {
     /// The storage over `database`, which must already be migrated; `close` ends the connection.
     static func make(database: any SQLDatabase, close: @escaping @Sendable () async throws -> Void) -> Storage {
@@ -17,6 +17,9 @@ enum SQLStorage {
             apiKeys: SQLAPIKeyRepository(database: database),
             responses: SQLResponseOwnershipRepository(database: database),
             usage: SQLUsageRepository(database: database),
+            conversations: SQLConversationRepository(database: database),
+            messages: SQLMessageRepository(database: database),
+            images: SQLImageRepository(database: database),
             ping: { try await database.raw("SELECT 1").run() },
             close: close
         )
