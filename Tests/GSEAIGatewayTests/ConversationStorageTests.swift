@@ -1,6 +1,5 @@
 import Foundation
 import GSEAI
-import Logging
 import SQLiteKit
 import Testing
 
@@ -400,36 +399,19 @@ import Testing
 
     // MARK: Helpers
 
-    let logger = Logger(label: "ConversationStorageTests", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// The storage helpers (`withStorage`, `withRawDatabase`, `makeUser`) are the ones of the other storage tests.
+    let storageTests = StorageTests()
 
-    /// Runs `body` with storage that is closed afterwards, as a connection left open is a bug.
     func withStorage(path: String? = nil, _ body: (Storage) async throws -> Void) async throws {
-        let storage = try await SQLiteStorage.open(path: path, logger: logger)
-        do {
-            try await body(storage)
-        } catch {
-            try await storage.close()
-            throw error
-        }
-        try await storage.close()
+        try await self.storageTests.withStorage(path: path, body)
     }
 
-    /// Runs `body` on a plain connection, to count rows the storage does not expose.
     func withRawDatabase(path: String, _ body: (any SQLDatabase) async throws -> Void) async throws {
-        let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        do {
-            try await body(connection.sql())
-        } catch {
-            try await connection.close()
-            throw error
-        }
-        try await connection.close()
+        try await self.storageTests.withRawDatabase(path: path, body)
     }
 
     func makeUser(_ username: String, in storage: Storage) async throws -> User {
-        let user = User(username: username, passwordHash: nil, role: .student, createdAt: t0)
-        try await storage.users.create(user)
-        return user
+        try await self.storageTests.makeUser(username, in: storage)
     }
 
     func makeConversation(_ title: String, for user: User, updatedAt: Date, in storage: Storage) async throws

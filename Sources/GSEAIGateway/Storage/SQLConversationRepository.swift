@@ -67,23 +67,26 @@ struct SQLConversationRepository: ConversationRepository {
     }
 
     func update(_ conversation: Conversation) async throws {
-        let updated = try await self.database.update("conversations")
-            .set("title", to: conversation.title)
-            .set("model", to: conversation.model)
-            .set("system_prompt", to: conversation.systemPrompt)
-            .set("last_response_id", to: conversation.lastResponseID)
-            .set("updated_at", to: conversation.updatedAt.unixSeconds)
-            .where("id", .equal, conversation.id)
-            .where("user_id", .equal, conversation.userID)
-            .returning("id")
-            .first()
-        guard updated != nil else { throw StorageError.notFound }
+        try await self.update(conversation) { update in
+            update
+                .set("title", to: conversation.title)
+                .set("model", to: conversation.model)
+                .set("system_prompt", to: conversation.systemPrompt)
+        }
     }
 
     /// Records the answer that just finished: only `lastResponseID` and `updatedAt`, so that a title changed
     /// meanwhile in another request is kept. Throws ``StorageError/notFound``.
     func updateLastResponse(of conversation: Conversation) async throws {
-        let updated = try await self.database.update("conversations")
+        try await self.update(conversation) { $0 }
+    }
+
+    /// Sets `last_response_id`, `updated_at` and whatever `setting` adds on the conversation with this id and
+    /// owner; throws ``StorageError/notFound``.
+    private func update(
+        _ conversation: Conversation, setting: (SQLUpdateBuilder) -> SQLUpdateBuilder
+    ) async throws {
+        let updated = try await setting(self.database.update("conversations"))
             .set("last_response_id", to: conversation.lastResponseID)
             .set("updated_at", to: conversation.updatedAt.unixSeconds)
             .where("id", .equal, conversation.id)
