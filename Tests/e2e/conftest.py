@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import base64
 import os
+import queue
+import re
 import select
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -216,3 +220,148 @@ def cli(gseai_bin: Path, stub: Server) -> CLI:
 def llama_cli(gseai_bin: Path, llama: Server) -> CLI:
     """`gseai` pointed at the llama.cpp server."""
     return CLI(gseai_bin, llama)
+
+
+# ---------------------------------------------------------------------------
+# The gateway (`gseai serve`) in front of an upstream
+
+
+GATEWAY_START_TIMEOUT = 60
+# The accounts every gateway fixture creates with the CLI: name -> role.
+GATEWAY_USERS = {"alice": "student", "ines": "instructor"}
+
+
+@dataclass
+class Gateway:
+    """A running `gseai serve`: where it listens, its first-run admin password, its accounts and their keys."""
+
+    host: str
+    port: int
+    admin_password: str
+    binary: Path
+    database: Path
+    upstream: Server
+    kind: str
+    log_path: Path
+    # Username -> password and username -> API key (`gsk_…`) of the accounts created with the CLI.
+    passwords: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def admin(self, *args: str, input: str | None = None, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+        """Runs an administrative command (`gseai user …`, `gseai key …`) on this gateway's database."""
+        command = [str(self.binary), *args, "--database", str(self.database), "--env-file", "none"]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GSEAI_")}
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=environment,
+            input=input, stdin=None if input is not None else subprocess.DEVNULL,
+        )
+
+    def admin_ok(self, *args: str, input: str | None = None) -> str:
+        """Runs an administrative command that must succeed; returns its standard output."""
+        result = self.admin(*args, input=input)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"`gseai {' '.join(args)}` exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result.stdout
+
+    def add_user(self, name: str, role: str) -> str:
+        """Creates an account with a generated password; returns the password."""
+        output = self.admin_ok("user", "add", name, "--role", role)
+        match = re.search(r"^password: (\S+)$", output, re.MULTILINE)
+        if not match:
+            raise AssertionError(f"`gseai user add` printed no password: {output!r}")
+        return match.group(1)
+
+    def create_key(self, name: str, label: str | None = None) -> str:
+        """Creates an API key for an account; the command prints only the key."""
+        output = self.admin_ok("key", "create", name, *(["--name", label] if label else []))
+        key = output.strip()
+        if not key.startswith("gsk_") or len(output.strip().splitlines()) != 1:
+            raise AssertionError(f"`gseai key create` did not print just a key: {output!r}")
+        return key
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    """Copies a process's output into `lines`, line by line, so that it never blocks on a full pipe."""
+    for raw in iter(stream.readline, b""):
+        lines.put(raw.decode(errors="replace").rstrip("\n"))
+    lines.put(None)
+
+
+def _start_gateway(binary: Path, upstream: Server, kind: str):
+    """Starts `gseai serve` on a fresh database in the scratch folder; a generator for a fixture."""
+    SCRATCH.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"gateway-{kind}-", dir=SCRATCH))
+    database = folder / "gseai.sqlite"
+    log_path = SCRATCH / f"gateway-{kind}.log"
+    log = open(log_path, "wb")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GSEAI_")}
+    environment["GSEAI_API_TOKEN"] = upstream.token
+    process = subprocess.Popen(
+        [
+            str(binary), "serve",
+            "--upstream-url", upstream.base_url,
+            "--upstream-kind", kind,
+            "--database", str(database),
+            "--host", "127.0.0.1",
+            "--port", "0",
+            "--env-file", "none",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=environment,
+        cwd=REPO,  # the web page is served from Public/ in the working directory
+    )
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+        seen: list[str] = []
+        password = port = None
+        deadline = time.monotonic() + GATEWAY_START_TIMEOUT
+        while port is None:
+            remaining = deadline - time.monotonic()
+            try:
+                line = lines.get(timeout=max(0.0, remaining)) if remaining > 0 else None
+            except queue.Empty:
+                line = None
+            if line is None:
+                process.poll()
+                pytest.fail(
+                    f"gseai serve did not say where it listens within {GATEWAY_START_TIMEOUT} s "
+                    f"(exit status {process.returncode}); stdout: {seen!r}\nlog: {_tail(log_path)}"
+                )
+            seen.append(line)
+            if match := re.search(r"as 'admin' with password: (\S+)", line):
+                password = match.group(1)
+            if line.startswith("gseai gateway listening on http://127.0.0.1:"):
+                port = int(re.match(r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", line).group(1))
+        if password is None or seen[0] != "First run: created the administrator account.":
+            pytest.fail(f"gseai serve did not report the first-run administrator: {seen!r}")
+        gateway = Gateway(host="127.0.0.1", port=port, admin_password=password, binary=binary, database=database,
+                          upstream=upstream, kind=kind, log_path=log_path)
+        for name, role in GATEWAY_USERS.items():
+            gateway.passwords[name] = gateway.add_user(name, role)
+            gateway.keys[name] = gateway.create_key(name, label="e2e")
+        yield gateway
+    finally:
+        _stop(process)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway_over_stub(gseai_bin: Path, stub: Server):
+    """`gseai serve` in front of `gseai-stub` (kind lmstudio), with a student `alice` and an instructor `ines`."""
+    yield from _start_gateway(gseai_bin, stub, "lmstudio")
+
+
+@pytest.fixture(scope="session")
+def gateway_over_llama(gseai_bin: Path, llama: Server):
+    """`gseai serve` in front of the llama.cpp server (kind openai), with the same accounts."""
+    yield from _start_gateway(gseai_bin, llama, "openai")
