@@ -101,7 +101,7 @@ extension ServerSentEvent {
     /// The `data` parsed as a JSON object of type `T`.
     func decodeData<T: JSONObject>(as type: T.Type) throws -> T {
         do {
-            return try JSONCoding.decoder.decode(T.self, from: Data(data.utf8))
+            return try JSONCoding.decode(T.self, from: data.utf8)
         } catch {
             throw GSEAIError.invalidResponse("event data is not a JSON object: \(data.prefix(200))")
         }

@@ -182,7 +182,7 @@ public final class GSEAIClient: Sendable {
         let bytes = try await response.body.collect(upTo: maxResponseBytes)
         try Self.checkStatus(response.status, bytes)
         do {
-            return try JSONCoding.decoder.decode(Response.self, from: Data(bytes.readableBytesView))
+            return try JSONCoding.decode(Response.self, from: bytes.readableBytesView)
         } catch {
             throw GSEAIError.invalidResponse("expected JSON from \(path): \(String(buffer: bytes).prefix(200))")
         }

@@ -94,8 +94,9 @@ extension JSONValue {
     }
 
     /// Parses JSON text.
-    public init(parsing data: some DataProtocol) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(data))
+    public init(parsing bytes: some Sequence<UInt8>) throws {
+        let parsed = try bytes.withContiguousStorageIfAvailable { try JSONParser.parse($0) }
+        self = try parsed ?? Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
     /// The value as compact JSON text.
@@ -125,6 +126,18 @@ extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expre
 
 /// Shared coders: sorted keys make request bodies reproducible, which the tests rely on.
 enum JSONCoding {
+    /// Decodes JSON bytes; JSON objects and values take the fast parser instead of `JSONDecoder`.
+    static func decode<T: Decodable>(_ type: T.Type, from bytes: some Sequence<UInt8>) throws -> T {
+        if T.self == JSONValue.self { return try JSONValue(parsing: bytes) as! T }
+        if let objectType = T.self as? any JSONObject.Type {
+            guard case .object(let members) = try JSONValue(parsing: bytes) else {
+                throw DecodingError.typeMismatch(T.self, .init(codingPath: [], debugDescription: "expected a JSON object"))
+            }
+            return objectType.init(object: members) as! T
+        }
+        return try decoder.decode(T.self, from: Data(bytes))
+    }
+
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -149,6 +162,9 @@ extension JSONValue {
 
     /// Converts this JSON to a `Decodable` type.
     public func decode<T: Decodable>(as type: T.Type = T.self) throws -> T {
+        if let objectType = T.self as? any JSONObject.Type, case .object(let members) = self {
+            return objectType.init(object: members) as! T
+        }
         switch type {
         case is JSONValue.Type: return self as! T
         case is String.Type: if let value = stringValue { return value as! T }

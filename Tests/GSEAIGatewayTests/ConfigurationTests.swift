@@ -1,5 +1,5 @@
 import Foundation
-import GSEAIGateway
+@testable import GSEAIGateway
 import Testing
 
 @Suite("Gateway configuration")
@@ -45,5 +45,16 @@ struct ConfigurationTests {
         } catch let error as ConfigurationError {
             #expect(error.description == "gseai.upstream.url is not an http(s) URL: ftp://x")
         }
+    }
+}
+
+@Suite("Usage days")
+struct UsageDayTests {
+    @Test(arguments: [
+        (0.0, "1970-01-01"), (951_782_400.0, "2000-02-29"), (1_798_761_599.0, "2026-12-31"), (1_798_761_600.0, "2027-01-01"),
+        (-86_400.0, "1969-12-31"),
+    ])
+    func dayInUTC(_ seconds: Double, _ expected: String) {
+        #expect(UsageRecorder.day(Date(timeIntervalSince1970: seconds)) == expected)
     }
 }

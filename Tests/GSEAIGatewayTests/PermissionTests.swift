@@ -27,7 +27,7 @@ struct PermissionTests {
             let ok = try await gateway.request(.GET, "/v1/models", headers: [("Authorization", "Bearer \(key)")])
             #expect(ok.status == 200)
             let record = try #require(try await gateway.storage.apiKeys.list(userID: alice.id).first)
-            try await gateway.storage.apiKeys.revoke(id: record.id, at: Date())
+            try await gateway.gateway.accounts.revokeKey(id: record.id, of: alice)
             let revoked = try await gateway.request(.GET, "/v1/models", headers: [("Authorization", "Bearer \(key)")])
             #expect(revoked.status == 401)
             #expect(revoked.errorMessage == "invalid or revoked API key")

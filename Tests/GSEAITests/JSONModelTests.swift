@@ -50,3 +50,33 @@ struct JSONModelTests {
         #expect(object.jsonString == #"{"a":[true,null,"x"],"b":1}"#)
     }
 }
+
+@Suite("JSON parser")
+struct JSONParserTests {
+    @Test func parsesEveryKindOfValue() throws {
+        let text = #"{"s":"a\"b\\c\/d\n\u00e9\ud83d\ude00","n":[0,-1.5,2e3,1E-2],"t":true,"f":false,"z":null,"o":{"x":[]},"e":{}}"#
+        let value = try JSONValue(parsing: Array(text.utf8))
+        #expect(value == [
+            "s": "a\"b\\c/d\né😀", "n": [0, -1.5, 2000, 0.01], "t": true, "f": false, "z": nil, "o": ["x": []], "e": [:],
+        ])
+        #expect(try JSONValue(parsing: Array(" [ 1 , \"x\" ] ".utf8)) == [1, "x"])
+        #expect(try JSONValue(parsing: Array("\"ünïcødé\"".utf8)) == "ünïcødé")
+    }
+
+    @Test(arguments: ["", "{", "[1,]", "{\"a\" 1}", "tru", "01x", "\"unterminated", "{\"a\":1}x", "-", "1.", "\"\u{1}\"", "[1 2]"])
+    func refusesInvalidJSON(_ text: String) {
+        #expect(throws: (any Error).self) { try JSONValue(parsing: Array(text.utf8)) }
+    }
+
+    @Test func refusesDeepNesting() {
+        let deep = String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000)
+        #expect(throws: (any Error).self) { try JSONValue(parsing: Array(deep.utf8)) }
+    }
+
+    @Test func agreesWithTheCodableDecoder() throws {
+        let text = #"{"model_instance_id":"m","output":[{"type":"message","content":"Hi"}],"stats":{"input_tokens":3,"tokens_per_second":29.75}}"#
+        let fast = try JSONValue(parsing: Array(text.utf8))
+        let slow = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        #expect(fast == slow)
+    }
+}

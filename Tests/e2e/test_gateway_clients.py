@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
+import time
 
 import anthropic
 import gseai
@@ -487,6 +488,16 @@ def test_anthropic_upstream_error(claude):
 # The administrative CLI, end to end
 
 
+def eventually(call, done, seconds=4.0):
+    """Repeats `call` until `done(result)` or the time is up; returns the last result."""
+    deadline = time.monotonic() + seconds
+    result = call()
+    while not done(result) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        result = call()
+    return result
+
+
 def test_cli_user_lifecycle(gateway, http):
     password = gateway.add_user("bob", "student")
     assert len(password) >= 8
@@ -502,15 +513,17 @@ def test_cli_user_lifecycle(gateway, http):
     assert "instructor" in gateway.admin_ok("user", "set-role", "bob", "instructor")
     rows = user_rows(gateway)
     assert rows["bob"][1] == "instructor"
-    # The new role applies to the key at once.
-    loaded = http.post("/api/v1/models/load", headers=bearer(key), json=load)
+    # A change made with the CLI (another process) reaches the running gateway's key cache within 2 s.
+    loaded = eventually(lambda: http.post("/api/v1/models/load", headers=bearer(key), json=load),
+                        lambda r: r.status_code == 200)
     assert loaded.status_code == 200, loaded.text
     assert http.post("/api/v1/models/unload", headers=bearer(key), json={"model": TEXT}).status_code == 200
 
     gateway.admin_ok("user", "disable", "bob")
     rows = user_rows(gateway)
     assert rows["bob"][2] == "disabled"
-    openai_error(http.get("/v1/models", headers=bearer(key)), 401, "authentication_error")
+    refused_key = eventually(lambda: http.get("/v1/models", headers=bearer(key)), lambda r: r.status_code == 401)
+    openai_error(refused_key, 401, "authentication_error")
     anthropic_error(http.post("/v1/messages", headers={"x-api-key": key},
                               json={"model": TEXT, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
                     401, "authentication_error")

@@ -188,10 +188,7 @@ public struct AccountController: Sendable {
     @Sendable func revokeKey(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let identity = try context.requireIdentity()
         let id = try context.parameters.require("id")
-        guard let key = try await accounts.storage.apiKeys.find(id: id), key.userID == identity.user.id else {
-            throw GatewayError.notFound("no such API key")
-        }
-        try await accounts.storage.apiKeys.revoke(id: key.id, at: Date())
+        try await accounts.revokeKey(id: id, of: identity.user)
         return Response(status: .noContent)
     }
 

@@ -5,6 +5,7 @@ public struct AccountService: Sendable {
     public let storage: Storage
     public let hasher: PasswordHasher
     public let sessionLifetime: Duration
+    private let keyCache = CredentialCache()
 
     public init(storage: Storage, hasher: PasswordHasher, sessionLifetime: Duration = .seconds(7 * 24 * 3600)) {
         self.storage = storage
@@ -60,6 +61,7 @@ public struct AccountService: Sendable {
         var user = try await user(named: username)
         user.role = role
         try await storage.users.update(user)
+        keyCache.invalidate(userID: user.id)
         return user
     }
 
@@ -80,6 +82,7 @@ public struct AccountService: Sendable {
         var user = try await user(named: username)
         user.disabled = disabled
         try await storage.users.update(user)
+        keyCache.invalidate(userID: user.id)
         if disabled {
             try await storage.sessions.deleteAll(userID: user.id)
             try await storage.apiKeys.revokeAll(userID: user.id, at: Date())
@@ -135,12 +138,26 @@ public struct AccountService: Sendable {
 
     /// The live key and its user for a presented key.
     public func resolveKey(_ key: String) async throws -> (APIKey, User)? {
-        guard let prefix = Secrets.apiKeyPrefix(key), let record = try await storage.apiKeys.find(prefix: prefix),
-            record.revokedAt == nil, Secrets.constantTimeEquals(record.hash, Secrets.sha256(key)),
+        guard let prefix = Secrets.apiKeyPrefix(key) else { return nil }
+        let digest = Secrets.sha256(key)
+        if let cached = keyCache.lookup(digest: digest) { return cached }
+        guard let record = try await storage.apiKeys.find(prefix: prefix), record.revokedAt == nil,
+            Secrets.constantTimeEquals(record.hash, digest),
             let user = try await storage.users.find(id: record.userID), !user.disabled
         else { return nil }
         let now = Date()
+        // Once a minute is precise enough for "last used"; the cache spares the rest of the lookups.
         if now.timeIntervalSince(record.lastUsedAt ?? .distantPast) > 60 { try await storage.apiKeys.touch(id: record.id, at: now) }
+        keyCache.store(digest: digest, key: record, user: user)
         return (record, user)
+    }
+
+    /// Revokes a key of `user` (someone else's is "not found", like a missing one); it is refused at once.
+    public func revokeKey(id: String, of user: User) async throws {
+        guard let key = try await storage.apiKeys.find(id: id), key.userID == user.id else {
+            throw GatewayError.notFound("no such API key")
+        }
+        try await storage.apiKeys.revoke(id: key.id, at: Date())
+        keyCache.invalidate(userID: user.id)
     }
 }
