@@ -56,6 +56,12 @@ struct GatewayHarness: Sendable {
         }
     }
 
+    /// A user's usage rows, after writing what the meter holds.
+    func usage(of userID: String) async throws -> [UsageRecord] {
+        await gateway.usageMeter.flush()
+        return try await storage.usage.list(userID: userID)
+    }
+
     /// A user with a password (`password-<name>`) and an API key.
     func user(_ name: String, role: Role = .student) async throws -> (user: User, key: String) {
         let (user, _) = try await gateway.accounts.createUser(username: name, password: "password-\(name)", role: role)

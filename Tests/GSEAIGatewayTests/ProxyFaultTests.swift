@@ -45,7 +45,7 @@ struct ProxyFaultTests {
             #expect(abandoned == 1)
             #expect(await gateway.stub.state.completedStreams == 0)
             // The request still counts.
-            #expect(try await gateway.storage.usage.list(userID: alice.id).first?.requests == 1)
+            #expect(try await gateway.usage(of: alice.id).first?.requests == 1)
         }
     }
 

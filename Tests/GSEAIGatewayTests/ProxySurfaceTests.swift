@@ -20,7 +20,7 @@ struct ProxySurfaceTests {
             }
             let seen = await gateway.stub.state.requests(to: "POST /api/v1/chat")
             #expect(seen.map(\.authorization) == ["Bearer stub-token", "Bearer stub-token"])
-            let usage = try await gateway.storage.usage.list(userID: alice.id)
+            let usage = try await gateway.usage(of: alice.id)
             #expect(usage.count == 1)
             #expect(usage.first?.model == "stub/echo-text")
             #expect(usage.first?.requests == 2)
@@ -40,7 +40,7 @@ struct ProxySurfaceTests {
                 let id = try #require(events.last?.result?.responseID)
                 #expect(try await gateway.storage.responses.owner(of: id) == alice.id)
             }
-            #expect(try await gateway.storage.usage.list(userID: alice.id).first?.outputTokens == 3)
+            #expect(try await gateway.usage(of: alice.id).first?.outputTokens == 3)
         }
     }
 
@@ -115,7 +115,7 @@ struct ProxySurfaceTests {
             #expect(streamed.events.map(\.event).last == "message_stop")
             let text = streamed.events.compactMap { try? JSONValue(parsing: Array($0.data.utf8))["delta"]?["text"]?.stringValue }.joined()
             #expect(text == "Echo: salut")
-            let usage = try await gateway.storage.usage.list(userID: alice.id)
+            let usage = try await gateway.usage(of: alice.id)
             #expect(usage.first?.requests == 2)
             #expect(usage.first?.outputTokens == 4)
         }

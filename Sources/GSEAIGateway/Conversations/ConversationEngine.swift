@@ -14,9 +14,12 @@ public struct ConversationEngine: Sendable {
     let kind: UpstreamKind
     let hub: GenerationHub
     let metrics: GatewayMetrics
+    let usageMeter: UsageMeter
     let logger: Logger
 
-    public init(storage: Storage, upstream: GSEAIClient, kind: UpstreamKind, hub: GenerationHub, metrics: GatewayMetrics, logger: Logger) {
+    public init(storage: Storage, upstream: GSEAIClient, kind: UpstreamKind, hub: GenerationHub, metrics: GatewayMetrics,
+                usageMeter: UsageMeter, logger: Logger) {
+        self.usageMeter = usageMeter
         self.storage = storage
         self.upstream = upstream
         self.kind = kind
@@ -309,8 +312,8 @@ final class Generation: @unchecked Sendable {
             if let id = message.responseID {
                 try await engine.storage.responses.record(responseID: id, userID: userID, at: now)
             }
-            try await engine.storage.usage.add(userID: userID, model: conversation.model, day: UsageRecorder.day(now),
-                                               inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? 0)
+            engine.usageMeter.record(userID: userID, model: conversation.model, day: UsageRecorder.day(now),
+                                     inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? 0)
             engine.metrics.recordTokens(model: conversation.model, input: inputTokens ?? 0, output: outputTokens ?? 0)
         } catch {
             engine.logger.error("could not save an answer", metadata: ["error": "\(error)"])

@@ -14,11 +14,13 @@ public struct ProxyController: Sendable {
     let kind: UpstreamKind
     let storage: Storage
     let metrics: GatewayMetrics
+    let usageMeter: UsageMeter
     let maxBodyBytes: Int
     let maxImageBytes: Int
 
-    public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics,
+    public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics, usageMeter: UsageMeter,
                 maxBodyBytes: Int, maxImageBytes: Int) {
+        self.usageMeter = usageMeter
         self.upstream = upstream
         self.kind = kind
         self.storage = storage
@@ -77,7 +79,7 @@ public struct ProxyController: Sendable {
         }
         if let body { outgoing.body = .bytes(body) }
 
-        let recorder = UsageRecorder(storage: storage, metrics: metrics, userID: identity.user.id,
+        let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      model: inspection?.model ?? "unknown", counted: endpoint.method == .post)
         let surface = endpoint.surface.rawValue
         let upstream = self.upstream
@@ -263,6 +265,7 @@ enum StreamErrorEvents {
 struct UsageRecorder: Sendable {
     let storage: Storage
     let metrics: GatewayMetrics
+    let meter: UsageMeter
     let userID: String
     let model: String
     /// Model listings and the like are not usage.
@@ -274,8 +277,7 @@ struct UsageRecorder: Sendable {
             try await storage.responses.record(responseID: id, userID: userID, at: now)
         }
         guard counted else { return }
-        try await storage.usage.add(userID: userID, model: model, day: Self.day(now),
-                                    inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
+        meter.record(userID: userID, model: model, day: Self.day(now), inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
         metrics.recordTokens(model: model, input: observer.inputTokens, output: observer.outputTokens)
     }
 

@@ -19,6 +19,8 @@ public struct Gateway: Sendable {
     /// The answers being generated now.
     public let hub: GenerationHub
     public let engine: ConversationEngine
+    /// Token usage counted in memory and written once a second.
+    public let usageMeter: UsageMeter
 
     /// Wires the parts. `passwordCost` is bcrypt's; tests lower it.
     public init(configuration: GatewayConfiguration, storage: Storage, passwordCost: UInt8 = 12, logger: Logger) throws {
@@ -30,8 +32,9 @@ public struct Gateway: Sendable {
                                         timeouts: configuration.timeouts, logger: logger)
         self.metrics = GatewayMetrics()
         self.hub = GenerationHub()
+        self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
         self.engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
-                                         metrics: metrics, logger: logger)
+                                         metrics: metrics, usageMeter: usageMeter, logger: logger)
     }
 
     /// Marks answers that were being generated when the process last stopped as interrupted.
@@ -60,7 +63,7 @@ public struct Gateway: Sendable {
         AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
                           secureCookies: configuration.usesTLS, publicOrigin: configuration.publicOrigin).register(on: router)
         ConversationController(engine: engine, maxImageBytes: configuration.maxImageBytes).register(on: router)
-        ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics,
+        ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics, usageMeter: usageMeter,
                         maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes).register(on: router)
         return router
     }
@@ -84,7 +87,8 @@ public struct Gateway: Sendable {
             router: buildRouter(),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
-            services: [ShutdownService(name: "upstream client", action: { [upstream] in try await upstream.shutdown() }),
+            services: [usageMeter,
+                       ShutdownService(name: "upstream client", action: { [upstream] in try await upstream.shutdown() }),
                        ShutdownService(name: "storage", action: storage.close)],
             onServerRunning: onServerRunning,
             logger: logger

@@ -58,10 +58,17 @@ public protocol ResponseOwnershipRepository: Sendable {
 
 /// Token usage per user, model and day.
 public protocol UsageRepository: Sendable {
-    /// Adds one request and its tokens to the user's row for the model and day.
-    func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws
+    /// Adds requests and their tokens to the user's row for the model and day.
+    func add(userID: String, model: String, day: String, requests: Int, inputTokens: Int, outputTokens: Int) async throws
     /// Rows of one user (or everyone, for `nil`), newest day first.
     func list(userID: String?) async throws -> [UsageRecord]
+}
+
+extension UsageRepository {
+    /// Adds one request and its tokens to the user's row for the model and day.
+    public func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws {
+        try await add(userID: userID, model: model, day: day, requests: 1, inputTokens: inputTokens, outputTokens: outputTokens)
+    }
 }
 
 /// Everything the gateway stores, behind protocols so that PostgreSQL can follow SQLite.

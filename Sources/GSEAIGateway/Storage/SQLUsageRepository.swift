@@ -5,13 +5,13 @@ import SQLKit
 struct SQLUsageRepository: UsageRepository {
     let database: any SQLDatabase
 
-    func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws {
+    func add(userID: String, model: String, day: String, requests: Int, inputTokens: Int, outputTokens: Int) async throws {
         // One statement, so concurrent requests of one user add up instead of overwriting each other.
         try await self.database.raw("""
             INSERT INTO usage_daily (user_id, model, day, requests, input_tokens, output_tokens)
-            VALUES (\(bind: userID), \(bind: model), \(bind: day), 1, \(bind: inputTokens), \(bind: outputTokens))
+            VALUES (\(bind: userID), \(bind: model), \(bind: day), \(bind: requests), \(bind: inputTokens), \(bind: outputTokens))
             ON CONFLICT (user_id, model, day) DO UPDATE SET
-                requests = usage_daily.requests + 1,
+                requests = usage_daily.requests + excluded.requests,
                 input_tokens = usage_daily.input_tokens + excluded.input_tokens,
                 output_tokens = usage_daily.output_tokens + excluded.output_tokens
             """).run()

@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Token usage on its way to the database: counted in memory as requests finish, and written once a
+/// second (and at shutdown) as one upsert per user, model and day. One write per request would make the
+/// database the gateway's bottleneck; the cost is that a crash loses at most the last second of counts.
+/// ``pending(userID:day:)`` lets budget checks see what is not written yet.
+public final class UsageMeter: Service, Sendable {
+    struct Key: Hashable {
+        var userID: String
+        var model: String
+        var day: String
+    }
+
+    struct Counts {
+        var requests = 0
+        var input = 0
+        var output = 0
+    }
+
+    private let counts = Mutex<[Key: Counts]>([:])
+    private let repository: any UsageRepository
+    private let interval: Duration
+    private let logger: Logger
+
+    public init(repository: any UsageRepository, interval: Duration = .seconds(1), logger: Logger) {
+        self.repository = repository
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Counts one request.
+    public func record(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) {
+        counts.withLock { counts in
+            counts[Key(userID: userID, model: model, day: day), default: Counts()].requests += 1
+            counts[Key(userID: userID, model: model, day: day)]!.input += inputTokens
+            counts[Key(userID: userID, model: model, day: day)]!.output += outputTokens
+        }
+    }
+
+    /// Tokens counted for a user and day but not written yet.
+    public func pending(userID: String, day: String) -> Int {
+        counts.withLock { counts in
+            counts.reduce(0) { $0 + ($1.key.userID == userID && $1.key.day == day ? $1.value.input + $1.value.output : 0) }
+        }
+    }
+
+    /// Writes what is counted so far.
+    public func flush() async {
+        let batch = counts.withLock { counts in
+            defer { counts.removeAll(keepingCapacity: true) }
+            return counts
+        }
+        for (key, value) in batch {
+            do {
+                try await repository.add(userID: key.userID, model: key.model, day: key.day, requests: value.requests,
+                                         inputTokens: value.input, outputTokens: value.output)
+            } catch {
+                logger.error("could not write usage", metadata: ["error": "\(error)"])
+                // Keep it for the next attempt.
+                counts.withLock { counts in
+                    counts[key, default: Counts()].requests += value.requests
+                    counts[key]!.input += value.input
+                    counts[key]!.output += value.output
+                }
+            }
+        }
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: self.interval)
+                await self.flush()
+            }
+        }
+        await flush()
+    }
+}
