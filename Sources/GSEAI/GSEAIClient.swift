@@ -42,7 +42,11 @@ public final class GSEAIClient: Sendable {
     /// The largest non-streamed response body the typed methods read.
     public let maxResponseBytes: Int
     private let authorization: String
+    /// For whole answers: the connection may be silent until the answer is ready (the first-byte limit).
     private let httpClient: HTTPClient
+    /// For streams: the connection may be silent at most the idle limit between pieces.
+    private let streamingClient: HTTPClient
+    /// Whether ``shutdown()`` has anything to do (always, since the client owns its HTTP clients).
     private let ownsHTTPClient: Bool
     private let logger: Logger
 
@@ -54,7 +58,7 @@ public final class GSEAIClient: Sendable {
         scheme: String = "http",
         timeouts: Timeouts = Timeouts(),
         maxResponseBytes: Int = 64 << 20,
-        httpClient: HTTPClient? = nil,
+        eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "gseai.client")
     ) {
         let hostPart = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
@@ -63,21 +67,20 @@ public final class GSEAIClient: Sendable {
             baseURL: "\(scheme)://\(hostPart):\(port)",
             timeouts: timeouts,
             maxResponseBytes: maxResponseBytes,
-            httpClient: httpClient,
+            eventLoopGroup: eventLoopGroup,
             logger: logger
         )
     }
 
     /// Creates a client for a base URL such as `https://gseai.example.edu` or `http://127.0.0.1:1234/prefix`.
     ///
-    /// - Parameter httpClient: a client to share (the gateway shares one per process); when `nil`, the
-    ///   client creates its own and ``shutdown()`` shuts it down.
+    /// - Parameter eventLoopGroup: the event loops to run on (by default NIO's shared ones).
     public init(
         apiToken: String,
         baseURL: String,
         timeouts: Timeouts = Timeouts(),
         maxResponseBytes: Int = 64 << 20,
-        httpClient: HTTPClient? = nil,
+        eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "gseai.client")
     ) throws {
         self.baseURL = try Self.normalizedBaseURL(baseURL)
@@ -85,16 +88,10 @@ public final class GSEAIClient: Sendable {
         self.maxResponseBytes = maxResponseBytes
         self.authorization = "Bearer \(apiToken)"
         self.logger = logger
-        if let httpClient {
-            self.httpClient = httpClient
-            self.ownsHTTPClient = false
-        } else {
-            self.httpClient = HTTPClient(
-                eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-                configuration: Self.httpConfiguration(timeouts: timeouts)
-            )
-            self.ownsHTTPClient = true
-        }
+        let group = eventLoopGroup ?? HTTPClient.defaultEventLoopGroup
+        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: false))
+        self.streamingClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: true))
+        self.ownsHTTPClient = true
     }
 
     /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
@@ -109,11 +106,13 @@ public final class GSEAIClient: Sendable {
         return normalized
     }
 
-    /// The AsyncHTTPClient configuration these time limits call for; use it for a shared client.
-    public static func httpConfiguration(timeouts: Timeouts) -> HTTPClient.Configuration {
+    /// The AsyncHTTPClient configuration these time limits call for. The idle limit is the connection's
+    /// read timeout (checked by NIO as bytes arrive, at no cost per piece): for streams, the idle limit; for
+    /// whole answers, which may come only when complete, the first-byte limit.
+    static func httpConfiguration(timeouts: Timeouts, streaming: Bool) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: .init(connect: .init(timeouts.connect))
+            timeout: .init(connect: .init(timeouts.connect), read: .init(streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle))
         )
         configuration.httpVersion = .automatic
         // A shared server behind the gateway serves many people at once: keep more than the default 8
@@ -122,9 +121,11 @@ public final class GSEAIClient: Sendable {
         return configuration
     }
 
-    /// Shuts down the HTTP client, if this client created it.
+    /// Shuts down the HTTP clients.
     public func shutdown() async throws {
-        if ownsHTTPClient { try await httpClient.shutdown() }
+        guard ownsHTTPClient else { return }
+        try await httpClient.shutdown()
+        try await streamingClient.shutdown()
     }
 
     // MARK: Raw calls
@@ -132,6 +133,10 @@ public final class GSEAIClient: Sendable {
     /// Sends a request as it is, adding only the server's bearer token, and returns the response head
     /// with a body that streams as it arrives. Non-success statuses are returned, not thrown.
     public func send(_ request: RawRequest) async throws -> RawResponse {
+        try await send(request, streaming: request.expectsStream)
+    }
+
+    func send(_ request: RawRequest, streaming: Bool) async throws -> RawResponse {
         var outgoing = HTTPClientRequest(url: baseURL + request.path)
         outgoing.method = request.method
         outgoing.headers = request.headers
@@ -139,7 +144,7 @@ public final class GSEAIClient: Sendable {
         outgoing.body = request.body?.body
         let response: HTTPClientResponse
         do {
-            response = try await httpClient.execute(
+            response = try await (streaming ? streamingClient : httpClient).execute(
                 outgoing,
                 deadline: .now() + .init(timeouts.firstByte),
                 logger: logger
@@ -156,14 +161,15 @@ public final class GSEAIClient: Sendable {
         return RawResponse(
             status: Int(response.status.code),
             headers: response.headers,
-            body: ResponseBodyStream(body: response.body, idleTimeout: timeouts.idle)
+            body: ResponseBodyStream(body: response.body)
         )
     }
 
     static func translate(_ error: HTTPClientError) -> GSEAIError {
         switch error {
         case .connectTimeout: return .timeout(.connect)
-        case .deadlineExceeded, .readTimeout: return .timeout(.firstByte)
+        case .deadlineExceeded: return .timeout(.firstByte)
+        case .readTimeout: return .timeout(.idle)
         default: return .connection(String(describing: error))
         }
     }
@@ -196,6 +202,7 @@ public final class GSEAIClient: Sendable {
     ) async throws -> EventStream<Event> {
         var request = try RawRequest(method: .POST, path: path, json: body)
         request.headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
+        request.expectsStream = true
         let response = try await send(request)
         if !(200..<300).contains(response.status) {
             let bytes = try await response.body.collect(upTo: maxResponseBytes)
@@ -221,6 +228,9 @@ public struct RawRequest: Sendable {
     public var headers: HTTPHeaders
     /// The body, if any.
     public var body: RawBody?
+    /// Whether the answer is expected to stream: its pieces may then be at most the idle limit apart,
+    /// while a whole answer may take up to the first-byte limit to come.
+    public var expectsStream = false
 
     /// Creates a request.
     public init(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: RawBody? = nil) {

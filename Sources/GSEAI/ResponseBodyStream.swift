@@ -1,24 +1,22 @@
 import AsyncHTTPClient
 import NIOCore
 
-/// A response body as it arrives, piece by piece, with a limit on the silence between pieces.
+/// A response body as it arrives, piece by piece.
 ///
-/// AsyncHTTPClient's request deadline ends at the response head; a stream can then go quiet forever.
-/// Each `next()` here fails with ``GSEAIError/timeout(_:)`` (`.idle`) when nothing arrives in time, and
-/// abandoning the iteration (or cancelling the task) cancels the upstream request.
+/// AsyncHTTPClient's request deadline ends at the response head; the client's connection read timeout
+/// then limits the silence between pieces, and shows here as ``GSEAIError/timeout(_:)`` (`.idle`).
+/// Abandoning the iteration (or cancelling the task) cancels the upstream request.
 public struct ResponseBodyStream: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
 
     private let body: HTTPClientResponse.Body
-    private let idleTimeout: Duration
 
-    init(body: HTTPClientResponse.Body, idleTimeout: Duration) {
+    init(body: HTTPClientResponse.Body) {
         self.body = body
-        self.idleTimeout = idleTimeout
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(upstream: body.makeAsyncIterator(), idleTimeout: idleTimeout)
+        AsyncIterator(upstream: body.makeAsyncIterator())
     }
 
     /// Reads the whole body, failing when it exceeds `limit` bytes.
@@ -33,24 +31,19 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
         return collected
     }
 
-    /// The iterator; one task at a time may use it.
+    /// The iterator.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        private let box: Box
-        private let idleTimeout: Duration
+        private var upstream: HTTPClientResponse.Body.AsyncIterator
 
-        fileprivate init(upstream: HTTPClientResponse.Body.AsyncIterator, idleTimeout: Duration) {
-            self.box = Box(upstream)
-            self.idleTimeout = idleTimeout
+        fileprivate init(upstream: HTTPClientResponse.Body.AsyncIterator) {
+            self.upstream = upstream
         }
 
         public mutating func next() async throws -> ByteBuffer? {
-            let box = self.box
             do {
-                return try await withTimeout(idleTimeout, phase: .idle) {
-                    try await box.next()
-                }
-            } catch let error as GSEAIError {
-                throw error
+                return try await upstream.next()
+            } catch let error as HTTPClientError where error == .readTimeout {
+                throw GSEAIError.timeout(.idle)
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -58,32 +51,5 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
                 throw GSEAIError.streamInterrupted
             }
         }
-    }
-
-    /// Holds the upstream iterator so that the racing child task can advance it. Only one `next()`
-    /// runs at a time (the caller awaits it), which is what makes the unchecked conformance sound.
-    private final class Box: @unchecked Sendable {
-        var iterator: HTTPClientResponse.Body.AsyncIterator
-        init(_ iterator: HTTPClientResponse.Body.AsyncIterator) { self.iterator = iterator }
-        func next() async throws -> ByteBuffer? { try await iterator.next() }
-    }
-}
-
-/// Runs `operation`, failing with ``GSEAIError/timeout(_:)`` if it takes longer than `limit`; the
-/// operation is cancelled when the time runs out.
-func withTimeout<T: Sendable>(
-    _ limit: Duration,
-    phase: TimeoutPhase,
-    _ operation: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            throw GSEAIError.timeout(phase)
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next() else { throw CancellationError() }
-        return first
     }
 }

@@ -95,6 +95,7 @@ struct ConversationTests {
             #expect(end["status"] == "complete")
             #expect(end["text"] == "Echo: hello there")
             #expect(end["stats"]?["output_tokens"] == 3)
+            #expect(end["created_at"]?.stringValue?.hasSuffix("Z") == true)
             let native = await chat.gateway.stub.state.requests(to: "POST /api/v1/chat")
             #expect(native.first?.body?["system_prompt"] == "be brief")
             #expect(native.first?.body?["previous_response_id"] == nil)

@@ -102,7 +102,7 @@ struct ProxyFaultTests {
     }
 
     @Test func upstreamTimeLimits() async throws {
-        try await GatewayHarness.with(configure: { $0.idleTimeout = .milliseconds(400); $0.firstByteTimeout = .seconds(1) }) { gateway in
+        try await GatewayHarness.with(configure: { $0.idleTimeout = .seconds(1); $0.firstByteTimeout = .seconds(2) }) { gateway in
             let (_, key) = try await gateway.user("alice")
             let silent = try await gateway.post("/api/v1/chat", key: key, json: ["model": "stub/echo-text", "input": "[[hang]]", "stream": true])
             #expect(silent.events.map(\.event) == ["chat.start", "error", "chat.end"])

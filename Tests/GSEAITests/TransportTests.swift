@@ -44,7 +44,7 @@ struct TransportTests {
     }
 
     @Test func idleTimeBetweenEventsIsLimited() async throws {
-        try await withClient(timeouts: .init(idle: .milliseconds(300))) { client, _ in
+        try await withClient(timeouts: .init(idle: .seconds(1))) { client, _ in
             var types: [String] = []
             await #expect(throws: GSEAIError.timeout(.idle)) {
                 for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang]]")) {

@@ -319,7 +319,7 @@ final class Generation: @unchecked Sendable {
             engine.logger.error("could not save an answer", metadata: ["error": "\(error)"])
         }
         let view = MessageView(message)
-        await hub.append(message.id, name: "end", data: (try? JSONValue(encoding: view).jsonString) ?? "{}")
+        await hub.append(message.id, name: "end", data: JSONValue(view: view).jsonString)
         await hub.finish(message.id)
     }
 }

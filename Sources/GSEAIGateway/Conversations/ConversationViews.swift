@@ -57,7 +57,10 @@ struct MessageView: ResponseEncodable {
 
 extension JSONValue {
     /// Encodes a value whose encoding cannot fail (plain structs of strings, numbers and dates).
+    /// Dates are ISO 8601, as in every other answer of the API.
     init(view: some Encodable) {
-        self = (try? JSONValue(encoding: view)) ?? .null
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        self = (try? encoder.encode(view)).flatMap { try? JSONValue(parsing: $0) } ?? .null
     }
 }

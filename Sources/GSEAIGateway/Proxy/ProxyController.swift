@@ -78,6 +78,7 @@ public struct ProxyController: Sendable {
             if let value = request.headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
         }
         if let body { outgoing.body = .bytes(body) }
+        outgoing.expectsStream = inspection?.stream == true
 
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      model: inspection?.model ?? "unknown", counted: endpoint.method == .post)

@@ -1,3 +1,4 @@
+import Foundation
 import GSEAI
 import NIOCore
 
@@ -35,10 +36,25 @@ struct ResponseObserver: Sendable {
         let name = event.event
         if let name, endpoint.finalEvents.contains(name) { sawFinalEvent = true }
         let interesting = name.map { endpoint.finalEvents.contains($0) || $0 == "message_start" || $0 == "message_delta" || $0 == "response.created" }
-            ?? (event.data.contains("\"usage\"") || event.data.contains("\"type\""))
+            ?? (Self.contains(event.data, "\"usage\"") || Self.contains(event.data, "\"type\""))
         guard interesting, let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
         if let type = json["type"]?.stringValue, endpoint.finalEvents.contains(type) { sawFinalEvent = true }
         absorb(json)
+    }
+
+    /// Whether `text` contains `needle`, by bytes (Foundation's `contains` costs more than the relay).
+    static func contains(_ text: String, _ needle: StaticString) -> Bool {
+        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        var text = text
+        return text.withUTF8 { bytes in
+            guard bytes.count >= pattern.count, let first = pattern.first else { return false }
+            var index = 0
+            while index <= bytes.count - pattern.count {
+                if bytes[index] == first, memcmp(bytes.baseAddress! + index, pattern.baseAddress!, pattern.count) == 0 { return true }
+                index += 1
+            }
+            return false
+        }
     }
 
     /// Finds ids and usage in LM Studio (`stats`, `response_id`, `result`), OpenAI (`usage`), Responses

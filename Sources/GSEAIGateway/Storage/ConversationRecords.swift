@@ -15,6 +15,9 @@ public struct Conversation: Codable, Sendable, Hashable {
     public var systemPrompt: String?
     /// The upstream response (`resp_…`) the next turn continues from, if the last answer left one.
     public var lastResponseID: String?
+    /// The class it was started in, whose policy applies to it and whose instructors may see it; `nil` for a
+    /// personal conversation. Set when it is created; ``ConversationRepository/update(_:)`` leaves it.
+    public var classID: String?
     /// When it was created.
     public var createdAt: Date
     /// When it last changed; the list of conversations is newest first by this.
@@ -22,14 +25,15 @@ public struct Conversation: Codable, Sendable, Hashable {
 
     /// A conversation; `updatedAt` defaults to `createdAt`.
     public init(id: String = UUID().uuidString.lowercased(), userID: String, title: String, model: String,
-                systemPrompt: String? = nil, lastResponseID: String? = nil, createdAt: Date = Date(),
-                updatedAt: Date? = nil) {
+                systemPrompt: String? = nil, lastResponseID: String? = nil, classID: String? = nil,
+                createdAt: Date = Date(), updatedAt: Date? = nil) {
         self.id = id
         self.userID = userID
         self.title = title
         self.model = model
         self.systemPrompt = systemPrompt
         self.lastResponseID = lastResponseID
+        self.classID = classID
         self.createdAt = createdAt
         self.updatedAt = updatedAt ?? createdAt
     }

@@ -174,6 +174,67 @@ enum Migrations {
             // Without it, deleting an image would scan every ownership row for the foreign key.
             "CREATE INDEX image_owners_hash ON image_owners (hash)",
         ]),
+        Migration(version: 3, name: "classes, members, audit log and set-up links", statements: [
+            // The policy is one JSON text column (a `ClassPolicy`): it is always read and written whole, never
+            // queried, and a field added later needs no migration (a missing field decodes to its default).
+            // Join codes are stored uppercased, so the unique constraint is case-insensitive.
+            """
+            CREATE TABLE classes (
+                id TEXT NOT NULL PRIMARY KEY,
+                instructor_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                join_code TEXT NOT NULL UNIQUE,
+                is_open BOOLEAN NOT NULL,
+                starts_at DOUBLE PRECISION,
+                ends_at DOUBLE PRECISION,
+                policy TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            // An instructor's classes, newest first; and the cascade from users.
+            "CREATE INDEX classes_instructor_id_created_at ON classes (instructor_id, created_at)",
+            """
+            CREATE TABLE class_members (
+                class_id TEXT NOT NULL REFERENCES classes (id) ON DELETE CASCADE,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                joined_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (class_id, user_id)
+            )
+            """,
+            // A student's classes; and the cascade from users.
+            "CREATE INDEX class_members_user_id ON class_members (user_id)",
+            // No foreign key on `actor_id`: the log outlives the accounts it names.
+            """
+            CREATE TABLE audit_log (
+                id TEXT NOT NULL PRIMARY KEY,
+                actor_id TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT,
+                at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX audit_log_at ON audit_log (at)",
+            """
+            CREATE TABLE setup_tokens (
+                token_hash TEXT NOT NULL PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                expires_at DOUBLE PRECISION NOT NULL,
+                used_at DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX setup_tokens_user_id ON setup_tokens (user_id)",
+            // The class whose policy applies to a student in several. SQLite adds a column with a foreign key
+            // only when its default is NULL, as here; deleting the class clears it.
+            "ALTER TABLE users ADD COLUMN active_class_id TEXT REFERENCES classes (id) ON DELETE SET NULL",
+            // Without it, deleting a class would scan every user to clear their active class.
+            "CREATE INDEX users_active_class_id ON users (active_class_id)",
+            // The class a conversation was started in, for its instructors; the conversation stays, without a
+            // class, when the class is deleted.
+            "ALTER TABLE conversations ADD COLUMN class_id TEXT REFERENCES classes (id) ON DELETE SET NULL",
+            // A class's conversations; and clearing them when the class is deleted.
+            "CREATE INDEX conversations_class_id ON conversations (class_id)",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.

@@ -62,6 +62,8 @@ public protocol UsageRepository: Sendable {
     func add(userID: String, model: String, day: String, requests: Int, inputTokens: Int, outputTokens: Int) async throws
     /// Rows of one user (or everyone, for `nil`), newest day first.
     func list(userID: String?) async throws -> [UsageRecord]
+    /// The tokens (input and output, every model) a user used on a day (`YYYY-MM-DD`, UTC), for budgets.
+    func total(userID: String, day: String) async throws -> Int
 }
 
 extension UsageRepository {
@@ -81,6 +83,9 @@ public struct Storage: Sendable {
     public var conversations: any ConversationRepository
     public var messages: any MessageRepository
     public var images: any ImageRepository
+    public var classes: any ClassRepository
+    public var audit: any AuditRepository
+    public var setupTokens: any SetupTokenRepository
     /// Checks that the database answers (for `/readyz`).
     public var ping: @Sendable () async throws -> Void
     /// Closes the database.
@@ -89,6 +94,7 @@ public struct Storage: Sendable {
     public init(users: any UserRepository, sessions: any LoginSessionRepository, apiKeys: any APIKeyRepository,
                 responses: any ResponseOwnershipRepository, usage: any UsageRepository,
                 conversations: any ConversationRepository, messages: any MessageRepository, images: any ImageRepository,
+                classes: any ClassRepository, audit: any AuditRepository, setupTokens: any SetupTokenRepository,
                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
         self.users = users
         self.sessions = sessions
@@ -98,6 +104,9 @@ public struct Storage: Sendable {
         self.conversations = conversations
         self.messages = messages
         self.images = images
+        self.classes = classes
+        self.audit = audit
+        self.setupTokens = setupTokens
         self.ping = ping
         self.close = close
     }

@@ -7,13 +7,12 @@ struct SQLConversationRepository: ConversationRepository {
 
     func create(_ conversation: Conversation) async throws {
         try await self.database.insert(into: "conversations")
-            .columns(
-                "id", "user_id", "title", "model", "system_prompt", "last_response_id", "created_at", "updated_at"
-            )
+            .columns(Self.columns)
             .values(
                 SQLBind(conversation.id), SQLBind(conversation.userID), SQLBind(conversation.title),
                 SQLBind(conversation.model), SQLBind(conversation.systemPrompt), SQLBind(conversation.lastResponseID),
-                SQLBind(conversation.createdAt.unixSeconds), SQLBind(conversation.updatedAt.unixSeconds)
+                SQLBind(conversation.classID), SQLBind(conversation.createdAt.unixSeconds),
+                SQLBind(conversation.updatedAt.unixSeconds)
             )
             .run()
     }
@@ -115,12 +114,12 @@ struct SQLConversationRepository: ConversationRepository {
         return escaped
     }
 
+    private static let columns = [
+        "id", "user_id", "title", "model", "system_prompt", "last_response_id", "class_id", "created_at", "updated_at",
+    ]
+
     private func select() -> SQLSelectBuilder {
-        self.database.select()
-            .columns(
-                "id", "user_id", "title", "model", "system_prompt", "last_response_id", "created_at", "updated_at"
-            )
-            .from("conversations")
+        self.database.select().columns(Self.columns).from("conversations")
     }
 }
 
@@ -133,6 +132,7 @@ extension Conversation {
             model: try row.decode(column: "model", as: String.self),
             systemPrompt: try row.decode(column: "system_prompt", as: String?.self),
             lastResponseID: try row.decode(column: "last_response_id", as: String?.self),
+            classID: try row.decode(column: "class_id", as: String?.self),
             createdAt: try row.decodeDate(column: "created_at"),
             updatedAt: try row.decodeDate(column: "updated_at")
         )

@@ -20,6 +20,9 @@ enum SQLStorage {
             conversations: SQLConversationRepository(database: database),
             messages: SQLMessageRepository(database: database),
             images: SQLImageRepository(database: database),
+            classes: SQLClassRepository(database: database),
+            audit: SQLAuditRepository(database: database),
+            setupTokens: SQLSetupTokenRepository(database: database),
             ping: { try await database.raw("SELECT 1").run() },
             close: close
         )

@@ -19,7 +19,7 @@ struct SQLUsageRepository: UsageRepository {
 
     func list(userID: String?) async throws -> [UsageRecord] {
         var query = self.database.select()
-            .columns("user_id", "model", "day", "requests", "input_tokens", "output_tokens")
+            .columns(UsageRecord.columns)
             .from("usage_daily")
         if let userID {
             query = query.where("user_id", .equal, userID)
@@ -29,15 +29,31 @@ struct SQLUsageRepository: UsageRepository {
             .orderBy("user_id")
             .orderBy("model")
             .all()
-            .map { row in
-                UsageRecord(
-                    userID: try row.decode(column: "user_id", as: String.self),
-                    model: try row.decode(column: "model", as: String.self),
-                    day: try row.decode(column: "day", as: String.self),
-                    requests: try row.decode(column: "requests", as: Int.self),
-                    inputTokens: try row.decode(column: "input_tokens", as: Int.self),
-                    outputTokens: try row.decode(column: "output_tokens", as: Int.self)
-                )
-            }
+            .map(UsageRecord.init(row:))
+    }
+
+    func total(userID: String, day: String) async throws -> Int {
+        // The cast: PostgreSQL sums BIGINT as NUMERIC. The primary key, led by user_id, finds the rows.
+        try await self.database.raw("""
+            SELECT CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT) AS total FROM usage_daily
+            WHERE user_id = \(bind: userID) AND day = \(bind: day)
+            """).first(decodingColumn: "total", as: Int.self) ?? 0
+    }
+}
+
+extension UsageRecord {
+    /// The columns ``init(row:)`` reads, as named in `usage_daily`.
+    static let columns = ["user_id", "model", "day", "requests", "input_tokens", "output_tokens"]
+
+    /// Reads a row with the columns of `usage_daily`.
+    init(row: any SQLRow) throws {
+        self.init(
+            userID: try row.decode(column: "user_id", as: String.self),
+            model: try row.decode(column: "model", as: String.self),
+            day: try row.decode(column: "day", as: String.self),
+            requests: try row.decode(column: "requests", as: Int.self),
+            inputTokens: try row.decode(column: "input_tokens", as: Int.self),
+            outputTokens: try row.decode(column: "output_tokens", as: Int.self)
+        )
     }
 }

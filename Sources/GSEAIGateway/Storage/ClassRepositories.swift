@@ -1,0 +1,62 @@
+import Foundation
+
+/// Instructors' classes, their members, and which class applies to each student.
+public protocol ClassRepository: Sendable {
+    /// Stores a new class with its join code uppercased; throws ``StorageError/conflict(_:)`` when the code is
+    /// taken.
+    func create(_ classSession: ClassSession) async throws
+    func find(id: String) async throws -> ClassSession?
+    /// Finds by join code, case-insensitively.
+    func find(joinCode: String) async throws -> ClassSession?
+    /// The classes of one instructor (or every class, for `nil`), newest first.
+    func list(instructorID: String?) async throws -> [ClassSession]
+    /// Replaces name, join code (uppercased), open flag, dates and policy; throws ``StorageError/notFound``, or
+    /// ``StorageError/conflict(_:)`` when another class has the join code.
+    func update(_ classSession: ClassSession) async throws
+    /// Deletes the class with its memberships; conversations held in it lose their class, and students whose
+    /// active class it was have none. Returns whether there was one.
+    @discardableResult
+    func delete(id: String) async throws -> Bool
+
+    /// Makes `userID` a member; adding a member again keeps the first `joinedAt`. Returns whether they were
+    /// added now.
+    @discardableResult
+    func addMember(classID: String, userID: String, at date: Date) async throws -> Bool
+    /// Ends a membership, and clears the user's active class if it was this one. Returns whether there was one.
+    @discardableResult
+    func removeMember(classID: String, userID: String) async throws -> Bool
+    /// The members of a class, first to join first.
+    func members(classID: String) async throws -> [ClassMember]
+    /// The classes a user is a member of, newest first.
+    func classes(ofMember userID: String) async throws -> [ClassSession]
+    func isMember(classID: String, userID: String) async throws -> Bool
+
+    /// Sets (or, for `nil`, clears) the class whose policy applies to a student who belongs to several; throws
+    /// ``StorageError/notFound`` when the user or the class does not exist. Membership is the caller's to check.
+    func setActiveClass(userID: String, classID: String?) async throws
+    /// The user's active class, if one is set.
+    func activeClass(userID: String) async throws -> String?
+
+    /// The usage rows (every model) of the class's current members from `day` (`YYYY-MM-DD`, UTC) on, newest
+    /// day first. The rows count all of a member's usage, in the class or not.
+    func memberUsage(classID: String, since day: String) async throws -> [UsageRecord]
+}
+
+/// The audit log: what administrators and instructors did.
+public protocol AuditRepository: Sendable {
+    func append(_ entry: AuditEntry) async throws
+    /// Up to `limit` entries, newest first; with `before`, only entries older than it (the `at` of the last entry
+    /// of the previous page).
+    func list(limit: Int, before: Date?) async throws -> [AuditEntry]
+}
+
+/// Password set-up links.
+public protocol SetupTokenRepository: Sendable {
+    /// Stores a token; throws ``StorageError/conflict(_:)`` when its hash is taken.
+    func create(_ token: SetupToken) async throws
+    /// The token with this hash, used or expired or not.
+    func find(tokenHash: String) async throws -> SetupToken?
+    /// Marks the token used at `date`, atomically: returns `false` when it was used already (or does not exist),
+    /// so that of two concurrent uses only one succeeds. Expiry is the caller's to check.
+    func markUsed(tokenHash: String, at date: Date) async throws -> Bool
+}
