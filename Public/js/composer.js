@@ -1,0 +1,164 @@
+// The composer: model picker, system prompt, message box, attachments, Send/Stop and the error line.
+// It keeps what was typed until a send succeeds; the caller decides what sending means.
+
+import { byId } from './dom.js';
+import { Attachments, carriesFiles } from './images.js';
+
+const MODEL_KEY = 'gseai.model';
+
+/**
+ * Wires the composer's elements. Handlers: `onSend()`, `onStop()`, `onModelChange(model, previous)`,
+ * `onSystemPromptChange(text)`.
+ */
+export function createComposer({ onSend, onStop, onModelChange, onSystemPromptChange }) {
+  const form = byId('composer'), input = byId('composer-input'), select = byId('model-select');
+  const systemPrompt = byId('system-prompt'), systemBox = byId('system-prompt-box');
+  const fileInput = byId('attach-input'), attachHint = byId('attach-hint'), modelHint = byId('model-hint');
+  const send = byId('send'), stop = byId('stop'), error = byId('composer-error');
+  let models = [], current = '', streaming = false, busy = false;
+
+  const showError = message => { error.textContent = message; };
+  const clearError = () => { error.textContent = ''; };
+  const modelInfo = id => models.find(model => model.id === id);
+  const canSeeImages = () => !!modelInfo(current)?.vision;
+  const attachments = new Attachments(byId('attachments'), { onChange: refresh, onError: showError });
+
+  function refresh() {
+    send.disabled = busy || streaming || !current;
+    send.textContent = busy ? 'Sending…' : 'Send';
+    stop.hidden = !streaming;
+    const model = modelInfo(current);
+    fileInput.disabled = !model?.vision;
+    form.classList.toggle('no-vision', !model?.vision);
+    attachHint.textContent = !model ? ''
+      : model.vision ? ''
+      : `${model.display_name || model.id} cannot read images; choose a 👁 vision model to attach one.`;
+    modelHint.textContent = model && !model.loaded
+      ? 'This model is not loaded yet, so the first answer may take a while to start.' : '';
+  }
+
+  function autosize() {
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight + 2, 240)}px`;
+  }
+
+  function addFiles(files) {
+    const images = Array.from(files).filter(file => file.type.startsWith('image/'));
+    if (!images.length) return;
+    if (!canSeeImages()) { showError(attachHint.textContent || 'Choose a model first.'); return; }
+    clearError();
+    attachments.add(images);
+  }
+
+  function preferredModel() {
+    let saved = null;
+    try { saved = localStorage.getItem(MODEL_KEY); } catch { /* storage may be off */ }
+    return (modelInfo(saved) || models.find(model => model.loaded) || models[0] || {}).id || '';
+  }
+
+  function selectModel(id) {
+    if (id && !modelInfo(id) && ![...select.options].some(option => option.value === id)) {
+      // The conversation's model is no longer offered to this user: show it, but as unavailable.
+      select.append(new Option(`${id} (unavailable)`, id));
+    }
+    select.value = id;
+    current = select.value;
+    refresh();
+  }
+
+  form.addEventListener('submit', event => { event.preventDefault(); if (!busy && !streaming) onSend(); });
+  input.addEventListener('keydown', event => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      if (!busy && !streaming) onSend();
+    }
+  });
+  input.addEventListener('input', autosize);
+  input.addEventListener('paste', event => {
+    const files = Array.from(event.clipboardData?.files || []);
+    if (!files.some(file => file.type.startsWith('image/'))) return;
+    if (!Array.from(event.clipboardData.types).includes('text/plain')) event.preventDefault();
+    addFiles(files);
+  });
+  form.addEventListener('dragover', event => {
+    if (!carriesFiles(event.dataTransfer)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = canSeeImages() ? 'copy' : 'none';
+    form.classList.add('dropping');
+  });
+  form.addEventListener('dragleave', event => {
+    if (!form.contains(event.relatedTarget)) form.classList.remove('dropping');
+  });
+  form.addEventListener('drop', event => {
+    form.classList.remove('dropping');
+    if (!carriesFiles(event.dataTransfer)) return;
+    event.preventDefault();
+    addFiles(event.dataTransfer.files);
+  });
+  // A file dropped anywhere else must not make the browser leave the page.
+  for (const type of ['dragover', 'drop']) {
+    window.addEventListener(type, event => { if (carriesFiles(event.dataTransfer)) event.preventDefault(); });
+  }
+  fileInput.addEventListener('change', () => {
+    addFiles(fileInput.files);
+    fileInput.value = '';
+  });
+  select.addEventListener('change', () => {
+    const previous = current;
+    current = select.value;
+    try { localStorage.setItem(MODEL_KEY, current); } catch { /* storage may be off */ }
+    refresh();
+    onModelChange(current, previous);
+  });
+  systemPrompt.addEventListener('change', () => onSystemPromptChange(systemPrompt.value));
+  stop.addEventListener('click', () => { stop.disabled = true; onStop(); });
+
+  return {
+    attachments,
+    showError,
+    clearError,
+    modelInfo,
+    canSeeImages,
+    text: () => input.value,
+    model: () => current,
+    systemPrompt: () => systemPrompt.value.trim(),
+    focus: () => input.focus(),
+
+    /** Fills the model picker; vision models say so. */
+    setModels(list) {
+      models = list;
+      select.replaceChildren(...list.map(model =>
+        new Option(`${model.display_name || model.id}${model.vision ? ' — 👁 vision' : ''}`, model.id)));
+      if (!list.length) showError('No models are available to your account. Ask your instructor.');
+      selectModel(modelInfo(current) ? current : preferredModel());
+    },
+
+    /** Shows a conversation's model and system prompt, or a new chat's defaults (`null`). */
+    setConversation(conversation) {
+      selectModel(conversation ? conversation.model : preferredModel());
+      systemPrompt.value = conversation?.system_prompt || '';
+      systemBox.open = !!systemPrompt.value;
+    },
+
+    /** Puts the model picker back after a failed change. */
+    revertModel: selectModel,
+
+    setStreaming(on) {
+      streaming = on;
+      stop.disabled = false;
+      refresh();
+    },
+
+    setBusy(on) {
+      busy = on;
+      refresh();
+    },
+
+    /** Empties the message box and attachments after a successful send. */
+    clearDraft() {
+      input.value = '';
+      autosize();
+      attachments.clear();
+    },
+  };
+}

@@ -1,0 +1,369 @@
+// Entry point: sign-in, routing (#/c/<id> is the open conversation, so a reload reopens it and resumes
+// a streaming answer), and the flows that tie the sidebar, the messages and the composer together.
+
+import { api, onUnauthorized, setCsrfToken } from './api.js';
+import { Chat } from './chat.js';
+import { createComposer } from './composer.js';
+import { announce, byId } from './dom.js';
+import { conversationHash, createSidebar } from './sidebar.js';
+
+const state = {
+  user: null,
+  started: false,
+  conversation: null, // the open conversation; null for a new chat (created on first send)
+  stream: null,       // { conversationID, messageID, follower } while an answer streams
+  busy: false,        // a send or regenerate request is in flight
+  load: 0,            // bumped on every navigation, so late answers for a page left behind are dropped
+};
+
+const sidebar = createSidebar({ onError: error => composer.showError(error.message) });
+const chat = new Chat(byId('messages'), {
+  onRegenerate: regenerate,
+  modelName: id => (composer.modelInfo(id)?.display_name || id || ''),
+});
+const composer = createComposer({
+  onSend: send,
+  onStop: stop,
+  onModelChange: changeModel,
+  onSystemPromptChange: changeSystemPrompt,
+});
+
+// Signing in and out
+
+function showLogin(message = '') {
+  byId('app').hidden = true;
+  byId('login-view').hidden = false;
+  byId('login-error').textContent = message;
+  byId('login-username').focus();
+}
+
+async function signedIn(session) {
+  if (state.user && state.user.id !== session.user.id) { location.replace(location.pathname); return; }
+  setCsrfToken(session.csrf_token);
+  state.user = session.user;
+  byId('username').textContent = session.user.username;
+  byId('login-view').hidden = true;
+  byId('app').hidden = false;
+  byId('login-password').value = '';
+  if (state.started) {
+    // Signed in again after the session ended: pick up where the page was (a streaming answer too).
+    if (state.conversation) await openConversation(state.conversation.id);
+    composer.focus();
+    return;
+  }
+  state.started = true;
+  sidebar.reload();
+  try {
+    const models = await api.models();
+    composer.setModels(models.data || []);
+  } catch (error) {
+    composer.showError(`Could not load the models: ${error.message}`);
+  }
+  await route();
+}
+
+byId('login-form').addEventListener('submit', async event => {
+  event.preventDefault();
+  const button = byId('login-submit'), username = byId('login-username'), password = byId('login-password');
+  if (!username.value.trim() || !password.value) {
+    byId('login-error').textContent = 'Enter your username and password.';
+    (username.value.trim() ? password : username).focus();
+    return;
+  }
+  button.disabled = true;
+  byId('login-error').textContent = '';
+  try {
+    await signedIn(await api.login(username.value.trim(), password.value));
+  } catch (error) {
+    byId('login-error').textContent = error.message;
+    password.value = '';
+    password.focus();
+  } finally {
+    button.disabled = false;
+  }
+});
+
+byId('logout').addEventListener('click', async () => {
+  stopFollowing();
+  try { await api.logout(); } catch { /* leaving anyway */ }
+  location.replace(location.pathname);
+});
+
+onUnauthorized(() => {
+  stopFollowing();
+  showLogin('Your session has ended. Sign in again; what you typed is kept.');
+});
+
+// Routing
+
+async function route() {
+  const match = /^#\/c\/(.+)$/.exec(location.hash);
+  if (match) await openConversation(decodeURIComponent(match[1]));
+  else newChat();
+}
+
+addEventListener('hashchange', () => {
+  const focusTitle = sidebar.closeDrawer();
+  route().then(() => { if (focusTitle) byId('chat-title').focus(); });
+});
+
+function showHeader(conversation) {
+  state.conversation = conversation;
+  byId('chat-title').textContent = conversation ? conversation.title || 'Untitled' : 'New chat';
+  document.title = conversation?.title ? `${conversation.title} · GSE AI` : 'GSE AI';
+  byId('chat-actions').hidden = !conversation;
+  hideRename();
+  if (conversation) {
+    byId('export-markdown').href = api.exportURL(conversation.id, 'markdown');
+    byId('export-json').href = api.exportURL(conversation.id, 'json');
+  }
+  sidebar.setCurrent(conversation ? conversation.id : null);
+}
+
+function newChat() {
+  state.load++;
+  stopFollowing();
+  showHeader(null);
+  composer.setConversation(null);
+  chat.show([]);
+}
+
+async function openConversation(id) {
+  const load = ++state.load;
+  stopFollowing();
+  composer.clearError();
+  chat.placeholder('Loading…');
+  try {
+    const { conversation, messages } = await api.conversation(id);
+    if (load !== state.load) return;
+    showHeader(conversation);
+    composer.setConversation(conversation);
+    chat.show(messages);
+    const last = messages[messages.length - 1];
+    if (last && last.role === 'assistant' && last.status === 'streaming') follow(conversation.id, last, chat.viewFor(last.id));
+  } catch (error) {
+    if (load !== state.load || error.status === 401) return;
+    if (error.status === 0 || error.status >= 500) chat.placeholder('This conversation could not be loaded.');
+    else { history.replaceState(null, '', location.pathname); newChat(); }
+    composer.showError(error.status === 404 ? 'That conversation does not exist; it may have been deleted.' : error.message);
+  }
+}
+
+// Streaming answers
+
+function follow(conversationID, message, view, attempt = 0) {
+  if (!view) return;
+  stopFollowing();
+  composer.setStreaming(true);
+  const stream = { conversationID, messageID: message.id };
+  stream.follower = chat.follow(api.eventsURL(conversationID, message.id), view, {
+    onEnd: final => { if (state.stream === stream) finished(final); },
+    onLost: () => recover(stream, message, view, attempt),
+  });
+  state.stream = stream;
+}
+
+function stopFollowing() {
+  state.stream?.follower.close();
+  state.stream = null;
+  composer.setStreaming(false);
+}
+
+const ENDINGS = {
+  complete: 'Answer complete.',
+  stopped: 'Answer stopped.',
+  interrupted: 'The answer was interrupted.',
+};
+
+function finished(message) {
+  state.stream = null;
+  composer.setStreaming(false);
+  chat.refreshActions();
+  announce(message.status === 'failed'
+    ? `The answer failed. ${message.error || ''}`.trim()
+    : ENDINGS[message.status] || 'Answer complete.');
+  sidebar.reload();
+}
+
+/** The server refused the event stream: ask for the message itself, and follow again if it still streams. */
+async function recover(stream, message, view, attempt) {
+  await new Promise(resolve => setTimeout(resolve, 1000 * (attempt + 1)));
+  if (state.stream !== stream) return;
+  try {
+    const { messages } = await api.conversation(stream.conversationID);
+    if (state.stream !== stream) return;
+    const latest = messages.find(candidate => candidate.id === message.id);
+    if (latest && latest.status !== 'streaming') { view.finish(latest); finished(latest); return; }
+    if (latest && attempt < 5) { follow(stream.conversationID, latest, view, attempt + 1); return; }
+  } catch (error) {
+    if (state.stream !== stream || error.status === 401) return;
+    if (attempt < 5) { recover(stream, message, view, attempt + 1); return; }
+  }
+  stopFollowing();
+  view.setNote('Lost the connection to this answer. Reload the page to see how it ended.');
+}
+
+// Actions
+
+async function send() {
+  if (state.busy || state.stream) return;
+  const text = composer.text();
+  const images = composer.attachments.count;
+  if (!text.trim() && !images) { composer.focus(); return; }
+  const model = composer.model();
+  if (!model) { composer.showError('Choose a model first.'); return; }
+  if (images && !composer.canSeeImages()) {
+    composer.showError('The chosen model cannot read images: remove them or choose a 👁 vision model.');
+    return;
+  }
+  const load = state.load;
+  state.busy = true;
+  composer.setBusy(true);
+  composer.clearError();
+  try {
+    let conversation = state.conversation;
+    if (!conversation) {
+      conversation = await api.createConversation(model, composer.systemPrompt());
+      if (load === state.load) {
+        history.replaceState(null, '', conversationHash(conversation.id));
+        showHeader(conversation);
+      }
+    }
+    const imageIDs = await composer.attachments.ids();
+    const sent = await api.send(conversation.id, text, imageIDs);
+    composer.clearDraft();
+    if (load === state.load && state.conversation?.id === conversation.id) {
+      chat.append(sent.user_message);
+      follow(conversation.id, sent.assistant_message, chat.append(sent.assistant_message));
+    }
+    sidebar.reload();
+  } catch (error) {
+    composer.showError(error.message);
+  } finally {
+    state.busy = false;
+    composer.setBusy(false);
+  }
+}
+
+async function stop() {
+  const stream = state.stream;
+  if (!stream) return;
+  try {
+    await api.stop(stream.conversationID, stream.messageID);
+  } catch (error) {
+    composer.showError(error.message);
+    if (state.stream === stream) composer.setStreaming(true);
+  }
+}
+
+async function regenerate() {
+  const conversation = state.conversation;
+  if (state.busy || state.stream || !conversation) return;
+  state.busy = true;
+  composer.setBusy(true);
+  composer.clearError();
+  try {
+    const { assistant_message: message } = await api.regenerate(conversation.id);
+    if (state.conversation === conversation) follow(conversation.id, message, chat.replaceLastAnswer(message));
+  } catch (error) {
+    composer.showError(error.message);
+  } finally {
+    state.busy = false;
+    composer.setBusy(false);
+  }
+}
+
+async function changeModel(model, previous) {
+  const conversation = state.conversation;
+  if (!conversation || model === conversation.model) return;
+  try {
+    const updated = await api.updateConversation(conversation.id, { model });
+    if (state.conversation?.id === updated.id) state.conversation = updated;
+  } catch (error) {
+    composer.showError(`The model was not changed: ${error.message}`);
+    if (state.conversation === conversation) composer.revertModel(previous);
+  }
+}
+
+async function changeSystemPrompt(text) {
+  const conversation = state.conversation;
+  if (!conversation || text === (conversation.system_prompt || '')) return;
+  try {
+    const updated = await api.updateConversation(conversation.id, { system_prompt: text });
+    if (state.conversation?.id === updated.id) state.conversation = updated;
+  } catch (error) {
+    composer.showError(`The system prompt was not saved: ${error.message}`);
+  }
+}
+
+// Header: rename, delete (the export links are plain downloads)
+
+function hideRename() {
+  byId('rename-form').hidden = true;
+  byId('chat-title').hidden = false;
+  byId('chat-actions').hidden = !state.conversation;
+}
+
+byId('rename').addEventListener('click', () => {
+  const input = byId('rename-input');
+  input.value = state.conversation?.title || '';
+  byId('chat-title').hidden = true;
+  byId('chat-actions').hidden = true;
+  byId('rename-form').hidden = false;
+  input.focus();
+  input.select();
+});
+
+byId('rename-cancel').addEventListener('click', () => { hideRename(); byId('rename').focus(); });
+byId('rename-form').addEventListener('keydown', event => {
+  if (event.key === 'Escape') { hideRename(); byId('rename').focus(); }
+});
+
+byId('rename-form').addEventListener('submit', async event => {
+  event.preventDefault();
+  const conversation = state.conversation, title = byId('rename-input').value.trim();
+  if (!conversation) return;
+  if (!title) { composer.showError('A title cannot be empty.'); return; }
+  try {
+    const updated = await api.updateConversation(conversation.id, { title });
+    if (state.conversation?.id !== updated.id) return;
+    showHeader(updated);
+    byId('rename').focus();
+    sidebar.reload();
+  } catch (error) {
+    composer.showError(`The conversation was not renamed: ${error.message}`);
+  }
+});
+
+byId('delete').addEventListener('click', async () => {
+  const conversation = state.conversation;
+  if (!conversation || !confirm(`Delete “${conversation.title || 'Untitled'}”? This cannot be undone.`)) return;
+  try {
+    await api.deleteConversation(conversation.id);
+    history.replaceState(null, '', location.pathname);
+    newChat();
+    sidebar.reload();
+    composer.focus();
+  } catch (error) {
+    composer.showError(`The conversation was not deleted: ${error.message}`);
+  }
+});
+
+byId('new-chat').addEventListener('click', () => {
+  sidebar.closeDrawer();
+  if (location.hash) history.pushState(null, '', location.pathname);
+  newChat();
+  composer.focus();
+});
+
+// Start
+
+(async () => {
+  try {
+    await signedIn(await api.me());
+  } catch (error) {
+    showLogin(error.status === 401 ? '' : error.message);
+  } finally {
+    byId('boot').remove();
+  }
+})();
