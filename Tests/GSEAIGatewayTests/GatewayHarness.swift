@@ -20,6 +20,7 @@ struct GatewayHarness: Sendable {
     static func with<T: Sendable>(
         kind: UpstreamKind = .lmstudio,
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        clock: @escaping @Sendable () -> Date = Date.init,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         try await StubUpstream.with { stub in
@@ -34,7 +35,7 @@ struct GatewayHarness: Sendable {
             let gateway: Gateway
             let app: RunningApplication
             do {
-                gateway = try Gateway(configuration: configuration, storage: storage, passwordCost: 4, logger: logger)
+                gateway = try Gateway(configuration: configuration, storage: storage, passwordCost: 4, clock: clock, logger: logger)
                 app = try await RunningApplication.start(logger: logger) { onServerRunning in
                     try gateway.buildApplication(onServerRunning: onServerRunning, logger: logger)
                 }

@@ -63,17 +63,21 @@ public struct ConversationController: Sendable {
     // MARK: Models
 
     @Sendable func models(_ request: Request, context: GatewayRequestContext) async throws -> ModelsView {
-        _ = try context.requireIdentity()
+        let user = try context.requireIdentity().user
+        // Class policy (issue 5): only the class's models.
+        let policy = try await engine.policies.resolver.applicableClass(for: user)?.policy ?? ClassPolicy()
         do {
             switch engine.kind {
             case .lmstudio:
                 let list = try await engine.upstream.listModels()
-                return ModelsView(data: list.models.filter { $0.type != "embedding" && $0.type != "embeddings" }.map {
+                return ModelsView(data: list.models.filter { $0.type != "embedding" && $0.type != "embeddings" && policy.allows(model: $0.key) }.map {
                     ModelView(id: $0.key, display_name: $0.displayName ?? $0.key, vision: $0.supportsVision, loaded: $0.isLoaded)
                 })
             case .openai:
                 let list = try await engine.upstream.listModelsOpenAI()
-                return ModelsView(data: list.data.map { ModelView(id: $0.id, display_name: $0.id, vision: false, loaded: true) })
+                return ModelsView(data: list.data.filter { policy.allows(model: $0.id) }.map {
+                    ModelView(id: $0.id, display_name: $0.id, vision: false, loaded: true)
+                })
             }
         } catch let error as GatewayError {
             throw error
@@ -108,7 +112,11 @@ public struct ConversationController: Sendable {
         let user = try context.requireIdentity().user
         let body = try await JSONBody.decode(CreateBody.self, from: request)
         guard !body.model.isEmpty else { throw GatewayError.badRequest("choose a model") }
-        let conversation = Conversation(userID: user.id, title: body.title ?? "", model: body.model, systemPrompt: body.system_prompt)
+        // Class policy (issue 5): the conversation belongs to the class that applies now, and uses its models.
+        let applied = try await engine.policies.resolver.applicableClass(for: user)
+        if let applied { try PolicyEnforcer.checkModel(body.model, in: applied) }
+        let conversation = Conversation(userID: user.id, title: body.title ?? "", model: body.model, systemPrompt: body.system_prompt,
+                                        classID: applied?.id)
         try await storage.conversations.create(conversation)
         return EditedResponse(status: .created, response: ConversationView(conversation))
     }
@@ -129,7 +137,13 @@ public struct ConversationController: Sendable {
             guard !trimmed.isEmpty, trimmed.count <= 200 else { throw GatewayError.badRequest("a title has 1 to 200 characters") }
             conversation.title = trimmed
         }
-        if let model = body.model, !model.isEmpty { conversation.model = model }
+        if let model = body.model, !model.isEmpty {
+            // Class policy (issue 5).
+            if let applied = try await engine.policies.resolver.applicableClass(for: user, preferredClassID: conversation.classID) {
+                try PolicyEnforcer.checkModel(model, in: applied)
+            }
+            conversation.model = model
+        }
         if let prompt = body.system_prompt { conversation.systemPrompt = prompt.isEmpty ? nil : prompt }
         conversation.updatedAt = Date()
         try await storage.conversations.update(conversation)

@@ -15,10 +15,13 @@ public struct ConversationEngine: Sendable {
     let hub: GenerationHub
     let metrics: GatewayMetrics
     let usageMeter: UsageMeter
+    /// Class policies (issue 5).
+    let policies: PolicyEnforcer
     let logger: Logger
 
     public init(storage: Storage, upstream: GSEAIClient, kind: UpstreamKind, hub: GenerationHub, metrics: GatewayMetrics,
-                usageMeter: UsageMeter, logger: Logger) {
+                usageMeter: UsageMeter, policies: PolicyEnforcer, logger: Logger) {
+        self.policies = policies
         self.usageMeter = usageMeter
         self.storage = storage
         self.upstream = upstream
@@ -49,6 +52,9 @@ public struct ConversationEngine: Sendable {
         if let last = history.last, last.status == .streaming, await hub.isGenerating(last.id) {
             throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it or wait")
         }
+        // Class policy (issue 5): checked before anything is stored.
+        let policy = try await policies.admit(user: user, model: conversation.model, imageCount: imageHashes.count,
+                                              preferredClassID: conversation.classID)?.policy
         let now = Date()
         let userMessage = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "user", text: text, imageHashes: imageHashes, status: .complete, model: conversation.model
@@ -57,7 +63,7 @@ public struct ConversationEngine: Sendable {
         conversation.updatedAt = now
         try await storage.conversations.update(conversation)
         let assistant = try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                              previousResponseID: conversation.lastResponseID, user: user)
+                                              previousResponseID: conversation.lastResponseID, user: user, policy: policy)
         return (userMessage, assistant)
     }
 
@@ -65,6 +71,10 @@ public struct ConversationEngine: Sendable {
     public func regenerate(user: User, conversationID: String) async throws -> StoredMessage {
         let conversation = try await conversation(conversationID, of: user)
         var messages = try await storage.messages.list(conversationID: conversation.id)
+        // Class policy (issue 5): checked before the last answer is replaced.
+        let policy = try await policies.admit(user: user, model: conversation.model,
+                                              imageCount: messages.last(where: { $0.role == "user" })?.imageHashes.count ?? 0,
+                                              preferredClassID: conversation.classID)?.policy
         if let last = messages.last, last.role == "assistant" {
             guard !(await hub.isGenerating(last.id)) else {
                 throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it first")
@@ -79,7 +89,7 @@ public struct ConversationEngine: Sendable {
         // Continue from the answer before the last question, if it was stored upstream.
         let previous = history.last(where: { $0.role == "assistant" }).flatMap { $0.status == .complete ? $0.responseID : nil }
         return try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                     previousResponseID: previous, user: user)
+                                     previousResponseID: previous, user: user, policy: policy)
     }
 
     /// Stops an answer being generated; its partial text is kept, marked stopped.
@@ -98,12 +108,12 @@ public struct ConversationEngine: Sendable {
     }
 
     private func startAnswer(conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-                             previousResponseID: String?, user: User) async throws -> StoredMessage {
+                             previousResponseID: String?, user: User, policy: ClassPolicy?) async throws -> StoredMessage {
         let assistant = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "assistant", text: "", imageHashes: [], status: .streaming, model: conversation.model
         ))
         let generation = Generation(engine: self, conversation: conversation, history: history, userMessage: userMessage,
-                                    message: assistant, previousResponseID: previousResponseID, userID: user.id)
+                                    message: assistant, previousResponseID: previousResponseID, userID: user.id, policy: policy)
         await hub.start(assistant.id) { await generation.run() }
         return assistant
     }
@@ -120,13 +130,16 @@ final class Generation: @unchecked Sendable {
     private var message: StoredMessage
     private let previousResponseID: String?
     private let userID: String
+    /// The class's policy, if one applies (issue 5).
+    private let policy: ClassPolicy?
     private var lastSaved = ContinuousClock.now
     private var outputTokens: Int?
     private var inputTokens: Int?
     private var sawOutput = false
 
     init(engine: ConversationEngine, conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-         message: StoredMessage, previousResponseID: String?, userID: String) {
+         message: StoredMessage, previousResponseID: String?, userID: String, policy: ClassPolicy? = nil) {
+        self.policy = policy
         self.engine = engine
         self.conversation = conversation
         self.history = history
@@ -189,8 +202,9 @@ final class Generation: @unchecked Sendable {
     private func streamNative(started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
         let images = try await images(userMessage.imageHashes)
         let input: ChatInput = images.isEmpty ? .text(userMessage.text) : .items([.message(userMessage.text)] + images.map(ChatInputItem.image))
-        let request = ChatRequest(model: conversation.model, input: input, systemPrompt: conversation.systemPrompt,
-                                  store: true, previousResponseID: previousResponseID)
+        let request = ChatRequest(model: conversation.model, input: input,
+                                  systemPrompt: PolicyEnforcer.systemPrompt(policy, requested: conversation.systemPrompt),
+                                  maxOutputTokens: policy?.maxOutputTokens, store: true, previousResponseID: previousResponseID)
         for try await event in try await engine.upstream.chatStream(request) {
             try Task.checkCancellation()
             switch event.type {
@@ -226,7 +240,9 @@ final class Generation: @unchecked Sendable {
     /// when the stateful chain is broken.
     private func streamReplay(started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
         var messages: [ChatMessage] = []
-        if let system = conversation.systemPrompt, !system.isEmpty { messages.append(ChatMessage(role: "system", content: system)) }
+        if let system = PolicyEnforcer.systemPrompt(policy, requested: conversation.systemPrompt), !system.isEmpty {
+            messages.append(ChatMessage(role: "system", content: system))
+        }
         for turn in history + [userMessage] {
             switch turn.role {
             case "user":
@@ -240,6 +256,7 @@ final class Generation: @unchecked Sendable {
         }
         var request = ChatCompletionRequest(model: conversation.model, messages: messages)
         request["stream_options"] = ["include_usage": true]
+        if let limit = policy?.maxOutputTokens { request["max_tokens"] = .number(Double(limit)) }
         for try await chunk in try await engine.upstream.chatCompletionsStream(request) {
             try Task.checkCancellation()
             let delta = chunk.object["choices"]?.arrayValue?.first?["delta"]

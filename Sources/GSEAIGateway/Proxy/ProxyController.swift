@@ -17,9 +17,12 @@ public struct ProxyController: Sendable {
     let usageMeter: UsageMeter
     let maxBodyBytes: Int
     let maxImageBytes: Int
+    /// Class policies (issue 5).
+    let policies: PolicyEnforcer
 
     public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics, usageMeter: UsageMeter,
-                maxBodyBytes: Int, maxImageBytes: Int) {
+                maxBodyBytes: Int, maxImageBytes: Int, policies: PolicyEnforcer) {
+        self.policies = policies
         self.usageMeter = usageMeter
         self.upstream = upstream
         self.kind = kind
@@ -53,8 +56,14 @@ public struct ProxyController: Sendable {
         var request = request
         var inspection: RequestInspection?
         var body: ByteBuffer?
+        // Class policy (issue 5): model lists are shortened to the class's models, one model is refused.
+        var listingClass: ClassSession?
+        if endpoint.method == .get, PolicyEnforcer.modelPaths.contains(endpoint.path) {
+            listingClass = try await policies.resolver.applicableClass(for: identity.user)
+            if let listingClass, let model = context.parameters.get("model") { try PolicyEnforcer.checkModel(model, in: listingClass) }
+        }
         if endpoint.method == .post {
-            let bytes = try await Self.collectBody(of: &request, upTo: maxBodyBytes)
+            var bytes = try await Self.collectBody(of: &request, upTo: maxBodyBytes)
             let json: JSONValue
             do {
                 json = try JSONValue(parsing: bytes.readableBytesView)
@@ -68,6 +77,12 @@ public struct ProxyController: Sendable {
                 guard try await storage.responses.owner(of: previous) == identity.user.id else {
                     throw GatewayError.notFound("response '\(previous)' not found")
                 }
+            }
+            // Class policy (issue 5): may refuse the request, or rewrite it (output tokens, system prompt).
+            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount),
+                let rewritten = try PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied)
+            {
+                bytes = ByteBuffer(data: rewritten.jsonData)
             }
             inspection = checked
             body = bytes
@@ -97,7 +112,7 @@ public struct ProxyController: Sendable {
                                              body: try await response.body.collect(upTo: upstream.maxResponseBytes))
                 }
             }
-            return try await answer(collected, endpoint: endpoint, recorder: recorder)
+            return try await answer(collected, endpoint: endpoint, recorder: recorder, listingClass: listingClass)
         }
 
         // A stream's head comes at once; the relay below stops when the caller leaves.
@@ -133,8 +148,16 @@ public struct ProxyController: Sendable {
     }
 
     /// Answers with a whole upstream answer, after recording what it issued.
-    func answer(_ collected: CollectedResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder) async throws -> Response {
+    func answer(_ collected: CollectedResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder,
+                listingClass: ClassSession? = nil) async throws -> Response {
+        var collected = collected
         let json = try? JSONValue(parsing: collected.body.readableBytesView)
+        // Class policy (issue 5): a student sees only the models of their class.
+        if (200..<300).contains(collected.status), let listingClass, let json,
+            let filtered = PolicyEnforcer.filterModels(json, path: endpoint.path, policy: listingClass.policy)
+        {
+            collected.body = ByteBuffer(data: filtered.jsonData)
+        }
         guard (200..<300).contains(collected.status) else {
             return try upstreamFailure(status: collected.status, json: json, surface: endpoint.surface)
         }

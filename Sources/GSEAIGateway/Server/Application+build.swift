@@ -21,9 +21,13 @@ public struct Gateway: Sendable {
     public let engine: ConversationEngine
     /// Token usage counted in memory and written once a second.
     public let usageMeter: UsageMeter
+    /// Class policies, applied on every surface.
+    public let policies: PolicyEnforcer
 
-    /// Wires the parts. `passwordCost` is bcrypt's; tests lower it.
-    public init(configuration: GatewayConfiguration, storage: Storage, passwordCost: UInt8 = 12, logger: Logger) throws {
+    /// Wires the parts. `passwordCost` is bcrypt's; tests lower it. `clock` is "now" for class policies
+    /// (dates, rate windows, budget days); tests move it.
+    public init(configuration: GatewayConfiguration, storage: Storage, passwordCost: UInt8 = 12,
+                clock: @escaping @Sendable () -> Date = Date.init, logger: Logger) throws {
         self.configuration = configuration
         self.storage = storage
         self.accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: passwordCost),
@@ -33,8 +37,9 @@ public struct Gateway: Sendable {
         self.metrics = GatewayMetrics()
         self.hub = GenerationHub()
         self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
+        self.policies = PolicyEnforcer(classes: storage.classes, usage: storage.usage, meter: usageMeter, clock: clock)
         self.engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
-                                         metrics: metrics, usageMeter: usageMeter, logger: logger)
+                                         metrics: metrics, usageMeter: usageMeter, policies: policies, logger: logger)
     }
 
     /// Marks answers that were being generated when the process last stopped as interrupted.
@@ -64,7 +69,10 @@ public struct Gateway: Sendable {
                           secureCookies: configuration.usesTLS, publicOrigin: configuration.publicOrigin).register(on: router)
         ConversationController(engine: engine, maxImageBytes: configuration.maxImageBytes).register(on: router)
         ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics, usageMeter: usageMeter,
-                        maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes).register(on: router)
+                        maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes,
+                        policies: policies).register(on: router)
+        ClassController(accounts: accounts, policies: policies, secureCookies: configuration.usesTLS,
+                        publicOrigin: configuration.publicOrigin).register(on: router)
         return router
     }
 

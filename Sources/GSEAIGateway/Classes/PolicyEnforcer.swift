@@ -1,0 +1,204 @@
+import Foundation
+import GSEAI
+import HTTPTypes
+import Synchronization
+
+/// Applies a class's policy to every request of its students, on every surface: the chat page's API and
+/// the forwarded APIs alike. It refuses what the policy forbids (a model, images, too many requests, a
+/// spent budget) with a message a student can act on, and rewrites what it governs (output tokens,
+/// system prompt) in the caller's own API shape.
+public final class PolicyEnforcer: Sendable {
+    /// Finds the class that applies.
+    public let resolver: PolicyResolver
+    let usage: any UsageRepository
+    let meter: UsageMeter
+    let clock: @Sendable () -> Date
+    /// Each user's admitted requests of the last minute, oldest first.
+    private let recent = Mutex<[String: [Date]]>([:])
+
+    /// `clock` decides "now" for class dates, the rate window and the budget's day; tests move it.
+    public init(classes: any ClassRepository, usage: any UsageRepository, meter: UsageMeter,
+                clock: @escaping @Sendable () -> Date = Date.init) {
+        self.resolver = PolicyResolver(classes: classes, clock: clock)
+        self.usage = usage
+        self.meter = meter
+        self.clock = clock
+    }
+
+    /// Checks a request of `user` against their class's policy and counts it towards the rate limit.
+    /// Returns the class that applies, or `nil` when none does.
+    public func admit(user: User, model: String?, imageCount: Int, preferredClassID: String? = nil) async throws -> ClassSession? {
+        guard let applied = try await resolver.applicableClass(for: user, preferredClassID: preferredClassID) else { return nil }
+        try Self.checkModel(model, in: applied)
+        if imageCount > 0 && !applied.policy.imagesAllowed {
+            throw GatewayError.badRequest("images are not allowed in your class '\(applied.name)'")
+        }
+        try await checkBudget(user: user, in: applied)
+        try checkRate(user: user, in: applied)
+        return applied
+    }
+
+    /// Refuses a model the class does not allow.
+    static func checkModel(_ model: String?, in applied: ClassSession) throws {
+        guard !applied.policy.allows(model: model ?? "") else { return }
+        throw GatewayError(.forbidden, type: .permission, "the model '\(model ?? "")' is not available in your class '\(applied.name)'")
+    }
+
+    private func checkBudget(user: User, in applied: ClassSession) async throws {
+        guard let budget = applied.policy.dailyTokenBudget else { return }
+        let now = clock()
+        let day = UsageRecorder.day(now)
+        let used = try await usage.total(userID: user.id, day: day) + meter.pending(userID: user.id, day: day)
+        guard used >= budget else { return }
+        let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
+        let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))
+        throw GatewayError(
+            .tooManyRequests, type: .rateLimit,
+            "you have used \(used) tokens today; the daily budget of your class '\(applied.name)' is \(budget) tokens — "
+                + "it resets at midnight UTC, in \(Self.describe(seconds: seconds))",
+            headers: [.retryAfter: String(seconds)]
+        )
+    }
+
+    private func checkRate(user: User, in applied: ClassSession) throws {
+        guard let limit = applied.policy.requestsPerMinute else { return }
+        let now = clock()
+        let refusal: (sent: Int, wait: Int)? = recent.withLock { recent in
+            var times = recent[user.id, default: []].filter { now.timeIntervalSince($0) < 60 }
+            defer { recent[user.id] = times }
+            guard times.count >= limit else {
+                times.append(now)
+                return nil
+            }
+            // The wait until enough of the last minute's requests have aged out to make room for one more.
+            let oldest = times[times.count - limit]
+            return (times.count, max(1, Int((60 - now.timeIntervalSince(oldest)).rounded(.up))))
+        }
+        guard let refusal else { return }
+        throw GatewayError(
+            .tooManyRequests, type: .rateLimit,
+            "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(limit) — "
+                + "try again in \(refusal.wait) seconds",
+            headers: [.retryAfter: String(refusal.wait)]
+        )
+    }
+
+    static func describe(seconds: Int) -> String {
+        let hours = seconds / 3600, minutes = (seconds % 3600 + 59) / 60
+        if hours == 0 { return minutes <= 1 ? "less than a minute" : "\(minutes) minutes" }
+        return "\(hours) h \(minutes) min"
+    }
+
+    // MARK: The conversation API
+
+    /// The system prompt an answer is generated with: the class's when locked, else the conversation's own,
+    /// else the class's.
+    static func systemPrompt(_ policy: ClassPolicy?, requested: String?) -> String? {
+        guard let policy, let classPrompt = policy.systemPrompt, !classPrompt.isEmpty else { return requested }
+        if policy.systemPromptLocked { return classPrompt }
+        if let requested, !requested.isEmpty { return requested }
+        return classPrompt
+    }
+
+    // MARK: The forwarded APIs
+
+    /// The request body as the policy wants it for the endpoint at `path`, or `nil` when it stays as sent.
+    static func rewrite(_ json: JSONValue, path: String, in applied: ClassSession) throws -> JSONValue? {
+        guard case .object(var body) = json else { return nil }
+        let original = body
+        let policy = applied.policy
+        let lockedPrompt = policy.systemPromptLocked ? policy.systemPrompt.flatMap { $0.isEmpty ? nil : $0 } : nil
+        switch path {
+        case "/api/v1/chat":
+            clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
+            supplyField(&body, "system_prompt", policy)
+        case "/v1/chat/completions", "/api/v0/chat/completions":
+            clamp(&body, keys: ["max_tokens", "max_completion_tokens"], to: policy.maxOutputTokens)
+            supplyMessages(&body, policy)
+        case "/v1/completions", "/api/v0/completions":
+            // A raw prompt has no place for a system prompt, so a locked one could be sidestepped here.
+            if lockedPrompt != nil {
+                throw GatewayError(.forbidden, type: .permission,
+                                   "plain completions are not available in your class '\(applied.name)': its system prompt is fixed; use chat")
+            }
+            clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
+        case "/v1/responses":
+            clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
+            supplyField(&body, "instructions", policy)
+            if lockedPrompt != nil, case .array(let items)? = body["input"] {
+                body["input"] = .array(items.filter { !isSystemEntry($0) })
+            }
+        case "/v1/messages":
+            clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
+            supplyField(&body, "system", policy)
+        default:
+            break
+        }
+        return body == original ? nil : .object(body)
+    }
+
+    /// Sets the first of `keys` when none is there, and lowers any that is higher than the limit.
+    private static func clamp(_ body: inout [String: JSONValue], keys: [String], to limit: Int?) {
+        guard let limit, let first = keys.first else { return }
+        var present = false
+        for key in keys {
+            guard let value = body[key], value != .null else { continue }
+            present = true
+            if let number = value.doubleValue, number <= Double(limit) { continue }
+            body[key] = .number(Double(limit))
+        }
+        if !present { body[first] = .number(Double(limit)) }
+    }
+
+    /// A system prompt kept in one field (a string, or Anthropic's list of blocks): replaced when locked,
+    /// supplied when missing.
+    private static func supplyField(_ body: inout [String: JSONValue], _ key: String, _ policy: ClassPolicy) {
+        guard let prompt = policy.systemPrompt, !prompt.isEmpty else { return }
+        if policy.systemPromptLocked || isEmpty(body[key]) { body[key] = .string(prompt) }
+    }
+
+    /// A system prompt kept as `system` (or `developer`) messages: when locked, the caller's go and the
+    /// class's comes first; otherwise the class's is added when the caller sent none.
+    private static func supplyMessages(_ body: inout [String: JSONValue], _ policy: ClassPolicy) {
+        guard let prompt = policy.systemPrompt, !prompt.isEmpty else { return }
+        let messages = body["messages"]?.arrayValue ?? []
+        let hasOwn = messages.contains(where: isSystemEntry)
+        guard policy.systemPromptLocked || !hasOwn else { return }
+        let system: JSONValue = ["role": "system", "content": .string(prompt)]
+        body["messages"] = .array([system] + messages.filter { !isSystemEntry($0) })
+    }
+
+    private static func isSystemEntry(_ item: JSONValue) -> Bool {
+        let role = item["role"]?.stringValue
+        return role == "system" || role == "developer"
+    }
+
+    private static func isEmpty(_ value: JSONValue?) -> Bool {
+        switch value {
+        case nil, .null?: true
+        case .string(let text)?: text.isEmpty
+        case .array(let items)?: items.isEmpty
+        default: false
+        }
+    }
+
+    /// The forwarded routes that list models or show one: a student sees only the class's.
+    static let modelPaths: Set<String> = ["/api/v1/models", "/v1/models", "/api/v0/models", "/api/v0/models/:model"]
+
+    /// A model list (`/api/v1/models`, `/v1/models`, `/api/v0/models`) with only the class's models, or
+    /// `nil` when it stays as it is.
+    static func filterModels(_ json: JSONValue, path: String, policy: ClassPolicy) -> JSONValue? {
+        guard !policy.allowedModels.isEmpty, case .object(var body) = json else { return nil }
+        let (listKey, idKey) = path == "/api/v1/models" ? ("models", "key") : ("data", "id")
+        guard let items = body[listKey]?.arrayValue else { return nil }
+        body[listKey] = .array(items.filter { policy.allows(model: $0[idKey]?.stringValue ?? "") })
+        return .object(body)
+    }
+}
+
+extension ClassPolicy {
+    /// Whether students of the class may use `model` (every model, when the list is empty).
+    public func allows(model: String) -> Bool {
+        allowedModels.isEmpty || allowedModels.contains(model)
+    }
+}
