@@ -235,6 +235,7 @@ async function send() {
     if (load === state.load && state.conversation?.id === conversation.id) {
       chat.append(sent.user_message);
       follow(conversation.id, sent.assistant_message, chat.append(sent.assistant_message));
+      if (!conversation.title) showTitle(conversation.id, load);
     }
     sidebar.reload();
   } catch (error) {
@@ -243,6 +244,14 @@ async function send() {
     state.busy = false;
     composer.setBusy(false);
   }
+}
+
+/** The server names a new conversation after its first message: show that name in the header too. */
+async function showTitle(id, load) {
+  try {
+    const { conversation } = await api.conversation(id);
+    if (load === state.load && state.conversation?.id === id && byId('rename-form').hidden) showHeader(conversation);
+  } catch { /* the header keeps "Untitled" until the conversation is opened again */ }
 }
 
 async function stop() {

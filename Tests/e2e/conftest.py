@@ -139,7 +139,9 @@ def llama(gguf_path: Path):
             "--model_alias", LLAMA_MODEL,
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--n_ctx", "2048",
+            # Small on purpose: this is a base model that never ends its turn, and the chat page asks for no
+            # token limit, so a page's answer runs until the context is full (512: about 15 s here).
+            "--n_ctx", "512",
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
