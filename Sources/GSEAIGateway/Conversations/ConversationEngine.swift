@@ -18,6 +18,8 @@ public struct ConversationEngine: Sendable {
     /// Class policies (issue 5).
     let policies: PolicyEnforcer
     let logger: Logger
+    /// The most tokens any answer of the chat page may have.
+    public var maxOutputTokens = 4096
 
     public init(storage: Storage, upstream: GSEAIClient, kind: UpstreamKind, hub: GenerationHub, metrics: GatewayMetrics,
                 usageMeter: UsageMeter, policies: PolicyEnforcer, logger: Logger) {
@@ -132,6 +134,12 @@ final class Generation: @unchecked Sendable {
     private let userID: String
     /// The class's policy, if one applies (issue 5).
     private let policy: ClassPolicy?
+
+    /// The most tokens an answer may have: the class's limit, or the gateway's, so that a model that never
+    /// ends its turn cannot run until its context is full.
+    private var outputLimit: Int {
+        min(policy?.maxOutputTokens ?? engine.maxOutputTokens, engine.maxOutputTokens)
+    }
     private var lastSaved = ContinuousClock.now
     private var outputTokens: Int?
     private var inputTokens: Int?
@@ -204,7 +212,7 @@ final class Generation: @unchecked Sendable {
         let input: ChatInput = images.isEmpty ? .text(userMessage.text) : .items([.message(userMessage.text)] + images.map(ChatInputItem.image))
         let request = ChatRequest(model: conversation.model, input: input,
                                   systemPrompt: PolicyEnforcer.systemPrompt(policy, requested: conversation.systemPrompt),
-                                  maxOutputTokens: policy?.maxOutputTokens, store: true, previousResponseID: previousResponseID)
+                                  maxOutputTokens: outputLimit, store: true, previousResponseID: previousResponseID)
         for try await event in try await engine.upstream.chatStream(request) {
             try Task.checkCancellation()
             switch event.type {
@@ -256,7 +264,7 @@ final class Generation: @unchecked Sendable {
         }
         var request = ChatCompletionRequest(model: conversation.model, messages: messages)
         request["stream_options"] = ["include_usage": true]
-        if let limit = policy?.maxOutputTokens { request["max_tokens"] = .number(Double(limit)) }
+        request["max_tokens"] = .number(Double(outputLimit))
         for try await chunk in try await engine.upstream.chatCompletionsStream(request) {
             try Task.checkCancellation()
             let delta = chunk.object["choices"]?.arrayValue?.first?["delta"]

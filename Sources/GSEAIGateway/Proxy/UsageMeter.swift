@@ -21,6 +21,9 @@ public final class UsageMeter: Service, Sendable {
     }
 
     private let counts = Mutex<[Key: Counts]>([:])
+    /// What a flush is writing now: still counted by ``pending(userID:day:)`` until written, so that a
+    /// budget check in between sees it.
+    private let writing = Mutex<[Key: Counts]>([:])
     private let repository: any UsageRepository
     private let interval: Duration
     private let logger: Logger
@@ -42,17 +45,25 @@ public final class UsageMeter: Service, Sendable {
 
     /// Tokens counted for a user and day but not written yet.
     public func pending(userID: String, day: String) -> Int {
-        counts.withLock { counts in
+        func sum(_ counts: [Key: Counts]) -> Int {
             counts.reduce(0) { $0 + ($1.key.userID == userID && $1.key.day == day ? $1.value.input + $1.value.output : 0) }
         }
+        // Read in the order a flush moves them (counts, then writing) so that nothing is missed; counting
+        // something twice for an instant errs on the safe side for budgets.
+        let waiting = counts.withLock { sum($0) }
+        return waiting + writing.withLock { sum($0) }
     }
 
     /// Writes what is counted so far.
     public func flush() async {
-        let batch = counts.withLock { counts in
-            defer { counts.removeAll(keepingCapacity: true) }
-            return counts
+        let batch = writing.withLock { writing in
+            counts.withLock { counts in
+                defer { counts.removeAll(keepingCapacity: true) }
+                writing = counts
+                return counts
+            }
         }
+        defer { writing.withLock { $0.removeAll() } }
         for (key, value) in batch {
             do {
                 try await repository.add(userID: key.userID, model: key.model, day: key.day, requests: value.requests,

@@ -38,8 +38,10 @@ public struct Gateway: Sendable {
         self.hub = GenerationHub()
         self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
         self.policies = PolicyEnforcer(classes: storage.classes, usage: storage.usage, meter: usageMeter, clock: clock)
-        self.engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
-                                         metrics: metrics, usageMeter: usageMeter, policies: policies, logger: logger)
+        var engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
+                                        metrics: metrics, usageMeter: usageMeter, policies: policies, logger: logger)
+        engine.maxOutputTokens = configuration.chatMaxOutputTokens
+        self.engine = engine
     }
 
     /// Marks answers that were being generated when the process last stopped as interrupted.
@@ -71,8 +73,11 @@ public struct Gateway: Sendable {
         ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics, usageMeter: usageMeter,
                         maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes,
                         policies: policies).register(on: router)
+        let setupLinks = SetupLinks(accounts: accounts, publicURL: configuration.effectivePublicURL, clock: policies.clock)
         ClassController(accounts: accounts, policies: policies, secureCookies: configuration.usesTLS,
-                        publicOrigin: configuration.publicOrigin).register(on: router)
+                        publicOrigin: configuration.publicOrigin, setupLinks: setupLinks).register(on: router)
+        SetupLinkController(links: setupLinks, publicOrigin: configuration.publicOrigin).register(on: router)
+        AdminController(accounts: accounts).register(on: router)
         return router
     }
 

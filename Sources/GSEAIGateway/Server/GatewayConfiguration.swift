@@ -48,6 +48,8 @@ public struct GatewayConfiguration: Sendable {
     /// Failed logins allowed per username and address in ``loginWindow``.
     public var loginAttempts = 5
     public var loginWindow = Duration.seconds(300)
+    /// The most tokens one answer on the chat page may have (a class may set less).
+    public var chatMaxOutputTokens = 4096
     /// The folder of the web page.
     public var publicDirectory = "Public"
     /// Whether request logs include the text of prompts (off: prompts are private).
@@ -111,6 +113,7 @@ public struct GatewayConfiguration: Sendable {
         loginAttempts = try Self.int(reader, "gseai.login.attempts", defaults.loginAttempts, range: 1...1000)
         logPrompts = reader.string(forKey: "gseai.log.prompts", default: "false").lowercased() == "true"
         publicDirectory = reader.string(forKey: "gseai.public.dir", default: defaults.publicDirectory)
+        chatMaxOutputTokens = try Self.int(reader, "gseai.chat.max.output.tokens", defaults.chatMaxOutputTokens, range: 16...1_000_000)
         guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
@@ -144,6 +147,7 @@ public struct GatewayConfiguration: Sendable {
         ("gseai.login.attempts", "GSEAI_LOGIN_ATTEMPTS", "failed logins per user and address per 5 minutes (default 5)"),
         ("gseai.log.prompts", "GSEAI_LOG_PROMPTS", "true to log prompt text (default false)"),
         ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default Public)"),
+        ("gseai.chat.max.output.tokens", "GSEAI_CHAT_MAX_OUTPUT_TOKENS", "most tokens in one chat-page answer (default 4096)"),
     ]
 }
 
