@@ -12,12 +12,15 @@ public struct ClassController: Sendable {
     let policies: PolicyEnforcer
     let secureCookies: Bool
     let publicOrigin: String
+    /// Password set-up links, for students' resets and the accounts a roster import creates.
+    let setupLinks: SetupLinks
 
-    public init(accounts: AccountService, policies: PolicyEnforcer, secureCookies: Bool, publicOrigin: String) {
+    public init(accounts: AccountService, policies: PolicyEnforcer, secureCookies: Bool, publicOrigin: String, setupLinks: SetupLinks) {
         self.accounts = accounts
         self.policies = policies
         self.secureCookies = secureCookies
         self.publicOrigin = publicOrigin
+        self.setupLinks = setupLinks
     }
 
     var storage: Storage { accounts.storage }
@@ -59,6 +62,8 @@ public struct ClassController: Sendable {
         router.get(Paths.memberUsage, use: memberUsage)
         router.get(Paths.transcripts, use: transcripts)
         router.get(Paths.transcript, use: transcript)
+        registerMemberAccounts(on: router)
+        registerRoster(on: router)
     }
 
     // MARK: Instructors

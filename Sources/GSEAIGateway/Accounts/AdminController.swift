@@ -1,0 +1,121 @@
+import Foundation
+import Hummingbird
+
+/// Administrators' API: every user with their role and state, changing them, and the audit log. Everyone
+/// else gets 403. (Every class is already theirs through `GET /api/classes`.)
+public struct AdminController: Sendable {
+    let accounts: AccountService
+
+    public init(accounts: AccountService) {
+        self.accounts = accounts
+    }
+
+    var storage: Storage { accounts.storage }
+
+    /// Each path, defined once.
+    enum Paths {
+        static let users: RouterPath = "/api/admin/users"
+        static let user: RouterPath = "/api/admin/users/:id"
+        static let audit: RouterPath = "/api/admin/audit"
+    }
+
+    public func register(on router: Router<GatewayRequestContext>) {
+        router.get(Paths.users, use: users)
+        router.patch(Paths.user, use: updateUser)
+        router.get(Paths.audit, use: audit)
+    }
+
+    /// Every user, by username.
+    @Sendable func users(_ request: Request, context: GatewayRequestContext) async throws -> AccountController.ListView<AccountView> {
+        _ = try context.require(.admin)
+        let users = try await storage.users.list().sorted { $0.username < $1.username }
+        return AccountController.ListView(data: users.map(AccountView.init))
+    }
+
+    struct UpdateBody: Decodable { var role: Role?; var disabled: Bool? }
+
+    /// Changes a user's role and/or disabled state, through the account rules (so that cached keys drop at
+    /// once, and disabling ends sessions and revokes keys). An administrator cannot demote or disable
+    /// themselves, so that the gateway always keeps one who can act.
+    @Sendable func updateUser(_ request: Request, context: GatewayRequestContext) async throws -> AccountView {
+        let admin = try context.require(.admin).user
+        let body: UpdateBody
+        do {
+            body = try await JSONBody.decode(UpdateBody.self, from: request, limit: 16 * 1024)
+        } catch let error as GatewayError where error.message.hasPrefix("wrong type for 'role'") || error.message == "the body is not valid JSON" {
+            throw GatewayError.badRequest("role is student, instructor or admin; disabled is true or false")
+        }
+        guard body.role != nil || body.disabled != nil else { throw GatewayError.badRequest("send 'role', 'disabled' or both") }
+        guard var user = try await storage.users.find(id: try context.parameters.require("id")) else {
+            throw GatewayError.notFound("no such user")
+        }
+        if user.id == admin.id, (body.role.map { $0 != .admin } ?? false) || body.disabled == true {
+            throw GatewayError(.forbidden, type: .permission, "you cannot demote or disable your own account")
+        }
+        if let role = body.role, role != user.role {
+            let from = user.role
+            user = try await accounts.setRole(role, for: user.username)
+            try await record(admin, "user.set-role", user.id, detail: "\(from.rawValue) → \(role.rawValue)")
+        }
+        if let disabled = body.disabled, disabled != user.disabled {
+            user = try await accounts.setDisabled(disabled, for: user.username)
+            try await record(admin, disabled ? "user.disable" : "user.enable", user.id)
+        }
+        return AccountView(user)
+    }
+
+    struct AuditView: Codable, Sendable {
+        var id: String
+        var actor_id: String
+        /// The actor's username now, if the account still exists.
+        var actor_username: String?
+        var action: String
+        var target: String
+        var detail: String?
+        var at: Date
+    }
+
+    struct AuditPageView: ResponseEncodable {
+        var data: [AuditView]
+        /// Pass as `before` for the next (older) page; `nil` on the last page. Unix seconds with every digit
+        /// kept, so that no entry is skipped or shown twice.
+        var next_before: String?
+    }
+
+    /// The audit log, newest first: `?limit=` (1–500, default 100), `?before=` (entries older than it: ISO 8601,
+    /// or the `next_before` of the previous page).
+    @Sendable func audit(_ request: Request, context: GatewayRequestContext) async throws -> AuditPageView {
+        _ = try context.require(.admin)
+        let query = request.uri.queryParameters
+        var limit = 100
+        if let given = query.get("limit") {
+            guard let number = Int(given), (1...500).contains(number) else { throw GatewayError.badRequest("limit is a whole number from 1 to 500") }
+            limit = number
+        }
+        var before: Date?
+        if let given = query.get("before") {
+            if let seconds = Double(given), seconds.isFinite {
+                before = Date(timeIntervalSince1970: seconds)
+            } else if let date = try? ClassController.date(.string(String(given)), "before") {
+                before = date
+            } else {
+                throw GatewayError.badRequest("'before' must be an ISO 8601 date and time, such as 2026-09-01T08:00:00Z")
+            }
+        }
+        let entries = try await storage.audit.list(limit: limit, before: before)
+        var usernames: [String: String?] = [:]
+        var views: [AuditView] = []
+        for entry in entries {
+            if usernames[entry.actorID] == nil { usernames[entry.actorID] = .some(try await storage.users.find(id: entry.actorID)?.username) }
+            views.append(AuditView(id: entry.id, actor_id: entry.actorID, actor_username: usernames[entry.actorID] ?? nil,
+                                   action: entry.action, target: entry.target, detail: entry.detail, at: entry.at))
+        }
+        // A Double's description reads back as the same Double.
+        let next = entries.count == limit ? entries.last.map { "\($0.at.timeIntervalSince1970)" } : nil
+        return AuditPageView(data: views, next_before: next)
+    }
+
+    func record(_ actor: User, _ action: String, _ target: String, detail: String? = nil) async throws {
+        try await storage.audit.append(AuditEntry(actorID: actor.id, action: action, target: target, detail: detail, at: Date()))
+    }
+}
