@@ -3,6 +3,8 @@ import Foundation
 import GSEAIGateway
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 
 /// `gseai serve`: runs the gateway.
 struct ServeCommand: AsyncParsableCommand {
@@ -28,7 +30,13 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "gseai")
-        let configuration = try await options.load()
+        var loaded = try await options.load()
+        if loaded.port == 0 {
+            // Pick the free port now, so that every link the gateway makes (the first-run login, set-up
+            // links, the CSRF origin) names the port it really listens on.
+            loaded.port = try FreePort.find(host: loaded.host)
+        }
+        let configuration = loaded
         if configuration.upstreamToken.isEmpty {
             logger.warning("GSEAI_API_TOKEN is not set: the upstream will refuse requests that need its token")
         }
@@ -39,13 +47,23 @@ struct ServeCommand: AsyncParsableCommand {
         if let lines = try await gateway.firstRunSetup() {
             Terminal.out(lines.joined(separator: "\n") + "\n")
         }
-        let app = try gateway.buildApplication(onServerRunning: { channel in
+        let app = try gateway.buildApplication(onServerRunning: { [configuration] channel in
             let port = channel.localAddress?.port ?? configuration.port
-            var url = configuration.effectivePublicURL
-            if configuration.port == 0, configuration.publicURL.isEmpty { url = url.replacingOccurrences(of: ":0", with: ":\(port)") }
+            let url = configuration.effectivePublicURL
             // The end-to-end suite reads this line to learn the port.
             Terminal.out("gseai gateway listening on \(configuration.usesTLS ? "https" : "http")://\(configuration.host):\(port) (public URL \(url)), upstream \(configuration.upstreamKind.rawValue) at \(configuration.upstreamURL)\n")
         }, logger: logger)
         try await app.runService()
+    }
+}
+
+/// A free TCP port on a host, found by binding port 0 and reading what the system chose.
+enum FreePort {
+    static func find(host: String) throws -> Int {
+        let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: host, port: 0).wait()
+        defer { try? socket.close().wait() }
+        guard let port = socket.localAddress?.port else { throw CLIError("cannot find a free port on \(host)") }
+        return port
     }
 }

@@ -1,0 +1,47 @@
+// Administrators: every user (role, disabled) and the audit log, newest first, page by page.
+import { h, announce } from '../dom.js';
+import { api } from './http.js';
+import { errorLine, busy, table, when } from './ui.js';
+
+/** `#/admin`. */
+export async function adminPage(view, me) {
+  const errors = errorLine('users-error');
+  const users = h('div', { 'data-testid': 'user-list' });
+  const auditBody = h('tbody');
+  const auditErrors = errorLine('audit-error');
+  let before = null;
+  const more = h('button', { type: 'button', 'data-testid': 'audit-more', hidden: true, onclick: () => busy(more, auditErrors, loadAudit) }, 'Load more');
+
+  async function loadUsers() {
+    const { data } = await api.users();
+    users.replaceChildren(table('Users', ['User', 'Role', 'Disabled', 'Created'], data.map(u => {
+      const self = u.id === me.id;
+      const role = h('select', { 'aria-label': `Role of ${u.username}`, disabled: self, 'data-testid': 'user-role',
+        onchange: () => busy(role, errors, async () => { await api.updateUser(u.id, { role: role.value }); announce(`${u.username} is now ${role.value}.`); }).then(() => null) },
+        ['student', 'instructor', 'admin'].map(r => h('option', { value: r, selected: u.role === r }, r)));
+      const off = h('input', { type: 'checkbox', checked: u.disabled, disabled: self, 'aria-label': `${u.username} disabled`, 'data-testid': 'user-disabled',
+        onchange: () => busy(off, errors, async () => {
+          try { await api.updateUser(u.id, { disabled: off.checked }); announce(`${u.username} ${off.checked ? 'disabled' : 'enabled'}.`); }
+          catch (err) { off.checked = !off.checked; throw err; }
+        }) });
+      return h('tr', { 'data-testid': 'user-row', 'data-username': u.username },
+        h('th', { scope: 'row' }, u.username), h('td', null, role), h('td', null, off), h('td', null, when(u.created_at)));
+    })));
+  }
+
+  async function loadAudit() {
+    const page = await api.audit(before);
+    auditBody.append(...page.data.map(a => h('tr', { 'data-testid': 'audit-row' },
+      h('td', null, when(a.at)), h('td', null, a.actor_username || a.actor_id), h('td', null, h('code', null, a.action)),
+      h('td', { class: 'small' }, [a.target, a.detail].filter(Boolean).join(' — ')))));
+    before = page.next_before || null;
+    more.hidden = !before;
+  }
+
+  view.replaceChildren(h('h1', { tabindex: -1 }, 'Administration'),
+    h('section', { class: 'panel' }, h('h2', null, 'Users'), errors, users),
+    h('section', { class: 'panel' }, h('h2', null, 'Audit log'), auditErrors,
+      h('div', { class: 'table-wrap' }, h('table', { 'data-testid': 'audit-list' }, h('caption', { class: 'sr-only' }, 'Audit log, newest first'),
+        h('thead', null, h('tr', null, ['When', 'Who', 'Action', 'Target'].map(t => h('th', { scope: 'col' }, t)))), auditBody)), more));
+  await Promise.all([loadUsers(), loadAudit()]);
+}
