@@ -2,7 +2,7 @@
 // with usage chart, roster import).
 import { h, announce } from '../dom.js';
 import { api } from './http.js';
-import { copyButton, copyField, num, when, daysAgo, errorLine, busy, table } from './ui.js';
+import { copyButton, copyField, num, when, daysAgo, errorLine, busy, table, fill } from './ui.js';
 import { usageChart, addUsage } from './chart.js';
 
 const link = (href, text, attrs = {}) => h('a', { href, ...attrs }, text);
@@ -170,7 +170,7 @@ export async function classPage(view, id) {
     if (!csv.value.trim()) return importErrors.show(new Error('Paste usernames or choose a CSV file first.'));
     busy(importButton, importErrors, async () => {
       const r = await api.importRoster(id, csv.value);
-      result.replaceChildren(
+      fill(result,
         h('p', null, `${r.created.length} accounts created, ${r.added.length} existing students added, ${r.errors.length} lines refused.`),
         r.created.length ? table('Set-up links', ['Student', 'Set-up link (send it to them; it works once)'],
           r.created.map(s => h('tr', { 'data-testid': 'setup-link-row', 'data-username': s.username },

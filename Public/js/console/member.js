@@ -3,7 +3,7 @@
 import { h, announce } from '../dom.js';
 import { render } from '../markdown.js';
 import { api } from './http.js';
-import { copyField, num, when, daysAgo, errorLine, busy, table } from './ui.js';
+import { copyField, num, when, daysAgo, errorLine, busy, table, fill } from './ui.js';
 import { usageChart, addUsage } from './chart.js';
 
 /** `#/classes/<id>/members/<user>`. */
@@ -57,7 +57,7 @@ export async function memberPage(view, id, user) {
 
   async function openTranscript(conv) {
     const d = await api.transcript(id, user, conv.id);
-    transcript.replaceChildren(h('h3', null, d.conversation.title || 'Untitled conversation'),
+    fill(transcript, h('h3', null, d.conversation.title || 'Untitled conversation'),
       h('p', { class: 'small muted' }, `${d.conversation.model} · ${when(d.conversation.created_at)}`),
       d.conversation.system_prompt ? h('details', null, h('summary', null, 'System prompt'), h('p', { class: 'pre' }, d.conversation.system_prompt)) : null,
       d.messages.map(msg => h('article', { class: `msg ${msg.role}`, 'data-role': msg.role },

@@ -1,6 +1,13 @@
 // Small pieces the console's views share: copy buttons, number and date formats, error lines.
 import { h, announce } from '../dom.js';
 
+/** `el.replaceChildren(...kids)`, but like `h`: arrays are flattened and null/false left out (the native call
+ * would insert the text "null" or "[object HTMLElement],…"). */
+export function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat(Infinity).filter(kid => kid != null && kid !== false));
+  return el;
+}
+
 /** A button that copies `text()` to the clipboard and says so. */
 export function copyButton(text, label = 'Copy', testid = null) {
   const button = h('button', { type: 'button', 'data-testid': testid, onclick: async () => {

@@ -1,0 +1,247 @@
+"""The instructor console (`/console.html`) in a real browser, against the gateway over the stub: issue 5's
+scenario from both sides.
+
+An instructor creates a class and makes its transcripts visible; a fresh student joins it with the code
+read from the console, chats on the chat page and makes an API key; the instructor sees the student's
+usage and transcript and revokes the key, which the gateway then refuses. One headless Chromium plays both
+people in turn (cookies are per host, so signing in as one signs the other out). The browser fixture, the
+console check after every test and the page helpers are those of `test_browser.py`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select
+
+# The browser (module-scoped) and the autouse console check come with the import, as do the helpers.
+from test_browser import (  # noqa: F401  (fixtures are used by name)
+    VISION,
+    WAIT,
+    browser,
+    by_testid,
+    choose_model,
+    clean_console,
+    find,
+    gateway,
+    send,
+    sign_in,
+    visible,
+    wait,
+    wait_for_answer,
+)
+
+USAGE_WAIT = 10  # seconds: usage is written at most a second after an answer; the roster is re-read until then
+
+
+@pytest.fixture
+def instructor(gateway):
+    """A fresh instructor account: (username, password)."""
+    name = f"teach{uuid.uuid4().hex[:8]}"
+    return name, gateway.add_user(name, "instructor")
+
+
+@pytest.fixture
+def student(gateway):
+    """A fresh student account: (username, password)."""
+    name = f"stud{uuid.uuid4().hex[:8]}"
+    return name, gateway.add_user(name, "student")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def console_sign_in(browser, base_url: str, username: str, password: str) -> None:
+    """Opens the console signed out, signs in through its form and waits for the class list."""
+    try:
+        browser.delete_all_cookies()
+    except Exception:
+        pass
+    browser.get("about:blank")  # from the console itself, a new hash alone would not reload the page
+    browser.get(base_url + "/console.html#/classes")
+    visible(browser, "login-username").send_keys(username)
+    find(browser, "login-password").send_keys(password)
+    find(browser, "login-submit").click()
+    wait(browser, EC.text_to_be_present_in_element(by_testid("username"), username),
+         message="the console did not show the signed-in instructor")
+    visible(browser, "class-create-name")
+
+
+def console_log_out(browser) -> None:
+    visible(browser, "logout").click()
+    visible(browser, "login-username")
+
+
+def announced(browser, text: str) -> None:
+    """Waits until the console's live region says `text`."""
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "announcer"), text), message=f"never announced {text!r}")
+
+
+def page_json(browser, method: str, path: str, body=None) -> dict:
+    """A JSON request made by the page with its own session cookie and the CSRF token from `/auth/me`."""
+    return browser.execute_async_script(
+        """
+        const [method, path, body, done] = arguments;
+        (async () => {
+          const me = await fetch('/auth/me', {credentials: 'same-origin'}).then(r => r.json());
+          const headers = {'Accept': 'application/json', 'X-CSRF-Token': me.csrf_token};
+          if (body !== null) headers['Content-Type'] = 'application/json';
+          const r = await fetch(path, {method, headers, credentials: 'same-origin',
+                                       body: body === null ? undefined : JSON.stringify(body)});
+          const text = await r.text();
+          let json = null;
+          try { json = JSON.parse(text); } catch {}
+          return {status: r.status, json, text};
+        })().then(done, error => done({status: 0, json: null, text: String(error)}));
+        """,
+        method, path, body,
+    )
+
+
+def member_row(browser, username: str) -> dict | None:
+    """The roster row of `username`: its cells' text and the link to the student's page, or None."""
+    return browser.execute_script(
+        """
+        const row = document.querySelector(`[data-testid="member-row"][data-username="${arguments[0]}"]`);
+        if (!row) return null;
+        return {cells: Array.from(row.cells).map(c => c.innerText.trim()),
+                href: row.querySelector('a').getAttribute('href')};
+        """,
+        username,
+    )
+
+
+def roster_with_requests(browser, base_url: str, class_id: str, username: str) -> dict:
+    """Opens the class page until the student's row shows a non-zero request count; returns the row."""
+    deadline = time.monotonic() + USAGE_WAIT
+    row = None
+    while True:
+        browser.get(f"{base_url}/console.html#/classes/{class_id}")
+        try:
+            row = wait(browser, lambda d: member_row(d, username), message="the student is not in the roster")
+        except TimeoutException:
+            raise AssertionError(f"{username} never appeared in the roster: {find(browser, 'roster').text!r}")
+        requests = int(row["cells"][1].replace(",", "")) if row["cells"][1].replace(",", "").isdigit() else 0
+        if requests > 0:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the roster never counted a request of {username}: {row}")
+        time.sleep(0.3)
+
+
+# ---------------------------------------------------------------------------
+# Issue 5's scenario
+
+
+def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, gateway, instructor, student):
+    base = gateway.base_url
+    teacher, teacher_password = instructor
+    name, password = student
+    class_name = f"Seminar {uuid.uuid4().hex[:6]}"
+
+    # 1. The instructor creates a class, makes its transcripts visible and reads the join code.
+    console_sign_in(browser, base, teacher, teacher_password)
+    find(browser, "class-create-name").send_keys(class_name)
+    find(browser, "class-create").click()
+    wait(browser, lambda d: d.execute_script("return location.hash").startswith("#/classes/"),
+         message="creating the class did not open it")
+    class_id = browser.execute_script("return location.hash").split("/", 2)[2]
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#view h1"), class_name))
+    assert visible(browser, "class-status").text == "Active"
+    code = wait(browser, lambda d: find(d, "join-code").text.strip(), message="no join code on the page")
+
+    Select(find(browser, "policy-transcript-visibility")).select_by_value("full")
+    find(browser, "policy-save").click()
+    announced(browser, "Settings saved.")
+    assert find(browser, "policy-error").text == ""
+    saved = page_json(browser, "GET", f"/api/classes/{class_id}")
+    assert saved["status"] == 200, saved
+    assert saved["json"]["policy"]["transcript_visibility"] == "full", saved["json"]
+    assert saved["json"]["join_code"] == code
+    # The new class is on the list too.
+    find(browser, "nav-classes").click()
+    wait(browser, EC.presence_of_element_located(
+        (By.CSS_SELECTOR, f'[data-testid="class-item"][data-id="{class_id}"]')), message="the class is not listed")
+    console_log_out(browser)
+
+    # 2. The student signs in on the chat page, joins with the code, chats and makes an API key.
+    sign_in(browser, base, name, password)
+    joined = page_json(browser, "POST", "/api/classes/join", {"code": code})
+    assert joined["status"] == 200, joined
+    browser.refresh()  # the page now works under the class's policy
+    visible(browser, "composer-input")
+    wait(browser, lambda d: d.execute_script("return document.getElementById('model-select').options.length > 0"),
+         message="the model picker stayed empty")
+    choose_model(browser, VISION)
+    message = f"Please explain photosynthesis {uuid.uuid4().hex[:6]}"
+    send(browser, message)
+    answer = wait_for_answer(browser, 1)
+    assert answer["text"] == f"Echo: {message}"
+
+    made = page_json(browser, "POST", "/auth/keys", {"label": "notebook"})
+    assert made["status"] == 201, made
+    key, key_id = made["json"]["key"], made["json"]["api_key"]["id"]
+    assert key.startswith("gsk_")
+    models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT)
+    assert models.status_code == 200, models.text
+    assert any(m["id"] == VISION for m in models.json()["data"]), models.json()
+    # The console is not for students.
+    browser.get(base + "/console.html")
+    visible(browser, "not-instructor")
+
+    # 3. The instructor sees the student's requests, the transcript, and revokes the key.
+    console_sign_in(browser, base, teacher, teacher_password)
+    row = roster_with_requests(browser, base, class_id, name)
+    assert row["href"].startswith(f"#/classes/{class_id}/members/"), row
+    browser.find_element(By.CSS_SELECTOR, f'[data-testid="member-row"][data-username="{name}"] a').click()
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#view h1"), name), message="the student's page did not open")
+    assert visible(browser, "member-state").text == "Active"
+
+    visible(browser, "transcript-open").click()
+    wait(browser, EC.text_to_be_present_in_element(by_testid("transcript"), message),
+         message="the transcript does not show the student's message")
+    transcript = find(browser, "transcript").text
+    assert f"Echo: {message}" in transcript, transcript
+    assert "[object" not in transcript and "null" not in transcript, transcript
+    roles = browser.execute_script(
+        "return Array.from(document.querySelectorAll('[data-testid=\"transcript\"] article')).map(a => a.dataset.role)")
+    assert roles == ["user", "assistant"], roles
+    assert find(browser, "transcript-error").text == ""
+
+    key_row = (By.CSS_SELECTOR, f'[data-testid="key-row"][data-key-id="{key_id}"]')
+    wait(browser, EC.presence_of_element_located(key_row), message="the student's key is not listed")
+    browser.execute_script("window.confirm = () => true;")  # the console asks before revoking
+    wait(browser, EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, f'[data-testid="key-row"][data-key-id="{key_id}"] [data-testid="revoke-key"]'))).click()
+    wait(browser, EC.text_to_be_present_in_element(key_row, "Revoked"), message="the key was not marked revoked")
+    assert not browser.find_elements(
+        By.CSS_SELECTOR, f'[data-testid="key-row"][data-key-id="{key_id}"] [data-testid="revoke-key"]')
+    assert find(browser, "access-error").text == ""
+
+    # 4. The student's next call with the key is refused.
+    refused = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT)
+    assert refused.status_code == 401, refused.text
+    console_log_out(browser)
+
+
+def test_console_refuses_a_student(browser, gateway, student):
+    """A student who signs in on the console is sent to the chat page."""
+    name, password = student
+    try:
+        browser.delete_all_cookies()
+    except Exception:
+        pass
+    browser.get(gateway.base_url + "/console.html")
+    visible(browser, "login-username").send_keys(name)
+    find(browser, "login-password").send_keys(password)
+    find(browser, "login-submit").click()
+    visible(browser, "not-instructor")
+    assert not find(browser, "logout").is_displayed()
+    assert not browser.find_elements(*by_testid("class-list"))
