@@ -2,6 +2,7 @@ import Foundation
 import GSEAI
 import GSEAIGateway
 import GSEAITestSupport
+import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
@@ -508,6 +509,36 @@ struct ClassPolicyTests {
             #expect(closed.status == 403)
             #expect(closed.errorMessage == "the class 'Biology 101' is closed")
             #expect(try await fixture.gateway.storage.users.find(username: "late") == nil)
+        }
+    }
+}
+
+@Suite("Classes: transcript images")
+struct TranscriptImageTests {
+    @Test(arguments: [("full", 200), ("usage", 404), ("off", 404)])
+    func theInstructorSeesAStudentsImagesOnlyWhenTranscriptsAreVisible(_ visibility: String, _ expected: Int) async throws {
+        try await ClassPolicyTests.withClass(policy: ["transcript_visibility": .string(visibility)]) { fixture in
+            let gateway = fixture.gateway
+            // The PNG's bytes are not valid UTF-8 text, so upload them raw through the client core.
+            let client = try gateway.client(key: fixture.student.key)
+            var request = RawRequest(method: .POST, path: "/api/images", body: .bytes(ByteBuffer(data: Data(base64Encoded: tinyPNGBase64)!)))
+            request.headers.add(name: "Content-Type", value: "image/png")
+            let response = try await client.send(request)
+            let image = try #require(try JSONValue(parsing: try await response.body.collect(upTo: 1 << 20).readableBytesView)["id"]?.stringValue)
+            try await client.shutdown()
+
+            let seen = try await fixture.call(.GET, "/api/images/\(image)", key: fixture.instructor.key)
+            #expect(seen.status == expected)
+            let audited = try await gateway.storage.audit.list(limit: 50, before: nil).filter { $0.action == "class.member.image.view" }
+            #expect(audited.count == (expected == 200 ? 1 : 0))
+            // Another instructor, and another student, never.
+            let other = try await gateway.user("olga", role: .instructor)
+            #expect(try await fixture.call(.GET, "/api/images/\(image)", key: other.key).status == 404)
+            let peer = try await gateway.user("pat")
+            #expect(try await fixture.call(.GET, "/api/images/\(image)", key: peer.key).status == 404)
+            // An admin may, when the class shows transcripts.
+            let admin = try await gateway.user("ada", role: .admin)
+            #expect(try await fixture.call(.GET, "/api/images/\(image)", key: admin.key).status == expected)
         }
     }
 }

@@ -252,13 +252,32 @@ public struct ConversationController: Sendable {
     @Sendable func image(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let user = try context.requireIdentity().user
         let hash = try context.parameters.require("hash")
-        // Someone else's image is "not found", like one that does not exist.
-        guard try await storage.images.isOwned(hash: hash, by: user.id), let image = try await storage.images.find(hash: hash) else {
+        // Someone else's image is "not found", like one that does not exist, unless it is in a transcript the
+        // user may read.
+        guard try await mayView(image: hash, user: user), let image = try await storage.images.find(hash: hash) else {
             throw GatewayError.notFound("no such image")
         }
         return Response(status: .ok, headers: [
             .contentType: image.mimeType, .cacheControl: "private, max-age=31536000, immutable", .eTag: "\"\(hash)\"",
         ], body: .init(byteBuffer: ByteBuffer(data: image.data)))
+    }
+}
+
+extension ConversationController {
+    /// Whether `user` may see an image: its owner may, and so may the instructor (or an admin) of a class
+    /// whose transcripts are visible in full and that one of its owners belongs to. Such views are audited.
+    func mayView(image hash: String, user: User) async throws -> Bool {
+        if try await storage.images.isOwned(hash: hash, by: user.id) { return true }
+        guard user.role >= .instructor else { return false }
+        for owner in try await storage.images.owners(hash: hash) {
+            for course in try await storage.classes.classes(ofMember: owner)
+            where course.policy.transcriptVisibility == .full && (course.instructorID == user.id || user.role == .admin) {
+                try await storage.audit.append(AuditEntry(actorID: user.id, action: "class.member.image.view",
+                                                          target: owner, detail: "class \(course.id), image \(hash)"))
+                return true
+            }
+        }
+        return false
     }
 }
 

@@ -56,4 +56,6 @@ public protocol ImageRepository: Sendable {
     func find(hash: String) async throws -> StoredImage?
     /// Whether `userID` has uploaded the image with this hash.
     func isOwned(hash: String, by userID: String) async throws -> Bool
+    /// The users who uploaded an image.
+    func owners(hash: String) async throws -> [String]
 }

@@ -50,4 +50,14 @@ struct SQLImageRepository: ImageRepository {
             .where("hash", .equal, hash)
             .first() != nil
     }
+
+    func owners(hash: String) async throws -> [String] {
+        try await self.database.select()
+            .column("user_id")
+            .from("image_owners")
+            .where("hash", .equal, hash)
+            .orderBy("user_id")
+            .all()
+            .map { try $0.decode(column: "user_id", as: String.self) }
+    }
 }
