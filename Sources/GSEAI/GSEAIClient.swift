@@ -46,8 +46,6 @@ public final class GSEAIClient: Sendable {
     private let httpClient: HTTPClient
     /// For streams: the connection may be silent at most the idle limit between pieces.
     private let streamingClient: HTTPClient
-    /// Whether ``shutdown()`` has anything to do (always, since the client owns its HTTP clients).
-    private let ownsHTTPClient: Bool
     private let logger: Logger
 
     /// Creates a client for `scheme://host:port`, with the Python client's defaults.
@@ -91,7 +89,6 @@ public final class GSEAIClient: Sendable {
         let group = eventLoopGroup ?? HTTPClient.defaultEventLoopGroup
         self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: false))
         self.streamingClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: true))
-        self.ownsHTTPClient = true
     }
 
     /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
@@ -123,7 +120,6 @@ public final class GSEAIClient: Sendable {
 
     /// Shuts down the HTTP clients.
     public func shutdown() async throws {
-        guard ownsHTTPClient else { return }
         try await httpClient.shutdown()
         try await streamingClient.shutdown()
     }

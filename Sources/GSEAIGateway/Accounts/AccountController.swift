@@ -107,7 +107,7 @@ public struct AccountController: Sendable {
     @Sendable func login(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         // Login CSRF: a foreign page must not log a visitor into an account of its choosing.
         try AuthenticationMiddleware(accounts: accounts, publicOrigin: publicOrigin).checkOrigin(request)
-        let body = try await decode(LoginBody.self, request, context)
+        let body = try await RequestBodies.decode(LoginBody.self, from: request, limit: 64 * 1024)
         if let wait = await throttle.retryAfter(username: body.username, address: context.remoteAddress) {
             let seconds = max(1, Int(wait.components.seconds))
             throw GatewayError(.tooManyRequests, type: .rateLimit, "too many failed logins; try again in \(seconds) seconds",
@@ -123,10 +123,7 @@ public struct AccountController: Sendable {
         )
         var response = try MeView(user: UserView(user), csrf_token: session.csrfToken, authenticated_with: "session")
             .response(from: request, context: context)
-        response.setCookie(Cookie(
-            name: AuthenticationMiddleware.cookieName, value: token, expires: session.expiresAt,
-            path: "/", secure: secureCookies, httpOnly: true, sameSite: .lax
-        ))
+        response.setCookie(AuthenticationMiddleware.sessionCookie(token: token, expires: session.expiresAt, secure: secureCookies))
         return response
     }
 
@@ -135,8 +132,7 @@ public struct AccountController: Sendable {
             try await accounts.storage.sessions.delete(id: session.id)
         }
         var response = Response(status: .noContent)
-        response.setCookie(Cookie(name: AuthenticationMiddleware.cookieName, value: "", maxAge: 0, path: "/",
-                                  secure: secureCookies, httpOnly: true, sameSite: .lax))
+        response.setCookie(AuthenticationMiddleware.expiredSessionCookie(secure: secureCookies))
         return response
     }
 
@@ -180,7 +176,7 @@ public struct AccountController: Sendable {
 
     @Sendable func createKey(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<NewKeyView> {
         let identity = try context.requireIdentity()
-        let body = try await decode(KeyBody.self, request, context, allowEmpty: true) ?? KeyBody(label: nil)
+        let body = try await RequestBodies.decodeIfPresent(KeyBody.self, from: request, limit: 64 * 1024) ?? KeyBody(label: nil)
         let (key, record) = try await accounts.createKey(for: identity.user, label: body.label ?? "")
         return EditedResponse(status: .created, response: NewKeyView(key: key, api_key: KeyView(record)))
     }
@@ -194,7 +190,7 @@ public struct AccountController: Sendable {
 
     @Sendable func changePassword(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let identity = try context.requireIdentity()
-        let body = try await decode(PasswordBody.self, request, context)
+        let body = try await RequestBodies.decode(PasswordBody.self, from: request, limit: 64 * 1024)
         guard try await accounts.authenticate(username: identity.user.username, password: body.current_password) != nil else {
             throw GatewayError(.forbidden, type: .permission, "the current password is wrong")
         }
@@ -204,29 +200,5 @@ public struct AccountController: Sendable {
             throw GatewayError.badRequest(error.description)
         }
         return Response(status: .noContent)
-    }
-
-    // MARK: Decoding
-
-    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: GatewayRequestContext) async throws -> T {
-        guard let value = try await decode(type, request, context, allowEmpty: false) else {
-            throw GatewayError.badRequest("a JSON body is required")
-        }
-        return value
-    }
-
-    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: GatewayRequestContext, allowEmpty: Bool) async throws -> T? {
-        var request = request
-        let body = try await ProxyController.collectBody(of: &request, upTo: 64 * 1024)
-        if body.readableBytes == 0 && allowEmpty { return nil }
-        do {
-            return try JSONDecoder().decode(T.self, from: body)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw GatewayError.badRequest("missing field '\(key.stringValue)'")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw GatewayError.badRequest("wrong type for '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
-        } catch {
-            throw GatewayError.badRequest("the body is not valid JSON")
-        }
     }
 }

@@ -41,7 +41,7 @@ public struct AdminController: Sendable {
         let admin = try context.require(.admin).user
         let body: UpdateBody
         do {
-            body = try await JSONBody.decode(UpdateBody.self, from: request, limit: 16 * 1024)
+            body = try await RequestBodies.decode(UpdateBody.self, from: request, limit: 16 * 1024)
         } catch let error as GatewayError where error.message.hasPrefix("wrong type for 'role'") || error.message == "the body is not valid JSON" {
             throw GatewayError.badRequest("role is student, instructor or admin; disabled is true or false")
         }

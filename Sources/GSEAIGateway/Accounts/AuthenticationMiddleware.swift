@@ -40,6 +40,16 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// The cookie that carries a login session: HttpOnly, SameSite=Lax, Secure under TLS.
+    static func sessionCookie(token: String, expires: Date, secure: Bool) -> Cookie {
+        Cookie(name: cookieName, value: token, expires: expires, path: "/", secure: secure, httpOnly: true, sameSite: .lax)
+    }
+
+    /// The cookie that ends a login session in the browser.
+    static func expiredSessionCookie(secure: Bool) -> Cookie {
+        Cookie(name: cookieName, value: "", maxAge: 0, path: "/", secure: secure, httpOnly: true, sameSite: .lax)
+    }
+
     static func presentedKey(_ request: Request) -> String? {
         if let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
             let key = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)

@@ -26,7 +26,7 @@ public struct SetupLinkController: Sendable {
     @Sendable func setPassword(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         // Like login: a foreign page must not set a password of its choosing with a link it has seen.
         try AuthenticationMiddleware(accounts: links.accounts, publicOrigin: publicOrigin).checkOrigin(request)
-        let body = try await JSONBody.decode(SetupBody.self, from: request, limit: 16 * 1024)
+        let body = try await RequestBodies.decode(SetupBody.self, from: request, limit: 16 * 1024)
         let user = try await links.redeem(token: body.token.trimmingCharacters(in: .whitespacesAndNewlines), password: body.password)
         try await links.accounts.storage.audit.append(AuditEntry(actorID: user.id, action: "account.setup-link.use", target: user.id))
         return Response(status: .noContent)

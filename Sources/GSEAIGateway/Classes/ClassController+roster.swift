@@ -45,7 +45,7 @@ extension ClassController {
             throw GatewayError(.unsupportedMediaType, type: .invalidRequest, "send the roster as text/csv, one username per line")
         }
         var request = request
-        let body = try await ProxyController.collectBody(of: &request, upTo: 256 * 1024)
+        let body = try await RequestBodies.collect(&request, upTo: 256 * 1024)
         let lines = try Self.rosterLines(String(buffer: body))
 
         var result = RosterImportView(created: [], added: [], errors: [])

@@ -227,7 +227,7 @@ public struct ClassController: Sendable {
 
     @Sendable func setActive(_ request: Request, context: GatewayRequestContext) async throws -> MyClassesView {
         let user = try context.requireIdentity().user
-        let body = try await JSONBody.decode(ActiveBody.self, from: request)
+        let body = try await RequestBodies.decode(ActiveBody.self, from: request)
         if let classID = body.class_id {
             guard try await storage.classes.isMember(classID: classID, userID: user.id) else { throw GatewayError.notFound("no such class") }
         }
@@ -242,7 +242,7 @@ public struct ClassController: Sendable {
         guard user.role == .student else {
             throw GatewayError(.forbidden, type: .permission, "only students join classes")
         }
-        let body = try await JSONBody.decode(JoinBody.self, from: request)
+        let body = try await RequestBodies.decode(JoinBody.self, from: request)
         let classSession = try await joinable(code: body.code)
         try await storage.classes.addMember(classID: classSession.id, userID: user.id, at: now)
         // The class just joined is the one the student means to work in.
@@ -256,7 +256,7 @@ public struct ClassController: Sendable {
     @Sendable func signUp(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         // Like login: a foreign page must not create and log in an account of its choosing.
         try AuthenticationMiddleware(accounts: accounts, publicOrigin: publicOrigin).checkOrigin(request)
-        let body = try await JSONBody.decode(SignUpBody.self, from: request)
+        let body = try await RequestBodies.decode(SignUpBody.self, from: request)
         let classSession = try await joinable(code: body.code)
         let user: User
         do {
@@ -273,10 +273,7 @@ public struct ClassController: Sendable {
             user: AccountController.UserView(user), csrf_token: session.csrfToken,
             class: StudentClassView(classSession, now: now, applies: true)
         )).response(from: request, context: context)
-        response.setCookie(Cookie(
-            name: AuthenticationMiddleware.cookieName, value: token, expires: session.expiresAt,
-            path: "/", secure: secureCookies, httpOnly: true, sameSite: .lax
-        ))
+        response.setCookie(AuthenticationMiddleware.sessionCookie(token: token, expires: session.expiresAt, secure: secureCookies))
         return response
     }
 
@@ -329,7 +326,7 @@ public struct ClassController: Sendable {
     // MARK: Bodies
 
     static func object(from request: Request) async throws -> [String: JSONValue] {
-        guard case .object(let body) = try await JSONBody.decode(JSONValue.self, from: request) else {
+        guard case .object(let body) = try await RequestBodies.decode(JSONValue.self, from: request) else {
             throw GatewayError.badRequest("the body must be a JSON object")
         }
         return body

@@ -110,7 +110,7 @@ public struct ConversationController: Sendable {
 
     @Sendable func create(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<ConversationView> {
         let user = try context.requireIdentity().user
-        let body = try await JSONBody.decode(CreateBody.self, from: request)
+        let body = try await RequestBodies.decode(CreateBody.self, from: request)
         guard !body.model.isEmpty else { throw GatewayError.badRequest("choose a model") }
         // Class policy (issue 5): the conversation belongs to the class that applies now, and uses its models.
         let applied = try await engine.policies.resolver.applicableClass(for: user)
@@ -131,7 +131,7 @@ public struct ConversationController: Sendable {
     @Sendable func update(_ request: Request, context: GatewayRequestContext) async throws -> ConversationView {
         let user = try context.requireIdentity().user
         var conversation = try await engine.conversation(try context.parameters.require("id"), of: user)
-        let body = try await JSONBody.decode(UpdateBody.self, from: request)
+        let body = try await RequestBodies.decode(UpdateBody.self, from: request)
         if let title = body.title {
             let trimmed = title.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !trimmed.isEmpty, trimmed.count <= 200 else { throw GatewayError.badRequest("a title has 1 to 200 characters") }
@@ -164,7 +164,7 @@ public struct ConversationController: Sendable {
 
     @Sendable func send(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<SentView> {
         let user = try context.requireIdentity().user
-        let body = try await JSONBody.decode(SendBody.self, from: request)
+        let body = try await RequestBodies.decode(SendBody.self, from: request)
         let (userMessage, assistant) = try await engine.send(
             user: user, conversationID: try context.parameters.require("id"), text: body.text ?? "", imageHashes: body.image_ids ?? []
         )
@@ -240,7 +240,7 @@ public struct ConversationController: Sendable {
     @Sendable func upload(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<ImageView> {
         let user = try context.requireIdentity().user
         var request = request
-        let bytes = try await ProxyController.collectBody(of: &request, upTo: images.maxBytes + 1)
+        let bytes = try await RequestBodies.collect(&request, upTo: images.maxBytes + 1)
         let data = Data(bytes.readableBytesView)
         let checked = try images.check(data)
         let hash = Secrets.sha256(data)
@@ -278,22 +278,5 @@ extension ConversationController {
             }
         }
         return false
-    }
-}
-
-/// Decoding JSON request bodies with messages a person can act on.
-enum JSONBody {
-    static func decode<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 256 * 1024) async throws -> T {
-        var request = request
-        let body = try await ProxyController.collectBody(of: &request, upTo: limit)
-        do {
-            return try JSONDecoder().decode(T.self, from: body)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw GatewayError.badRequest("missing field '\(key.stringValue)'")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw GatewayError.badRequest("wrong type for '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
-        } catch {
-            throw GatewayError.badRequest("the body is not valid JSON")
-        }
     }
 }

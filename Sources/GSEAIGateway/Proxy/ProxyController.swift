@@ -63,7 +63,7 @@ public struct ProxyController: Sendable {
             if let listingClass, let model = context.parameters.get("model") { try PolicyEnforcer.checkModel(model, in: listingClass) }
         }
         if endpoint.method == .post {
-            var bytes = try await Self.collectBody(of: &request, upTo: maxBodyBytes)
+            var bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
             let json: JSONValue
             do {
                 json = try JSONValue(parsing: bytes.readableBytesView)
@@ -189,14 +189,6 @@ public struct ProxyController: Sendable {
         return headers
     }
 
-    /// The request body, or 413 when it is over the limit.
-    static func collectBody(of request: inout Request, upTo limit: Int) async throws -> ByteBuffer {
-        do {
-            return try await request.collectBody(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw GatewayError(.contentTooLarge, type: .requestTooLarge, "the request body is too large (the limit is \(limit) bytes)")
-        }
-    }
 
     /// An upstream's non-success answer: a client error passes through as the upstream said it (it speaks
     /// the caller's API); a server error, or an answer that is not JSON, becomes a 502 in the caller's format.
