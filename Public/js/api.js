@@ -25,11 +25,13 @@ const FALLBACK = {
   403: 'You are not allowed to do that.',
   404: 'Not found: it may have been deleted.',
   409: 'That cannot be done right now; try again in a moment.',
+  410: 'This link has expired or was already used.',
   413: 'That is too large for the server.',
   429: 'Too many requests; wait a moment and try again.',
 };
 
-async function request(method, path, { json, body, type } = {}) {
+/** One JSON call: the CSRF header on unsafe requests, the server's error message in an `ApiError`. */
+export async function request(method, path, { json, body, type } = {}) {
   const headers = { Accept: 'application/json' };
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   if (json !== undefined) {

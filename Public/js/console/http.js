@@ -1,38 +1,9 @@
-// The console's JSON calls: the same conventions as ../api.js (CSRF header on unsafe requests, the
-// server's error message in an ApiError), with every console path written here once.
-import { ApiError } from '../api.js';
+// The console's JSON calls, every console path written here once, through ../api.js's `request`.
+import { onUnauthorized, request, setCsrfToken } from '../api.js';
 
-let csrf = null;
-let unauthorized = () => {};
-export const setCsrf = token => { csrf = token || null; };
-export const onUnauthorized = handler => { unauthorized = handler; };
-
-const FALLBACK = { 400: 'The server could not accept that request.', 403: 'You are not allowed to do that.',
-  404: 'Not found: it may have been deleted.', 410: 'This link has expired or was already used.',
-  429: 'Too many requests; wait a moment and try again.' };
-
-export async function request(method, path, { json, body, type } = {}) {
-  const headers = { Accept: 'application/json' };
-  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
-  if (json !== undefined) { headers['Content-Type'] = 'application/json'; body = JSON.stringify(json); }
-  else if (type) headers['Content-Type'] = type;
-  let response;
-  try {
-    response = await fetch(path, { method, headers, body, credentials: 'same-origin', cache: 'no-store' });
-  } catch {
-    throw new ApiError('Could not reach the server. Check your connection and try again.', 0);
-  }
-  if (response.status === 204) return null;
-  const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    const error = (data && data.error) || {};
-    const s = response.status;
-    const failure = new ApiError(error.message || FALLBACK[s] || `Request failed (${s}).`, s, error.type, error.code);
-    if (s === 401 && !path.startsWith('/auth/')) unauthorized(failure);
-    throw failure;
-  }
-  return data;
-}
+// The request helper and its CSRF and session-end handling are the chat page's (../api.js).
+export { onUnauthorized, request };
+export const setCsrf = setCsrfToken;
 
 const enc = encodeURIComponent;
 const cls = id => `/api/classes/${enc(id)}`;
