@@ -69,7 +69,11 @@ export const api = {
   me: () => request('GET', '/auth/me'),
   login: (username, password) => request('POST', '/auth/login', { json: { username, password } }),
   logout: () => request('POST', '/auth/logout'),
+  signUp: (code, username, password) => request('POST', '/api/join', { json: { code, username, password } }),
   models: () => request('GET', '/api/models'),
+  myClasses: () => request('GET', '/api/classes/mine'),
+  setActiveClass: classID => request('POST', '/api/classes/active', { json: { class_id: classID } }),
+  joinClass: code => request('POST', '/api/classes/join', { json: { code } }),
   conversations: ({ q = '', cursor = null, limit = 30 } = {}) => {
     const query = new URLSearchParams({ limit: String(limit) });
     if (q) query.set('q', q);

@@ -15,12 +15,18 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
   const systemPrompt = byId('system-prompt'), systemBox = byId('system-prompt-box');
   const fileInput = byId('attach-input'), attachHint = byId('attach-hint'), modelHint = byId('model-hint');
   const send = byId('send'), stop = byId('stop'), error = byId('composer-error');
+  const promptHelp = byId('system-prompt-help');
+  const defaultPlaceholder = systemPrompt.placeholder, defaultHelp = promptHelp.textContent;
   let models = [], current = '', streaming = false, busy = false;
+  let policy = null;    // the class policy that applies, or null
+  let ownPrompt = '';   // the conversation's own system prompt
 
   const showError = message => { error.textContent = message; };
   const clearError = () => { error.textContent = ''; };
   const modelInfo = id => models.find(model => model.id === id);
-  const canSeeImages = () => !!modelInfo(current)?.vision;
+  const imagesAllowed = () => policy?.images_allowed !== false;
+  const canSeeImages = () => !!modelInfo(current)?.vision && imagesAllowed();
+  const lockedPrompt = () => (policy?.system_prompt_locked && policy.system_prompt) || '';
   const attachments = new Attachments(byId('attachments'), { onChange: refresh, onError: showError });
 
   function refresh() {
@@ -28,13 +34,25 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     send.textContent = busy ? 'Sending…' : 'Send';
     stop.hidden = !streaming;
     const model = modelInfo(current);
-    fileInput.disabled = !model?.vision;
-    form.classList.toggle('no-vision', !model?.vision);
-    attachHint.textContent = !model ? ''
+    fileInput.disabled = !canSeeImages();
+    form.classList.toggle('no-vision', !canSeeImages());
+    attachHint.textContent = !imagesAllowed() ? 'Your class does not allow images.'
+      : !model ? ''
       : model.vision ? ''
       : `${model.display_name || model.id} cannot read images; choose a 👁 vision model to attach one.`;
     modelHint.textContent = model && !model.loaded
       ? 'This model is not loaded yet, so the first answer may take a while to start.' : '';
+  }
+
+  /** The system prompt box: the class's locked prompt read-only, or the conversation's own. */
+  function showPrompt() {
+    const locked = lockedPrompt();
+    systemPrompt.readOnly = !!locked;
+    systemPrompt.value = locked || ownPrompt;
+    systemPrompt.placeholder = (!locked && policy?.system_prompt) || defaultPlaceholder;
+    promptHelp.textContent = locked ? 'Your class sets this system prompt; it cannot be changed.'
+      : policy?.system_prompt ? 'Left empty, your class\'s default (shown faintly) applies; saved when you leave the field.'
+      : defaultHelp;
   }
 
   function autosize() {
@@ -110,7 +128,11 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     refresh();
     onModelChange(current, previous);
   });
-  systemPrompt.addEventListener('change', () => onSystemPromptChange(systemPrompt.value));
+  systemPrompt.addEventListener('change', () => {
+    if (systemPrompt.readOnly) return;
+    ownPrompt = systemPrompt.value;
+    onSystemPromptChange(systemPrompt.value);
+  });
   stop.addEventListener('click', () => { stop.disabled = true; onStop(); });
 
   return {
@@ -119,9 +141,11 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     clearError,
     modelInfo,
     canSeeImages,
+    /** Why images cannot be attached now (the class, or the model), or ''. */
+    imageProblem: () => attachHint.textContent,
     text: () => input.value,
     model: () => current,
-    systemPrompt: () => systemPrompt.value.trim(),
+    systemPrompt: () => (systemPrompt.readOnly ? '' : systemPrompt.value.trim()),
     focus: () => input.focus(),
 
     /** Fills the model picker; vision models say so. */
@@ -136,8 +160,18 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     /** Shows a conversation's model and system prompt, or a new chat's defaults (`null`). */
     setConversation(conversation) {
       selectModel(conversation ? conversation.model : preferredModel());
-      systemPrompt.value = conversation?.system_prompt || '';
+      ownPrompt = conversation?.system_prompt || '';
+      showPrompt();
       systemBox.open = !!systemPrompt.value;
+    },
+
+    /** Applies the rules of the class whose policy applies (`null`: none): images, the system prompt. */
+    setClassPolicy(classPolicy) {
+      policy = classPolicy || null;
+      if (!systemPrompt.readOnly) ownPrompt = systemPrompt.value;
+      showPrompt();
+      if (lockedPrompt()) systemBox.open = true;
+      refresh();
     },
 
     /** Puts the model picker back after a failed change. */

@@ -3,6 +3,7 @@
 
 import { api, onUnauthorized, setCsrfToken } from './api.js';
 import { Chat } from './chat.js';
+import { createClassPicker, describeClass } from './classes.js';
 import { createComposer } from './composer.js';
 import { announce, byId } from './dom.js';
 import { conversationHash, createSidebar } from './sidebar.js';
@@ -27,14 +28,28 @@ const composer = createComposer({
   onModelChange: changeModel,
   onSystemPromptChange: changeSystemPrompt,
 });
+const classes = createClassPicker({ onChange: classChanged });
+
+/** A join link (`/?code=…`) carries the class's join code. */
+let joinCode = new URLSearchParams(location.search).get('code') || '';
+if (joinCode) history.replaceState(null, '', location.pathname + location.hash);
 
 // Signing in and out
 
 function showLogin(message = '') {
   byId('app').hidden = true;
   byId('login-view').hidden = false;
+  showSignUp(false);
   byId('login-error').textContent = message;
   byId('login-username').focus();
+}
+
+/** Switches the sign-in card to the sign-up-with-a-join-code card (or back). */
+function showSignUp(on) {
+  byId('login-form').hidden = on;
+  byId('signup-form').hidden = !on;
+  if (on) (byId('signup-code').value ? byId('signup-username') : byId('signup-code')).focus();
+  else byId('login-username').focus();
 }
 
 async function signedIn(session) {
@@ -54,12 +69,39 @@ async function signedIn(session) {
   state.started = true;
   sidebar.reload();
   try {
+    await classes.start(session.user, joinCode);
+  } catch (error) {
+    composer.showError(`Could not load your classes: ${error.message}`);
+  }
+  await loadModels();
+  await route();
+}
+
+/** The models offered to this user (a class may allow only some). */
+async function loadModels() {
+  try {
     const models = await api.models();
     composer.setModels(models.data || []);
   } catch (error) {
     composer.showError(`Could not load the models: ${error.message}`);
   }
-  await route();
+}
+
+/** The student chose or joined a class: its models and rules apply from a new chat on. */
+async function classChanged() {
+  await loadModels();
+  if (location.hash) history.pushState(null, '', location.pathname);
+  newChat();
+}
+
+/** Says which class applies to the conversation (or new chat) and what its policy means. */
+function showClass(conversation) {
+  const cls = classes.classFor(conversation);
+  const notice = byId('class-notice');
+  notice.hidden = !cls;
+  notice.textContent = cls ? describeClass(cls) : '';
+  notice.classList.toggle('closed', !!cls && !cls.is_active);
+  composer.setClassPolicy(cls ? cls.policy : null);
 }
 
 byId('login-form').addEventListener('submit', async event => {
@@ -78,6 +120,35 @@ byId('login-form').addEventListener('submit', async event => {
     byId('login-error').textContent = error.message;
     password.value = '';
     password.focus();
+  } finally {
+    button.disabled = false;
+  }
+});
+
+byId('show-signup').addEventListener('click', () => showSignUp(true));
+byId('show-login').addEventListener('click', () => showSignUp(false));
+
+byId('signup-form').addEventListener('submit', async event => {
+  event.preventDefault();
+  const button = byId('signup-submit'), errorLine = byId('signup-error');
+  const code = byId('signup-code'), username = byId('signup-username'), password = byId('signup-password');
+  const empty = [code, username, password].find(field => !field.value.trim());
+  if (empty) {
+    errorLine.textContent = 'Enter the join code, a username and a password.';
+    empty.focus();
+    return;
+  }
+  button.disabled = true;
+  errorLine.textContent = '';
+  try {
+    const joined = await api.signUp(code.value.trim(), username.value.trim(), password.value);
+    password.value = '';
+    joinCode = '';  // used: the new account is in the class already
+    await signedIn(joined);
+    announce(`Welcome! You are in ${joined.class.name}.`);
+  } catch (error) {
+    errorLine.textContent = error.message;
+    (error.status === 409 ? username : error.status === 400 ? password : code).focus();
   } finally {
     button.disabled = false;
   }
@@ -112,6 +183,7 @@ function showHeader(conversation) {
   byId('chat-title').textContent = conversation ? conversation.title || 'Untitled' : 'New chat';
   document.title = conversation?.title ? `${conversation.title} · GSE AI` : 'GSE AI';
   byId('chat-actions').hidden = !conversation;
+  showClass(conversation);
   hideRename();
   if (conversation) {
     byId('export-markdown').href = api.exportURL(conversation.id, 'markdown');
@@ -213,7 +285,7 @@ async function send() {
   const model = composer.model();
   if (!model) { composer.showError('Choose a model first.'); return; }
   if (images && !composer.canSeeImages()) {
-    composer.showError('The chosen model cannot read images: remove them or choose a 👁 vision model.');
+    composer.showError(composer.imageProblem() || 'The chosen model cannot read images: remove them or choose a 👁 vision model.');
     return;
   }
   const load = state.load;
@@ -240,10 +312,19 @@ async function send() {
     sidebar.reload();
   } catch (error) {
     composer.showError(error.message);
+    if (error.status === 403) refreshClass();
   } finally {
     state.busy = false;
     composer.setBusy(false);
   }
+}
+
+/** A refusal may mean the class was closed meanwhile: read the classes again so the notice says so. */
+async function refreshClass() {
+  try {
+    await classes.reload();
+    showClass(state.conversation);
+  } catch { /* the error line already says what failed */ }
 }
 
 /** The server names a new conversation after its first message: show that name in the header too. */
@@ -372,6 +453,10 @@ byId('new-chat').addEventListener('click', () => {
     await signedIn(await api.me());
   } catch (error) {
     showLogin(error.status === 401 ? '' : error.message);
+    if (error.status === 401 && joinCode) {
+      byId('signup-code').value = joinCode;
+      showSignUp(true);
+    }
   } finally {
     byId('boot').remove();
   }

@@ -22,12 +22,14 @@ from selenium.webdriver.support.ui import Select
 
 # The browser (module-scoped) and the autouse console check come with the import, as do the helpers.
 from test_browser import (  # noqa: F401  (fixtures are used by name)
+    EXPECTED_NETWORK,
     VISION,
     WAIT,
     browser,
     by_testid,
     choose_model,
     clean_console,
+    console_entries,
     find,
     gateway,
     send,
@@ -105,6 +107,60 @@ def page_json(browser, method: str, path: str, body=None) -> dict:
     )
 
 
+def join_in_page(browser, code: str) -> None:
+    """Opens the chat page's join form, types `code` and submits it."""
+    toggle = visible(browser, "join-toggle")
+    if not find(browser, "join-code").is_displayed():
+        toggle.click()
+    field = visible(browser, "join-code")
+    field.clear()
+    field.send_keys(code)
+    find(browser, "join-submit").click()
+
+
+def selected_class(browser) -> str:
+    return browser.execute_script("return document.getElementById('class-select').value")
+
+
+def model_options(browser) -> list[str]:
+    return browser.execute_script(
+        "return Array.from(document.getElementById('model-select').options).map(o => o.value)")
+
+
+def notice_says(browser, text: str) -> str:
+    """Waits until the class notice contains `text`; returns the whole notice."""
+    wait(browser, EC.text_to_be_present_in_element(by_testid("class-notice"), text),
+         message=f"the class notice never said {text!r}: {find(browser, 'class-notice').text!r}")
+    return find(browser, "class-notice").text
+
+
+def expected_refusals(browser, status: int) -> None:
+    """Takes the console's entries now: every error must be the browser's note of a `status` answer."""
+    for entry in console_entries(browser):
+        if entry.get("level") == "SEVERE" and not EXPECTED_NETWORK.search(entry.get("message", "")):
+            assert entry.get("source") == "network" and f"status of {status}" in entry["message"], entry
+
+
+class InstructorAPI:
+    """An instructor's session for the JSON API, to set up classes without the console."""
+
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=WAIT)
+        login = self.client.post("/auth/login", json={"username": username, "password": password})
+        assert login.status_code == 200, login.text
+        self.client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+
+    def create_class(self, name: str, **policy) -> dict:
+        made = self.client.post("/api/classes", json={"name": name, "policy": policy})
+        assert made.status_code == 201, made.text
+        return made.json()
+
+    def close_class(self, class_id: str) -> None:
+        closed = self.client.post(f"/api/classes/{class_id}/close")
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["is_active"] is False
+
+
 def member_row(browser, username: str) -> dict | None:
     """The roster row of `username`: its cells' text and the link to the student's page, or None."""
     return browser.execute_script(
@@ -171,14 +227,18 @@ def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, g
         (By.CSS_SELECTOR, f'[data-testid="class-item"][data-id="{class_id}"]')), message="the class is not listed")
     console_log_out(browser)
 
-    # 2. The student signs in on the chat page, joins with the code, chats and makes an API key.
+    # 2. The student signs in on the chat page, joins with the code (the page says what the instructor will
+    #    see), chats and makes an API key.
     sign_in(browser, base, name, password)
-    joined = page_json(browser, "POST", "/api/classes/join", {"code": code})
-    assert joined["status"] == 200, joined
-    browser.refresh()  # the page now works under the class's policy
-    visible(browser, "composer-input")
-    wait(browser, lambda d: d.execute_script("return document.getElementById('model-select').options.length > 0"),
-         message="the model picker stayed empty")
+    assert visible(browser, "class-select").get_attribute("disabled") is not None  # in no class yet
+    assert not find(browser, "class-notice").is_displayed()
+    join_in_page(browser, code)
+    wait(browser, lambda d: selected_class(d) == class_id, message="the joined class is not the chosen one")
+    notice = visible(browser, "class-notice").text
+    assert notice.startswith(f"Class: {class_name}."), notice
+    assert "Your instructor can read the conversations you have in this class." in notice, notice
+    mine = page_json(browser, "GET", "/api/classes/mine")
+    assert mine["json"]["applied_class_id"] == class_id, mine
     choose_model(browser, VISION)
     message = f"Please explain photosynthesis {uuid.uuid4().hex[:6]}"
     send(browser, message)
@@ -245,3 +305,89 @@ def test_console_refuses_a_student(browser, gateway, student):
     visible(browser, "not-instructor")
     assert not find(browser, "logout").is_displayed()
     assert not browser.find_elements(*by_testid("class-list"))
+
+
+# ---------------------------------------------------------------------------
+# The student's side: join links, the class picker, and what the page says about each class
+
+
+TEXT_MODEL = "stub/echo-text"
+
+
+def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rules(browser, gateway, instructor):
+    base = gateway.base_url
+    teacher = InstructorAPI(base, *instructor)
+    tag = uuid.uuid4().hex[:6]
+    strict = teacher.create_class(f"Strict {tag}", allowed_models=[TEXT_MODEL], images_allowed=False,
+                                  system_prompt="Answer in French.", system_prompt_locked=True,
+                                  transcript_visibility="off", daily_token_budget=20000, requests_per_minute=30)
+    open_class = teacher.create_class(f"Open {tag}", transcript_visibility="full")
+    name, password = f"new{tag}", "a long enough password"
+
+    # 1. The join link opens the sign-up form with the code filled in; the new account lands in the class.
+    try:
+        browser.delete_all_cookies()
+    except Exception:
+        pass
+    browser.get(f"{base}/?code={strict['join_code']}")
+    assert visible(browser, "signup-code").get_attribute("value") == strict["join_code"]
+    assert not find(browser, "login-username").is_displayed()
+    find(browser, "signup-username").send_keys(name)
+    find(browser, "signup-password").send_keys(password)
+    find(browser, "signup-submit").click()
+    wait(browser, EC.text_to_be_present_in_element(by_testid("username"), name), message="signing up did not sign in")
+    assert browser.execute_script("return location.search") == ""  # the code leaves the address
+    assert selected_class(browser) == strict["id"]
+
+    # 2. The notice and the composer follow the strict class: no reading of chats, limits, no images, its prompt.
+    notice = notice_says(browser, f"Class: {strict['name']}.")
+    for sentence in ("Your instructor sees neither your conversations nor how much you use GSE AI.",
+                     "Daily limit: 20,000 tokens.", "At most 30 requests a minute.", "Images are not allowed.",
+                     "The class sets the system prompt."):
+        assert sentence in notice, notice
+    wait(browser, lambda d: model_options(d) == [TEXT_MODEL], message=f"models offered: {model_options(browser)}")
+    prompt = find(browser, "system-prompt")
+    assert prompt.get_attribute("readonly") is not None
+    assert prompt.get_attribute("value") == "Answer in French."
+    assert "cannot be changed" in find(browser, "system-prompt-help").get_attribute("textContent")
+    assert find(browser, "attach-input").get_attribute("disabled") is not None
+    message = f"Bonjour {tag}"
+    send(browser, message)
+    assert wait_for_answer(browser, 1)["text"] == f"Echo: {message}"
+
+    # 3. Joining a second class (a wrong code first) makes it the chosen one; its rules replace the first's.
+    join_in_page(browser, "no-such-code")
+    wait(browser, EC.text_to_be_present_in_element(by_testid("class-error"), "no class has the join code 'no-such-code'"))
+    expected_refusals(browser, 404)
+    join_in_page(browser, open_class["join_code"])
+    wait(browser, lambda d: selected_class(d) == open_class["id"], message="the second class was not chosen")
+    notice = notice_says(browser, f"Class: {open_class['name']}.")
+    assert "Your instructor can read the conversations you have in this class." in notice, notice
+    assert "Images are not allowed." not in notice and "Daily limit" not in notice, notice
+    assert find(browser, "class-error").text == ""
+    assert browser.execute_script("return location.hash") == ""  # a new chat in the new class
+    wait(browser, lambda d: VISION in model_options(d), message=f"models offered: {model_options(browser)}")
+    prompt = find(browser, "system-prompt")
+    assert prompt.get_attribute("readonly") is None and prompt.get_attribute("value") == ""
+    choose_model(browser, VISION)
+    assert find(browser, "attach-input").get_attribute("disabled") is None
+    mine = page_json(browser, "GET", "/api/classes/mine")
+    assert mine["json"]["applied_class_id"] == open_class["id"], mine
+    assert sorted(c["id"] for c in mine["json"]["data"]) == sorted([strict["id"], open_class["id"]])
+
+    # 4. Choosing the strict class again in the picker applies it again, on the server too.
+    Select(find(browser, "class-select")).select_by_value(strict["id"])
+    notice_says(browser, "Your instructor sees neither")
+    wait(browser, lambda d: model_options(d) == [TEXT_MODEL], message=f"models offered: {model_options(browser)}")
+    mine = page_json(browser, "GET", "/api/classes/mine")
+    assert mine["json"]["applied_class_id"] == strict["id"], mine
+
+    # 5. The instructor closes it: the next message is refused, and the notice says why.
+    teacher.close_class(strict["id"])
+    send(browser, "Are you still there?")
+    wait(browser, EC.text_to_be_present_in_element(by_testid("error"), f"your class '{strict['name']}' is closed"))
+    expected_refusals(browser, 403)
+    notice = notice_says(browser, "Your instructor has closed it")
+    assert "closed" in find(browser, "class-notice").get_attribute("class").split(), notice
+    option = browser.execute_script("return document.getElementById('class-select').selectedOptions[0].text")
+    assert option == f"{strict['name']} (closed)"

@@ -66,7 +66,8 @@ export async function classPage(view, id) {
     toggle.textContent = k.is_open ? 'Close class' : 'Open class';
   };
 
-  // Join code
+  // Join code; a join link opens the chat page with the code filled in (sign-up, or joining when signed in).
+  const joinLink = value => `${location.origin}/?code=${encodeURIComponent(value)}`;
   const code = h('output', { class: 'join-code', 'data-testid': 'join-code' }, c.join_code);
   const codeErrors = errorLine('code-error');
   const regen = h('button', { type: 'button', 'data-testid': 'join-code-regenerate', onclick: () => {
@@ -189,7 +190,8 @@ export async function classPage(view, id) {
     h('p', { class: 'crumbs' }, link('#/classes', '← Classes')),
     h('div', { class: 'title-row' }, title, status),
     h('section', { class: 'panel code-panel', 'aria-label': 'Join code' },
-      h('span', { class: 'small muted' }, 'Join code'), code, copyButton(() => code.textContent, 'Copy code', 'join-code-copy'), regen, toggle, remove, codeErrors),
+      h('span', { class: 'small muted' }, 'Join code'), code, copyButton(() => code.textContent, 'Copy code', 'join-code-copy'),
+      copyButton(() => joinLink(code.textContent), 'Copy join link', 'join-link-copy'), regen, toggle, remove, codeErrors),
     settings,
     h('section', { class: 'panel' }, h('div', { class: 'title-row' }, h('h2', null, 'Students'),
       h('label', { for: 'roster-since', class: 'small' }, 'Since'), Object.assign(since, { id: 'roster-since' }),

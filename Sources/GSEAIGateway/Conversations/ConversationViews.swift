@@ -8,6 +8,8 @@ struct ConversationView: ResponseEncodable {
     var title: String
     var model: String
     var system_prompt: String?
+    /// The class the conversation was started in (its policy applies to it), if any.
+    var class_id: String?
     var created_at: Date
     var updated_at: Date
 
@@ -16,6 +18,7 @@ struct ConversationView: ResponseEncodable {
         title = conversation.title
         model = conversation.model
         system_prompt = conversation.systemPrompt
+        class_id = conversation.classID
         created_at = conversation.createdAt
         updated_at = conversation.updatedAt
     }
