@@ -359,74 +359,46 @@ struct ClassAdminTests {
     @Test func permissionMatrixOfTheNewEndpoints() async throws {
         try await ClassPolicyTests.withClass { fixture in
             let gateway = fixture.gateway
-            let other = try await gateway.user("otto", role: .instructor)
-            let admin = try await gateway.user("ada", role: .admin)
-            let student = fixture.student
+            let matrix = try await PermissionMatrix(fixture)
+            let (other, admin, student) = (matrix.otherInstructor, matrix.admin, fixture.student)
             // The other instructor's own class, with a student of theirs: the owner of ours cannot reach them.
             let otherClass = try #require(try await gateway.post("/api/classes", key: other.key, json: ["name": "Chemistry"]).json?["id"]?.stringValue)
 
-            enum Who: CaseIterable { case student, owner, otherInstructor, admin, anonymous }
-            func key(_ who: Who) -> String? {
-                switch who {
-                case .student: student.key
-                case .owner: fixture.instructor.key
-                case .otherInstructor: other.key
-                case .admin: admin.key
-                case .anonymous: nil
-                }
-            }
-            func check(_ method: HTTPMethod, _ path: String, _ body: String? = nil, contentType: String = "application/json",
-                       _ expected: [Who: Int], notFound: String = "no such class", forbidden: String = "this needs the instructor role",
-                       sourceLocation: SourceLocation = #_sourceLocation) async throws {
-                for who in Who.allCases {
-                    guard let status = expected[who] else { continue }
-                    var headers = [("Content-Type", contentType)]
-                    if let key = key(who) { headers.append(("Authorization", "Bearer \(key)")) }
-                    let result = try await gateway.request(method, path, headers: headers, body: body)
-                    #expect(result.status == status, "\(method) \(path) as \(who): \(result.text)", sourceLocation: sourceLocation)
-                    switch result.status {
-                    case 401: #expect(result.json?["error"]?["type"] == "authentication_error", sourceLocation: sourceLocation)
-                    case 403: #expect(result.errorMessage == forbidden, sourceLocation: sourceLocation)
-                    case 404: #expect(result.errorMessage == notFound, sourceLocation: sourceLocation)
-                    default: break
-                    }
-                }
-            }
-            let refused: [Who: Int] = [.student: 403, .otherInstructor: 404, .anonymous: 401]
+            let refused: [PermissionMatrix.Caller: Int] = [.student: 403, .otherInstructor: 404, .anonymous: 401]
             let ownerAndAdmin = refused.merging([.owner: 200, .admin: 200]) { $1 }
             let c = "/api/classes/\(fixture.classID)"
             let member = "\(c)/members/\(student.user.id)"
 
             // Administration: administrators only.
-            let adminOnly: [Who: Int] = [.student: 403, .owner: 403, .otherInstructor: 403, .admin: 200, .anonymous: 401]
-            try await check(.GET, "/api/admin/users", nil, adminOnly, forbidden: "this needs the admin role")
-            try await check(.GET, "/api/admin/audit", nil, adminOnly, forbidden: "this needs the admin role")
-            try await check(.PATCH, "/api/admin/users/\(other.user.id)", "{\"role\":\"instructor\"}", adminOnly, forbidden: "this needs the admin role")
+            let adminOnly: [PermissionMatrix.Caller: Int] = [.student: 403, .owner: 403, .otherInstructor: 403, .admin: 200, .anonymous: 401]
+            try await matrix.check(.GET, "/api/admin/users", nil, adminOnly, forbidden: "this needs the admin role")
+            try await matrix.check(.GET, "/api/admin/audit", nil, adminOnly, forbidden: "this needs the admin role")
+            try await matrix.check(.PATCH, "/api/admin/users/\(other.user.id)", ["role": "instructor"], adminOnly, forbidden: "this needs the admin role")
             _ = try #require(try await Self.login(gateway, "sam").cookie)
-            try await check(.GET, "\(member)/sessions", nil, ownerAndAdmin)
-            try await check(.GET, "\(member)/keys", nil, ownerAndAdmin)
-            try await check(.POST, "\(member)/reset-link", nil, refused.merging([.owner: 201, .admin: 201]) { $1 })
-            try await check(.GET, "\(c)/usage.csv", nil, ownerAndAdmin)
-            try await check(.POST, "\(c)/roster", "sam\n", contentType: "text/csv", ownerAndAdmin)
+            try await matrix.check(.GET, "\(member)/sessions", nil, ownerAndAdmin)
+            try await matrix.check(.GET, "\(member)/keys", nil, ownerAndAdmin)
+            try await matrix.check(.POST, "\(member)/reset-link", nil, refused.merging([.owner: 201, .admin: 201]) { $1 })
+            try await matrix.check(.GET, "\(c)/usage.csv", nil, ownerAndAdmin)
+            try await matrix.check(.POST, "\(c)/roster", csv: "sam\n", ownerAndAdmin)
             // Another instructor's class is "not found" for the owner of ours, with its member paths.
             let otherMember = "/api/classes/\(otherClass)/members/\(student.user.id)/keys"
-            try await check(.GET, otherMember, nil, [.owner: 404])
-            try await check(.GET, otherMember, nil, [.otherInstructor: 404, .admin: 404], notFound: "no such member")
-            try await check(.GET, "/api/classes/\(otherClass)/usage.csv", nil, [.owner: 404, .otherInstructor: 200, .admin: 200])
+            try await matrix.check(.GET, otherMember, nil, [.owner: 404])
+            try await matrix.check(.GET, otherMember, nil, [.otherInstructor: 404, .admin: 404], notFound: "no such member")
+            try await matrix.check(.GET, "/api/classes/\(otherClass)/usage.csv", nil, [.owner: 404, .otherInstructor: 200, .admin: 200])
 
             let session = try #require(try await gateway.storage.sessions.list(userID: student.user.id).first?.id)
-            try await check(.DELETE, "\(member)/sessions/\(session)", nil, refused.merging([.owner: 204]) { $1 })
+            try await matrix.check(.DELETE, "\(member)/sessions/\(session)", nil, refused.merging([.owner: 204]) { $1 })
             let keyID = try #require(try await gateway.storage.apiKeys.list(userID: student.user.id).first?.id)
             // The student's own key must stay valid while they are checked; their refusal is checked with a second key.
             let (spare, _) = try await gateway.gateway.accounts.createKey(for: student.user, label: "spare")
-            for who in [Who.otherInstructor, .anonymous] {
-                #expect(try await gateway.request(.DELETE, "\(member)/keys/\(keyID)", headers: key(who).map { [("Authorization", "Bearer \($0)")] } ?? []).status
+            for who in [PermissionMatrix.Caller.otherInstructor, .anonymous] {
+                #expect(try await gateway.request(.DELETE, "\(member)/keys/\(keyID)", headers: matrix.headers(who)).status
                         == (who == .anonymous ? 401 : 404))
             }
             #expect(try await gateway.request(.DELETE, "\(member)/keys/\(keyID)", headers: [("Authorization", "Bearer \(spare)")]).status == 403)
             #expect(try await gateway.request(.DELETE, "\(member)/keys/\(keyID)", headers: [("Authorization", "Bearer \(admin.key)")]).status == 204)
-            try await check(.POST, "\(member)/enable", nil, [.otherInstructor: 404, .anonymous: 401, .owner: 200, .admin: 200])
-            try await check(.POST, "\(member)/disable", nil, [.otherInstructor: 404, .anonymous: 401, .owner: 200, .admin: 200])
+            try await matrix.check(.POST, "\(member)/enable", nil, [.otherInstructor: 404, .anonymous: 401, .owner: 200, .admin: 200])
+            try await matrix.check(.POST, "\(member)/disable", nil, [.otherInstructor: 404, .anonymous: 401, .owner: 200, .admin: 200])
 
             // An instructor manages students' accounts only; a member who became staff is the administrators'.
             _ = try await gateway.gateway.accounts.setRole(.instructor, for: "sam")

@@ -351,54 +351,28 @@ struct ClassPolicyTests {
     @Test func permissionMatrixOfTheClassEndpoints() async throws {
         try await Self.withClass(policy: ["transcript_visibility": "full"]) { fixture in
             let gateway = fixture.gateway
-            let other = try await gateway.user("otto", role: .instructor)
-            let admin = try await gateway.user("ada", role: .admin)
-            let student = fixture.student
+            let matrix = try await PermissionMatrix(fixture)
+            let (other, admin, student) = (matrix.otherInstructor, matrix.admin, fixture.student)
             let conversation = try #require(try await fixture.conversation().json?["id"]?.stringValue)
             try await fixture.sendAndWait(conversation, "my homework")
 
-            enum Who: CaseIterable { case student, owner, otherInstructor, admin, anonymous }
-            func key(_ who: Who) -> String? {
-                switch who {
-                case .student: student.key
-                case .owner: fixture.instructor.key
-                case .otherInstructor: other.key
-                case .admin: admin.key
-                case .anonymous: nil
-                }
-            }
-            /// Every caller against one endpoint: the expected status, and the error message when refused.
-            func check(_ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, _ expected: [Who: Int],
-                       sourceLocation: SourceLocation = #_sourceLocation) async throws {
-                for who in Who.allCases {
-                    guard let status = expected[who] else { continue }
-                    let result = try await fixture.call(method, path, key: key(who), body)
-                    #expect(result.status == status, "\(method) \(path) as \(who): \(result.text)", sourceLocation: sourceLocation)
-                    switch result.status {
-                    case 401: #expect(result.json?["error"]?["type"] == "authentication_error", sourceLocation: sourceLocation)
-                    case 403: #expect(result.errorMessage == "this needs the instructor role", sourceLocation: sourceLocation)
-                    case 404: #expect(result.errorMessage == "no such class", sourceLocation: sourceLocation)
-                    default: break
-                    }
-                }
-            }
-            let ownerOnly: [Who: Int] = [.student: 403, .owner: 200, .otherInstructor: 404, .admin: 200, .anonymous: 401]
+            let ownerOnly: [PermissionMatrix.Caller: Int] = [.student: 403, .owner: 200, .otherInstructor: 404, .admin: 200, .anonymous: 401]
             let c = "/api/classes/\(fixture.classID)"
             let member = "\(c)/members/\(student.user.id)"
 
-            try await check(.GET, "/api/classes", nil, [.student: 403, .owner: 200, .otherInstructor: 200, .admin: 200, .anonymous: 401])
+            try await matrix.check(.GET, "/api/classes", nil, [.student: 403, .owner: 200, .otherInstructor: 200, .admin: 200, .anonymous: 401])
             #expect(try await fixture.call(.GET, "/api/classes", key: other.key).json?["data"] == [])
             #expect(try await fixture.call(.GET, "/api/classes", key: admin.key).json?["data"]?.arrayValue?.count == 1)
-            try await check(.POST, "/api/classes", ["name": "Another"], [.student: 403, .owner: 201, .otherInstructor: 201, .admin: 201, .anonymous: 401])
-            try await check(.GET, c, nil, ownerOnly)
-            try await check(.PATCH, c, ["name": "Biology 101"], ownerOnly)
-            try await check(.POST, "\(c)/code", nil, ownerOnly)
-            try await check(.POST, "\(c)/close", nil, ownerOnly)
-            try await check(.POST, "\(c)/open", nil, ownerOnly)
-            try await check(.GET, "\(c)/members", nil, ownerOnly)
-            try await check(.GET, "\(member)/usage", nil, ownerOnly)
-            try await check(.GET, "\(member)/conversations", nil, ownerOnly)
-            try await check(.GET, "\(member)/conversations/\(conversation)", nil, ownerOnly)
+            try await matrix.check(.POST, "/api/classes", ["name": "Another"], [.student: 403, .owner: 201, .otherInstructor: 201, .admin: 201, .anonymous: 401])
+            try await matrix.check(.GET, c, nil, ownerOnly)
+            try await matrix.check(.PATCH, c, ["name": "Biology 101"], ownerOnly)
+            try await matrix.check(.POST, "\(c)/code", nil, ownerOnly)
+            try await matrix.check(.POST, "\(c)/close", nil, ownerOnly)
+            try await matrix.check(.POST, "\(c)/open", nil, ownerOnly)
+            try await matrix.check(.GET, "\(c)/members", nil, ownerOnly)
+            try await matrix.check(.GET, "\(member)/usage", nil, ownerOnly)
+            try await matrix.check(.GET, "\(member)/conversations", nil, ownerOnly)
+            try await matrix.check(.GET, "\(member)/conversations/\(conversation)", nil, ownerOnly)
 
             // What the owner sees (usage as written: the meter writes once a second).
             await gateway.gateway.usageMeter.flush()
@@ -455,9 +429,9 @@ struct ClassPolicyTests {
             #expect(taken.status == 409)
 
             // Removing a member, then deleting the class: owner (or admin) only.
-            try await check(.DELETE, member, nil, [.student: 403, .otherInstructor: 404, .anonymous: 401, .owner: 204])
+            try await matrix.check(.DELETE, member, nil, [.student: 403, .otherInstructor: 404, .anonymous: 401, .owner: 204])
             #expect(try await gateway.storage.classes.isMember(classID: fixture.classID, userID: student.user.id) == false)
-            try await check(.DELETE, c, nil, [.student: 403, .otherInstructor: 404, .anonymous: 401, .admin: 204])
+            try await matrix.check(.DELETE, c, nil, [.student: 403, .otherInstructor: 404, .anonymous: 401, .admin: 204])
             #expect(try await gateway.storage.classes.find(id: fixture.classID) == nil)
             // A closed class takes no sign-ups.
         }
