@@ -49,6 +49,31 @@ struct ProxyFaultTests {
         }
     }
 
+    @Test func aCallerWhoLeavesBeforeAWholeAnswerCancelsTheUpstreamRequest() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            try await gateway.withClient(key: key) { client in
+                // The stub holds the answer back for a minute; the caller gives up once the stub has the request.
+                let task = Task {
+                    try await client.chatCompletions(ChatCompletionRequest(model: "stub/echo-text", messages: [ChatMessage(role: "user", content: "wait [[hang-head]]")]))
+                }
+                for _ in 0..<100 where await gateway.stub.state.requests(to: "POST /v1/chat/completions").isEmpty {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                task.cancel()
+                _ = await task.result
+            }
+            // The gateway notices within a quarter of a second and drops the upstream request; the stub sees its
+            // connection close long before its minute is up.
+            var abandoned = 0
+            for _ in 0..<50 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await gateway.stub.state.abandonedHeads
+            }
+            #expect(abandoned == 1)
+        }
+    }
+
     @Test func upstreamStreamCutMidwayBecomesAnErrorEventInEachFormat() async throws {
         try await GatewayHarness.with { gateway in
             let (_, key) = try await gateway.user("alice")

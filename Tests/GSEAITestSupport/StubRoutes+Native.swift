@@ -88,7 +88,7 @@ extension StubRoutes {
             throw StubHTTPError(.badRequest, "model '\(model)' does not support images")
         }
         let scenario = Scenario(text)
-        if scenario.hangHead { try await Task.sleep(for: .seconds(60)) }
+        if scenario.hangHead { try await hangHead() }
         let previous = body["previous_response_id"]?.stringValue
         guard let history = await state.history(for: previous) else {
             throw StubHTTPError(.notFound, "response '\(previous ?? "")' not found")

@@ -65,7 +65,7 @@ extension StubRoutes {
         guard let messages = body["messages"]?.arrayValue else { throw StubHTTPError(.badRequest, "'messages' is required") }
         let (text, images, turn) = try Self.lastUserTurn(messages)
         let scenario = Scenario(text)
-        if scenario.hangHead { try await Task.sleep(for: .seconds(60)) }
+        if scenario.hangHead { try await hangHead() }
         if scenario.error && body["stream"]?.boolValue != true {
             throw StubHTTPError(.internalServerError, "stub failure on request")
         }

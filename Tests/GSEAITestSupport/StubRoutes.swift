@@ -34,7 +34,7 @@ struct StubRoutes: Sendable {
     let token: String
     let state: StubState
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<StubRequestContext>) {
         router.get("/api/v1/models") { request, context in try await handle(request) { _ in try await listModelsV1() } }
         router.post("/api/v1/models/load") { request, _ in try await handle(request, load) }
         router.post("/api/v1/models/unload") { request, _ in try await handle(request, unload) }
@@ -65,6 +65,20 @@ struct StubRoutes: Sendable {
     }
 
     // MARK: Plumbing
+
+    /// `[[hang-head]]`: no answer for a minute, unless the caller leaves first, which is counted in
+    /// ``StubState/abandonedHeads`` (Hummingbird does not cancel a handler whose connection closed, so the
+    /// connection is looked at).
+    func hangHead() async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let channel = StubConnection.channel, !channel.isActive {
+                await state.headAbandoned()
+                throw CancellationError()
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
 
     /// Records the request, checks the token, parses the JSON body, and turns thrown
     /// ``StubHTTPError``s into JSON error responses.

@@ -12,7 +12,8 @@ import ServiceLifecycle
 /// faults named in the prompt text so that any client, through any gateway, can ask for them:
 /// `[[error]]` (a server error), `[[cut]]` (the stream ends before its final event), `[[drop]]` (the
 /// connection drops mid-stream), `[[slow]]` (200 ms between events), `[[hang]]` (the stream goes
-/// silent) and `[[hang-head]]` (no response head for a minute).
+/// silent) and `[[hang-head]]` (no response head for a minute, or until the client leaves, which
+/// ``StubState/abandonedHeads`` counts).
 public final class StubUpstream: Sendable {
     /// The bearer token the stub accepts.
     public let token: String
@@ -38,12 +39,14 @@ public final class StubUpstream: Sendable {
         logger: Logger = Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> StubUpstream {
         let state = StubState()
-        let router = Router()
+        let router = Router(context: StubRequestContext.self)
+        router.add(middleware: StubConnectionMiddleware())
         let routes = StubRoutes(token: token, state: state)
         routes.register(on: router)
         let running = try await RunningApplication.start(logger: logger) { onServerRunning in
             Application(
                 router: router,
+                server: .http1(configuration: .init(additionalChannelHandlers: [StubHangUpHandler()])),
                 configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "stub-upstream"),
                 onServerRunning: onServerRunning,
                 logger: logger
@@ -90,6 +93,8 @@ public actor StubState {
     public private(set) var requests: [Recorded] = []
     /// Streams the client abandoned before the stub finished writing them.
     public private(set) var abandonedStreams = 0
+    /// Requests held by `[[hang-head]]` whose caller left before the stub answered.
+    public private(set) var abandonedHeads = 0
     /// Streams the stub wrote to the end.
     public private(set) var completedStreams = 0
     /// Stored conversations: response id → the user texts so far.
@@ -103,6 +108,7 @@ public actor StubState {
     func record(_ request: Recorded) { requests.append(request) }
     func streamAbandoned() { abandonedStreams += 1 }
     func streamCompleted() { completedStreams += 1 }
+    func headAbandoned() { abandonedHeads += 1 }
 
     /// The requests to a route, such as `POST /api/v1/chat`.
     public func requests(to route: String) -> [Recorded] { requests.filter { $0.route == route } }
