@@ -337,7 +337,7 @@ def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rule
     find(browser, "signup-submit").click()
     wait(browser, EC.text_to_be_present_in_element(by_testid("username"), name), message="signing up did not sign in")
     assert browser.execute_script("return location.search") == ""  # the code leaves the address
-    assert selected_class(browser) == strict["id"]
+    wait(browser, lambda d: selected_class(d) == strict["id"], message="the class of the join link is not the chosen one")
 
     # 2. The notice and the composer follow the strict class: no reading of chats, limits, no images, its prompt.
     notice = notice_says(browser, f"Class: {strict['name']}.")

@@ -52,11 +52,13 @@ async function route() {
     else if (page === 'classes' && parts[1]) await classPage(view, parts[1]);
     else if (page === 'models') await modelsPage(view);
     else if (page === 'admin' && me.role === 'admin') await adminPage(view, me);
+    else if (page === 'admin') throw new Error('The admin page is for administrators only; your account is an instructor’s.');
     else await classList(view);
   } catch (err) {
     const p = document.createElement('p');
     p.className = 'error';
     p.setAttribute('role', 'alert');
+    p.dataset.testid = 'view-error';
     p.textContent = err.message;
     view.append(p);
   } finally {
