@@ -17,7 +17,10 @@ export async function adminPage(view, me) {
     users.replaceChildren(table('Users', ['User', 'Role', 'Disabled', 'Created'], data.map(u => {
       const self = u.id === me.id;
       const role = h('select', { 'aria-label': `Role of ${u.username}`, disabled: self, 'data-testid': 'user-role',
-        onchange: () => busy(role, errors, async () => { await api.updateUser(u.id, { role: role.value }); announce(`${u.username} is now ${role.value}.`); }).then(() => null) },
+        onchange: () => busy(role, errors, async () => {
+          try { await api.updateUser(u.id, { role: role.value }); u.role = role.value; announce(`${u.username} is now ${role.value}.`); }
+          catch (err) { role.value = u.role; throw err; }
+        }) },
         ['student', 'instructor', 'admin'].map(r => h('option', { value: r, selected: u.role === r }, r)));
       const off = h('input', { type: 'checkbox', checked: u.disabled, disabled: self, 'aria-label': `${u.username} disabled`, 'data-testid': 'user-disabled',
         onchange: () => busy(off, errors, async () => {
