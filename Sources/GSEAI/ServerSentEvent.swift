@@ -51,6 +51,9 @@ public struct ServerSentEventParser: Sendable {
 
     /// Parses the next piece of the stream and returns the events it completes.
     public mutating func feed(_ bytes: some Sequence<UInt8>) -> [ServerSentEvent] {
+        // Pieces in contiguous memory (a ByteBuffer's view, an array) are scanned line by line; going through
+        // the generic sequence byte by byte costs more than relaying the stream (a witness call per byte).
+        if let events = bytes.withContiguousStorageIfAvailable({ feed(contiguous: $0) }) { return events }
         var events: [ServerSentEvent] = []
         for byte in bytes {
             if sawCR {
@@ -66,6 +69,28 @@ public struct ServerSentEventParser: Sendable {
             default:
                 line.append(byte)
             }
+        }
+        return events
+    }
+
+    private mutating func feed(contiguous bytes: UnsafeBufferPointer<UInt8>) -> [ServerSentEvent] {
+        var events: [ServerSentEvent] = []
+        var index = 0
+        while index < bytes.count {
+            if sawCR {
+                sawCR = false
+                if bytes[index] == UInt8(ascii: "\n") {
+                    index += 1
+                    continue
+                }
+            }
+            var end = index
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\n"), bytes[end] != UInt8(ascii: "\r") { end += 1 }
+            line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end]))
+            guard end < bytes.count else { break }
+            sawCR = bytes[end] == UInt8(ascii: "\r")
+            endLine(into: &events)
+            index = end + 1
         }
         return events
     }
