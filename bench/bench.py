@@ -15,6 +15,12 @@ For each mode (`POST /v1/chat/completions` with stream false, then stream true) 
 Then the ratios: gateway/nginx throughput (target >= 0.5) and the p50 latency the gateway adds over the
 direct path (target < 0.5 ms), each marked PASS or MISS.
 
+With `--floor PATH` (the bench/floor binary, built by `bench/run --floor`), the same run also measures the
+floor of the gateway's stack: Hummingbird alone answering the fixed bytes (`hb-hello`), and Hummingbird with
+one AsyncHTTPClient forwarding to the same upstream without any of the gateway's work (`hb-proxy`), each
+with handlers on Swift's global pool and on the connection's NIO event loop (`-el`), plus `hb-proxy-nio`
+with NIO's event loops as Swift's global executor. Their throughput is printed as a ratio to nginx's.
+
 Standard library only; needs `wrk` and `nginx` on PATH (bench/run installs them). Everything listens on
 127.0.0.1, every wait has a time limit, every process started here is stopped at the end.
 Not part of the test suite.
@@ -226,6 +232,36 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us: float | None = None  # CPU time of the target's processes per request, when known
+
+
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds (user + system) used so far by process `root` and its descendants (Linux /proc), or None."""
+    stats = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    if root not in stats:
+        return None
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (parent, _) in stats.items():
+            if parent in members and pid not in members:
+                members.add(pid)
+                grew = True
+    return sum(stats[pid][1] for pid in members) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(script: Path, port: int, stream: bool, auth: str, seconds: float, threads: int, connections: int) -> Load:
@@ -240,7 +276,7 @@ def run_wrk(script: Path, port: int, stream: bool, auth: str, seconds: float, th
         sys.exit(f"bench: wrk failed ({result.returncode}): {result.stdout}\n{result.stderr}")
     requests, duration, p50, p99, status_errors, socket_errors = map(int, match.groups())
     return Load(rps=requests / (duration / 1e6), p50_ms=p50 / 1000, p99_ms=p99 / 1000,
-                errors=status_errors + socket_errors)
+                errors=status_errors + socket_errors, requests=requests)
 
 
 class Connection:
@@ -372,6 +408,41 @@ class Target:
     name: str
     port: int
     auth: str
+    pid: int = 0  # the process serving it (with its children), for its CPU time per request
+
+
+# The floor targets: name -> (floor mode, where handlers run). See bench/floor/Sources/floor/main.swift.
+FLOOR_TARGETS = {
+    "hb-hello": ("hello", "pool"),
+    "hb-hello-el": ("hello", "eventloop"),
+    "hb-proxy": ("proxy", "pool"),
+    "hb-proxy-el": ("proxy", "eventloop"),
+    "hb-proxy-nio": ("proxy", "takeover"),
+}
+
+
+def names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def start_floor(options, folder: Path, processes: Processes, upstream_port: int) -> list[Target]:
+    """Starts one bench/floor process per floor target; returns the targets."""
+    (folder / "fixed.json").write_text(FIXED_JSON)
+    (folder / "fixed.sse").write_text(FIXED_SSE)
+    targets = []
+    for name in names(options.floor_targets):
+        mode, executor = FLOOR_TARGETS[name]
+        log = folder / f"{name}.log"
+        command = [options.floor, mode, "--port", "0", "--executor", executor]
+        if mode == "hello":
+            command += ["--json", str(folder / "fixed.json"), "--sse", str(folder / "fixed.sse")]
+        else:
+            command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--token", TOKEN]
+        process = processes.start(command, log, stdout=subprocess.PIPE)
+        port = int(read_lines_until(process, r"floor listening on http://127\.0\.0\.1:(\d+)", START_TIMEOUT,
+                                    name, log).group(1))
+        targets.append(Target(name, port, "", process.pid))
+    return targets
 
 
 def main() -> None:
@@ -388,6 +459,9 @@ def main() -> None:
     parser.add_argument("--modes", default="plain,stream", help="plain,stream (default both)")
     parser.add_argument("--gateway-log-level", default="info", help="gseai serve --log-level (info, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configs)")
+    parser.add_argument("--floor", help="the bench/floor binary: also measure the floor targets (off by default)")
+    parser.add_argument("--floor-targets", default=",".join(FLOOR_TARGETS),
+                        help=f"which floor targets, with --floor ({','.join(FLOOR_TARGETS)})")
     options = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -397,6 +471,11 @@ def main() -> None:
     options.gseai = str(Path(options.gseai).resolve())
     if options.stub:
         options.stub = str(Path(options.stub).resolve())
+    if options.floor:
+        options.floor = str(Path(options.floor).resolve())
+        unknown = set(names(options.floor_targets)) - set(FLOOR_TARGETS)
+        if unknown:
+            sys.exit(f"bench: unknown floor targets {sorted(unknown)}; known: {', '.join(FLOOR_TARGETS)}")
 
     folder = Path(tempfile.mkdtemp(prefix="gseai-bench-"))
     processes = Processes()
@@ -436,6 +515,7 @@ def run(options, folder: Path, processes: Processes) -> None:
             return 200 '{{"object":"list","data":[{{"id":"{MODEL}","object":"model"}}]}}';
         }}"""
         upstream_port = start_nginx(processes, folder / "upstream", block, "1", "the fixed upstream (nginx)")
+        process = processes.started[-1]
         upstream_note = "nginx returning fixed bytes (1 worker)"
 
     # The gateway, with a user key made by the CLI.
@@ -469,12 +549,15 @@ def run(options, folder: Path, processes: Processes) -> None:
         }}"""
     proxy_port = start_nginx(processes, folder / "proxy", block, "auto", "nginx (reverse proxy)",
                              http_extra=f"    upstream llm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}")
+    proxy_pid = processes.started[-1].pid
 
     targets = [
-        Target("direct", upstream_port, f"Bearer {TOKEN}"),
-        Target("nginx", proxy_port, ""),
-        Target("gateway", gateway_port, f"Bearer {key}"),
+        Target("direct", upstream_port, f"Bearer {TOKEN}", process.pid),
+        Target("nginx", proxy_port, "", proxy_pid),
+        Target("gateway", gateway_port, f"Bearer {key}", gateway.pid),
     ]
+    if options.floor:
+        targets += start_floor(options, folder, processes, upstream_port)
     script = folder / "post.lua"
     script.write_text(WRK_SCRIPT)
     modes = [m.strip() for m in options.modes.split(",") if m.strip()]
@@ -488,11 +571,15 @@ def run(options, folder: Path, processes: Processes) -> None:
         for target in targets:
             check_answer(target.port, stream, target.auth, f"{target.name} ({mode})")
             run_wrk(script, target.port, stream, target.auth, options.warmup, options.threads, options.connections)
+            cpu_before = tree_cpu_seconds(target.pid)
             load = run_wrk(script, target.port, stream, target.auth, options.duration, options.threads,
                            options.connections)
+            cpu_after = tree_cpu_seconds(target.pid)
+            if cpu_before is not None and cpu_after is not None and load.requests:
+                load.cpu_us = (cpu_after - cpu_before) / load.requests * 1e6
             probe = run_probe(target.port, stream, target.auth, options.probe)
             results[(mode, target.name)] = (load, probe)
-            print(f"  measured {mode:6} {target.name:8} {load.rps:9.0f} req/s", flush=True)
+            print(f"  measured {mode:6} {target.name:12} {load.rps:9.0f} req/s", flush=True)
         if gateway.poll() is not None:
             sys.exit(f"bench: the gateway exited with {gateway.returncode}: {tail(log)}")
 
@@ -501,12 +588,13 @@ def run(options, folder: Path, processes: Processes) -> None:
 
 def report(modes: list[str], targets: list[Target], results) -> None:
     print()
-    print(f"{'mode':7} {'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>5} | "
+    print(f"{'mode':7} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>5} {'cpu us/req':>10} | "
           f"{'1-conn first p50':>16} {'p99':>7} {'total p50':>10} {'p99':>7}")
     for mode in modes:
         for target in targets:
             load, probe = results[(mode, target.name)]
-            print(f"{mode:7} {target.name:8} {load.rps:9.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} {load.errors:5d} | "
+            cpu = f"{load.cpu_us:10.1f}" if load.cpu_us is not None else f"{'-':>10}"
+            print(f"{mode:7} {target.name:12} {load.rps:9.0f} {load.p50_ms:8.2f} {load.p99_ms:8.2f} {load.errors:5d} {cpu} | "
                   f"{probe.first_p50_ms:16.3f} {probe.first_p99_ms:7.3f} {probe.total_p50_ms:10.3f} {probe.total_p99_ms:7.3f}")
     print()
     print("ratios (targets: gateway/nginx throughput >= 0.5; p50 added by the gateway over direct < 0.5 ms)")
@@ -533,6 +621,15 @@ def report(modes: list[str], targets: list[Target], results) -> None:
             print(f"  {mode:6} p50 added to the whole stream {total_added:6.3f} ms (information)")
         loaded_added = gateway_load.p50_ms - direct_load.p50_ms
         print(f"  {mode:6} p50 under load, gateway - direct {loaded_added:6.2f} ms (information: includes queueing)")
+        floors = [target.name for target in targets if target.name in FLOOR_TARGETS]
+        if floors:
+            print(f"  {mode:6} the floor, throughput / nginx (information):  gateway {ratio:.2f}  "
+                  + "  ".join(f"{name} {results[(mode, name)][0].rps / nginx_load.rps:.2f}" for name in floors))
+            proxies = [name for name in floors if name.startswith("hb-proxy")]
+            if proxies:
+                print(f"  {mode:6} gateway / proxy floor (information):  "
+                      + "  ".join(f"gateway/{name} {gateway_load.rps / results[(mode, name)][0].rps:.2f}"
+                                  for name in proxies))
     print()
     print("overall:", "PASS" if all(verdicts) else "MISS")
 
