@@ -15,6 +15,11 @@ struct AccountTests {
         return (cookie, result.json?["csrf_token"]?.stringValue ?? "", result)
     }
 
+    @Test func digestsAreLowercaseHexSHA256() {
+        #expect(Secrets.sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(Secrets.sha256("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
+
     @Test func loginSetsASecureSessionCookieAndMeAnswers() async throws {
         try await GatewayHarness.with { gateway in
             _ = try await gateway.user("alice")

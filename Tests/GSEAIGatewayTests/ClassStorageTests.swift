@@ -270,6 +270,47 @@ import Testing
         }
     }
 
+    @Test func membershipsAndActiveClassesAreRememberedUntilAClassChanges() async throws {
+        try await withStorage { storage in
+            let sam = try await makeUser("sam", in: storage)
+            let ines = try await makeUser("ines", in: storage)
+            // `storage.classes` writes behind the back of this cache, as another process would.
+            let cached = CachedClassRepository(storage.classes, lifetime: .seconds(3600))
+            let biology = ClassSession(instructorID: ines.id, name: "Biology", joinCode: "BIO", createdAt: t0)
+            let chemistry = ClassSession(instructorID: ines.id, name: "Chemistry", joinCode: "CHEM", createdAt: t0 + 10)
+            try await cached.create(biology)
+            try await cached.create(chemistry)
+            try await cached.addMember(classID: biology.id, userID: sam.id, at: t0)
+            #expect(try await cached.classes(ofMember: sam.id).map(\.name) == ["Biology"])
+            #expect(try await cached.activeClass(userID: sam.id) == nil)
+
+            // Remembered: changes made elsewhere are not seen yet.
+            try await storage.classes.addMember(classID: chemistry.id, userID: sam.id, at: t0)
+            try await storage.classes.setActiveClass(userID: sam.id, classID: biology.id)
+            #expect(try await cached.classes(ofMember: sam.id).map(\.name) == ["Biology"])
+            #expect(try await cached.activeClass(userID: sam.id) == nil)
+
+            // Any write through the cache forgets everything, for every user.
+            var closed = chemistry
+            closed.isOpen = false
+            try await cached.update(closed)
+            #expect(try await cached.classes(ofMember: sam.id).map(\.name) == ["Chemistry", "Biology"])
+            #expect(try await cached.classes(ofMember: sam.id).first?.isOpen == false)
+            #expect(try await cached.activeClass(userID: sam.id) == biology.id)
+            try await cached.setActiveClass(userID: sam.id, classID: chemistry.id)
+            #expect(try await cached.activeClass(userID: sam.id) == chemistry.id)
+            try await cached.removeMember(classID: chemistry.id, userID: sam.id)
+            #expect(try await cached.classes(ofMember: sam.id).map(\.name) == ["Biology"])
+            #expect(try await cached.activeClass(userID: sam.id) == nil)
+
+            // Entries expire: with no lifetime, every read is fresh.
+            let uncached = CachedClassRepository(storage.classes, lifetime: .zero)
+            #expect(try await uncached.classes(ofMember: sam.id).map(\.name) == ["Biology"])
+            try await storage.classes.addMember(classID: chemistry.id, userID: sam.id, at: t0)
+            #expect(try await uncached.classes(ofMember: sam.id).map(\.name) == ["Chemistry", "Biology"])
+        }
+    }
+
     // MARK: Usage
 
     @Test func memberUsageHasOnlyTheMembersRowsFromTheDayOn() async throws {

@@ -20,7 +20,7 @@ enum SQLStorage {
             conversations: SQLConversationRepository(database: database),
             messages: SQLMessageRepository(database: database),
             images: SQLImageRepository(database: database),
-            classes: SQLClassRepository(database: database),
+            classes: CachedClassRepository(SQLClassRepository(database: database)),
             audit: SQLAuditRepository(database: database),
             setupTokens: SQLSetupTokenRepository(database: database),
             ping: { try await database.raw("SELECT 1").run() },
