@@ -19,7 +19,9 @@ With `--floor PATH` (the bench/floor binary, built by `bench/run --floor`), the 
 floor of the gateway's stack: Hummingbird alone answering the fixed bytes (`hb-hello`), and Hummingbird with
 one AsyncHTTPClient forwarding to the same upstream without any of the gateway's work (`hb-proxy`), each
 with handlers on Swift's global pool and on the connection's NIO event loop (`-el`), plus `hb-proxy-nio`
-with NIO's event loops as Swift's global executor. Their throughput is printed as a ratio to nginx's.
+with NIO's event loops as Swift's global executor; `hb-nio-proxy` is Hummingbird with a lean purpose-built
+SwiftNIO client instead of AsyncHTTPClient, `nio-proxy` the same forwarding in pure SwiftNIO. Their
+throughput is printed as a ratio to nginx's.
 
 Standard library only; needs `wrk` and `nginx` on PATH (bench/run installs them). Everything listens on
 127.0.0.1, every wait has a time limit, every process started here is stopped at the end.
@@ -411,13 +413,15 @@ class Target:
     pid: int = 0  # the process serving it (with its children), for its CPU time per request
 
 
-# The floor targets: name -> (floor mode, where handlers run). See bench/floor/Sources/floor/main.swift.
+# The floor targets: name -> the bench/floor mode and its options. See bench/floor/Sources/floor/main.swift.
 FLOOR_TARGETS = {
-    "hb-hello": ("hello", "pool"),
-    "hb-hello-el": ("hello", "eventloop"),
-    "hb-proxy": ("proxy", "pool"),
-    "hb-proxy-el": ("proxy", "eventloop"),
-    "hb-proxy-nio": ("proxy", "takeover"),
+    "hb-hello": ["hello", "--executor", "pool"],
+    "hb-hello-el": ["hello", "--executor", "eventloop"],
+    "hb-proxy": ["proxy", "--executor", "pool"],
+    "hb-proxy-el": ["proxy", "--executor", "eventloop"],
+    "hb-proxy-nio": ["proxy", "--executor", "takeover"],
+    "hb-nio-proxy": ["proxy", "--client", "nio"],
+    "nio-proxy": ["nio-proxy"],
 }
 
 
@@ -431,10 +435,10 @@ def start_floor(options, folder: Path, processes: Processes, upstream_port: int)
     (folder / "fixed.sse").write_text(FIXED_SSE)
     targets = []
     for name in names(options.floor_targets):
-        mode, executor = FLOOR_TARGETS[name]
+        arguments = FLOOR_TARGETS[name]
         log = folder / f"{name}.log"
-        command = [options.floor, mode, "--port", "0", "--executor", executor]
-        if mode == "hello":
+        command = [options.floor, *arguments, "--port", "0"]
+        if arguments[0] == "hello":
             command += ["--json", str(folder / "fixed.json"), "--sse", str(folder / "fixed.sse")]
         else:
             command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--token", TOKEN]
@@ -625,7 +629,7 @@ def report(modes: list[str], targets: list[Target], results) -> None:
         if floors:
             print(f"  {mode:6} the floor, throughput / nginx (information):  gateway {ratio:.2f}  "
                   + "  ".join(f"{name} {results[(mode, name)][0].rps / nginx_load.rps:.2f}" for name in floors))
-            proxies = [name for name in floors if name.startswith("hb-proxy")]
+            proxies = [name for name in floors if "proxy" in name]
             if proxies:
                 print(f"  {mode:6} gateway / proxy floor (information):  "
                       + "  ".join(f"gateway/{name} {gateway_load.rps / results[(mode, name)][0].rps:.2f}"

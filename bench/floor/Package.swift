@@ -1,6 +1,7 @@
 // swift-tools-version: 6.2
-// The floor of the gateway's stack: Hummingbird alone, and Hummingbird with one AsyncHTTPClient forwarding,
-// with the same versions as the root package. Used by `bench/run --floor`; not part of the gateway.
+// The floor of the gateway's stack: Hummingbird alone, Hummingbird with one AsyncHTTPClient forwarding, and
+// forwarding with a lean SwiftNIO client under Hummingbird or in pure SwiftNIO, with the same versions as the
+// root package. Used by `bench/run --floor`; not part of the gateway.
 import PackageDescription
 
 let package = Package(

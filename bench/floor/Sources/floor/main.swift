@@ -6,6 +6,11 @@
 //   floor proxy [--port N] --upstream URL [--token T] [--executor pool|eventloop|takeover]
 //       Hummingbird and one shared AsyncHTTPClient: forwards method, path, Content-Type, Accept and the body,
 //       with `Authorization: Bearer T`, and streams the upstream's answer back. No authentication, no parsing.
+//       --client nio: the upstream call made with the lean SwiftNIO client of NIOUpstream.swift instead (a
+//       keep-alive pool per event loop, the request's own loop's pool), the answer streamed with backpressure.
+//   floor nio-proxy [--port N] --upstream URL [--token T]
+//       The same forwarding in pure SwiftNIO (NIOUpstream.swift): NIO's HTTP/1 server codec, the lean client's
+//       pools, every part of the answer written back as it comes; no Swift concurrency.
 //
 // --executor: where request handlers run.
 //   pool       Swift concurrency's global pool (Hummingbird's default; the gateway's setup).
@@ -35,6 +40,7 @@ struct Options {
     var jsonFile = ""
     var sseFile = ""
     var executor = "pool"
+    var client = "ahc"
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
@@ -51,14 +57,16 @@ struct Options {
             case "--json": options.jsonFile = value(argument)
             case "--sse": options.sseFile = value(argument)
             case "--executor": options.executor = value(argument)
-            case "hello", "proxy": options.mode = argument
+            case "--client": options.client = value(argument)
+            case "hello", "proxy", "nio-proxy": options.mode = argument
             default: fail("unknown argument \(argument)")
             }
         }
-        guard ["hello", "proxy"].contains(options.mode) else { fail("the mode is hello or proxy") }
+        guard ["hello", "proxy", "nio-proxy"].contains(options.mode) else { fail("the mode is hello, proxy or nio-proxy") }
+        guard ["ahc", "nio"].contains(options.client) else { fail("--client is ahc or nio") }
         guard ["pool", "eventloop", "takeover"].contains(options.executor) else { fail("--executor is pool, eventloop or takeover") }
         if options.mode == "hello", options.jsonFile.isEmpty || options.sseFile.isEmpty { fail("hello needs --json and --sse") }
-        if options.mode == "proxy", options.upstream.isEmpty { fail("proxy needs --upstream") }
+        if options.mode != "hello", options.upstream.isEmpty { fail("\(options.mode) needs --upstream") }
         while options.upstream.hasSuffix("/") { options.upstream.removeLast() }
         return options
     }
@@ -125,10 +133,14 @@ if options.executor == "takeover" {
 }
 
 let group = MultiThreadedEventLoopGroup.singleton
+if options.mode == "nio-proxy" {
+    runNIOProxy(group: group, port: options.port,
+                pools: UpstreamPools(group: group, target: UpstreamTarget(url: options.upstream, token: options.token)))
+}
 var logger = Logger(label: "floor")
 logger.logLevel = .warning
 let route = RouterPath("/v1/chat/completions")
-let router = Router()
+let router = Router(context: FloorContext.self)
 var client: HTTPClient?
 
 switch options.mode {
@@ -145,6 +157,24 @@ case "hello":
             return Response(status: .ok, headers: [.contentType: "text/event-stream"], body: .init(byteBuffer: sseBytes))
         }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: jsonBytes))
+    }
+
+case _ where options.client == "nio":
+    let pools = UpstreamPools(group: group, target: UpstreamTarget(url: options.upstream, token: options.token))
+    router.on(route, method: .post) { request, context -> Response in
+        let body = try await request.body.collect(upTo: 1 << 20)
+        let head = pools.pool(for: context.eventLoop).target.requestHead(
+            method: HTTPMethod(rawValue: request.method.rawValue), uri: request.uri.description,
+            contentType: request.headers[.contentType], accept: request.headers[.accept], length: body.readableBytes)
+        let answer = try await pools.send(head, body: body, on: context.eventLoop)
+        var headers = HTTPFields()
+        if let type = answer.head.headers.first(name: "content-type") { headers[.contentType] = type }
+        let length = answer.head.headers.first(name: "content-length").flatMap { Int($0) }
+        return Response(status: .init(code: Int(answer.head.status.code)), headers: headers,
+                        body: ResponseBody(contentLength: length) { writer in
+                            for try await piece in answer.body { try await writer.write(piece) }
+                            try await writer.finish(nil)
+                        })
     }
 
 default:
