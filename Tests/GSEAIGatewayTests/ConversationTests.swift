@@ -191,6 +191,25 @@ struct ConversationTests {
         }
     }
 
+    @Test func deletingAConversationMidAnswerStopsTheAnswerAndCountsIt() async throws {
+        try await withChat { chat in
+            let id = try await chat.create()
+            let message = try await chat.send(id, "one two three four five six seven eight nine [[slow]]")
+            #expect(try await chat.events(id, message, count: 2).count == 2)
+            #expect(try await chat.json(.DELETE, "/api/conversations/\(id)").0 == 204)
+            #expect(try await chat.json(.GET, "/api/conversations/\(id)").0 == 404)
+            // The upstream request was cancelled, and the stopped answer still counts as a request.
+            var abandoned = 0
+            for _ in 0..<30 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await chat.gateway.stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            let alice = try #require(try await chat.gateway.storage.users.find(username: "alice"))
+            #expect(try await chat.gateway.usage(of: alice.id).first?.requests == 1)
+        }
+    }
+
     @Test func aFailureKeepsThePartialAnswerAndRegenerateReplacesIt() async throws {
         try await withChat { chat in
             let id = try await chat.create()

@@ -152,11 +152,7 @@ public struct ConversationController: Sendable {
 
     @Sendable func delete(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let user = try context.requireIdentity().user
-        let id = try context.parameters.require("id")
-        for message in try await storage.messages.list(conversationID: try await engine.conversation(id, of: user).id) {
-            _ = await engine.hub.stop(message.id)
-        }
-        guard try await storage.conversations.delete(id: id, userID: user.id) else { throw GatewayError.notFound("no such conversation") }
+        try await engine.delete(user: user, conversationID: try context.parameters.require("id"))
         return Response(status: .noContent)
     }
 

@@ -100,7 +100,20 @@ public struct ConversationEngine: Sendable {
         guard let message = try await storage.messages.find(id: messageID), message.conversationID == conversation.id else {
             throw GatewayError.notFound("no such message")
         }
-        _ = await hub.stop(message.id)
+        await hub.stop(message.id)
+    }
+
+    /// Deletes a conversation; an answer still being generated is stopped and written first, so that its
+    /// usage counts and nothing writes into a conversation that is gone.
+    public func delete(user: User, conversationID: String) async throws {
+        let conversation = try await conversation(conversationID, of: user)
+        // Only the last message can be generating.
+        if let last = try await storage.messages.list(conversationID: conversation.id).last {
+            await hub.stop(last.id)?.value
+        }
+        guard try await storage.conversations.delete(id: conversation.id, userID: user.id) else {
+            throw GatewayError.notFound("no such conversation")
+        }
     }
 
     static func title(from text: String) -> String {

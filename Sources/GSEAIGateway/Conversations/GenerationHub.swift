@@ -14,9 +14,10 @@ public struct AnswerEvent: Sendable, Hashable {
 public actor GenerationHub {
     private struct Live {
         var events: [AnswerEvent] = []
-        var finished = false
         var subscribers: [UUID: AsyncStream<AnswerEvent>.Continuation] = [:]
+        /// The generation's task; `nil` once the answer is finished.
         var task: Task<Void, Never>?
+        var finished: Bool { task == nil }
     }
 
     private var live: [String: Live] = [:]
@@ -35,21 +36,19 @@ public actor GenerationHub {
 
     /// Adds an event and passes it to the subscribers.
     func append(_ messageID: String, name: String, data: String) {
-        guard var generation = live[messageID], !generation.finished else { return }
-        let event = AnswerEvent(id: generation.events.count + 1, name: name, data: data)
-        generation.events.append(event)
-        for subscriber in generation.subscribers.values { subscriber.yield(event) }
-        live[messageID] = generation
+        // In place: a copy of the entry would copy every event so far, for each new one.
+        guard live[messageID]?.finished == false else { return }
+        let event = AnswerEvent(id: live[messageID]!.events.count + 1, name: name, data: data)
+        live[messageID]!.events.append(event)
+        for subscriber in live[messageID]!.subscribers.values { subscriber.yield(event) }
     }
 
     /// Marks the answer finished (its `end` event is the last), and forgets it after the retention time.
     func finish(_ messageID: String) {
-        guard var generation = live[messageID] else { return }
-        generation.finished = true
-        for subscriber in generation.subscribers.values { subscriber.finish() }
-        generation.subscribers = [:]
-        generation.task = nil
-        live[messageID] = generation
+        guard live[messageID] != nil else { return }
+        for subscriber in live[messageID]!.subscribers.values { subscriber.finish() }
+        live[messageID]!.subscribers = [:]
+        live[messageID]!.task = nil
         let retention = self.retention
         Task { [weak self] in
             try? await Task.sleep(for: retention)
@@ -62,17 +61,19 @@ public actor GenerationHub {
     /// Whether the answer is being generated now.
     func isGenerating(_ messageID: String) -> Bool { live[messageID].map { !$0.finished } ?? false }
 
-    /// Stops a generation: its task is cancelled and finishes as `stopped`.
-    func stop(_ messageID: String) -> Bool {
-        guard let generation = live[messageID], !generation.finished, let task = generation.task else { return false }
-        task.cancel()
-        return true
+    /// Stops a generation, if it runs: its task is cancelled and finishes as `stopped`. Returns the task, so
+    /// that a caller can wait for the answer to be written.
+    @discardableResult
+    func stop(_ messageID: String) -> Task<Void, Never>? {
+        let task = live[messageID]?.task
+        task?.cancel()
+        return task
     }
 
     /// The events after `lastEventID`, then the live ones until the end; `nil` when the hub no longer
     /// knows the answer (the page then reads it whole from the database).
     func subscribe(_ messageID: String, after lastEventID: Int) -> AsyncStream<AnswerEvent>? {
-        guard var generation = live[messageID] else { return nil }
+        guard let generation = live[messageID] else { return nil }
         let (stream, continuation) = AsyncStream.makeStream(of: AnswerEvent.self, bufferingPolicy: .unbounded)
         for event in generation.events where event.id > lastEventID { continuation.yield(event) }
         if generation.finished {
@@ -80,8 +81,7 @@ public actor GenerationHub {
             return stream
         }
         let token = UUID()
-        generation.subscribers[token] = continuation
-        live[messageID] = generation
+        live[messageID]!.subscribers[token] = continuation
         continuation.onTermination = { [weak self] _ in
             Task { await self?.unsubscribe(messageID, token) }
         }
@@ -90,11 +90,5 @@ public actor GenerationHub {
 
     private func unsubscribe(_ messageID: String, _ token: UUID) {
         live[messageID]?.subscribers[token] = nil
-    }
-
-    /// Waits for every generation to end (for tests and shutdown).
-    func waitForAll() async {
-        let tasks = live.values.compactMap(\.task)
-        for task in tasks { await task.value }
     }
 }
