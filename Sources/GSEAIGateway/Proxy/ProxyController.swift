@@ -237,6 +237,7 @@ final class StreamRelay: @unchecked Sendable {
                 observer.observe(streamPiece: piece)
                 try await writer.write(piece)
             }
+            observer.finishStream()
             if !observer.sawFinalEvent { failure = .streamInterrupted }
         } catch let error as GSEAIError {
             failure = error

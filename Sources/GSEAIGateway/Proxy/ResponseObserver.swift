@@ -26,6 +26,11 @@ struct ResponseObserver: Sendable {
         for event in parser.feed(streamPiece.readableBytesView) { observe(event) }
     }
 
+    /// Reads what is left when the stream ends: a last event need not be followed by its blank line.
+    mutating func finishStream() {
+        for event in parser.finish() { observe(event) }
+    }
+
     private mutating func observe(_ event: ServerSentEvent) {
         if event.data == "[DONE]" {
             sawFinalEvent = true
