@@ -71,6 +71,14 @@ struct ProxyFaultTests {
                 abandoned = await gateway.stub.state.abandonedHeads
             }
             #expect(abandoned == 1)
+            // Counted as the caller's leaving (nginx's 499), not as a failure of the gateway.
+            var metrics = ""
+            for _ in 0..<20 where !metrics.contains("status=\"499\"") {
+                try await Task.sleep(for: .milliseconds(50))
+                metrics = try await gateway.request(.GET, "/metrics").text
+            }
+            #expect(metrics.contains("route=\"/v1/chat/completions\",status=\"499\""), "\(metrics)")
+            #expect(!metrics.contains("status=\"500\""))
         }
     }
 

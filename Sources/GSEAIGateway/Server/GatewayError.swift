@@ -145,6 +145,10 @@ public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
             case .methodNotAllowed: return GatewayError(.methodNotAllowed, type: .invalidRequest, "method not allowed")
             default: return GatewayError(error.status, type: .invalidRequest, error.body ?? error.status.reasonPhrase)
             }
+        case is CancellationError:
+            // The caller left (the upstream work was cancelled for them): nginx's 499, not a server error.
+            return GatewayError(HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), type: .invalidRequest,
+                                "the caller closed the connection")
         default:
             context.logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))"])
             return GatewayError(.internalServerError, type: .server, "internal error")
