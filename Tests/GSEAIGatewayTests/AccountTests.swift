@@ -135,6 +135,33 @@ struct AccountTests {
         }
     }
 
+    @Test func parallelGuessesAndPasswordChangesAreThrottledToo() async throws {
+        try await GatewayHarness.with(configure: { $0.loginAttempts = 3 }) { gateway in
+            _ = try await gateway.user("alice")
+            // Eight guesses at once, all waiting on the same slow hash: only the limit's worth are tried.
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<8 { group.addTask { try await login(gateway, "alice", password: "guess-guess").result.status } }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.sorted() == [401, 401, 401, 429, 429, 429, 429, 429])
+
+            // Changing the password checks the current one under the same limit.
+            _ = try await gateway.user("bob")
+            let (cookie, csrf, _) = try await login(gateway, "bob")
+            let headers = [("Cookie", cookie), ("X-CSRF-Token", csrf)]
+            let guess = "{\"current_password\":\"guess-guess\",\"new_password\":\"a much better one\"}"
+            for _ in 0..<3 {
+                let wrong = try await gateway.request(.POST, "/auth/password", headers: headers, body: guess)
+                #expect(wrong.status == 403)
+                #expect(wrong.errorMessage == "the current password is wrong")
+            }
+            let throttled = try await gateway.request(.POST, "/auth/password", headers: headers, body: guess)
+            #expect(throttled.status == 429)
+            #expect(throttled.errorMessage?.hasPrefix("too many wrong passwords; try again in") == true)
+            #expect(Int(throttled.headers["retry-after"].first ?? "") ?? 0 > 0)
+        }
+    }
+
     @Test func firstRunCreatesAnAdminOnce() async throws {
         try await GatewayHarness.with { gateway in
             let lines = try #require(try await gateway.gateway.firstRunSetup())

@@ -108,16 +108,11 @@ public struct AccountController: Sendable {
         // Login CSRF: a foreign page must not log a visitor into an account of its choosing.
         try AuthenticationMiddleware(accounts: accounts, publicOrigin: publicOrigin).checkOrigin(request)
         let body = try await RequestBodies.decode(LoginBody.self, from: request, limit: 64 * 1024)
-        if let wait = await throttle.retryAfter(username: body.username, address: context.remoteAddress) {
-            let seconds = max(1, Int(wait.components.seconds))
-            throw GatewayError(.tooManyRequests, type: .rateLimit, "too many failed logins; try again in \(seconds) seconds",
-                               headers: [.retryAfter: String(seconds)])
-        }
+        try await admitPasswordAttempt(username: body.username, context: context)
         guard let user = try await accounts.authenticate(username: body.username, password: body.password) else {
-            await throttle.recordFailure(username: body.username, address: context.remoteAddress)
             throw GatewayError(.unauthorized, type: .authentication, "wrong username or password")
         }
-        await throttle.recordSuccess(username: body.username, address: context.remoteAddress)
+        await throttle.succeeded(username: body.username, address: context.remoteAddress)
         let (token, session) = try await accounts.startSession(
             for: user, userAgent: request.headers[.userAgent], remoteAddress: context.remoteAddress
         )
@@ -125,6 +120,14 @@ public struct AccountController: Sendable {
             .response(from: request, context: context)
         response.setCookie(AuthenticationMiddleware.sessionCookie(token: token, expires: session.expiresAt, secure: secureCookies))
         return response
+    }
+
+    /// Counts a password attempt, or refuses it with 429 and `Retry-After` when there were too many.
+    func admitPasswordAttempt(username: String, context: GatewayRequestContext, what: String = "failed logins") async throws {
+        guard let wait = await throttle.admit(username: username, address: context.remoteAddress) else { return }
+        let seconds = max(1, Int(wait.components.seconds))
+        throw GatewayError(.tooManyRequests, type: .rateLimit, "too many \(what); try again in \(seconds) seconds",
+                           headers: [.retryAfter: String(seconds)])
     }
 
     @Sendable func logout(_ request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -191,9 +194,12 @@ public struct AccountController: Sendable {
     @Sendable func changePassword(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let identity = try context.requireIdentity()
         let body = try await RequestBodies.decode(PasswordBody.self, from: request, limit: 64 * 1024)
+        // A stolen session must not be a way to guess the password at speed.
+        try await admitPasswordAttempt(username: identity.user.username, context: context, what: "wrong passwords")
         guard try await accounts.authenticate(username: identity.user.username, password: body.current_password) != nil else {
             throw GatewayError(.forbidden, type: .permission, "the current password is wrong")
         }
+        await throttle.succeeded(username: identity.user.username, address: context.remoteAddress)
         do {
             _ = try await accounts.resetPassword(for: identity.user.username, to: body.new_password)
         } catch let error as AccountService.AccountError {
