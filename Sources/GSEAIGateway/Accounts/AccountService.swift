@@ -5,7 +5,8 @@ public struct AccountService: Sendable {
     public let storage: Storage
     public let hasher: PasswordHasher
     public let sessionLifetime: Duration
-    private let keyCache = CredentialCache()
+    /// Recently checked API keys with their users, by the key's digest.
+    private let keyCache = ExpiringCache<(key: APIKey, user: User)>(lifetime: .seconds(2))
 
     public init(storage: Storage, hasher: PasswordHasher, sessionLifetime: Duration = .seconds(7 * 24 * 3600)) {
         self.storage = storage
@@ -61,7 +62,7 @@ public struct AccountService: Sendable {
         var user = try await user(named: username)
         user.role = role
         try await storage.users.update(user)
-        keyCache.invalidate(userID: user.id)
+        keyCache.forget { $0.user.id == user.id }
         return user
     }
 
@@ -82,7 +83,7 @@ public struct AccountService: Sendable {
         var user = try await user(named: username)
         user.disabled = disabled
         try await storage.users.update(user)
-        keyCache.invalidate(userID: user.id)
+        keyCache.forget { $0.user.id == user.id }
         if disabled {
             try await storage.sessions.deleteAll(userID: user.id)
             try await storage.apiKeys.revokeAll(userID: user.id, at: Date())
@@ -140,7 +141,8 @@ public struct AccountService: Sendable {
     public func resolveKey(_ key: String) async throws -> (APIKey, User)? {
         guard let prefix = Secrets.apiKeyPrefix(key) else { return nil }
         let digest = Secrets.sha256(key)
-        if let cached = keyCache.lookup(digest: digest) { return cached }
+        if let cached = keyCache.value(for: digest) { return cached }
+        let generation = keyCache.generation
         guard let record = try await storage.apiKeys.find(prefix: prefix), record.revokedAt == nil,
             Secrets.constantTimeEquals(record.hash, digest),
             let user = try await storage.users.find(id: record.userID), !user.disabled
@@ -148,7 +150,7 @@ public struct AccountService: Sendable {
         let now = Date()
         // Once a minute is precise enough for "last used"; the cache spares the rest of the lookups.
         if now.timeIntervalSince(record.lastUsedAt ?? .distantPast) > 60 { try await storage.apiKeys.touch(id: record.id, at: now) }
-        keyCache.store(digest: digest, key: record, user: user)
+        keyCache.remember(digest, since: generation) { _ in (record, user) }
         return (record, user)
     }
 
@@ -158,6 +160,6 @@ public struct AccountService: Sendable {
             throw GatewayError.notFound("no such API key")
         }
         try await storage.apiKeys.revoke(id: key.id, at: Date())
-        keyCache.invalidate(userID: user.id)
+        keyCache.forget { $0.user.id == user.id }
     }
 }

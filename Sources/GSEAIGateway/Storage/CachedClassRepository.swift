@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A ``ClassRepository`` that remembers, for a few seconds, each user's classes and active class: the two
 /// reads the class policy makes on every request a student sends (two database reads per proxied request
@@ -11,84 +10,51 @@ import Synchronization
 /// date needs no change at all. Changes made to the database by another process (another gateway on the
 /// same PostgreSQL database, say) take effect when the entries expire.
 final class CachedClassRepository: ClassRepository {
-    private struct Entry {
+    /// What is known of one user; each part is read when first needed.
+    private struct Entry: Sendable {
         var classes: [ClassSession]?
         var active: String??
-        var expires: ContinuousClock.Instant
-    }
-
-    private struct State {
-        var entries: [String: Entry] = [:]
-        /// Bumped by every write, so that a read that started before a write does not store what it read.
-        var generation = 0
     }
 
     private let base: any ClassRepository
-    private let state = Mutex(State())
-    private let lifetime: Duration
-    private let capacity: Int
+    private let cache: ExpiringCache<Entry>
 
-    init(_ base: any ClassRepository, lifetime: Duration = .seconds(2), capacity: Int = 10_000) {
+    init(_ base: any ClassRepository, lifetime: Duration = .seconds(2)) {
         self.base = base
-        self.lifetime = lifetime
-        self.capacity = capacity
+        cache = ExpiringCache(lifetime: lifetime)
     }
 
     // MARK: Remembered reads
 
     func classes(ofMember userID: String) async throws -> [ClassSession] {
-        if let cached = fresh(userID)?.classes { return cached }
-        let generation = currentGeneration
+        if let cached = cache.value(for: userID)?.classes { return cached }
+        let generation = cache.generation
         let classes = try await base.classes(ofMember: userID)
-        remember(userID, since: generation) { $0.classes = classes }
+        cache.remember(userID, since: generation) { entry in
+            var entry = entry ?? Entry()
+            entry.classes = classes
+            return entry
+        }
         return classes
     }
 
     func activeClass(userID: String) async throws -> String? {
-        if let cached = fresh(userID)?.active { return cached }
-        let generation = currentGeneration
+        if let cached = cache.value(for: userID)?.active { return cached }
+        let generation = cache.generation
         let active = try await base.activeClass(userID: userID)
-        remember(userID, since: generation) { $0.active = .some(active) }
+        cache.remember(userID, since: generation) { entry in
+            var entry = entry ?? Entry()
+            entry.active = .some(active)
+            return entry
+        }
         return active
     }
 
-    private var currentGeneration: Int { state.withLock { $0.generation } }
-
-    private func fresh(_ userID: String) -> Entry? {
-        let now = ContinuousClock.now
-        return state.withLock { state in
-            guard let entry = state.entries[userID] else { return nil }
-            guard entry.expires > now else {
-                state.entries[userID] = nil
-                return nil
-            }
-            return entry
-        }
-    }
-
-    private func remember(_ userID: String, since generation: Int, _ update: (inout Entry) -> Void) {
-        let expires = ContinuousClock.now + lifetime
-        state.withLock { state in
-            guard state.generation == generation else { return }
-            if state.entries.count >= capacity, state.entries[userID] == nil { state.entries.removeAll(keepingCapacity: true) }
-            var entry = state.entries[userID].flatMap { $0.expires > .now ? $0 : nil } ?? Entry(expires: expires)
-            update(&entry)
-            state.entries[userID] = entry
-        }
-    }
-
-    /// Forgets everything: classes change rarely, and a change may concern any number of students.
-    private func forgetAll() {
-        state.withLock { state in
-            state.entries.removeAll(keepingCapacity: true)
-            state.generation += 1
-        }
-    }
-
-    /// Runs a write, forgetting everything both before it (a read racing with it stores nothing) and after.
+    /// Runs a write, forgetting everything both before it (a read racing with it keeps nothing) and after:
+    /// classes change rarely, and a change may concern any number of students.
     private func writing<R>(_ write: () async throws -> R) async throws -> R {
-        forgetAll()
-        defer { forgetAll() }
+        cache.forget()
+        defer { cache.forget() }
         return try await write()
     }
 
