@@ -301,6 +301,29 @@ struct OperationsTests {
         }
     }
 
+    @Test func evenTraceLogsShowNoStoredSecrets() async throws {
+        let recorded = RecordingLogHandler.Lines()
+        let logger = Logger(label: "test") { _ in
+            var handler = RecordingLogHandler(recorded: recorded)
+            handler.logLevel = .trace
+            return handler
+        }
+        let storage = try await SQLiteStorage.open(path: nil, logger: logger)
+        let accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: 4))
+        let (user, _) = try await accounts.createUser(username: "alice", password: "correct horse battery", role: .student)
+        let (key, _) = try await accounts.createKey(for: user, label: "laptop")
+        #expect(try await accounts.resolveKey(key)?.1.id == user.id)
+        let stored = try #require(try await storage.users.find(id: user.id)?.passwordHash)
+        try await storage.close()
+        let everything = recorded.lines.withLock { $0 }
+            .map { "\($0.message) \($0.metadata.map { "\($0.key)=\($0.value)" }.joined(separator: " "))" }
+            .joined(separator: "\n")
+        #expect(!everything.isEmpty)
+        for secret in [stored, Secrets.sha256(key), key, "correct horse battery"] {
+            #expect(!everything.contains(secret))
+        }
+    }
+
     @Test func healthzAnswersOK() async throws {
         let router = Router(context: BasicRequestContext.self)
         HealthController(checks: [], metrics: GatewayMetrics()).register(on: router)

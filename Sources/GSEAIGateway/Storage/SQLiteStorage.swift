@@ -14,7 +14,8 @@ public enum SQLiteStorage {
     public static func open(path: String?, logger: Logger) async throws -> Storage {
         let connection = try await self.connect(path: path, logger: logger)
         do {
-            let database = SerialSQLDatabase(connection.sql(queryLogLevel: .trace))
+            // No query log: sqlite-kit logs every bound value with it (password hashes, token digests, images).
+            let database = SerialSQLDatabase(connection.sql(queryLogLevel: nil))
             try await self.configure(database, isFile: path != nil, logger: logger)
             try await Migrations.run(on: database, logger: logger)
             return SQLStorage.make(database: database) {
