@@ -500,6 +500,11 @@ struct TranscriptImageTests {
             let response = try await client.send(request)
             let image = try #require(try JSONValue(parsing: try await response.body.collect(upTo: 1 << 20).readableBytesView)["id"]?.stringValue)
             try await client.shutdown()
+            // Uploaded but not sent: in no transcript, so no instructor sees it.
+            #expect(try await fixture.call(.GET, "/api/images/\(image)", key: fixture.instructor.key).status == 404)
+            // Sent in a conversation of the class: its transcript shows it.
+            let conversation = try #require(try await fixture.conversation(model: "stub/echo-vl").json?["id"]?.stringValue)
+            #expect(try await fixture.send(conversation, "look", images: [image]).status == 202)
 
             let seen = try await fixture.call(.GET, "/api/images/\(image)", key: fixture.instructor.key)
             #expect(seen.status == expected)
@@ -513,6 +518,30 @@ struct TranscriptImageTests {
             // An admin may, when the class shows transcripts.
             let admin = try await gateway.user("ada", role: .admin)
             #expect(try await fixture.call(.GET, "/api/images/\(image)", key: admin.key).status == expected)
+        }
+    }
+
+    @Test func anImageSentOutsideTheClassStaysPrivate() async throws {
+        try await ClassPolicyTests.withClass(policy: ["transcript_visibility": "full"]) { fixture in
+            let gateway = fixture.gateway
+            // A conversation the student started before joining belongs to no class.
+            let pat = try await gateway.user("pat")
+            let personal = try #require(try await fixture.post("/api/conversations", ["model": "stub/echo-vl"], key: pat.key).json?["id"]?.stringValue)
+            let client = try gateway.client(key: pat.key)
+            var request = RawRequest(method: .POST, path: "/api/images", body: .bytes(ByteBuffer(data: Data(base64Encoded: tinyPNGBase64)!)))
+            request.headers.add(name: "Content-Type", value: "image/png")
+            let response = try await client.send(request)
+            let image = try #require(try JSONValue(parsing: try await response.body.collect(upTo: 1 << 20).readableBytesView)["id"]?.stringValue)
+            try await client.shutdown()
+            #expect(try await fixture.send(personal, "private", images: [image]).status == 404)  // not the fixture student's
+            #expect(try await fixture.post("/api/conversations/\(personal)/messages",
+                                           ["text": "private", "image_ids": [.string(image)]], key: pat.key).status == 202)
+            // Pat then joins the class: the image is still in no conversation of it.
+            #expect(try await fixture.post("/api/classes/join", ["code": .string(fixture.code)], key: pat.key).status == 200)
+            let refused = try await fixture.call(.GET, "/api/images/\(image)", key: fixture.instructor.key)
+            #expect(refused.status == 404)
+            #expect(refused.errorMessage == "no such image")
+            #expect(try await gateway.storage.audit.list(limit: 50, before: nil).filter { $0.action == "class.member.image.view" }.isEmpty)
         }
     }
 }

@@ -261,13 +261,17 @@ public struct ConversationController: Sendable {
 
 extension ConversationController {
     /// Whether `user` may see an image: its owner may, and so may the instructor (or an admin) of a class
-    /// whose transcripts are visible in full and that one of its owners belongs to. Such views are audited.
+    /// whose transcripts are visible in full, when an owner who is a member sent it in a conversation of that
+    /// class (where the transcript shows it). Such views are audited.
     func mayView(image hash: String, user: User) async throws -> Bool {
         if try await storage.images.isOwned(hash: hash, by: user.id) { return true }
         guard user.role >= .instructor else { return false }
         for owner in try await storage.images.owners(hash: hash) {
-            for course in try await storage.classes.classes(ofMember: owner)
-            where course.policy.transcriptVisibility == .full && (course.instructorID == user.id || user.role == .admin) {
+            for classID in try await storage.messages.classIDs(showing: hash, sentBy: owner) {
+                guard let course = try await storage.classes.find(id: classID),
+                    course.policy.transcriptVisibility == .full, course.instructorID == user.id || user.role == .admin,
+                    try await storage.classes.isMember(classID: classID, userID: owner)
+                else { continue }
                 try await storage.audit.append(AuditEntry(actorID: user.id, action: "class.member.image.view",
                                                           target: owner, detail: "class \(course.id), image \(hash)"))
                 return true

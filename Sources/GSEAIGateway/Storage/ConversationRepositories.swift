@@ -47,6 +47,9 @@ public protocol MessageRepository: Sendable {
     /// `conversation`, its conversation, in one transaction. Throws ``StorageError/notFound`` when either is
     /// missing or the message is not in that conversation; nothing is written then.
     func finish(_ message: StoredMessage, conversation: Conversation) async throws
+    /// The classes of `userID`'s conversations in which they sent the image `imageHash`: where an instructor
+    /// may come across it in a transcript.
+    func classIDs(showing imageHash: String, sentBy userID: String) async throws -> [String]
 }
 
 /// The images attached to messages.

@@ -70,6 +70,16 @@ struct SQLMessageRepository: MessageRepository {
             """).all().count
     }
 
+    func classIDs(showing imageHash: String, sentBy userID: String) async throws -> [String] {
+        // `image_hashes` is a JSON array of hex strings, so the quoted hash can only match itself.
+        try await self.database.raw("""
+            SELECT DISTINCT conversations.class_id AS class_id FROM messages
+            JOIN conversations ON conversations.id = messages.conversation_id
+            WHERE conversations.user_id = \(bind: userID) AND conversations.class_id IS NOT NULL
+              AND messages.role = 'user' AND messages.image_hashes LIKE \(bind: "%\"\(imageHash)\"%")
+            """).all(decodingColumn: "class_id", as: String.self)
+    }
+
     func finish(_ message: StoredMessage, conversation: Conversation) async throws {
         guard message.conversationID == conversation.id else { throw StorageError.notFound }
         try await self.database.transaction { session in
