@@ -75,6 +75,16 @@ public struct AccountController: Sendable {
         var user_agent: String?
         var remote_address: String?
         var current: Bool
+
+        init(_ session: LoginSession, current: Bool) {
+            id = session.id
+            created_at = session.createdAt
+            expires_at = session.expiresAt
+            last_seen_at = session.lastSeenAt
+            user_agent = session.userAgent
+            remote_address = session.remoteAddress
+            self.current = current
+        }
     }
 
     struct KeyView: ResponseEncodable {
@@ -153,22 +163,12 @@ public struct AccountController: Sendable {
         let identity = try context.requireIdentity()
         var currentID: String?
         if case .session(let session) = identity.credential { currentID = session.id }
-        let now = Date()
-        let sessions = try await accounts.storage.sessions.list(userID: identity.user.id).filter { $0.expiresAt > now }
-        return ListView(data: sessions.map {
-            SessionView(id: $0.id, created_at: $0.createdAt, expires_at: $0.expiresAt, last_seen_at: $0.lastSeenAt,
-                        user_agent: $0.userAgent, remote_address: $0.remoteAddress, current: $0.id == currentID)
-        })
+        return ListView(data: try await accounts.liveSessions(of: identity.user).map { SessionView($0, current: $0.id == currentID) })
     }
 
     @Sendable func revokeSession(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let identity = try context.requireIdentity()
-        let id = try context.parameters.require("id")
-        // Someone else's session is "not found", exactly like one that does not exist.
-        guard let session = try await accounts.storage.sessions.find(id: id), session.userID == identity.user.id else {
-            throw GatewayError.notFound("no such session")
-        }
-        try await accounts.storage.sessions.delete(id: session.id)
+        try await accounts.endSession(id: try context.parameters.require("id"), of: identity.user)
         return Response(status: .noContent)
     }
 

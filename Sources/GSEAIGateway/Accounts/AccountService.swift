@@ -154,6 +154,20 @@ public struct AccountService: Sendable {
         return (record, user)
     }
 
+    /// The user's login sessions that have not expired, newest first.
+    public func liveSessions(of user: User) async throws -> [LoginSession] {
+        let now = Date()
+        return try await storage.sessions.list(userID: user.id).filter { $0.expiresAt > now }
+    }
+
+    /// Ends a login session of `user` (someone else's is "not found", like a missing one).
+    public func endSession(id: String, of user: User) async throws {
+        guard let session = try await storage.sessions.find(id: id), session.userID == user.id else {
+            throw GatewayError.notFound("no such session")
+        }
+        try await storage.sessions.delete(id: session.id)
+    }
+
     /// Revokes a key of `user` (someone else's is "not found", like a missing one); it is refused at once.
     public func revokeKey(id: String, of user: User) async throws {
         guard let key = try await storage.apiKeys.find(id: id), key.userID == user.id else {

@@ -55,11 +55,11 @@ public struct AdminController: Sendable {
         if let role = body.role, role != user.role {
             let from = user.role
             user = try await accounts.setRole(role, for: user.username)
-            try await record(admin, "user.set-role", user.id, detail: "\(from.rawValue) → \(role.rawValue)")
+            try await storage.audit.record(admin, "user.set-role", user.id, detail: "\(from.rawValue) → \(role.rawValue)")
         }
         if let disabled = body.disabled, disabled != user.disabled {
             user = try await accounts.setDisabled(disabled, for: user.username)
-            try await record(admin, disabled ? "user.disable" : "user.enable", user.id)
+            try await storage.audit.record(admin, disabled ? "user.disable" : "user.enable", user.id)
         }
         return AccountView(user)
     }
@@ -113,9 +113,5 @@ public struct AdminController: Sendable {
         // A Double's description reads back as the same Double.
         let next = entries.count == limit ? entries.last.map { "\($0.at.timeIntervalSince1970)" } : nil
         return AuditPageView(data: views, next_before: next)
-    }
-
-    func record(_ actor: User, _ action: String, _ target: String, detail: String? = nil) async throws {
-        try await storage.audit.append(AuditEntry(actorID: actor.id, action: action, target: target, detail: detail, at: Date()))
     }
 }

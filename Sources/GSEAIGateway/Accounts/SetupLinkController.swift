@@ -28,7 +28,7 @@ public struct SetupLinkController: Sendable {
         try AuthenticationMiddleware(accounts: links.accounts, publicOrigin: publicOrigin).checkOrigin(request)
         let body = try await RequestBodies.decode(SetupBody.self, from: request, limit: 16 * 1024)
         let user = try await links.redeem(token: body.token.trimmingCharacters(in: .whitespacesAndNewlines), password: body.password)
-        try await links.accounts.storage.audit.append(AuditEntry(actorID: user.id, action: "account.setup-link.use", target: user.id))
+        try await links.accounts.storage.audit.record(user, "account.setup-link.use", user.id)
         return Response(status: .noContent)
     }
 }

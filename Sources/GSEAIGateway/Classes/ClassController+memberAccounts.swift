@@ -27,23 +27,16 @@ extension ClassController {
     /// The member's unexpired login sessions.
     @Sendable func memberSessions(_ request: Request, context: GatewayRequestContext) async throws -> AccountController.ListView<AccountController.SessionView> {
         let (user, classSession, student) = try await managedMember(context)
-        let now = Date()
-        let sessions = try await storage.sessions.list(userID: student.id).filter { $0.expiresAt > now }
-        try await audit(user, "class.member.sessions.list", student.id, detail: "class \(classSession.id)")
-        return AccountController.ListView(data: sessions.map {
-            AccountController.SessionView(id: $0.id, created_at: $0.createdAt, expires_at: $0.expiresAt, last_seen_at: $0.lastSeenAt,
-                                          user_agent: $0.userAgent, remote_address: $0.remoteAddress, current: false)
-        })
+        let sessions = try await accounts.liveSessions(of: student)
+        try await storage.audit.record(user, "class.member.sessions.list", student.id, detail: "class \(classSession.id)")
+        return AccountController.ListView(data: sessions.map { AccountController.SessionView($0, current: false) })
     }
 
     /// Ends one of the member's login sessions (someone else's is "not found").
     @Sendable func revokeMemberSession(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let (user, classSession, student) = try await managedMember(context)
-        guard let session = try await storage.sessions.find(id: try context.parameters.require("session")), session.userID == student.id else {
-            throw GatewayError.notFound("no such session")
-        }
-        try await storage.sessions.delete(id: session.id)
-        try await audit(user, "class.member.session.revoke", student.id, detail: "class \(classSession.id)")
+        try await accounts.endSession(id: try context.parameters.require("session"), of: student)
+        try await storage.audit.record(user, "class.member.session.revoke", student.id, detail: "class \(classSession.id)")
         return Response(status: .noContent)
     }
 
@@ -51,7 +44,7 @@ extension ClassController {
     @Sendable func memberKeys(_ request: Request, context: GatewayRequestContext) async throws -> AccountController.ListView<AccountController.KeyView> {
         let (user, classSession, student) = try await managedMember(context)
         let keys = try await storage.apiKeys.list(userID: student.id)
-        try await audit(user, "class.member.keys.list", student.id, detail: "class \(classSession.id)")
+        try await storage.audit.record(user, "class.member.keys.list", student.id, detail: "class \(classSession.id)")
         return AccountController.ListView(data: keys.map(AccountController.KeyView.init))
     }
 
@@ -60,7 +53,7 @@ extension ClassController {
         let (user, classSession, student) = try await managedMember(context)
         let keyID = try context.parameters.require("key")
         try await accounts.revokeKey(id: keyID, of: student)
-        try await audit(user, "class.member.key.revoke", student.id, detail: "class \(classSession.id), key \(keyID)")
+        try await storage.audit.record(user, "class.member.key.revoke", student.id, detail: "class \(classSession.id), key \(keyID)")
         return Response(status: .noContent)
     }
 
@@ -77,7 +70,7 @@ extension ClassController {
     func setMemberDisabled(_ disabled: Bool, context: GatewayRequestContext) async throws -> AccountView {
         let (user, classSession, student) = try await managedMember(context)
         let changed = try await accounts.setDisabled(disabled, for: student.username)
-        try await audit(user, disabled ? "class.member.disable" : "class.member.enable", student.id, detail: "class \(classSession.id)")
+        try await storage.audit.record(user, disabled ? "class.member.disable" : "class.member.enable", student.id, detail: "class \(classSession.id)")
         return AccountView(changed)
     }
 
@@ -86,7 +79,7 @@ extension ClassController {
     @Sendable func memberResetLink(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<SetupLinks.LinkView> {
         let (user, classSession, student) = try await managedMember(context)
         let link = try await setupLinks.issue(for: student)
-        try await audit(user, "class.member.reset-link", student.id, detail: "class \(classSession.id)")
+        try await storage.audit.record(user, "class.member.reset-link", student.id, detail: "class \(classSession.id)")
         return EditedResponse(status: .created, response: link)
     }
 

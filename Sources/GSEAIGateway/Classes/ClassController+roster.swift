@@ -81,7 +81,7 @@ extension ClassController {
             let link = try await setupLinks.issue(for: student)
             result.created.append(.init(username: username, setup_url: link.url))
         }
-        try await audit(user, "class.roster.import", classSession.id,
+        try await storage.audit.record(user, "class.roster.import", classSession.id,
                         detail: "created \(result.created.count), added \(result.added.count), errors \(result.errors.count)")
         return result
     }
@@ -127,7 +127,7 @@ extension ClassController {
             csv += [row.day, username, row.model, String(row.requests), String(row.inputTokens), String(row.outputTokens)]
                 .map(Self.csvField).joined(separator: ",") + "\r\n"
         }
-        try await audit(user, "class.usage.export", classSession.id, detail: "since \(since)")
+        try await storage.audit.record(user, "class.usage.export", classSession.id, detail: "since \(since)")
         let fileName = ConversationExport.fileName(classSession.name) + "-usage-since-\(since).csv"
         return Response(status: .ok, headers: [
             .contentType: "text/csv; charset=utf-8",

@@ -68,11 +68,11 @@ public struct ClassController: Sendable {
 
     // MARK: Instructors
 
-    @Sendable func list(_ request: Request, context: GatewayRequestContext) async throws -> ClassListView<ClassView> {
+    @Sendable func list(_ request: Request, context: GatewayRequestContext) async throws -> AccountController.ListView<ClassView> {
         let user = try context.require(.instructor).user
         let classes = try await storage.classes.list(instructorID: user.role == .admin ? nil : user.id)
         let now = self.now
-        return ClassListView(data: classes.map { ClassView($0, now: now) })
+        return AccountController.ListView(data: classes.map { ClassView($0, now: now) })
     }
 
     @Sendable func create(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<ClassView> {
@@ -82,7 +82,7 @@ public struct ClassController: Sendable {
         try Self.apply(body, to: &classSession)
         guard !classSession.name.isEmpty else { throw GatewayError.badRequest("missing field 'name'") }
         try await Self.withNewJoinCode(&classSession) { try await storage.classes.create($0) }
-        try await audit(user, "class.create", classSession.id, detail: classSession.name)
+        try await storage.audit.record(user, "class.create", classSession.id, detail: classSession.name)
         return EditedResponse(status: .created, response: ClassView(classSession, now: now))
     }
 
@@ -95,21 +95,21 @@ public struct ClassController: Sendable {
         var (user, classSession) = try await ownedClass(context)
         try Self.apply(try await Self.object(from: request), to: &classSession)
         try await storage.classes.update(classSession)
-        try await audit(user, "class.update", classSession.id)
+        try await storage.audit.record(user, "class.update", classSession.id)
         return ClassView(classSession, now: now)
     }
 
     @Sendable func delete(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let (user, classSession) = try await ownedClass(context)
         try await storage.classes.delete(id: classSession.id)
-        try await audit(user, "class.delete", classSession.id, detail: classSession.name)
+        try await storage.audit.record(user, "class.delete", classSession.id, detail: classSession.name)
         return Response(status: .noContent)
     }
 
     @Sendable func regenerateCode(_ request: Request, context: GatewayRequestContext) async throws -> ClassView {
         var (user, classSession) = try await ownedClass(context)
         try await Self.withNewJoinCode(&classSession) { try await storage.classes.update($0) }
-        try await audit(user, "class.regenerate-code", classSession.id)
+        try await storage.audit.record(user, "class.regenerate-code", classSession.id)
         return ClassView(classSession, now: now)
     }
 
@@ -125,7 +125,7 @@ public struct ClassController: Sendable {
         var (user, classSession) = try await ownedClass(context)
         classSession.isOpen = isOpen
         try await storage.classes.update(classSession)
-        try await audit(user, isOpen ? "class.open" : "class.close", classSession.id)
+        try await storage.audit.record(user, isOpen ? "class.open" : "class.close", classSession.id)
         return ClassView(classSession, now: now)
     }
 
@@ -151,7 +151,7 @@ public struct ClassController: Sendable {
                 last_seen_at: (sessions + keys).max()
             ))
         }
-        if showsUsage { try await audit(user, "class.usage.view", classSession.id, detail: "since \(since)") }
+        if showsUsage { try await storage.audit.record(user, "class.usage.view", classSession.id, detail: "since \(since)") }
         return MembersView(since: since, data: views)
     }
 
@@ -159,7 +159,7 @@ public struct ClassController: Sendable {
         let (user, classSession) = try await ownedClass(context)
         let student = try await member(of: classSession, context: context)
         try await storage.classes.removeMember(classID: classSession.id, userID: student.id)
-        try await audit(user, "class.member.remove", student.id, detail: "class \(classSession.id)")
+        try await storage.audit.record(user, "class.member.remove", student.id, detail: "class \(classSession.id)")
         return Response(status: .noContent)
     }
 
@@ -177,20 +177,20 @@ public struct ClassController: Sendable {
             days[row.day]!.input_tokens += row.inputTokens
             days[row.day]!.output_tokens += row.outputTokens
         }
-        try await audit(user, "class.member.usage.view", student.id, detail: "class \(classSession.id), since \(since)")
+        try await storage.audit.record(user, "class.member.usage.view", student.id, detail: "class \(classSession.id), since \(since)")
         return MemberUsageView(user_id: student.id, username: student.username, since: since,
                                data: days.values.sorted { $0.day > $1.day })
     }
 
     /// The member's conversations held in the class, when the class shares transcripts.
-    @Sendable func transcripts(_ request: Request, context: GatewayRequestContext) async throws -> ClassListView<ConversationView> {
+    @Sendable func transcripts(_ request: Request, context: GatewayRequestContext) async throws -> AccountController.ListView<ConversationView> {
         let (user, classSession) = try await ownedClass(context)
         let student = try await member(of: classSession, context: context)
         try Self.requireTranscripts(classSession)
         let conversations = try await storage.conversations.list(userID: student.id, search: nil, before: nil, limit: 500)
             .filter { $0.classID == classSession.id }
-        try await audit(user, "class.transcript.list", student.id, detail: "class \(classSession.id)")
-        return ClassListView(data: conversations.map(ConversationView.init))
+        try await storage.audit.record(user, "class.transcript.list", student.id, detail: "class \(classSession.id)")
+        return AccountController.ListView(data: conversations.map(ConversationView.init))
     }
 
     /// One transcript, read-only.
@@ -202,7 +202,7 @@ public struct ClassController: Sendable {
             conversation.classID == classSession.id
         else { throw GatewayError.notFound("no such conversation") }
         let messages = try await storage.messages.list(conversationID: conversation.id)
-        try await audit(user, "class.transcript.view", conversation.id, detail: "class \(classSession.id), student \(student.id)")
+        try await storage.audit.record(user, "class.transcript.view", conversation.id, detail: "class \(classSession.id), student \(student.id)")
         return ConversationController.DetailView(conversation: ConversationView(conversation), messages: messages.map(MessageView.init))
     }
 
@@ -309,9 +309,6 @@ public struct ClassController: Sendable {
         return student
     }
 
-    func audit(_ actor: User, _ action: String, _ target: String, detail: String? = nil) async throws {
-        try await storage.audit.append(AuditEntry(actorID: actor.id, action: action, target: target, detail: detail, at: Date()))
-    }
 
     func since(_ request: Request) throws -> String {
         if let given = request.uri.queryParameters.get("since") {

@@ -101,7 +101,6 @@ struct DayUsageView: Codable, Sendable {
     var output_tokens: Int
 }
 
-struct ClassListView<Item: Encodable & Sendable>: ResponseEncodable { var data: [Item] }
 struct MembersView: ResponseEncodable { var since: String; var data: [MemberView] }
 struct MemberUsageView: ResponseEncodable { var user_id: String; var username: String; var since: String; var data: [DayUsageView] }
 struct MyClassesView: ResponseEncodable { var data: [StudentClassView]; var applied_class_id: String? }

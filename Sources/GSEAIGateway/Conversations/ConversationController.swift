@@ -272,8 +272,7 @@ extension ConversationController {
                     course.policy.transcriptVisibility == .full, course.instructorID == user.id || user.role == .admin,
                     try await storage.classes.isMember(classID: classID, userID: owner)
                 else { continue }
-                try await storage.audit.append(AuditEntry(actorID: user.id, action: "class.member.image.view",
-                                                          target: owner, detail: "class \(course.id), image \(hash)"))
+                try await storage.audit.record(user, "class.member.image.view", owner, detail: "class \(course.id), image \(hash)")
                 return true
             }
         }

@@ -50,6 +50,13 @@ public protocol AuditRepository: Sendable {
     func list(limit: Int, before: Date?) async throws -> [AuditEntry]
 }
 
+extension AuditRepository {
+    /// Writes that `actor` did `action` to `target` (a user, class or conversation id), now.
+    func record(_ actor: User, _ action: String, _ target: String, detail: String? = nil) async throws {
+        try await append(AuditEntry(actorID: actor.id, action: action, target: target, detail: detail, at: Date()))
+    }
+}
+
 /// Password set-up links.
 public protocol SetupTokenRepository: Sendable {
     /// Stores a token; throws ``StorageError/conflict(_:)`` when its hash is taken.
