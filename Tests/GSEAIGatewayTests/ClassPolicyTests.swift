@@ -283,6 +283,26 @@ struct ClassPolicyTests {
         }
     }
 
+    @Test func aRegenerateThatCannotBeAnsweredDoesNotCountTowardsTheLimit() async throws {
+        try await Self.withClass(policy: ["requests_per_minute": 2]) { fixture in
+            let conversation = try #require(try await fixture.conversation().json?["id"]?.stringValue)
+            // Nothing to answer yet: refused, and not counted.
+            let empty = try await fixture.post("/api/conversations/\(conversation)/regenerate", [:])
+            #expect(empty.status == 400)
+            #expect(empty.errorMessage == "there is no message to answer")
+            try await fixture.sendAndWait(conversation, "one")
+            let again = try await fixture.post("/api/conversations/\(conversation)/regenerate", [:])
+            #expect(again.status == 202)
+            let answer = try #require(again.json?["assistant_message"]?["id"]?.stringValue)
+            let events = try await fixture.call(.GET, "/api/conversations/\(conversation)/messages/\(answer)/events", key: fixture.student.key)
+            #expect(events.events.last?.event == "end")
+            // Two counted (the send and the regenerate); a third is over the limit.
+            let refused = try await fixture.post("/api/conversations/\(conversation)/regenerate", [:])
+            #expect(refused.status == 429)
+            #expect(refused.errorMessage?.hasPrefix("you have sent 2 requests in the last minute") == true)
+        }
+    }
+
     @Test func theDailyBudgetIsEnforcedOnBothAPIsAndResetsAtTheDayBoundary() async throws {
         let clock = TestClock()
         try await Self.withClass(policy: ["daily_token_budget": 5], clock: clock) { fixture in

@@ -181,6 +181,14 @@ struct ConversationTests {
             #expect("Echo: one two three four five six seven eight nine [[slow]]".hasPrefix(text))
             #expect(text.count < 40)
             #expect(try await chat.messages(id).last?["status"] == "stopped")
+            // A stopped answer brings no usage from the model server: its pieces are counted instead, so that
+            // stopping answers is no way around a token budget.
+            let pieces = (start + rest).filter { $0.event == "delta" }.count
+            #expect(pieces > 0)
+            let alice = try #require(try await chat.gateway.storage.users.find(username: "alice"))
+            let usage = try #require(try await chat.gateway.usage(of: alice.id).first)
+            #expect(usage.requests == 1)
+            #expect(usage.outputTokens == pieces)
             // The upstream request was cancelled.
             var abandoned = 0
             for _ in 0..<30 where abandoned == 0 {

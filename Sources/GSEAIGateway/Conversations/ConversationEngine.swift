@@ -73,19 +73,20 @@ public struct ConversationEngine: Sendable {
     public func regenerate(user: User, conversationID: String) async throws -> StoredMessage {
         let conversation = try await conversation(conversationID, of: user)
         var messages = try await storage.messages.list(conversationID: conversation.id)
-        // Class policy (issue 5): checked before the last answer is replaced.
-        let policy = try await policies.admit(user: user, model: conversation.model,
-                                              imageCount: messages.last(where: { $0.role == "user" })?.imageHashes.count ?? 0,
-                                              preferredClassID: conversation.classID)?.policy
-        if let last = messages.last, last.role == "assistant" {
-            guard !(await hub.isGenerating(last.id)) else {
-                throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it first")
-            }
-            try await storage.messages.delete(id: last.id)
-            messages.removeLast()
+        let lastAnswer = messages.last.flatMap { $0.role == "assistant" ? $0 : nil }
+        if let lastAnswer, await hub.isGenerating(lastAnswer.id) {
+            throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it first")
         }
-        guard let userMessage = messages.last, userMessage.role == "user" else {
+        guard let userMessage = messages.dropLast(lastAnswer == nil ? 0 : 1).last, userMessage.role == "user" else {
             throw GatewayError.badRequest("there is no message to answer")
+        }
+        // Class policy (issue 5): checked (and counted) only for a request that can be answered, before the
+        // last answer is replaced.
+        let policy = try await policies.admit(user: user, model: conversation.model, imageCount: userMessage.imageHashes.count,
+                                              preferredClassID: conversation.classID)?.policy
+        if let lastAnswer {
+            try await storage.messages.delete(id: lastAnswer.id)
+            messages.removeLast()
         }
         let history = Array(messages.dropLast())
         // Continue from the answer before the last question, if it was stored upstream.
@@ -156,7 +157,9 @@ final class Generation: @unchecked Sendable {
     private var lastSaved = ContinuousClock.now
     private var outputTokens: Int?
     private var inputTokens: Int?
-    private var sawOutput = false
+    /// Pieces of text or reasoning received: about one token each, the count used when an answer that
+    /// was stopped or failed brought no usage of its own.
+    private var pieces = 0
 
     init(engine: ConversationEngine, conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
          message: StoredMessage, previousResponseID: String?, userID: String, policy: ClassPolicy? = nil) {
@@ -180,7 +183,7 @@ final class Generation: @unchecked Sendable {
             if stateful {
                 do {
                     try await streamNative(started: started, firstToken: &firstToken)
-                } catch GSEAIError.http(let status, _) where (status == 404 || status == 400) && previousResponseID != nil && !sawOutput {
+                } catch GSEAIError.http(let status, _) where (status == 404 || status == 400) && previousResponseID != nil && pieces == 0 {
                     // The upstream forgot the conversation (it restarted): replay the transcript instead.
                     engine.logger.info("upstream no longer knows the response id; replaying the transcript")
                     try await streamReplay(started: started, firstToken: &firstToken)
@@ -301,7 +304,7 @@ final class Generation: @unchecked Sendable {
     // MARK: Progress
 
     private func add(text: String) async {
-        sawOutput = true
+        pieces += 1
         message.text += text
         let data: JSONValue = ["text": .string(text)]
         await hub.append(message.id, name: "delta", data: data.jsonString)
@@ -309,7 +312,7 @@ final class Generation: @unchecked Sendable {
     }
 
     private func add(reasoning: String) async {
-        sawOutput = true
+        pieces += 1
         message.reasoning = (message.reasoning ?? "") + reasoning
         let data: JSONValue = ["text": .string(reasoning)]
         await hub.append(message.id, name: "reasoning", data: data.jsonString)
@@ -347,14 +350,17 @@ final class Generation: @unchecked Sendable {
         conversation.updatedAt = now
         do {
             try await engine.storage.messages.finish(message, conversation: conversation)
-            if let id = message.responseID {
-                try await engine.storage.responses.record(responseID: id, userID: userID, at: now)
-            }
-            engine.usageMeter.record(userID: userID, model: conversation.model, day: UsageRecorder.day(now),
-                                     inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? 0)
-            engine.metrics.recordTokens(model: conversation.model, input: inputTokens ?? 0, output: outputTokens ?? 0)
         } catch {
             engine.logger.error("could not save an answer", metadata: ["error": "\(error)"])
+        }
+        // Counted even when the answer could not be saved (its conversation deleted meanwhile, say).
+        let recorder = UsageRecorder(storage: engine.storage, metrics: engine.metrics, meter: engine.usageMeter,
+                                     userID: userID, model: conversation.model, counted: true)
+        do {
+            try await recorder.record(responseIDs: message.responseID.map { [$0] } ?? [],
+                                      inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? pieces)
+        } catch {
+            engine.logger.error("could not record an answer's response id", metadata: ["error": "\(error)"])
         }
         let view = MessageView(message)
         await hub.append(message.id, name: "end", data: JSONValue(view: view).jsonString)

@@ -289,13 +289,18 @@ struct UsageRecorder: Sendable {
     let counted: Bool
 
     func record(_ observer: ResponseObserver) async throws {
+        try await record(responseIDs: observer.responseIDs, inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
+    }
+
+    func record(responseIDs: [String], inputTokens: Int, outputTokens: Int) async throws {
         let now = Date()
-        for id in observer.responseIDs {
+        if counted {
+            meter.record(userID: userID, model: model, day: Self.day(now), inputTokens: inputTokens, outputTokens: outputTokens)
+            metrics.recordTokens(model: model, input: inputTokens, output: outputTokens)
+        }
+        for id in responseIDs {
             try await storage.responses.record(responseID: id, userID: userID, at: now)
         }
-        guard counted else { return }
-        meter.record(userID: userID, model: model, day: Self.day(now), inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
-        metrics.recordTokens(model: model, input: observer.inputTokens, output: observer.outputTokens)
     }
 
     /// `YYYY-MM-DD` in UTC, by arithmetic: a formatter per request costs more than the rest of the accounting.
