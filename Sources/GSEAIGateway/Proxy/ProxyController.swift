@@ -45,7 +45,7 @@ public struct ProxyController: Sendable {
         .contentType, .accept, HTTPField.Name("anthropic-version")!, HTTPField.Name("anthropic-beta")!,
     ]
     /// Headers worth passing back; hop-by-hop and length headers are the server's own business.
-    static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl, HTTPField.Name("x-request-id")!]
+    static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl]
 
     func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
         let identity = try context.require(endpoint.minimumRole)

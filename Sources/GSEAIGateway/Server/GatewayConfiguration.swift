@@ -52,8 +52,6 @@ public struct GatewayConfiguration: Sendable {
     public var chatMaxOutputTokens = 4096
     /// The folder of the web page.
     public var publicDirectory = "Public"
-    /// Whether request logs include the text of prompts (off: prompts are private).
-    public var logPrompts = false
 
     public init() {}
 
@@ -111,7 +109,6 @@ public struct GatewayConfiguration: Sendable {
         idleTimeout = .seconds(try Self.int(reader, "gseai.timeout.idle.seconds", 120, range: 1...3600))
         sessionLifetime = .seconds(3600 * (try Self.int(reader, "gseai.session.hours", 168, range: 1...8760)))
         loginAttempts = try Self.int(reader, "gseai.login.attempts", defaults.loginAttempts, range: 1...1000)
-        logPrompts = reader.string(forKey: "gseai.log.prompts", default: "false").lowercased() == "true"
         publicDirectory = reader.string(forKey: "gseai.public.dir", default: defaults.publicDirectory)
         chatMaxOutputTokens = try Self.int(reader, "gseai.chat.max.output.tokens", defaults.chatMaxOutputTokens, range: 16...1_000_000)
         guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {
@@ -145,7 +142,6 @@ public struct GatewayConfiguration: Sendable {
         ("gseai.timeout.idle.seconds", "GSEAI_TIMEOUT_IDLE_SECONDS", "upstream silence limit between chunks (default 120)"),
         ("gseai.session.hours", "GSEAI_SESSION_HOURS", "login session lifetime (default 168)"),
         ("gseai.login.attempts", "GSEAI_LOGIN_ATTEMPTS", "failed logins per user and address per 5 minutes (default 5)"),
-        ("gseai.log.prompts", "GSEAI_LOG_PROMPTS", "true to log prompt text (default false)"),
         ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default Public)"),
         ("gseai.chat.max.output.tokens", "GSEAI_CHAT_MAX_OUTPUT_TOKENS", "most tokens in one chat-page answer (default 4096)"),
     ]
