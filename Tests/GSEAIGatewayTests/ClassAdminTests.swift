@@ -192,6 +192,21 @@ struct ClassAdminTests {
         }
     }
 
+    @Test func aResetLinkDoesNotOutliveARoleChange() async throws {
+        try await ClassPolicyTests.withClass { fixture in
+            let gateway = fixture.gateway
+            let path = "/api/classes/\(fixture.classID)/members/\(fixture.student.user.id)/reset-link"
+            let token = try Self.token(of: try await fixture.call(.POST, path, key: fixture.instructor.key).json?["url"]?.stringValue)
+            // The student becomes an instructor: the link made for the student no longer opens the account.
+            _ = try await gateway.gateway.accounts.setRole(.instructor, for: "sam")
+            let refused = try await Self.setup(gateway, token: token, password: "taken over")
+            #expect(refused.status == 400)
+            #expect(refused.errorMessage == "this set-up link is not valid; check that it was copied whole")
+            #expect(try await Self.login(gateway, "sam").result.status == 200)
+            #expect(try await Self.login(gateway, "sam", password: "taken over").result.status == 401)
+        }
+    }
+
     // MARK: Roster import
 
     @Test func aRosterImportCreatesAddsAndReportsEachLine() async throws {

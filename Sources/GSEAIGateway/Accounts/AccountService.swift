@@ -62,6 +62,8 @@ public struct AccountService: Sendable {
         var user = try await user(named: username)
         user.role = role
         try await storage.users.update(user)
+        // A set-up link an instructor made for a student must not open an account that is staff now.
+        try await storage.setupTokens.deleteUnused(userID: user.id)
         keyCache.forget { $0.user.id == user.id }
         return user
     }

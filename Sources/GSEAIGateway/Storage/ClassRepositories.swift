@@ -66,4 +66,7 @@ public protocol SetupTokenRepository: Sendable {
     /// Marks the token used at `date`, atomically: returns `false` when it was used already (or does not exist),
     /// so that of two concurrent uses only one succeeds. Expiry is the caller's to check.
     func markUsed(tokenHash: String, at date: Date) async throws -> Bool
+    /// Deletes the user's tokens not used yet: a link made for one role must not open an account that
+    /// has another since.
+    func deleteUnused(userID: String) async throws
 }
