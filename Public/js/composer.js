@@ -60,12 +60,13 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     input.style.height = `${Math.min(input.scrollHeight + 2, 240)}px`;
   }
 
+  /** Attaches files; `Attachments` says which ones are not images it can take. */
   function addFiles(files) {
-    const images = Array.from(files).filter(file => file.type.startsWith('image/'));
-    if (!images.length) return;
+    const list = Array.from(files);
+    if (!list.length) return;
     if (!canSeeImages()) { showError(attachHint.textContent || 'Choose a model first.'); return; }
     clearError();
-    attachments.add(images);
+    attachments.add(list);
   }
 
   function preferredModel() {

@@ -360,6 +360,18 @@ def test_attached_image_reaches_the_model_and_shows_in_the_message(browser, gate
     assert served["status"] == 200 and served["type"].startswith("image/png"), served["type"]
 
 
+def test_a_file_that_is_not_an_image_is_refused_with_a_message(browser, gateway, student, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    sign_in(browser, gateway.base_url, *student)
+    choose_model(browser, VISION)
+    wait(browser, lambda d: find(d, "attach-input").is_enabled(), message="a vision model enables attaching")
+    find(browser, "attach-input").send_keys(str(notes))
+    wait(browser, EC.text_to_be_present_in_element(by_testid("error"), "notes.txt is not a PNG, JPEG, WebP or GIF image."),
+         message="a text file was refused without a word")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#attachments li")
+
+
 # ---------------------------------------------------------------------------
 # 4. Reloading while an answer streams
 

@@ -6,8 +6,10 @@ import { classList, classPage } from './classes.js';
 import { memberPage } from './member.js';
 import { modelsPage } from './models.js';
 import { adminPage } from './admin.js';
+import { errorLine } from './ui.js';
 
 let me = null;
+let routeSeq = 0; // bumped by every navigation
 const show = which => { for (const v of ['boot', 'login-view', 'student-view', 'app']) byId(v).hidden = v !== which; };
 
 async function start() {
@@ -45,26 +47,27 @@ async function route() {
   for (const a of document.querySelectorAll('.nav a')) {
     if (a.dataset.page === page) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
+  // Each page is built off-screen and shown only if no newer navigation happened while it loaded.
+  const seq = ++routeSeq;
+  const built = document.createElement('div');
   view.replaceChildren();
   view.setAttribute('aria-busy', 'true');
   try {
-    if (page === 'classes' && parts[1] && parts[2] === 'members' && parts[3]) await memberPage(view, parts[1], parts[3]);
-    else if (page === 'classes' && parts[1]) await classPage(view, parts[1]);
-    else if (page === 'models') await modelsPage(view);
-    else if (page === 'admin' && me.role === 'admin') await adminPage(view, me);
+    if (page === 'classes' && parts[1] && parts[2] === 'members' && parts[3]) await memberPage(built, parts[1], parts[3]);
+    else if (page === 'classes' && parts[1]) await classPage(built, parts[1]);
+    else if (page === 'models') await modelsPage(built);
+    else if (page === 'admin' && me.role === 'admin') await adminPage(built, me);
     else if (page === 'admin') throw new Error('The admin page is for administrators only; your account is an instructor’s.');
-    else await classList(view);
+    else await classList(built);
   } catch (err) {
-    const p = document.createElement('p');
-    p.className = 'error';
-    p.setAttribute('role', 'alert');
-    p.dataset.testid = 'view-error';
-    p.textContent = err.message;
-    view.append(p);
-  } finally {
-    view.removeAttribute('aria-busy');
-    view.querySelector('h1')?.focus();
+    const failure = errorLine('view-error');
+    failure.show(err);
+    built.append(failure);
   }
+  if (seq !== routeSeq) return;
+  view.replaceChildren(...built.childNodes);
+  view.removeAttribute('aria-busy');
+  view.querySelector('h1')?.focus();
 }
 
 byId('login-form').addEventListener('submit', async event => {

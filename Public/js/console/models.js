@@ -41,10 +41,8 @@ export async function modelsPage(view) {
     e.preventDefault();
     const model = input.value.trim();
     if (!model) return downloadErrors.show(new Error('Type the model to download.'));
-    busy(start, downloadErrors, async () => {
-      const job = await api.download(model);
-      follow(model, job);
-    });
+    // The button stays off while the job is followed (`follow` turns it back on when the job ends).
+    busy(start, downloadErrors, () => api.download(model)).then(job => { if (job) follow(model, job); });
   } }, h('h2', null, 'Download a model'), h('label', { for: 'download-input' }, 'Model'),
   h('div', { class: 'inline-form' }, input, start), downloadErrors, bar, text);
 
