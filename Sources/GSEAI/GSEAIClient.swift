@@ -105,7 +105,9 @@ public final class GSEAIClient: Sendable {
 
     /// The AsyncHTTPClient configuration these time limits call for. The idle limit is the connection's
     /// read timeout (checked by NIO as bytes arrive, at no cost per piece): for streams, the idle limit; for
-    /// whole answers, which may come only when complete, the first-byte limit.
+    /// whole answers, which may come only when complete, the first-byte limit. The read timeout also runs
+    /// while the response head is awaited, so a stream's head must come within the smaller of the first-byte
+    /// and idle limits.
     static func httpConfiguration(timeouts: Timeouts, streaming: Bool) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
@@ -165,7 +167,8 @@ public final class GSEAIClient: Sendable {
         switch error {
         case .connectTimeout: return .timeout(.connect)
         case .deadlineExceeded: return .timeout(.firstByte)
-        case .readTimeout: return .timeout(.idle)
+        // Thrown before the response head: the answer never started.
+        case .readTimeout: return .timeout(.firstByte)
         default: return .connection(String(describing: error))
         }
     }

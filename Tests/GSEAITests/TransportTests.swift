@@ -64,6 +64,15 @@ struct TransportTests {
         }
     }
 
+    @Test func aStreamWhoseHeadNeverComesIsAFirstByteTimeout() async throws {
+        // A stream's head is awaited under the connection's read timeout, the idle limit here.
+        try await withClient(timeouts: .init(firstByte: .seconds(30), idle: .milliseconds(300))) { client, _ in
+            await #expect(throws: GSEAIError.timeout(.firstByte)) {
+                for try await _ in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang-head]]")) {}
+            }
+        }
+    }
+
     @Test func refusedConnectionIsAConnectionError() async throws {
         // Port 1 on loopback has no listener.
         let client = try GSEAIClient(apiToken: "t", baseURL: "http://127.0.0.1:1")
