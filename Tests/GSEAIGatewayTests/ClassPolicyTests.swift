@@ -333,6 +333,51 @@ struct ClassPolicyTests {
         }
     }
 
+    @Test func usageAndBudgetsCountOnlyInTheClassTheyWereSpentIn() async throws {
+        try await Self.withClass(policy: ["daily_token_budget": 5]) { fixture in
+            let gateway = fixture.gateway
+            // Sam also joins a second class, of another instructor, without a budget; it becomes the active one.
+            let other = try await gateway.user("olga", role: .instructor)
+            let chemistry = try await gateway.post("/api/classes", key: other.key, json: ["name": "Chemistry"])
+            let chemistryID = try #require(chemistry.json?["id"]?.stringValue)
+            let code = try #require(chemistry.json?["join_code"]?.stringValue)
+            #expect(try await gateway.post("/api/classes/join", key: fixture.student.key, json: ["code": .string(code)]).status == 200)
+            for text in ["hello there", "and again", "and once more"] {
+                #expect(try await fixture.chat(text).status == 200)
+            }
+            await gateway.gateway.usageMeter.flush()
+            let spent = try await gateway.usage(of: fixture.student.user.id)
+            #expect(spent.map(\.classID) == [chemistryID])
+            #expect(spent.first?.requests == 3)
+
+            // Biology's instructor sees none of it: not in the roster, the member's chart or the export.
+            let biology = "/api/classes/\(fixture.classID)"
+            let roster = try await fixture.call(.GET, "\(biology)/members", key: fixture.instructor.key)
+            #expect(roster.json?["data"]?.arrayValue?.first?["tokens"] == 0)
+            #expect(roster.json?["data"]?.arrayValue?.first?["requests"] == 0)
+            let chart = try await fixture.call(.GET, "\(biology)/members/\(fixture.student.user.id)/usage", key: fixture.instructor.key)
+            #expect(chart.json?["data"]?.arrayValue == [])
+            let export = try await fixture.call(.GET, "\(biology)/usage.csv", key: fixture.instructor.key)
+            #expect(export.text == "day,username,model,requests,input_tokens,output_tokens\r\n")
+            // Chemistry's instructor sees all of it.
+            let theirs = try await fixture.call(.GET, "/api/classes/\(chemistryID)/members", key: other.key)
+            #expect(theirs.json?["data"]?.arrayValue?.first?["requests"] == 3)
+            #expect(theirs.json?["data"]?.arrayValue?.first?["tokens"]?.intValue == spent.first.map { $0.inputTokens + $0.outputTokens })
+
+            // Biology's budget is untouched by Chemistry's usage, and then spent in Biology.
+            let active = try await gateway.post("/api/classes/active", key: fixture.student.key, json: ["class_id": .string(fixture.classID)])
+            #expect(active.status == 200, "\(active.text)")
+            #expect(try await fixture.chat("hello there").status == 200)
+            let refused = try await fixture.chat("hello there")
+            #expect(refused.status == 429)
+            #expect(refused.errorMessage?.hasPrefix("you have used 5 tokens today; the daily budget of your class 'Biology 101'") == true)
+            await gateway.gateway.usageMeter.flush()
+            let chartAfter = try await fixture.call(.GET, "\(biology)/members/\(fixture.student.user.id)/usage", key: fixture.instructor.key)
+            #expect(chartAfter.json?["data"]?.arrayValue?.first?["input_tokens"] == 2)
+            #expect(chartAfter.json?["data"]?.arrayValue?.first?["output_tokens"] == 3)
+        }
+    }
+
     // MARK: Class state
 
     @Test func closingAClassOrPassingItsEndStopsItsStudentsAtOnce() async throws {

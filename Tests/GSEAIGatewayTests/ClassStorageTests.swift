@@ -326,21 +326,24 @@ import Testing
             try await storage.classes.addMember(classID: chemistry.id, userID: carol.id, at: t0)
             try await storage.classes.addMember(classID: chemistry.id, userID: alice.id, at: t0)
 
-            try await add(to: storage, alice, "qwen", "2025-03-01", 1, 2)  // before the day
-            try await add(to: storage, alice, "qwen", "2025-03-02", 10, 20)
-            try await add(to: storage, alice, "qwen", "2025-03-02", 5, 5)
-            try await add(to: storage, alice, "gemma", "2025-03-03", 3, 4)
-            try await add(to: storage, bob, "qwen", "2025-03-02", 7, 8)
-            try await add(to: storage, carol, "qwen", "2025-03-02", 100, 100)
+            try await add(to: storage, alice, "qwen", "2025-03-01", 1, 2, in: biology.id)  // before the day
+            try await add(to: storage, alice, "qwen", "2025-03-02", 10, 20, in: biology.id)
+            try await add(to: storage, alice, "qwen", "2025-03-02", 5, 5, in: biology.id)
+            try await add(to: storage, alice, "gemma", "2025-03-03", 3, 4, in: biology.id)
+            try await add(to: storage, bob, "qwen", "2025-03-02", 7, 8, in: biology.id)
+            try await add(to: storage, carol, "qwen", "2025-03-02", 100, 100, in: chemistry.id)
             try await add(to: storage, ines, "qwen", "2025-03-03", 50, 50)
+            // What Alice used in the other class, or outside any, is not Biology's.
+            try await add(to: storage, alice, "qwen", "2025-03-02", 1000, 1000, in: chemistry.id)
+            try await add(to: storage, alice, "qwen", "2025-03-02", 2000, 2000)
 
             // Newest day first, then by user (ids are random, so the two of 2 March are sorted here too).
             let usage = try await storage.classes.memberUsage(classID: biology.id, since: "2025-03-02")
             #expect(usage == [
-                UsageRecord(userID: alice.id, model: "gemma", day: "2025-03-03", requests: 1, inputTokens: 3, outputTokens: 4)
+                UsageRecord(userID: alice.id, classID: biology.id, model: "gemma", day: "2025-03-03", requests: 1, inputTokens: 3, outputTokens: 4)
             ] + [
-                UsageRecord(userID: alice.id, model: "qwen", day: "2025-03-02", requests: 2, inputTokens: 15, outputTokens: 25),
-                UsageRecord(userID: bob.id, model: "qwen", day: "2025-03-02", requests: 1, inputTokens: 7, outputTokens: 8),
+                UsageRecord(userID: alice.id, classID: biology.id, model: "qwen", day: "2025-03-02", requests: 2, inputTokens: 15, outputTokens: 25),
+                UsageRecord(userID: bob.id, classID: biology.id, model: "qwen", day: "2025-03-02", requests: 1, inputTokens: 7, outputTokens: 8),
             ].sorted { $0.userID < $1.userID })
             #expect(usage.reduce(0) { $0 + $1.inputTokens + $1.outputTokens } == 7 + 40 + 15)
             #expect(try await storage.classes.memberUsage(classID: biology.id, since: "2025-03-04").isEmpty)
@@ -356,21 +359,27 @@ import Testing
         }
     }
 
-    @Test func theUsageTotalOfADayCountsEveryModelInAndOut() async throws {
+    @Test func theUsageTotalOfADayCountsEveryModelInAndOutOfTheClassOnly() async throws {
         try await withStorage { storage in
             let alice = try await makeUser("alice", in: storage)
             let bob = try await makeUser("bob", in: storage)
-            try await storage.usage.add(userID: alice.id, model: "qwen", day: "2025-03-02", inputTokens: 10, outputTokens: 20)
-            try await storage.usage.add(userID: alice.id, model: "qwen", day: "2025-03-02", inputTokens: 1, outputTokens: 2)
-            try await storage.usage.add(userID: alice.id, model: "gemma", day: "2025-03-02", inputTokens: 100, outputTokens: 200)
-            try await storage.usage.add(userID: alice.id, model: "qwen", day: "2025-03-01", inputTokens: 1000, outputTokens: 1)
-            try await storage.usage.add(userID: bob.id, model: "qwen", day: "2025-03-02", inputTokens: 7, outputTokens: 7)
+            func add(_ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int, in classID: String? = "c1") async throws {
+                try await storage.usage.add(userID: user.id, classID: classID, model: model, day: day, inputTokens: input, outputTokens: output)
+            }
+            try await add(alice, "qwen", "2025-03-02", 10, 20)
+            try await add(alice, "qwen", "2025-03-02", 1, 2)
+            try await add(alice, "gemma", "2025-03-02", 100, 200)
+            try await add(alice, "qwen", "2025-03-01", 1000, 1)
+            try await add(alice, "qwen", "2025-03-02", 5000, 5000, in: "c2")
+            try await add(alice, "qwen", "2025-03-02", 7000, 7000, in: nil)
+            try await add(bob, "qwen", "2025-03-02", 7, 7)
 
-            #expect(try await storage.usage.total(userID: alice.id, day: "2025-03-02") == 333)
-            #expect(try await storage.usage.total(userID: alice.id, day: "2025-03-01") == 1001)
-            #expect(try await storage.usage.total(userID: bob.id, day: "2025-03-02") == 14)
-            #expect(try await storage.usage.total(userID: alice.id, day: "2025-03-03") == 0)
-            #expect(try await storage.usage.total(userID: "nobody", day: "2025-03-02") == 0)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "c1", day: "2025-03-02") == 333)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "c1", day: "2025-03-01") == 1001)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "c2", day: "2025-03-02") == 10000)
+            #expect(try await storage.usage.total(userID: bob.id, classID: "c1", day: "2025-03-02") == 14)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "c1", day: "2025-03-03") == 0)
+            #expect(try await storage.usage.total(userID: "nobody", classID: "c1", day: "2025-03-02") == 0)
         }
     }
 
@@ -544,10 +553,9 @@ import Testing
         self.storageTests.isConflict(error)
     }
 
-    func add(to storage: Storage, _ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int)
-        async throws
-    {
-        try await self.storageTests.add(to: storage, user, model, day, input, output)
+    func add(to storage: Storage, _ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int,
+             in classID: String? = nil) async throws {
+        try await self.storageTests.add(to: storage, user, model, day, input, output, in: classID)
     }
 
     func makeClass(_ name: String, code: String, by instructor: User, createdAt: Date? = nil, in storage: Storage)

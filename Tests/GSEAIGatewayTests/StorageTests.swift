@@ -210,6 +210,54 @@ import Testing
         }
     }
 
+    @Test func usageIsKeptPerClass() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            // The class ids need no class: usage outlives a deleted class.
+            try await add(to: storage, alice, "qwen", "2025-03-01", 1, 2)
+            try await add(to: storage, alice, "qwen", "2025-03-01", 10, 20, in: "biology")
+            try await add(to: storage, alice, "qwen", "2025-03-01", 10, 20, in: "biology")
+            try await add(to: storage, alice, "qwen", "2025-03-01", 100, 200, in: "chemistry")
+
+            let outside = row(alice, "qwen", "2025-03-01", requests: 1, input: 1, output: 2)
+            let biology = row(alice, "qwen", "2025-03-01", requests: 2, input: 20, output: 40, in: "biology")
+            let chemistry = row(alice, "qwen", "2025-03-01", requests: 1, input: 100, output: 200, in: "chemistry")
+            #expect(try await storage.usage.list(userID: alice.id) == [outside, biology, chemistry])
+            #expect(try await storage.usage.list(userID: alice.id, classID: "biology") == [biology])
+            #expect(try await storage.usage.list(userID: nil, classID: "chemistry") == [chemistry])
+            #expect(try await storage.usage.total(userID: alice.id, classID: "biology", day: "2025-03-01") == 60)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "chemistry", day: "2025-03-01") == 300)
+            #expect(try await storage.usage.total(userID: alice.id, classID: "physics", day: "2025-03-01") == 0)
+        }
+    }
+
+    @Test func usageFromBeforeClassesIsKeptOutsideAnyClass() async throws {
+        let directory = FileManager.default.temporaryDirectory.appending(path: "gseai-usage-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appending(path: "gateway.sqlite").path
+        // A database of the version before usage was kept per class, with usage in it.
+        try await withRawDatabase(path: path) { database in
+            _ = try await Migrations.run(on: database, migrations: Array(Migrations.all.prefix(3)), logger: Logger(label: "test"))
+            try await database.raw("""
+                INSERT INTO users (id, username, password_hash, role, disabled, created_at)
+                VALUES ('u1', 'alice', 'x', 'student', FALSE, 0)
+                """).run()
+            try await database.raw("""
+                INSERT INTO usage_daily (user_id, model, day, requests, input_tokens, output_tokens)
+                VALUES ('u1', 'qwen', '2025-03-01', 3, 30, 60)
+                """).run()
+        }
+        try await withStorage(path: path) { storage in
+            #expect(try await storage.usage.list(userID: "u1") == [
+                UsageRecord(userID: "u1", classID: nil, model: "qwen", day: "2025-03-01", requests: 3, inputTokens: 30, outputTokens: 60)
+            ])
+            // And new usage adds to the same row.
+            try await storage.usage.add(userID: "u1", model: "qwen", day: "2025-03-01", inputTokens: 1, outputTokens: 1)
+            #expect(try await storage.usage.list(userID: "u1").map(\.requests) == [4])
+        }
+    }
+
     @Test func concurrentUsageAddsAreNotLost() async throws {
         try await withStorage { storage in
             let alice = try await makeUser("alice", in: storage)
@@ -390,15 +438,18 @@ import Testing
         )
     }
 
-    func add(to storage: Storage, _ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int)
-        async throws
-    {
-        try await storage.usage.add(userID: user.id, model: model, day: day, inputTokens: input, outputTokens: output)
+    func add(to storage: Storage, _ user: User, _ model: String, _ day: String, _ input: Int, _ output: Int,
+             in classID: String? = nil) async throws {
+        try await storage.usage.add(userID: user.id, classID: classID, model: model, day: day, inputTokens: input,
+                                    outputTokens: output)
     }
 
-    func row(_ user: User, _ model: String, _ day: String, requests: Int, input: Int, output: Int) -> UsageRecord {
+    func row(_ user: User, _ model: String, _ day: String, requests: Int, input: Int, output: Int, in classID: String? = nil)
+        -> UsageRecord
+    {
         UsageRecord(
-            userID: user.id, model: model, day: day, requests: requests, inputTokens: input, outputTokens: output
+            userID: user.id, classID: classID, model: model, day: day, requests: requests, inputTokens: input,
+            outputTokens: output
         )
     }
 

@@ -172,7 +172,7 @@ public struct ClassController: Sendable {
         }
         let since = try since(request)
         var days: [String: DayUsageView] = [:]
-        for row in try await storage.usage.list(userID: student.id) where row.day >= since {
+        for row in try await storage.usage.list(userID: student.id, classID: classSession.id) where row.day >= since {
             days[row.day, default: DayUsageView(day: row.day, requests: 0, input_tokens: 0, output_tokens: 0)].requests += row.requests
             days[row.day]!.input_tokens += row.inputTokens
             days[row.day]!.output_tokens += row.outputTokens

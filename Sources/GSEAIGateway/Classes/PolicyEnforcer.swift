@@ -48,7 +48,9 @@ public final class PolicyEnforcer: Sendable {
         guard let budget = applied.policy.dailyTokenBudget else { return }
         let now = clock()
         let day = UsageRecorder.day(now)
-        let used = try await usage.total(userID: user.id, day: day) + meter.pending(userID: user.id, day: day)
+        // What the student used in this class: each class's budget is its own.
+        let used = try await usage.total(userID: user.id, classID: applied.id, day: day)
+            + meter.pending(userID: user.id, classID: applied.id, day: day)
         guard used >= budget else { return }
         let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
         let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))

@@ -55,8 +55,8 @@ public struct ConversationEngine: Sendable {
             throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it or wait")
         }
         // Class policy (issue 5): checked before anything is stored.
-        let policy = try await policies.admit(user: user, model: conversation.model, imageCount: imageHashes.count,
-                                              preferredClassID: conversation.classID)?.policy
+        let applied = try await policies.admit(user: user, model: conversation.model, imageCount: imageHashes.count,
+                                               preferredClassID: conversation.classID)
         let now = Date()
         let userMessage = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "user", text: text, imageHashes: imageHashes, status: .complete, model: conversation.model
@@ -65,7 +65,7 @@ public struct ConversationEngine: Sendable {
         conversation.updatedAt = now
         try await storage.conversations.update(conversation)
         let assistant = try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                              previousResponseID: conversation.lastResponseID, user: user, policy: policy)
+                                              previousResponseID: conversation.lastResponseID, user: user, applied: applied)
         return (userMessage, assistant)
     }
 
@@ -82,8 +82,8 @@ public struct ConversationEngine: Sendable {
         }
         // Class policy (issue 5): checked (and counted) only for a request that can be answered, before the
         // last answer is replaced.
-        let policy = try await policies.admit(user: user, model: conversation.model, imageCount: userMessage.imageHashes.count,
-                                              preferredClassID: conversation.classID)?.policy
+        let applied = try await policies.admit(user: user, model: conversation.model, imageCount: userMessage.imageHashes.count,
+                                               preferredClassID: conversation.classID)
         if let lastAnswer {
             try await storage.messages.delete(id: lastAnswer.id)
             messages.removeLast()
@@ -92,7 +92,7 @@ public struct ConversationEngine: Sendable {
         // Continue from the answer before the last question, if it was stored upstream.
         let previous = history.last(where: { $0.role == "assistant" }).flatMap { $0.status == .complete ? $0.responseID : nil }
         return try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                     previousResponseID: previous, user: user, policy: policy)
+                                     previousResponseID: previous, user: user, applied: applied)
     }
 
     /// Stops an answer being generated; its partial text is kept, marked stopped.
@@ -124,12 +124,12 @@ public struct ConversationEngine: Sendable {
     }
 
     private func startAnswer(conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-                             previousResponseID: String?, user: User, policy: ClassPolicy?) async throws -> StoredMessage {
+                             previousResponseID: String?, user: User, applied: ClassSession?) async throws -> StoredMessage {
         let assistant = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "assistant", text: "", imageHashes: [], status: .streaming, model: conversation.model
         ))
         let generation = Generation(engine: self, conversation: conversation, history: history, userMessage: userMessage,
-                                    message: assistant, previousResponseID: previousResponseID, userID: user.id, policy: policy)
+                                    message: assistant, previousResponseID: previousResponseID, userID: user.id, applied: applied)
         await hub.start(assistant.id) { await generation.run() }
         return assistant
     }
@@ -146,8 +146,9 @@ final class Generation: @unchecked Sendable {
     private var message: StoredMessage
     private let previousResponseID: String?
     private let userID: String
-    /// The class's policy, if one applies (issue 5).
-    private let policy: ClassPolicy?
+    /// The class whose policy applies, if one does (issue 5); usage is counted in it.
+    private let applied: ClassSession?
+    private var policy: ClassPolicy? { applied?.policy }
 
     /// The most tokens an answer may have: the class's limit, or the gateway's, so that a model that never
     /// ends its turn cannot run until its context is full.
@@ -162,8 +163,8 @@ final class Generation: @unchecked Sendable {
     private var pieces = 0
 
     init(engine: ConversationEngine, conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-         message: StoredMessage, previousResponseID: String?, userID: String, policy: ClassPolicy? = nil) {
-        self.policy = policy
+         message: StoredMessage, previousResponseID: String?, userID: String, applied: ClassSession? = nil) {
+        self.applied = applied
         self.engine = engine
         self.conversation = conversation
         self.history = history
@@ -355,7 +356,7 @@ final class Generation: @unchecked Sendable {
         }
         // Counted even when the answer could not be saved (its conversation deleted meanwhile, say).
         let recorder = UsageRecorder(storage: engine.storage, metrics: engine.metrics, meter: engine.usageMeter,
-                                     userID: userID, model: conversation.model, counted: true)
+                                     userID: userID, classID: applied?.id, model: conversation.model, counted: true)
         do {
             try await recorder.record(responseIDs: message.responseID.map { [$0] } ?? [],
                                       inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? pieces)

@@ -58,6 +58,8 @@ public struct ProxyController: Sendable {
         var body: ByteBuffer?
         // Class policy (issue 5): model lists are shortened to the class's models, one model is refused.
         var listingClass: ClassSession?
+        /// The class whose policy applied, for usage.
+        var appliedClassID: String?
         if endpoint.method == .get, PolicyEnforcer.modelPaths.contains(endpoint.path) {
             listingClass = try await policies.resolver.applicableClass(for: identity.user)
             if let listingClass, let model = context.parameters.get("model") { try PolicyEnforcer.checkModel(model, in: listingClass) }
@@ -79,10 +81,11 @@ public struct ProxyController: Sendable {
                 }
             }
             // Class policy (issue 5): may refuse the request, or rewrite it (output tokens, system prompt).
-            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount),
-                let rewritten = try PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied)
-            {
-                bytes = ByteBuffer(data: rewritten.jsonData)
+            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount) {
+                appliedClassID = applied.id
+                if let rewritten = try PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied) {
+                    bytes = ByteBuffer(data: rewritten.jsonData)
+                }
             }
             inspection = checked
             body = bytes
@@ -96,7 +99,8 @@ public struct ProxyController: Sendable {
         outgoing.expectsStream = inspection?.stream == true
 
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
-                                     model: inspection?.model ?? "unknown", counted: endpoint.method == .post)
+                                     classID: appliedClassID, model: inspection?.model ?? "unknown",
+                                     counted: endpoint.method == .post)
         let surface = endpoint.surface.rawValue
         let upstream = self.upstream
         let metrics = self.metrics
@@ -284,6 +288,8 @@ struct UsageRecorder: Sendable {
     let metrics: GatewayMetrics
     let meter: UsageMeter
     let userID: String
+    /// The class whose policy applied to the request, if any.
+    let classID: String?
     let model: String
     /// Model listings and the like are not usage.
     let counted: Bool
@@ -295,7 +301,8 @@ struct UsageRecorder: Sendable {
     func record(responseIDs: [String], inputTokens: Int, outputTokens: Int) async throws {
         let now = Date()
         if counted {
-            meter.record(userID: userID, model: model, day: Self.day(now), inputTokens: inputTokens, outputTokens: outputTokens)
+            meter.record(userID: userID, classID: classID, model: model, day: Self.day(now), inputTokens: inputTokens,
+                         outputTokens: outputTokens)
             metrics.recordTokens(model: model, input: inputTokens, output: outputTokens)
         }
         for id in responseIDs {

@@ -4,12 +4,13 @@ import ServiceLifecycle
 import Synchronization
 
 /// Token usage on its way to the database: counted in memory as requests finish, and written once a
-/// second (and at shutdown) as one upsert per user, model and day. One write per request would make the
+/// second (and at shutdown) as one upsert per user, class, model and day. One write per request would make the
 /// database the gateway's bottleneck; the cost is that a crash loses at most the last second of counts.
-/// ``pending(userID:day:)`` lets budget checks see what is not written yet.
+/// ``pending(userID:classID:day:)`` lets budget checks see what is not written yet.
 public final class UsageMeter: Service, Sendable {
     struct Key: Hashable {
         var userID: String
+        var classID: String?
         var model: String
         var day: String
     }
@@ -21,7 +22,7 @@ public final class UsageMeter: Service, Sendable {
     }
 
     private let counts = Mutex<[Key: Counts]>([:])
-    /// What a flush is writing now: still counted by ``pending(userID:day:)`` until written, so that a
+    /// What a flush is writing now: still counted by ``pending(userID:classID:day:)`` until written, so that a
     /// budget check in between sees it.
     private let writing = Mutex<[Key: Counts]>([:])
     private let repository: any UsageRepository
@@ -34,19 +35,24 @@ public final class UsageMeter: Service, Sendable {
         self.logger = logger
     }
 
-    /// Counts one request.
-    public func record(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) {
+    /// Counts one request, in the class whose policy applied to it (`nil`: outside any).
+    public func record(userID: String, classID: String?, model: String, day: String, inputTokens: Int, outputTokens: Int) {
+        let key = Key(userID: userID, classID: classID, model: model, day: day)
         counts.withLock { counts in
-            counts[Key(userID: userID, model: model, day: day), default: Counts()].requests += 1
-            counts[Key(userID: userID, model: model, day: day)]!.input += inputTokens
-            counts[Key(userID: userID, model: model, day: day)]!.output += outputTokens
+            counts[key, default: Counts()].requests += 1
+            counts[key]!.input += inputTokens
+            counts[key]!.output += outputTokens
         }
     }
 
-    /// Tokens counted for a user and day but not written yet.
-    public func pending(userID: String, day: String) -> Int {
+    /// Tokens counted for a user in a class on a day but not written yet.
+    public func pending(userID: String, classID: String, day: String) -> Int {
         func sum(_ counts: [Key: Counts]) -> Int {
-            counts.reduce(0) { $0 + ($1.key.userID == userID && $1.key.day == day ? $1.value.input + $1.value.output : 0) }
+            counts.reduce(0) { total, entry in
+                let key = entry.key
+                guard key.userID == userID, key.classID == classID, key.day == day else { return total }
+                return total + entry.value.input + entry.value.output
+            }
         }
         // Read in the order a flush moves them (counts, then writing) so that nothing is missed; counting
         // something twice for an instant errs on the safe side for budgets.
@@ -66,7 +72,8 @@ public final class UsageMeter: Service, Sendable {
         defer { writing.withLock { $0.removeAll() } }
         for (key, value) in batch {
             do {
-                try await repository.add(userID: key.userID, model: key.model, day: key.day, requests: value.requests,
+                try await repository.add(userID: key.userID, classID: key.classID, model: key.model, day: key.day,
+                                         requests: value.requests,
                                          inputTokens: value.input, outputTokens: value.output)
             } catch {
                 logger.error("could not write usage", metadata: ["error": "\(error)"])

@@ -37,8 +37,8 @@ public protocol ClassRepository: Sendable {
     /// The user's active class, if one is set.
     func activeClass(userID: String) async throws -> String?
 
-    /// The usage rows (every model) of the class's current members from `day` (`YYYY-MM-DD`, UTC) on, newest
-    /// day first. The rows count all of a member's usage, in the class or not.
+    /// The usage rows (every model) of the class's current members in the class from `day` (`YYYY-MM-DD`,
+    /// UTC) on, newest day first: what a member used outside the class (or in another) is not theirs to see.
     func memberUsage(classID: String, since day: String) async throws -> [UsageRecord]
 }
 

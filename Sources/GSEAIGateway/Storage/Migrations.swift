@@ -235,6 +235,34 @@ enum Migrations {
             // A class's conversations; and clearing them when the class is deleted.
             "CREATE INDEX conversations_class_id ON conversations (class_id)",
         ]),
+        Migration(version: 4, name: "usage per class", statements: [
+            // Usage gains the class whose policy applied, so that an instructor sees only what a student used
+            // in their class. Outside any class (and for the rows before this version) the class is '', not
+            // NULL: a NULL in the key would never conflict, and the upsert would add rows instead of summing.
+            // No foreign key: usage outlives a deleted class, for the student and administrators.
+            """
+            CREATE TABLE usage_daily_by_class (
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                day TEXT NOT NULL,
+                class_id TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL,
+                requests BIGINT NOT NULL DEFAULT 0,
+                input_tokens BIGINT NOT NULL DEFAULT 0,
+                output_tokens BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, day, class_id, model)
+            )
+            """,
+            """
+            INSERT INTO usage_daily_by_class (user_id, day, class_id, model, requests, input_tokens, output_tokens)
+            SELECT user_id, day, '', model, requests, input_tokens, output_tokens FROM usage_daily
+            """,
+            "DROP TABLE usage_daily",
+            "ALTER TABLE usage_daily_by_class RENAME TO usage_daily",
+            // Everyone's usage, newest day first (a user's day is served by the primary key).
+            "CREATE INDEX usage_daily_day ON usage_daily (day)",
+            // A class's usage since a day.
+            "CREATE INDEX usage_daily_class_id_day ON usage_daily (class_id, day)",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.

@@ -110,9 +110,12 @@ public struct APIKey: Codable, Sendable, Hashable {
     }
 }
 
-/// Token usage of one user for one model on one day (UTC).
+/// Token usage of one user for one model on one day (UTC), in one class or outside any.
 public struct UsageRecord: Codable, Sendable, Hashable {
     public var userID: String
+    /// The class whose policy applied to the requests, or `nil` for requests outside any class (and for
+    /// usage recorded before usage was kept per class).
+    public var classID: String?
     public var model: String
     /// `YYYY-MM-DD`, UTC.
     public var day: String
@@ -120,8 +123,10 @@ public struct UsageRecord: Codable, Sendable, Hashable {
     public var inputTokens: Int
     public var outputTokens: Int
 
-    public init(userID: String, model: String, day: String, requests: Int, inputTokens: Int, outputTokens: Int) {
+    public init(userID: String, classID: String? = nil, model: String, day: String, requests: Int, inputTokens: Int,
+                outputTokens: Int) {
         self.userID = userID
+        self.classID = classID
         self.model = model
         self.day = day
         self.requests = requests

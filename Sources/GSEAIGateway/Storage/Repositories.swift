@@ -56,20 +56,30 @@ public protocol ResponseOwnershipRepository: Sendable {
     func owner(of responseID: String) async throws -> String?
 }
 
-/// Token usage per user, model and day.
+/// Token usage per user, class, model and day.
 public protocol UsageRepository: Sendable {
-    /// Adds requests and their tokens to the user's row for the model and day.
-    func add(userID: String, model: String, day: String, requests: Int, inputTokens: Int, outputTokens: Int) async throws
-    /// Rows of one user (or everyone, for `nil`), newest day first.
-    func list(userID: String?) async throws -> [UsageRecord]
-    /// The tokens (input and output, every model) a user used on a day (`YYYY-MM-DD`, UTC), for budgets.
-    func total(userID: String, day: String) async throws -> Int
+    /// Adds requests and their tokens to the user's row for the class (`nil`: outside any), model and day.
+    func add(userID: String, classID: String?, model: String, day: String, requests: Int, inputTokens: Int,
+             outputTokens: Int) async throws
+    /// Rows of one user (or everyone, for `nil`), newest day first; only those of one class when `classID`
+    /// is given.
+    func list(userID: String?, classID: String?) async throws -> [UsageRecord]
+    /// The tokens (input and output, every model) a user used in a class on a day (`YYYY-MM-DD`, UTC), for
+    /// the class's budget.
+    func total(userID: String, classID: String, day: String) async throws -> Int
 }
 
 extension UsageRepository {
-    /// Adds one request and its tokens to the user's row for the model and day.
-    public func add(userID: String, model: String, day: String, inputTokens: Int, outputTokens: Int) async throws {
-        try await add(userID: userID, model: model, day: day, requests: 1, inputTokens: inputTokens, outputTokens: outputTokens)
+    /// Adds one request and its tokens to the user's row for the class, model and day.
+    public func add(userID: String, classID: String? = nil, model: String, day: String, inputTokens: Int,
+                    outputTokens: Int) async throws {
+        try await add(userID: userID, classID: classID, model: model, day: day, requests: 1, inputTokens: inputTokens,
+                      outputTokens: outputTokens)
+    }
+
+    /// Every row of one user (or everyone, for `nil`), newest day first.
+    public func list(userID: String?) async throws -> [UsageRecord] {
+        try await list(userID: userID, classID: nil)
     }
 }
 

@@ -179,11 +179,12 @@ struct SQLClassRepository: ClassRepository {
     func memberUsage(classID: String, since day: String) async throws -> [UsageRecord] {
         // Days are `YYYY-MM-DD`, so comparing the text compares the dates.
         try await self.database.raw("""
-            SELECT usage_daily.user_id, usage_daily.model, usage_daily.day, usage_daily.requests,
+            SELECT usage_daily.user_id, usage_daily.class_id, usage_daily.model, usage_daily.day, usage_daily.requests,
                 usage_daily.input_tokens, usage_daily.output_tokens
             FROM usage_daily
-            JOIN class_members ON class_members.user_id = usage_daily.user_id
-            WHERE class_members.class_id = \(bind: classID) AND usage_daily.day >= \(bind: day)
+            JOIN class_members ON class_members.class_id = usage_daily.class_id
+                AND class_members.user_id = usage_daily.user_id
+            WHERE usage_daily.class_id = \(bind: classID) AND usage_daily.day >= \(bind: day)
             ORDER BY usage_daily.day DESC, usage_daily.user_id, usage_daily.model
             """)
             .all()
