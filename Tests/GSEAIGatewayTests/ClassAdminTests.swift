@@ -360,12 +360,35 @@ struct ClassAdminTests {
             let page = try await fixture.call(.GET, "/api/admin/audit?limit=2", key: admin.key)
             #expect(page.json?["data"]?.arrayValue?.count == 2)
             let next = try #require(page.json?["next_before"]?.stringValue)
+            #expect(next.hasSuffix("_" + (entries[1]["id"]?.stringValue ?? "?")))
             let nextPage = try await fixture.call(.GET, "/api/admin/audit?limit=2&before=\(next)", key: admin.key)
             #expect(nextPage.json?["data"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == entries[2..<4].compactMap { $0["id"]?.stringValue })
             let old = try await fixture.call(.GET, "/api/admin/audit?before=2000-01-01T00:00:00Z", key: admin.key)
             #expect(old.json?["data"] == [])
             #expect(try await fixture.call(.GET, "/api/admin/audit?limit=0", key: admin.key).status == 400)
             #expect(try await fixture.call(.GET, "/api/admin/audit?before=soon", key: admin.key).status == 400)
+        }
+    }
+
+    @Test func theAuditLogPagesThroughEntriesOfOneInstant() async throws {
+        try await ClassPolicyTests.withClass { fixture in
+            let admin = try await fixture.gateway.user("ada", role: .admin)
+            let instant = Date(timeIntervalSince1970: 1_700_000_000.25)
+            for index in 0..<5 {
+                try await fixture.gateway.storage.audit.append(
+                    AuditEntry(actorID: admin.user.id, action: "user.set-role", target: "user-\(index)", at: instant))
+            }
+            var targets: [String] = []
+            var path = "/api/admin/audit?limit=2&before=2100-01-01T00:00:00Z"
+            while true {
+                let page = try await fixture.call(.GET, path, key: admin.key)
+                #expect(page.status == 200, "\(page.text)")
+                targets += page.json?["data"]?.arrayValue?.compactMap { $0["target"]?.stringValue } ?? []
+                guard let next = page.json?["next_before"]?.stringValue else { break }
+                path = "/api/admin/audit?limit=2&before=\(next)"
+            }
+            #expect(targets.filter { $0.hasPrefix("user-") }.sorted() == (0..<5).map { "user-\($0)" })
+            #expect(targets.count == Set(targets).count)
         }
     }
 

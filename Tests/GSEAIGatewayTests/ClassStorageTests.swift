@@ -399,17 +399,37 @@ import Testing
             #expect(try await storage.audit.list(limit: 10, before: nil) == newestFirst)
 
             var pages: [[AuditEntry]] = []
-            var before: Date? = nil
+            var before: AuditCursor? = nil
             while true {
                 let page = try await storage.audit.list(limit: 2, before: before)
                 if page.isEmpty { break }
                 pages.append(page)
-                before = page.last?.at
+                before = page.last.map(AuditCursor.init(after:))
             }
             #expect(pages == [Array(newestFirst[0..<2]), Array(newestFirst[2..<4]), [newestFirst[4]]])
-            #expect(try await storage.audit.list(limit: 10, before: t0 + 2).map(\.target) == ["class-1", "class-0"])
+            #expect(try await storage.audit.list(limit: 10, before: AuditCursor(at: t0 + 2)).map(\.target) == ["class-1", "class-0"])
             #expect(try await storage.audit.list(limit: 0, before: nil).isEmpty)
-            #expect(try await storage.audit.list(limit: 10, before: t0).isEmpty)
+            #expect(try await storage.audit.list(limit: 10, before: AuditCursor(at: t0)).isEmpty)
+        }
+    }
+
+    @Test func auditPagesNeitherSkipNorRepeatEntriesOfTheSameInstant() async throws {
+        try await withStorage { storage in
+            // A roster import writes many entries within one clock tick.
+            let entries = (0..<7).map { index in
+                AuditEntry(actorID: "admin", action: "class.member.add", target: "user-\(index)", at: t0 + (index < 6 ? 1 : 0))
+            }
+            for entry in entries.shuffled() { try await storage.audit.append(entry) }
+            var seen: [AuditEntry] = []
+            var before: AuditCursor? = nil
+            while true {
+                let page = try await storage.audit.list(limit: 2, before: before)
+                if page.isEmpty { break }
+                seen += page
+                before = page.last.map(AuditCursor.init(after:))
+            }
+            let sameInstant = entries.prefix(6).sorted { $0.id > $1.id }
+            #expect(seen == sameInstant + [entries[6]])
         }
     }
 

@@ -77,13 +77,14 @@ public struct AdminController: Sendable {
 
     struct AuditPageView: ResponseEncodable {
         var data: [AuditView]
-        /// Pass as `before` for the next (older) page; `nil` on the last page. Unix seconds with every digit
-        /// kept, so that no entry is skipped or shown twice.
+        /// Pass as `before` for the next (older) page; `nil` on the last page. The last entry's time (Unix
+        /// seconds with every digit kept) and id, so that no entry is skipped or shown twice, even among
+        /// entries of the same instant.
         var next_before: String?
     }
 
-    /// The audit log, newest first: `?limit=` (1–500, default 100), `?before=` (entries older than it: ISO 8601,
-    /// or the `next_before` of the previous page).
+    /// The audit log, newest first: `?limit=` (1–500, default 100), `?before=` (the `next_before` of the previous
+    /// page, or an ISO 8601 date and time: the entries older than it).
     @Sendable func audit(_ request: Request, context: GatewayRequestContext) async throws -> AuditPageView {
         _ = try context.require(.admin)
         let query = request.uri.queryParameters
@@ -92,12 +93,12 @@ public struct AdminController: Sendable {
             guard let number = Int(given), (1...500).contains(number) else { throw GatewayError.badRequest("limit is a whole number from 1 to 500") }
             limit = number
         }
-        var before: Date?
+        var before: AuditCursor?
         if let given = query.get("before") {
-            if let seconds = Double(given), seconds.isFinite {
-                before = Date(timeIntervalSince1970: seconds)
+            if let cursor = Self.decodeCursor(String(given)) {
+                before = cursor
             } else if let date = try? ClassController.date(.string(String(given)), "before") {
-                before = date
+                before = AuditCursor(at: date)
             } else {
                 throw GatewayError.badRequest("'before' must be an ISO 8601 date and time, such as 2026-09-01T08:00:00Z")
             }
@@ -110,8 +111,19 @@ public struct AdminController: Sendable {
             views.append(AuditView(id: entry.id, actor_id: entry.actorID, actor_username: usernames[entry.actorID] ?? nil,
                                    action: entry.action, target: entry.target, detail: entry.detail, at: entry.at))
         }
-        // A Double's description reads back as the same Double.
-        let next = entries.count == limit ? entries.last.map { "\($0.at.timeIntervalSince1970)" } : nil
+        let next = entries.count == limit ? entries.last.map { Self.encodeCursor(AuditCursor(after: $0)) } : nil
         return AuditPageView(data: views, next_before: next)
+    }
+
+    /// `<seconds>_<id>`: a Double's description reads back as the same Double.
+    static func encodeCursor(_ cursor: AuditCursor) -> String {
+        "\(cursor.at.timeIntervalSince1970)_\(cursor.id ?? "")"
+    }
+
+    /// A cursor made by ``encodeCursor(_:)``, or `nil` for any other text.
+    static func decodeCursor(_ text: String) -> AuditCursor? {
+        guard let separator = text.firstIndex(of: "_"), let seconds = Double(text[..<separator]), seconds.isFinite else { return nil }
+        let id = String(text[text.index(after: separator)...])
+        return AuditCursor(at: Date(timeIntervalSince1970: seconds), id: id.isEmpty ? nil : id)
     }
 }

@@ -235,7 +235,7 @@ enum Migrations {
             // A class's conversations; and clearing them when the class is deleted.
             "CREATE INDEX conversations_class_id ON conversations (class_id)",
         ]),
-        Migration(version: 4, name: "usage per class", statements: [
+        Migration(version: 4, name: "usage per class; the audit log's page order", statements: [
             // Usage gains the class whose policy applied, so that an instructor sees only what a student used
             // in their class. Outside any class (and for the rows before this version) the class is '', not
             // NULL: a NULL in the key would never conflict, and the upsert would add rows instead of summing.
@@ -262,6 +262,10 @@ enum Migrations {
             "CREATE INDEX usage_daily_day ON usage_daily (day)",
             // A class's usage since a day.
             "CREATE INDEX usage_daily_class_id_day ON usage_daily (class_id, day)",
+            // The audit log is paged by (at, id), so that entries of the same instant are neither skipped nor
+            // shown twice.
+            "DROP INDEX audit_log_at",
+            "CREATE INDEX audit_log_at_id ON audit_log (at, id)",
         ]),
     ]
 

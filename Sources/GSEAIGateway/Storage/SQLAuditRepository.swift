@@ -15,13 +15,23 @@ struct SQLAuditRepository: AuditRepository {
             .run()
     }
 
-    func list(limit: Int, before: Date?) async throws -> [AuditEntry] {
+    func list(limit: Int, before: AuditCursor?) async throws -> [AuditEntry] {
         guard limit > 0 else { return [] }
         var query = self.database.select()
             .columns("id", "actor_id", "action", "target", "detail", "at")
             .from("audit_log")
         if let before {
-            query = query.where("at", .lessThan, before.unixSeconds)
+            // Keyset pagination: the id breaks ties between entries of the same instant.
+            let at = before.at.unixSeconds
+            if let id = before.id {
+                query = query.where(group: { group in
+                    group.where("at", .lessThan, at).orWhere(group: { tie in
+                        tie.where("at", .equal, at).where("id", .lessThan, id)
+                    })
+                })
+            } else {
+                query = query.where("at", .lessThan, at)
+            }
         }
         return try await query
             .orderBy("at", .descending)
