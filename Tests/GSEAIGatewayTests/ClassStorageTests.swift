@@ -452,12 +452,30 @@ import Testing
             #expect(try await storage.setupTokens.find(tokenHash: token.tokenHash) == token)
             #expect(try await storage.setupTokens.find(tokenHash: "missing") == nil)
 
-            #expect(try await storage.setupTokens.markUsed(tokenHash: token.tokenHash, at: t0 + 10) == true)
-            #expect(try await storage.setupTokens.markUsed(tokenHash: token.tokenHash, at: t0 + 20) == false)
+            // Spent with the password, once; a second use changes nothing.
+            func use(_ tokenHash: String, for user: User, hash: String, at date: Date) async throws -> User? {
+                try await storage.users.setPassword(userID: user.id, hash: hash, spendingSetupToken: tokenHash, at: date)
+            }
+            #expect(try await use(token.tokenHash, for: alice, hash: "first", at: t0 + 10)?.passwordHash == "first")
+            #expect(try await use(token.tokenHash, for: alice, hash: "second", at: t0 + 20) == nil)
+            #expect(try await storage.users.find(id: alice.id)?.passwordHash == "first")
             var used = token
             used.usedAt = t0 + 10
             #expect(try await storage.setupTokens.find(tokenHash: token.tokenHash) == used)
-            #expect(try await storage.setupTokens.markUsed(tokenHash: "missing", at: t0) == false)
+            #expect(try await use("missing", for: alice, hash: "third", at: t0) == nil)
+            // Another user's link does not set this user's password.
+            let bob = try await makeUser("bob", in: storage)
+            let bobs = SetupToken(tokenHash: String(repeating: "cd", count: 32), userID: bob.id, expiresAt: t0 + 3600)
+            try await storage.setupTokens.create(bobs)
+            #expect(try await use(bobs.tokenHash, for: alice, hash: "stolen", at: t0) == nil)
+            #expect(try await storage.users.find(id: alice.id)?.passwordHash == "first")
+            #expect(try await storage.setupTokens.find(tokenHash: bobs.tokenHash)?.usedAt == nil)
+
+            // A role change deletes the unused links (Bob's) and keeps the used ones (Alice's).
+            _ = try await storage.users.setRole(userID: bob.id, to: .instructor)
+            _ = try await storage.users.setRole(userID: alice.id, to: .instructor)
+            #expect(try await storage.setupTokens.find(tokenHash: bobs.tokenHash) == nil)
+            #expect(try await storage.setupTokens.find(tokenHash: token.tokenHash) == used)
 
             let error = await #expect(throws: StorageError.self) { try await storage.setupTokens.create(token) }
             #expect(error.map(isConflict) == true)
@@ -473,7 +491,10 @@ import Testing
             try await storage.setupTokens.create(SetupToken(tokenHash: "hash", userID: alice.id, expiresAt: t0 + 3600))
             let successes = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<20 {
-                    group.addTask { try await storage.setupTokens.markUsed(tokenHash: "hash", at: t0 + Double(index)) }
+                    group.addTask {
+                        try await storage.users.setPassword(userID: alice.id, hash: "hash-\(index)", spendingSetupToken: "hash",
+                                                            at: t0 + Double(index)) != nil
+                    }
                 }
                 return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }

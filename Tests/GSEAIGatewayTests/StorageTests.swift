@@ -29,18 +29,56 @@ import Testing
             #expect(try await storage.users.list() == [storedAlice, bob])
             #expect(try await storage.users.count() == 2)
 
-            var changed = storedAlice
-            changed.role = .instructor
-            changed.passwordHash = nil
-            changed.disabled = true
-            changed.username = "renamed"  // not part of an update
-            try await storage.users.update(changed)
-            var expected = changed
-            expected.username = "alice"
+            // Each change writes its own column only, so changes made one after another from the same
+            // (stale) read all stick; each returns the user as stored.
+            var expected = storedAlice
+            expected.role = .instructor
+            #expect(try await storage.users.setRole(userID: alice.id, to: .instructor) == expected)
+            expected.passwordHash = "new-hash"
+            #expect(try await storage.users.setPassword(userID: alice.id, hash: "new-hash", spendingSetupToken: nil, at: t0) == expected)
+            expected.disabled = true
+            #expect(try await storage.users.setDisabled(userID: alice.id, true, at: t0) == expected)
             #expect(try await storage.users.find(id: alice.id) == expected)
+            #expect(try await storage.users.find(id: bob.id) == bob)
 
-            let ghost = User(username: "ghost", passwordHash: nil, role: .student)
-            await #expect(throws: StorageError.notFound) { try await storage.users.update(ghost) }
+            await #expect(throws: StorageError.notFound) { try await storage.users.setRole(userID: "ghost", to: .admin) }
+            await #expect(throws: StorageError.notFound) {
+                try await storage.users.setPassword(userID: "ghost", hash: "h", spendingSetupToken: nil, at: t0)
+            }
+            await #expect(throws: StorageError.notFound) { try await storage.users.setDisabled(userID: "ghost", true, at: t0) }
+        }
+    }
+
+    @Test func accountChangesTakeWhatBelongsWithThemInOneTransaction() async throws {
+        try await withStorage { storage in
+            let alice = try await makeUser("alice", in: storage)
+            let bob = try await makeUser("bob", in: storage)
+            for (id, user) in [("a1", alice), ("a2", alice), ("b1", bob)] {
+                try await storage.sessions.create(session(id, for: user, createdAt: t0, lifetime: 3600))
+            }
+            let key = APIKey(userID: alice.id, prefix: "gsk_alice001", hash: "h1", label: "one", createdAt: t0)
+            let bobsKey = APIKey(userID: bob.id, prefix: "gsk_bob00001", hash: "h2", label: "one", createdAt: t0)
+            try await storage.apiKeys.create(key)
+            try await storage.apiKeys.create(bobsKey)
+
+            // A new password ends the user's sessions, not anyone else's; keys stay.
+            _ = try await storage.users.setPassword(userID: alice.id, hash: "x", spendingSetupToken: nil, at: t0)
+            #expect(try await storage.sessions.list(userID: alice.id).isEmpty)
+            #expect(try await storage.sessions.list(userID: bob.id).map(\.id) == ["b1"])
+            #expect(try await storage.apiKeys.find(id: key.id)?.revokedAt == nil)
+
+            // Disabling ends sessions and revokes keys; an earlier revocation stands; enabling revives nothing.
+            try await storage.sessions.create(session("a3", for: alice, createdAt: t0, lifetime: 3600))
+            let older = APIKey(userID: alice.id, prefix: "gsk_alice002", hash: "h3", label: "old", createdAt: t0, revokedAt: t0 + 1)
+            try await storage.apiKeys.create(older)
+            _ = try await storage.users.setDisabled(userID: alice.id, true, at: t0 + 20)
+            #expect(try await storage.sessions.list(userID: alice.id).isEmpty)
+            #expect(try await storage.apiKeys.find(id: key.id)?.revokedAt == t0 + 20)
+            #expect(try await storage.apiKeys.find(id: older.id)?.revokedAt == t0 + 1)
+            #expect(try await storage.apiKeys.find(id: bobsKey.id)?.revokedAt == nil)
+            #expect(try await storage.sessions.list(userID: bob.id).map(\.id) == ["b1"])
+            _ = try await storage.users.setDisabled(userID: alice.id, false, at: t0 + 30)
+            #expect(try await storage.apiKeys.find(id: key.id)?.revokedAt == t0 + 20)
         }
     }
 
@@ -83,7 +121,7 @@ import Testing
             #expect(try await storage.sessions.find(id: "s-new") == nil)
             #expect(try await storage.sessions.list(userID: alice.id).map(\.id) == ["s-old"])
 
-            try await storage.sessions.deleteAll(userID: alice.id)
+            try await storage.sessions.delete(id: "s-old")
             #expect(try await storage.sessions.list(userID: alice.id).isEmpty)
             #expect(try await storage.sessions.list(userID: bob.id) == [bobs])
         }
@@ -146,7 +184,7 @@ import Testing
             #expect(try await storage.apiKeys.find(id: first.id)?.revokedAt == t0 + 8)
             #expect(try await storage.apiKeys.find(id: second.id)?.revokedAt == nil)
 
-            try await storage.apiKeys.revokeAll(userID: alice.id, at: t0 + 20)
+            try await storage.apiKeys.revoke(id: second.id, at: t0 + 20)
             let keys = try await storage.apiKeys.list(userID: alice.id)
             #expect(keys.map(\.revokedAt) == [t0 + 20, t0 + 8])
             #expect(keys.count == 2)  // revoked keys are still listed

@@ -58,38 +58,37 @@ public struct AccountService: Sendable {
         return user
     }
 
+    /// Sets the role; the user's unused set-up links are deleted with it (a link an instructor made for a
+    /// student must not open an account that is staff now).
     public func setRole(_ role: Role, for username: String) async throws -> User {
-        var user = try await user(named: username)
-        user.role = role
-        try await storage.users.update(user)
-        // A set-up link an instructor made for a student must not open an account that is staff now.
-        try await storage.setupTokens.deleteUnused(userID: user.id)
+        let user = try await storage.users.setRole(userID: try await user(named: username).id, to: role)
         keyCache.forget { $0.user.id == user.id }
         return user
     }
 
-    /// Sets a new password (generated when `nil`) and ends the user's sessions.
+    /// Sets a new password (generated when `nil`) and ends the user's sessions, in one transaction.
     public func resetPassword(for username: String, to password: String?) async throws -> (user: User, generatedPassword: String?) {
-        var user = try await user(named: username)
+        let user = try await user(named: username)
         let generated = password == nil ? Secrets.random(16) : nil
         let secret = password ?? generated!
-        guard secret.count >= 8 else { throw AccountError.weakPassword }
-        user.passwordHash = try await hasher.hash(secret)
-        try await storage.users.update(user)
-        try await storage.sessions.deleteAll(userID: user.id)
-        return (user, generated)
+        guard let updated = try await setPassword(secret, for: user, spendingSetupToken: nil) else { throw AccountError.noSuchUser(username) }
+        return (updated, generated)
     }
 
-    /// Disables (or re-enables) a user; disabling ends their sessions and revokes their keys at once.
+    /// Sets a password and ends the user's sessions, in one transaction; with `spendingSetupToken` (a set-up
+    /// link's hash), only if that link is the user's and unused, spending it: `nil` when it was not.
+    func setPassword(_ password: String, for user: User, spendingSetupToken tokenHash: String?) async throws -> User? {
+        guard password.count >= 8 else { throw AccountError.weakPassword }
+        // Hashed first: bcrypt takes a while, and no transaction waits for it.
+        let hash = try await hasher.hash(password)
+        return try await storage.users.setPassword(userID: user.id, hash: hash, spendingSetupToken: tokenHash, at: Date())
+    }
+
+    /// Disables (or re-enables) a user; disabling ends their sessions and revokes their keys at once, in the
+    /// same transaction.
     public func setDisabled(_ disabled: Bool, for username: String) async throws -> User {
-        var user = try await user(named: username)
-        user.disabled = disabled
-        try await storage.users.update(user)
+        let user = try await storage.users.setDisabled(userID: try await user(named: username).id, disabled, at: Date())
         keyCache.forget { $0.user.id == user.id }
-        if disabled {
-            try await storage.sessions.deleteAll(userID: user.id)
-            try await storage.apiKeys.revokeAll(userID: user.id, at: Date())
-        }
         return user
     }
 

@@ -59,9 +59,10 @@ public struct SetupLinks: Sendable {
         guard password.count >= 8 else { throw GatewayError.badRequest(AccountService.AccountError.weakPassword.description) }
         guard let user = try await accounts.storage.users.find(id: stored.userID) else { throw invalid }
         guard !user.disabled else { throw GatewayError(.forbidden, type: .permission, "this account is disabled") }
-        // Spent before the password changes: of two uses at once, only one gets here.
-        guard try await accounts.storage.setupTokens.markUsed(tokenHash: stored.tokenHash, at: clock()) else { throw Self.used }
-        return try await accounts.resetPassword(for: user.username, to: password).user
+        // The link is spent and the password set in one transaction: of two uses at once, only one sets it,
+        // and a crash in between cannot leave a spent link without its password.
+        guard let updated = try await accounts.setPassword(password, for: user, spendingSetupToken: stored.tokenHash) else { throw Self.used }
+        return updated
     }
 
     static let used = GatewayError(.gone, type: .invalidRequest, "this set-up link has been used already; ask your instructor for a new one")

@@ -81,10 +81,6 @@ public protocol SetupTokenRepository: Sendable {
     func create(_ token: SetupToken) async throws
     /// The token with this hash, used or expired or not.
     func find(tokenHash: String) async throws -> SetupToken?
-    /// Marks the token used at `date`, atomically: returns `false` when it was used already (or does not exist),
-    /// so that of two concurrent uses only one succeeds. Expiry is the caller's to check.
-    func markUsed(tokenHash: String, at date: Date) async throws -> Bool
-    /// Deletes the user's tokens not used yet: a link made for one role must not open an account that
-    /// has another since.
-    func deleteUnused(userID: String) async throws
+    // A token is spent, and unused ones deleted, with the user's password and role:
+    // ``UserRepository/setPassword(userID:hash:spendingSetupToken:at:)`` and ``UserRepository/setRole(userID:to:)``.
 }

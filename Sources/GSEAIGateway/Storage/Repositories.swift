@@ -18,8 +18,19 @@ public protocol UserRepository: Sendable {
     /// Every user, by username.
     func list() async throws -> [User]
     func count() async throws -> Int
-    /// Replaces role, password hash and disabled flag; throws ``StorageError/notFound``.
-    func update(_ user: User) async throws
+    // Each change below writes only its own column, so that two changes made at once (an administrator's role
+    // change during a password change, say) cannot undo each other; and what belongs with it is written in
+    // the same transaction. Each throws ``StorageError/notFound`` for an unknown user.
+
+    /// Sets the role and deletes the user's set-up links not used yet (a link made for a student must not
+    /// open an account that is staff now); returns the user as stored.
+    func setRole(userID: String, to role: Role) async throws -> User
+    /// Sets the password hash and ends every login session of the user. With `spendingSetupToken`, only if
+    /// that set-up link (its hash) is the user's and still unused, marking it used at `date`; returns
+    /// `nil` then without changing anything.
+    func setPassword(userID: String, hash: String, spendingSetupToken tokenHash: String?, at date: Date) async throws -> User?
+    /// Disables or enables the user; disabling ends their login sessions and revokes their API keys at `date`.
+    func setDisabled(userID: String, _ disabled: Bool, at date: Date) async throws -> User
 }
 
 /// Browser login sessions.
@@ -31,7 +42,6 @@ public protocol LoginSessionRepository: Sendable {
     func list(userID: String) async throws -> [LoginSession]
     func touch(id: String, at date: Date) async throws
     func delete(id: String) async throws
-    func deleteAll(userID: String) async throws
     func deleteExpired(before date: Date) async throws
 }
 
@@ -44,7 +54,6 @@ public protocol APIKeyRepository: Sendable {
     /// A user's keys, revoked ones too, newest first.
     func list(userID: String) async throws -> [APIKey]
     func revoke(id: String, at date: Date) async throws
-    func revokeAll(userID: String, at date: Date) async throws
     func touch(id: String, at date: Date) async throws
 }
 

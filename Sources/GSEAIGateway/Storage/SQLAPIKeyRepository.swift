@@ -46,14 +46,6 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             .run()
     }
 
-    func revokeAll(userID: String, at date: Date) async throws {
-        try await self.database.update("api_keys")
-            .set("revoked_at", to: date.unixSeconds)
-            .where("user_id", .equal, userID)
-            .where("revoked_at", .is, SQLLiteral.null)
-            .run()
-    }
-
     func touch(id: String, at date: Date) async throws {
         try await self.database.update("api_keys")
             .set("last_used_at", to: date.unixSeconds)

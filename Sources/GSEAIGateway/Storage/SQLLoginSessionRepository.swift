@@ -46,10 +46,6 @@ struct SQLLoginSessionRepository: LoginSessionRepository {
         try await self.database.delete(from: "login_sessions").where("id", .equal, id).run()
     }
 
-    func deleteAll(userID: String) async throws {
-        try await self.database.delete(from: "login_sessions").where("user_id", .equal, userID).run()
-    }
-
     func deleteExpired(before date: Date) async throws {
         try await self.database.delete(from: "login_sessions").where("expires_at", .lessThan, date.unixSeconds).run()
     }

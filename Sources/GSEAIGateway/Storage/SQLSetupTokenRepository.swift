@@ -33,21 +33,4 @@ struct SQLSetupTokenRepository: SetupTokenRepository {
                 )
             }
     }
-
-    func deleteUnused(userID: String) async throws {
-        try await self.database.delete(from: "setup_tokens")
-            .where("user_id", .equal, userID)
-            .where("used_at", .is, SQLLiteral.null)
-            .run()
-    }
-
-    func markUsed(tokenHash: String, at date: Date) async throws -> Bool {
-        // One statement: of two requests using the same link at once, only one finds `used_at` still empty.
-        try await self.database.update("setup_tokens")
-            .set("used_at", to: date.unixSeconds)
-            .where("token_hash", .equal, tokenHash)
-            .where("used_at", .is, SQLLiteral.null)
-            .returning("token_hash")
-            .first() != nil
-    }
 }

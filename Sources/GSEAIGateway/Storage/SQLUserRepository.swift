@@ -40,15 +40,78 @@ struct SQLUserRepository: UserRepository {
             .first(decodingColumn: "count", as: Int.self) ?? 0
     }
 
-    func update(_ user: User) async throws {
-        let updated = try await self.database.update("users")
-            .set("password_hash", to: user.passwordHash)
-            .set("role", to: user.role.rawValue)
-            .set("disabled", to: user.disabled)
-            .where("id", .equal, user.id)
+    func setRole(userID: String, to role: Role) async throws -> User {
+        try await self.database.transaction { session in
+            try await Self.set("role", to: role.rawValue, userID: userID, on: session)
+            try await session.delete(from: "setup_tokens")
+                .where("user_id", .equal, userID)
+                .where("used_at", .is, SQLLiteral.null)
+                .run()
+            return try await Self.find(userID, on: session)
+        }
+    }
+
+    func setPassword(userID: String, hash: String, spendingSetupToken tokenHash: String?, at date: Date) async throws -> User? {
+        do {
+            return try await self.setPasswordOrThrow(userID: userID, hash: hash, spendingSetupToken: tokenHash, at: date)
+        } catch is SetupTokenSpent {
+            return nil
+        }
+    }
+
+    /// Thrown inside the transaction to roll the password back when the set-up link is spent.
+    private struct SetupTokenSpent: Error {}
+
+    private func setPasswordOrThrow(userID: String, hash: String, spendingSetupToken tokenHash: String?, at date: Date) async throws -> User {
+        try await self.database.transaction { session in
+            // The user's row first: SQLite's write lock (PostgreSQL's row lock) is taken before anything is read.
+            try await Self.set("password_hash", to: hash, userID: userID, on: session)
+            if let tokenHash {
+                // Of two uses of one link at once, only one finds `used_at` still empty.
+                let spent = try await session.update("setup_tokens")
+                    .set("used_at", to: date.unixSeconds)
+                    .where("token_hash", .equal, tokenHash)
+                    .where("user_id", .equal, userID)
+                    .where("used_at", .is, SQLLiteral.null)
+                    .returning("token_hash")
+                    .first()
+                guard spent != nil else { throw SetupTokenSpent() }
+            }
+            try await session.delete(from: "login_sessions").where("user_id", .equal, userID).run()
+            return try await Self.find(userID, on: session)
+        }
+    }
+
+    func setDisabled(userID: String, _ disabled: Bool, at date: Date) async throws -> User {
+        try await self.database.transaction { session in
+            try await Self.set("disabled", to: disabled, userID: userID, on: session)
+            if disabled {
+                try await session.delete(from: "login_sessions").where("user_id", .equal, userID).run()
+                try await session.update("api_keys")
+                    .set("revoked_at", to: date.unixSeconds)
+                    .where("user_id", .equal, userID)
+                    .where("revoked_at", .is, SQLLiteral.null)
+                    .run()
+            }
+            return try await Self.find(userID, on: session)
+        }
+    }
+
+    /// Writes one column of a user's row; ``StorageError/notFound`` when there is no such user.
+    private static func set(_ column: String, to value: some Encodable & Sendable, userID: String, on database: any SQLDatabase)
+        async throws
+    {
+        let updated = try await database.update("users")
+            .set(SQLIdentifier(column), to: SQLBind(value))
+            .where("id", .equal, userID)
             .returning("id")
             .first()
         guard updated != nil else { throw StorageError.notFound }
+    }
+
+    private static func find(_ userID: String, on database: any SQLDatabase) async throws -> User {
+        guard let user = try await SQLUserRepository(database: database).find(id: userID) else { throw StorageError.notFound }
+        return user
     }
 
     private func select() -> SQLSelectBuilder {
