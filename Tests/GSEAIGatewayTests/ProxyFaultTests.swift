@@ -134,6 +134,25 @@ struct ProxyFaultTests {
         }
     }
 
+    @Test func anUpstreamRefusalPassesThroughAsItWasWithItsRetryAfter() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let requests: [(String, JSONValue)] = [
+                ("/v1/chat/completions", ["model": "stub/echo-text", "messages": [["role": "user", "content": "[[busy]]"]]]),
+                ("/v1/chat/completions", ["model": "stub/echo-text", "stream": true, "messages": [["role": "user", "content": "[[busy]]"]]]),
+                ("/v1/messages", ["model": "stub/echo-text", "max_tokens": 3, "stream": true, "messages": [["role": "user", "content": "[[busy]]"]]]),
+                ("/api/v1/chat", ["model": "stub/echo-text", "input": "[[busy]]"]),
+            ]
+            for (path, body) in requests {
+                let refused = try await gateway.post(path, key: key, json: body)
+                #expect(refused.status == 429, "\(path)")
+                #expect(refused.headers.first(name: "Retry-After") == "7", "\(path)")
+                #expect(refused.headers.first(name: "Content-Type") == "application/json", "\(path)")
+                #expect(refused.text == StubUpstream.busyBody, "\(path)")
+            }
+        }
+    }
+
     @Test func upstreamTimeLimits() async throws {
         try await GatewayHarness.with(configure: { $0.idleTimeout = .seconds(1); $0.firstByteTimeout = .seconds(2) }) { gateway in
             let (_, key) = try await gateway.user("alice")

@@ -93,12 +93,24 @@ struct StubRoutes: Sendable {
         if buffer.readableBytes > 0, json == nil {
             return Self.error(.badRequest, "request body is not valid JSON")
         }
+        if String(buffer: buffer).contains("[[busy]]") { return Self.busy }
         do {
             return try await body(json ?? .object([:]))
         } catch let error as StubHTTPError {
             return Self.error(error.status, error.message)
         }
     }
+
+    /// `[[busy]]`: 429 with `Retry-After`, the body written by hand (spacing and a field of its own) so that a
+    /// test can tell it passed through as it was.
+    static var busy: Response {
+        Response(
+            status: .tooManyRequests,
+            headers: [.contentType: "application/json", .retryAfter: "7"],
+            body: .init(byteBuffer: ByteBuffer(string: busyBody))
+        )
+    }
+    static let busyBody = #"{"error": {"message": "the stub is busy", "type": "rate_limit_error", "code": "busy"}, "stub_detail": 1}"#
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
         json(["error": ["message": .string(message), "type": "invalid_request_error"]], status: status)

@@ -12,9 +12,11 @@ import ServiceLifecycle
 /// faults named in the prompt text so that any client, through any gateway, can ask for them:
 /// `[[error]]` (a server error), `[[cut]]` (the stream ends before its final event), `[[drop]]` (the
 /// connection drops mid-stream), `[[slow]]` (200 ms between events), `[[hang]]` (the stream goes
-/// silent) and `[[hang-head]]` (no response head for a minute, or until the client leaves, which
-/// ``StubState/abandonedHeads`` counts).
+/// silent), `[[hang-head]]` (no response head for a minute, or until the client leaves, which
+/// ``StubState/abandonedHeads`` counts) and `[[busy]]` (429 with `Retry-After: 7`, on every route).
 public final class StubUpstream: Sendable {
+    /// The body the stub answers `[[busy]]` with, exactly.
+    public static let busyBody = StubRoutes.busyBody
     /// The bearer token the stub accepts.
     public let token: String
     /// What it has seen.

@@ -44,8 +44,9 @@ public struct ProxyController: Sendable {
     static let forwardedRequestHeaders: [HTTPField.Name] = [
         .contentType, .accept, HTTPField.Name("anthropic-version")!, HTTPField.Name("anthropic-beta")!,
     ]
-    /// Headers worth passing back; hop-by-hop and length headers are the server's own business.
-    static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl]
+    /// Headers worth passing back; hop-by-hop and length headers are the server's own business. The SDKs
+    /// wait as long as `Retry-After` says before they try again.
+    static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl, .retryAfter]
 
     func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
         let identity = try context.require(endpoint.minimumRole)
@@ -163,7 +164,7 @@ public struct ProxyController: Sendable {
             collected.body = ByteBuffer(data: filtered.jsonData)
         }
         guard (200..<300).contains(collected.status) else {
-            return try upstreamFailure(status: collected.status, json: json, surface: endpoint.surface)
+            return try upstreamFailure(collected, json: json)
         }
         var observer = ResponseObserver(endpoint: endpoint)
         if let json { observer.observe(json: json) }
@@ -194,12 +195,15 @@ public struct ProxyController: Sendable {
     }
 
 
-    /// An upstream's non-success answer: a client error passes through as the upstream said it (it speaks
-    /// the caller's API); a server error, or an answer that is not JSON, becomes a 502 in the caller's format.
-    func upstreamFailure(status: Int, json: JSONValue?, surface: APISurface) throws -> Response {
-        if (400..<500).contains(status), let json {
-            return Response(status: .init(code: status), headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(data: json.jsonData)))
+    /// An upstream's non-success answer: a client error in JSON passes through as the upstream said it (it
+    /// speaks the caller's API), with its `Retry-After`; a server error, or an answer that is not JSON,
+    /// becomes a 502 in the caller's format.
+    func upstreamFailure(_ collected: CollectedResponse, json: JSONValue?) throws -> Response {
+        let status = collected.status
+        if (400..<500).contains(status), json != nil {
+            var headers = Self.responseHeaders(collected.headers)
+            headers[.contentType] = "application/json"
+            return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: collected.body))
         }
         metrics.recordUpstreamError(kind: "status_\(status)")
         let detail = json.map { ServerError(json: $0).message } ?? "HTTP \(status)"
