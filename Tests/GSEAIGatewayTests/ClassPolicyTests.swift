@@ -333,6 +333,49 @@ struct ClassPolicyTests {
         }
     }
 
+    /// One request per forwarded surface that counts as usage, streamed or not.
+    static let everySurface: [(path: String, body: JSONValue)] = [
+        ("/v1/chat/completions", ["model": "stub/echo-text", "messages": [["role": "user", "content": "hi"]]]),
+        ("/v1/chat/completions", ["model": "stub/echo-text", "stream": true, "messages": [["role": "user", "content": "hi"]]]),
+        ("/v1/completions", ["model": "stub/echo-text", "prompt": "hi"]),
+        ("/v1/embeddings", ["model": "stub/embed", "input": "hi"]),
+        ("/v1/responses", ["model": "stub/echo-text", "input": "hi"]),
+        ("/v1/messages", ["model": "stub/echo-text", "max_tokens": 5, "messages": [["role": "user", "content": "hi"]]]),
+        ("/v1/messages", ["model": "stub/echo-text", "max_tokens": 5, "stream": true, "messages": [["role": "user", "content": "hi"]]]),
+        ("/api/v1/chat", ["model": "stub/echo-text", "input": "hi"]),
+        ("/api/v1/chat", ["model": "stub/echo-text", "input": "hi", "stream": true]),
+        ("/api/v0/chat/completions", ["model": "stub/echo-text", "messages": [["role": "user", "content": "hi"]]]),
+    ]
+
+    @Test(arguments: [["requests_per_minute": 1], ["daily_token_budget": 1]] as [JSONValue])
+    func rateAndBudgetRefusalsAreTheSameOnEverySurfaceInItsOwnFormat(policy: JSONValue) async throws {
+        try await Self.withClass(policy: policy) { fixture in
+            #expect(try await fixture.chat("spend it").status == 200)
+            await fixture.gateway.gateway.usageMeter.flush()
+            let before = await fixture.gateway.stub.state.requests.count
+            let expected = policy["requests_per_minute"] != nil
+                ? "you have sent 1 requests in the last minute; the limit for your class 'Biology 101' is 1"
+                : "the daily budget of your class 'Biology 101' is 1 tokens"
+            for (path, body) in Self.everySurface {
+                let refused = try await fixture.post(path, body)
+                let label = "\(path) \(body["stream"] ?? false)"
+                #expect(refused.status == 429, "\(label)")
+                #expect(Int(refused.headers.first(name: "Retry-After") ?? "") ?? 0 > 0, "\(label)")
+                #expect(refused.headers.first(name: "Content-Type")?.hasPrefix("application/json") == true, "\(label)")
+                if path == "/v1/messages" {
+                    #expect(refused.json?["type"] == "error", "\(label)")
+                    #expect(refused.json?["error"]?["type"] == "rate_limit_error", "\(label)")
+                    #expect(refused.json?["error"]?["message"]?.stringValue?.contains(expected) == true, "\(label)")
+                } else {
+                    #expect(refused.json?["error"]?["type"] == "rate_limit_error", "\(label)")
+                    #expect(refused.errorMessage?.contains(expected) == true, "\(label): \(refused.text)")
+                }
+            }
+            // Nothing reached the model server.
+            #expect(await fixture.gateway.stub.state.requests.count == before)
+        }
+    }
+
     @Test func usageAndBudgetsCountOnlyInTheClassTheyWereSpentIn() async throws {
         try await Self.withClass(policy: ["daily_token_budget": 5]) { fixture in
             let gateway = fixture.gateway
