@@ -184,6 +184,18 @@ struct ClassPolicyTests {
         }
     }
 
+    @Test func refusedPlainCompletionsDoNotCountTowardsTheRateLimit() async throws {
+        try await Self.withClass(policy: ["system_prompt": "Answer in French.", "system_prompt_locked": true, "requests_per_minute": 1]) { fixture in
+            for _ in 0..<3 {
+                let completion = try await fixture.post("/v1/completions", ["model": "stub/echo-text", "prompt": "hi"])
+                #expect(completion.status == 403)
+                #expect(completion.errorMessage == "plain completions are not available in your class 'Biology 101': its system prompt is fixed; use chat")
+            }
+            #expect(try await fixture.chat().status == 200)
+            #expect(try await fixture.chat().status == 429)
+        }
+    }
+
     @Test func anUnlockedSystemPromptIsSuppliedOnlyWhenTheCallerHasNone() async throws {
         try await Self.withClass(policy: ["system_prompt": "Be kind."]) { fixture in
             let stub = fixture.gateway.stub.state

@@ -25,17 +25,29 @@ public final class PolicyEnforcer: Sendable {
         self.clock = clock
     }
 
-    /// Checks a request of `user` against their class's policy and counts it towards the rate limit.
+    /// Checks a request of `user` (to the forwarded endpoint at `path`, if it is one) against their class's
+    /// policy and counts it towards the rate limit; a request refused for any other reason is not counted.
     /// Returns the class that applies, or `nil` when none does.
-    public func admit(user: User, model: String?, imageCount: Int, preferredClassID: String? = nil) async throws -> ClassSession? {
+    public func admit(user: User, model: String?, imageCount: Int, path: String? = nil, preferredClassID: String? = nil)
+        async throws -> ClassSession?
+    {
         guard let applied = try await resolver.applicableClass(for: user, preferredClassID: preferredClassID) else { return nil }
         try Self.checkModel(model, in: applied)
         if imageCount > 0 && !applied.policy.imagesAllowed {
             throw GatewayError.badRequest("images are not allowed in your class '\(applied.name)'")
         }
+        if let path { try Self.checkEndpoint(path, in: applied) }
         try await checkBudget(user: user, in: applied)
         try checkRate(user: user, in: applied)
         return applied
+    }
+
+    /// Refuses an endpoint the policy cannot be applied to: a raw prompt has no place for a system prompt,
+    /// so a locked one could be sidestepped with plain completions.
+    static func checkEndpoint(_ path: String, in applied: ClassSession) throws {
+        guard path == "/v1/completions" || path == "/api/v0/completions", applied.policy.lockedSystemPrompt != nil else { return }
+        throw GatewayError(.forbidden, type: .permission,
+                           "plain completions are not available in your class '\(applied.name)': its system prompt is fixed; use chat")
     }
 
     /// Refuses a model the class does not allow.
@@ -105,11 +117,11 @@ public final class PolicyEnforcer: Sendable {
     // MARK: The forwarded APIs
 
     /// The request body as the policy wants it for the endpoint at `path`, or `nil` when it stays as sent.
-    static func rewrite(_ json: JSONValue, path: String, in applied: ClassSession) throws -> JSONValue? {
+    /// (Plain completions under a locked system prompt are refused before, by ``checkEndpoint(_:in:)``.)
+    static func rewrite(_ json: JSONValue, path: String, in applied: ClassSession) -> JSONValue? {
         guard case .object(var body) = json else { return nil }
         let original = body
         let policy = applied.policy
-        let lockedPrompt = policy.systemPromptLocked ? policy.systemPrompt.flatMap { $0.isEmpty ? nil : $0 } : nil
         switch path {
         case "/api/v1/chat":
             clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
@@ -118,16 +130,11 @@ public final class PolicyEnforcer: Sendable {
             clamp(&body, keys: ["max_tokens", "max_completion_tokens"], to: policy.maxOutputTokens)
             supplyMessages(&body, policy)
         case "/v1/completions", "/api/v0/completions":
-            // A raw prompt has no place for a system prompt, so a locked one could be sidestepped here.
-            if lockedPrompt != nil {
-                throw GatewayError(.forbidden, type: .permission,
-                                   "plain completions are not available in your class '\(applied.name)': its system prompt is fixed; use chat")
-            }
             clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
         case "/v1/responses":
             clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "instructions", policy)
-            if lockedPrompt != nil, case .array(let items)? = body["input"] {
+            if policy.lockedSystemPrompt != nil, case .array(let items)? = body["input"] {
                 body["input"] = .array(items.filter { !isSystemEntry($0) })
             }
         case "/v1/messages":
@@ -199,6 +206,11 @@ public final class PolicyEnforcer: Sendable {
 }
 
 extension ClassPolicy {
+    /// The system prompt when it is locked and not empty.
+    var lockedSystemPrompt: String? {
+        systemPromptLocked ? systemPrompt.flatMap { $0.isEmpty ? nil : $0 } : nil
+    }
+
     /// Whether students of the class may use `model` (every model, when the list is empty).
     public func allows(model: String) -> Bool {
         allowedModels.isEmpty || allowedModels.contains(model)

@@ -82,9 +82,10 @@ public struct ProxyController: Sendable {
                 }
             }
             // Class policy (issue 5): may refuse the request, or rewrite it (output tokens, system prompt).
-            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount) {
+            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount,
+                                                      path: endpoint.path) {
                 appliedClassID = applied.id
-                if let rewritten = try PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied) {
+                if let rewritten = PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied) {
                     bytes = ByteBuffer(data: rewritten.jsonData)
                 }
             }
