@@ -42,8 +42,10 @@ public struct AdminController: Sendable {
         let body: UpdateBody
         do {
             body = try await RequestBodies.decode(UpdateBody.self, from: request, limit: 16 * 1024)
-        } catch let error as GatewayError where error.message.hasPrefix("wrong type for 'role'") || error.message == "the body is not valid JSON" {
-            throw GatewayError.badRequest("role is student, instructor or admin; disabled is true or false")
+        } catch let error as GatewayError where error.param == "role" {
+            throw GatewayError.badRequest("role is student, instructor or admin", param: "role")
+        } catch let error as GatewayError where error.param == "disabled" {
+            throw GatewayError.badRequest("disabled is true or false", param: "disabled")
         }
         guard body.role != nil || body.disabled != nil else { throw GatewayError.badRequest("send 'role', 'disabled' or both") }
         guard var user = try await storage.users.find(id: try context.parameters.require("id")) else {

@@ -24,12 +24,16 @@ public struct GatewayError: Error, Sendable {
     public var message: String
     /// Extra headers, such as `Retry-After`.
     public var headers: HTTPFields
+    /// The request body's field at fault (`policy.transcript_visibility`), when one is: OpenAI's `param`.
+    public var param: String?
 
-    public init(_ status: HTTPResponse.Status, type kind: Kind, _ message: String, headers: HTTPFields = [:]) {
+    public init(_ status: HTTPResponse.Status, type kind: Kind, _ message: String, headers: HTTPFields = [:],
+                param: String? = nil) {
         self.status = status
         self.kind = kind
         self.message = message
         self.headers = headers
+        self.param = param
     }
 
     public static let unauthenticated = GatewayError(
@@ -37,8 +41,8 @@ public struct GatewayError: Error, Sendable {
         "missing or invalid credentials: send an API key as 'Authorization: Bearer …' or 'x-api-key', or log in"
     )
 
-    public static func badRequest(_ message: String) -> GatewayError {
-        GatewayError(.badRequest, type: .invalidRequest, message)
+    public static func badRequest(_ message: String, param: String? = nil) -> GatewayError {
+        GatewayError(.badRequest, type: .invalidRequest, message, param: param)
     }
 
     public static func notFound(_ message: String) -> GatewayError {
@@ -93,12 +97,14 @@ public enum APISurface: String, Sendable {
     }
 
     /// The error body: Anthropic's `{"type":"error","error":{…}}`, everyone else's `{"error":{…}}`.
-    public func errorBody(_ kind: GatewayError.Kind, _ message: String) -> JSONValue {
+    public func errorBody(_ kind: GatewayError.Kind, _ message: String, param: String? = nil) -> JSONValue {
         switch self {
         case .anthropic:
             return ["type": "error", "error": ["type": .string(kind.anthropicType), "message": .string(message)]]
         default:
-            return ["error": ["message": .string(message), "type": .string(kind.rawValue), "code": nil]]
+            var error: [String: JSONValue] = ["message": .string(message), "type": .string(kind.rawValue), "code": nil]
+            if let param { error["param"] = .string(param) }
+            return ["error": .object(error)]
         }
     }
 }
@@ -159,6 +165,6 @@ public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
     public static func response(_ error: GatewayError, surface: APISurface) -> Response {
         var headers = error.headers
         headers[.contentType] = "application/json"
-        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message).jsonData)))
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message, param: error.param).jsonData)))
     }
 }

@@ -29,12 +29,23 @@ enum RequestBodies {
         if body.readableBytes == 0 && allowEmpty { return nil }
         do {
             return try JSONDecoder().decode(T.self, from: body)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw GatewayError.badRequest("missing field '\(key.stringValue)'")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw GatewayError.badRequest("wrong type for '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch let DecodingError.keyNotFound(key, context) {
+            let field = Self.field(context.codingPath + [key])
+            throw GatewayError.badRequest("missing field '\(field)'", param: field)
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let field = Self.field(context.codingPath)
+            throw GatewayError.badRequest("wrong type for '\(field)'", param: field)
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            // A value of the right type that is not one of the allowed ones, such as an unknown role.
+            let field = Self.field(context.codingPath)
+            throw GatewayError.badRequest("invalid value for '\(field)'", param: field)
         } catch {
             throw GatewayError.badRequest("the body is not valid JSON")
         }
+    }
+
+    /// `policy.allowed_models.0`: a field's path in the body.
+    private static func field(_ path: [any CodingKey]) -> String {
+        path.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
     }
 }
