@@ -410,6 +410,7 @@ struct ClassPolicyTests {
             let roster = try await fixture.call(.GET, "\(biology)/members", key: fixture.instructor.key)
             #expect(roster.json?["data"]?.arrayValue?.first?["tokens"] == 0)
             #expect(roster.json?["data"]?.arrayValue?.first?["requests"] == 0)
+            #expect(roster.json?["daily"] == [])
             let chart = try await fixture.call(.GET, "\(biology)/members/\(fixture.student.user.id)/usage", key: fixture.instructor.key)
             #expect(chart.json?["data"]?.arrayValue == [])
             let export = try await fixture.call(.GET, "\(biology)/usage.csv", key: fixture.instructor.key)
@@ -417,6 +418,8 @@ struct ClassPolicyTests {
             // Chemistry's instructor sees all of it.
             let theirs = try await fixture.call(.GET, "/api/classes/\(chemistryID)/members", key: other.key)
             #expect(theirs.json?["data"]?.arrayValue?.first?["requests"] == 3)
+            #expect(theirs.json?["daily"]?.arrayValue?.map { $0["requests"] } == [3])
+            #expect(theirs.json?["daily"]?.arrayValue?.first?["input_tokens"]?.intValue == spent.first?.inputTokens)
             #expect(theirs.json?["data"]?.arrayValue?.first?["tokens"]?.intValue == spent.first.map { $0.inputTokens + $0.outputTokens })
 
             // Biology's budget is untouched by Chemistry's usage, and then spent in Biology.
@@ -572,6 +575,7 @@ struct ClassPolicyTests {
             let roster = try await fixture.call(.GET, "\(c)/members", key: fixture.instructor.key)
             #expect(roster.json?["data"]?.arrayValue?.first?["username"] == "sam")
             #expect(roster.json?["data"]?.arrayValue?.first?["tokens"] == nil)
+            #expect(roster.json?["daily"] == nil)
             let audit = try await fixture.gateway.storage.audit.list(limit: 100, before: nil)
             #expect(audit.filter { $0.action == "class.usage.view" }.isEmpty)
         }

@@ -144,7 +144,7 @@ export async function classPage(view, id) {
   const rosterErrors = errorLine('roster-error');
   const loadRoster = () => busy(null, rosterErrors, async () => {
     const list = await api.members(id, since.value);
-    const hidden = list.data.length && list.data[0].requests === undefined;
+    const hidden = list.daily === undefined;
     roster.replaceChildren(list.data.length ? table('Students', ['Student', 'Requests', 'Tokens', 'Last active', 'Last seen', ''],
       list.data.map(m => h('tr', { 'data-testid': 'member-row', 'data-username': m.username },
         h('th', { scope: 'row' }, link(`#/classes/${encodeURIComponent(id)}/members/${encodeURIComponent(m.user_id)}`, m.username)),
@@ -152,10 +152,7 @@ export async function classPage(view, id) {
         h('td', null, m.last_active_day || '–'), h('td', null, when(m.last_seen_at)),
         h('td', null, m.disabled ? h('span', { class: 'badge off' }, 'Disabled') : '')))) : h('p', { class: 'muted' }, 'No students yet.'));
     if (hidden) return chartBox.replaceChildren(h('p', { class: 'muted small' }, 'Usage is hidden: this class’s transcript visibility is off.'));
-    const totals = new Map();
-    const usages = await Promise.all(list.data.map(m => api.usage(id, m.user_id, list.since).catch(() => null)));
-    usages.forEach(u => u && addUsage(totals, u.data));
-    chartBox.replaceChildren(usageChart(`Class ${c.name}`, list.since, totals, 'class-usage-chart'));
+    chartBox.replaceChildren(usageChart(`Class ${c.name}`, list.since, addUsage(new Map(), list.daily), 'class-usage-chart'));
   });
   since.addEventListener('change', loadRoster);
 

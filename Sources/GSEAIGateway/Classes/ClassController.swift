@@ -152,7 +152,7 @@ public struct ClassController: Sendable {
             ))
         }
         if showsUsage { try await storage.audit.record(user, "class.usage.view", classSession.id, detail: "since \(since)") }
-        return MembersView(since: since, data: views)
+        return MembersView(since: since, data: views, daily: showsUsage ? DayUsageView.days(rows) : nil)
     }
 
     @Sendable func removeMember(_ request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -171,15 +171,9 @@ public struct ClassController: Sendable {
             throw GatewayError(.forbidden, type: .permission, "the class '\(classSession.name)' does not share its students' usage")
         }
         let since = try since(request)
-        var days: [String: DayUsageView] = [:]
-        for row in try await storage.usage.list(userID: student.id, classID: classSession.id) where row.day >= since {
-            days[row.day, default: DayUsageView(day: row.day, requests: 0, input_tokens: 0, output_tokens: 0)].requests += row.requests
-            days[row.day]!.input_tokens += row.inputTokens
-            days[row.day]!.output_tokens += row.outputTokens
-        }
+        let rows = try await storage.usage.list(userID: student.id, classID: classSession.id).filter { $0.day >= since }
         try await storage.audit.record(user, "class.member.usage.view", student.id, detail: "class \(classSession.id), since \(since)")
-        return MemberUsageView(user_id: student.id, username: student.username, since: since,
-                               data: days.values.sorted { $0.day > $1.day })
+        return MemberUsageView(user_id: student.id, username: student.username, since: since, data: DayUsageView.days(rows))
     }
 
     /// The member's conversations held in the class, when the class shares transcripts.

@@ -99,9 +99,25 @@ struct DayUsageView: Codable, Sendable {
     var requests: Int
     var input_tokens: Int
     var output_tokens: Int
+
+    /// Usage rows summed per day (every model, every user among them), newest day first.
+    static func days(_ rows: some Sequence<UsageRecord>) -> [DayUsageView] {
+        var days: [String: DayUsageView] = [:]
+        for row in rows {
+            days[row.day, default: DayUsageView(day: row.day, requests: 0, input_tokens: 0, output_tokens: 0)].requests += row.requests
+            days[row.day]!.input_tokens += row.inputTokens
+            days[row.day]!.output_tokens += row.outputTokens
+        }
+        return days.values.sorted { $0.day > $1.day }
+    }
 }
 
-struct MembersView: ResponseEncodable { var since: String; var data: [MemberView] }
+struct MembersView: ResponseEncodable {
+    var since: String
+    var data: [MemberView]
+    /// The class's usage per day, all members together, for its chart; absent when the class does not share usage.
+    var daily: [DayUsageView]?
+}
 struct MemberUsageView: ResponseEncodable { var user_id: String; var username: String; var since: String; var data: [DayUsageView] }
 struct MyClassesView: ResponseEncodable { var data: [StudentClassView]; var applied_class_id: String? }
 struct SignUpView: ResponseEncodable {
