@@ -58,3 +58,20 @@ struct UsageDayTests {
         #expect(UsageRecorder.day(Date(timeIntervalSince1970: seconds)) == expected)
     }
 }
+
+@Suite("Query strings")
+struct FormQueryTests {
+    @Test func aQueryIsReadAsAFormWritesIt() {
+        let query = FormQuery("q=cell+wall%2Bmembrane&limit=20&empty=&flag&q=second&bad=%E0%A4%A&caf%C3%A9=%C3%A9t%C3%A9")
+        #expect(query.get("q") == "cell wall+membrane")  // the first of two
+        #expect(query.int("limit") == 20)
+        #expect(query.get("empty") == "")
+        #expect(query.get("flag") == "")
+        #expect(query.get("missing") == nil)
+        #expect(query.int("q") == nil)
+        #expect(query.get("bad") == "%E0%A4%A")  // a broken escape is kept as written
+        #expect(query.get("café") == "été")
+        #expect(FormQuery(nil).get("q") == nil)
+        #expect(FormQuery("").get("q") == nil)
+    }
+}

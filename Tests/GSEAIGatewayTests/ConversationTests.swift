@@ -284,6 +284,11 @@ struct ConversationTests {
             // Search finds answers' text too.
             let (_, found) = try await chat.json(.GET, "/api/conversations?q=BANANA")
             #expect(found?["data"]?.arrayValue?.map { $0["id"]?.stringValue } == [ids[1]])
+            // As the page's URLSearchParams writes a query: '+' is a space, '%2B' a plus.
+            let (_, spaced) = try await chat.json(.GET, "/api/conversations?q=about+CHERRIES")
+            #expect(spaced?["data"]?.arrayValue?.map { $0["id"]?.stringValue } == [ids[2]])
+            let (_, plus) = try await chat.json(.GET, "/api/conversations?q=about%2Bcherries")
+            #expect(plus?["data"]?.arrayValue == [])
             let (_, renamed) = try await chat.json(.PATCH, "/api/conversations/\(ids[0])", ["title": "Fruit"])
             #expect(renamed?["title"] == "Fruit")
             let markdown = try await chat.client.send(RawRequest(method: .GET, path: "/api/conversations/\(ids[0])/export?format=markdown"))

@@ -89,7 +89,7 @@ public struct AdminController: Sendable {
     /// page, or an ISO 8601 date and time: the entries older than it).
     @Sendable func audit(_ request: Request, context: GatewayRequestContext) async throws -> AuditPageView {
         _ = try context.require(.admin)
-        let query = request.uri.queryParameters
+        let query = request.form
         var limit = 100
         if let given = query.get("limit") {
             guard let number = Int(given), (1...500).contains(number) else { throw GatewayError.badRequest("limit is a whole number from 1 to 500") }

@@ -305,7 +305,7 @@ public struct ClassController: Sendable {
 
 
     func since(_ request: Request) throws -> String {
-        if let given = request.uri.queryParameters.get("since") {
+        if let given = request.form.get("since") {
             guard given.count == 10, given.allSatisfy({ $0.isNumber || $0 == "-" }) else {
                 throw GatewayError.badRequest("since must be a day, YYYY-MM-DD")
             }

@@ -90,9 +90,10 @@ public struct ConversationController: Sendable {
 
     @Sendable func list(_ request: Request, context: GatewayRequestContext) async throws -> ListView {
         let user = try context.requireIdentity().user
-        let limit = min(100, max(1, request.uri.queryParameters.get("limit", as: Int.self) ?? 30))
-        let search = request.uri.queryParameters.get("q").flatMap { $0.isEmpty ? nil : String($0) }
-        let cursor = request.uri.queryParameters.get("cursor").flatMap { Self.decodeCursor(String($0)) }
+        let query = request.form
+        let limit = min(100, max(1, query.int("limit") ?? 30))
+        let search = query.get("q").flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+        let cursor = query.get("cursor").flatMap(Self.decodeCursor)
         let page = try await storage.conversations.list(userID: user.id, search: search, before: cursor, limit: limit + 1)
         let shown = Array(page.prefix(limit))
         let next = page.count > limit ? shown.last.map { Self.encodeCursor($0) } : nil
@@ -212,7 +213,7 @@ public struct ConversationController: Sendable {
         let user = try context.requireIdentity().user
         let conversation = try await engine.conversation(try context.parameters.require("id"), of: user)
         let messages = try await storage.messages.list(conversationID: conversation.id)
-        let format = request.uri.queryParameters.get("format") ?? "json"
+        let format = request.form.get("format") ?? "json"
         let name = ConversationExport.fileName(conversation.title)
         switch format {
         case "markdown", "md":
