@@ -681,6 +681,24 @@ def test_llama_completion(llama_oai):
     assert completion.choices[0].text.strip()
 
 
+def test_llama_through_the_real_gseai_client(gateway_over_llama):
+    """The Python client's OpenAI-compatible methods reach llama.cpp; its LM Studio methods get a clear 501."""
+    server = gateway_over_llama
+    with gseai.GSEAIServer(api_token=server.keys["alice"], host=server.host, port=server.port) as client:
+        assert LLAMA_MODEL in {model["id"] for model in client.list_models_openai()["data"]}
+        completion = client.chat_completions(LLAMA_MODEL, [{"role": "user", "content": "Say hello."}], max_tokens=16)
+        assert completion["choices"][0]["message"]["content"].strip()
+        assert 0 < completion["usage"]["completion_tokens"] <= 16
+        chunks = list(client.chat_completions(LLAMA_MODEL, [{"role": "user", "content": "Count to three."}],
+                                              max_tokens=16, stream=True))
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).strip()
+        assert client.completions(LLAMA_MODEL, "The capital of France is", max_tokens=8)["choices"][0]["text"].strip()
+        with pytest.raises(httpx.HTTPStatusError) as native:
+            client.chat(LLAMA_MODEL, "hi")
+        message = openai_error(native.value.response, 501)
+        assert "speaks only the OpenAI-compatible API" in message, message
+
+
 def test_llama_native_and_anthropic_surfaces_are_501(gateway_over_llama):
     with httpx.Client(base_url=gateway_over_llama.base_url, timeout=TIMEOUT) as http:
         key = gateway_over_llama.keys["alice"]
