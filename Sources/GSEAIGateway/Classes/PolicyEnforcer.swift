@@ -10,17 +10,14 @@ import Synchronization
 public final class PolicyEnforcer: Sendable {
     /// Finds the class that applies.
     public let resolver: PolicyResolver
-    let usage: any UsageRepository
     let meter: UsageMeter
     let clock: @Sendable () -> Date
     /// Each user's admitted requests of the last minute, oldest first.
     private let recent = Mutex<[String: [Date]]>([:])
 
     /// `clock` decides "now" for class dates, the rate window and the budget's day; tests move it.
-    public init(classes: any ClassRepository, usage: any UsageRepository, meter: UsageMeter,
-                clock: @escaping @Sendable () -> Date = Date.init) {
+    public init(classes: any ClassRepository, meter: UsageMeter, clock: @escaping @Sendable () -> Date = Date.init) {
         self.resolver = PolicyResolver(classes: classes, clock: clock)
-        self.usage = usage
         self.meter = meter
         self.clock = clock
     }
@@ -61,8 +58,7 @@ public final class PolicyEnforcer: Sendable {
         let now = clock()
         let day = UsageRecorder.day(now)
         // What the student used in this class: each class's budget is its own.
-        let used = try await usage.total(userID: user.id, classID: applied.id, day: day)
-            + meter.pending(userID: user.id, classID: applied.id, day: day)
+        let used = try await meter.total(userID: user.id, classID: applied.id, day: day)
         guard used >= budget else { return }
         let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
         let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))

@@ -37,7 +37,7 @@ public struct Gateway: Sendable {
         self.metrics = GatewayMetrics()
         self.hub = GenerationHub()
         self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
-        self.policies = PolicyEnforcer(classes: storage.classes, usage: storage.usage, meter: usageMeter, clock: clock)
+        self.policies = PolicyEnforcer(classes: storage.classes, meter: usageMeter, clock: clock)
         var engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
                                         metrics: metrics, usageMeter: usageMeter, policies: policies, logger: logger)
         engine.maxOutputTokens = configuration.chatMaxOutputTokens
