@@ -241,9 +241,17 @@ final class StreamRelay: @unchecked Sendable {
 
     func run(_ body: ResponseBodyStream) async throws {
         var failure: GSEAIError?
+        var recorded = false
         do {
             for try await piece in body {
                 observer.observe(streamPiece: piece)
+                if observer.sawFinalEvent && !recorded {
+                    // Written before the caller sees the final event, which carries the response id and
+                    // ends the stream for the clients: an acknowledged id is never lost, and a caller who
+                    // continues from it at once finds it recorded.
+                    try await recorder.record(observer)
+                    recorded = true
+                }
                 try await writer.write(piece)
             }
             observer.finishStream()
@@ -252,7 +260,7 @@ final class StreamRelay: @unchecked Sendable {
             failure = error
         } catch {
             // The caller left or could not be written to: record what was spent, then stop.
-            try? await recorder.record(observer)
+            if !recorded { try? await recorder.record(observer) }
             throw error
         }
         if let failure {
@@ -261,7 +269,7 @@ final class StreamRelay: @unchecked Sendable {
             try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
         }
         // Written before the stream's end: an acknowledged response id is never lost.
-        try await recorder.record(observer)
+        if !recorded { try await recorder.record(observer) }
         try await writer.finish(nil)
     }
 }
