@@ -99,14 +99,11 @@ extension JSONValue {
         self = try parsed ?? Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
-    /// The value as compact JSON text.
-    public var jsonData: Data {
-        // Encoding a JSONValue cannot fail: every case maps to valid JSON.
-        (try? JSONCoding.encoder.encode(self)) ?? Data("null".utf8)
-    }
+    /// The value as compact JSON text (keys sorted).
+    public var jsonData: Data { Data(jsonBytes) }
 
-    /// The value as compact JSON text.
-    public var jsonString: String { String(decoding: jsonData, as: UTF8.self) }
+    /// The value as compact JSON text (keys sorted).
+    public var jsonString: String { String(decoding: jsonBytes, as: UTF8.self) }
 }
 
 extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, ExpressibleByIntegerLiteral,

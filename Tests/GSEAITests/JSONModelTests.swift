@@ -80,3 +80,28 @@ struct JSONParserTests {
         #expect(fast == slow)
     }
 }
+
+@Suite("JSON writer")
+struct JSONWriterTests {
+    /// What `JSONEncoder` writes with the same settings: the writer must agree byte for byte.
+    func encoded(_ value: JSONValue) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    @Test(arguments: [
+        JSONValue.null, true, false, 0, -1, 42, 9_007_199_254_740_000, 0.5, -0.25, 1e-7, 3.141592653589793, 1e300, 1e16,
+        "", "plain", "quote \" and backslash \\ and slash /", "lines\n\r\t and \u{8}\u{c} and \u{1}\u{1f}\u{7f}",
+        "unicode é 漢字 🙂 \u{2028}", [], [1, "two", nil, [3]], [:],
+        ["z": 1, "a": ["nested": [true, false]], "m": "x", "": nil, "é": 2.5, "A": 0],
+    ] as [JSONValue])
+    func writesWhatJSONEncoderWrites(value: JSONValue) throws {
+        #expect(value.jsonString == (try encoded(value)))
+        #expect(try JSONValue(parsing: value.jsonBytes) == value)
+    }
+
+    @Test func aNumberJSONCannotHoldIsNull() {
+        #expect(JSONValue.array([.number(.nan), .number(.infinity), 1]).jsonString == "[null,null,1]")
+    }
+}
