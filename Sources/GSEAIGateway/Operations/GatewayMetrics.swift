@@ -19,6 +19,31 @@ public final class GatewayMetrics: Sendable {
     private let activeStreams: Gauge
     private let seenModels = Mutex<Set<String>>([])
 
+    /// One series: a metric and its label values, in the metric's label order.
+    private struct Series: Hashable {
+        enum Metric { case requests, requestDuration, timeToFirstByte, tokens, upstreamErrors }
+        var metric: Metric
+        var labels: [String]
+    }
+    /// The series made so far. The registry would find them again, but it builds the metric's name and
+    /// checks its help text on every call, which costs more per request than everything else here.
+    private let counters = Mutex<[Series: Counter]>([:])
+    private let histograms = Mutex<[Series: DurationHistogram]>([:])
+
+    private func counter(_ series: Series, _ make: () -> Counter) -> Counter {
+        if let known = counters.withLock({ $0[series] }) { return known }
+        let made = make()
+        counters.withLock { $0[series] = made }
+        return made
+    }
+
+    private func histogram(_ series: Series, _ make: () -> DurationHistogram) -> DurationHistogram {
+        if let known = histograms.withLock({ $0[series] }) { return known }
+        let made = make()
+        histograms.withLock { $0[series] = made }
+        return made
+    }
+
     /// Creates the metrics in a new registry.
     /// - Parameter modelLabelLimit: the number of distinct `model` label values kept apart.
     public init(modelLabelLimit: Int = 64) {
@@ -38,15 +63,14 @@ public final class GatewayMetrics: Sendable {
     ///   - duration: the time from the request to the response head.
     public func recordRequest(method: HTTPRequest.Method, route: String, status: HTTPResponse.Status, duration: Duration) {
         let method = Self.methodLabel(method)
-        registry.makeCounter(
-            descriptor: Self.requestsName,
-            labels: [("method", method), ("route", route), ("status", String(status.code))]
-        ).increment()
-        registry.makeDurationHistogram(
-            descriptor: Self.requestDurationName,
-            labels: [("method", method), ("route", route)],
-            buckets: Self.requestBuckets
-        ).record(duration)
+        let code = String(status.code)
+        counter(Series(metric: .requests, labels: [method, route, code])) {
+            registry.makeCounter(descriptor: Self.requestsName, labels: [("method", method), ("route", route), ("status", code)])
+        }.increment()
+        histogram(Series(metric: .requestDuration, labels: [method, route])) {
+            registry.makeDurationHistogram(descriptor: Self.requestDurationName, labels: [("method", method), ("route", route)],
+                                           buckets: Self.requestBuckets)
+        }.record(duration)
     }
 
     // MARK: Upstream
@@ -56,17 +80,18 @@ public final class GatewayMetrics: Sendable {
     ///   - surface: the API family of the call (``APISurface/rawValue``, such as `openAI`).
     ///   - duration: the time from sending the request to the first response byte.
     public func recordTimeToFirstByte(surface: String, _ duration: Duration) {
-        registry.makeDurationHistogram(
-            descriptor: Self.timeToFirstByteName,
-            labels: [("surface", surface)],
-            buckets: Self.upstreamBuckets
-        ).record(duration)
+        histogram(Series(metric: .timeToFirstByte, labels: [surface])) {
+            registry.makeDurationHistogram(descriptor: Self.timeToFirstByteName, labels: [("surface", surface)],
+                                           buckets: Self.upstreamBuckets)
+        }.record(duration)
     }
 
     /// Counts one failed upstream call.
     /// - Parameter kind: a short fixed category such as `timeout`, `connection` or `status`.
     public func recordUpstreamError(kind: String) {
-        registry.makeCounter(descriptor: Self.upstreamErrorsName, labels: [("kind", kind)]).increment()
+        counter(Series(metric: .upstreamErrors, labels: [kind])) {
+            registry.makeCounter(descriptor: Self.upstreamErrorsName, labels: [("kind", kind)])
+        }.increment()
     }
 
     /// Counts the tokens of one answer.
@@ -76,13 +101,10 @@ public final class GatewayMetrics: Sendable {
     ///   - output: generated tokens.
     public func recordTokens(model: String, input: Int, output: Int) {
         let model = modelLabel(model)
-        if input > 0 {
-            registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", "input"), ("model", model)])
-                .increment(by: Int64(input))
-        }
-        if output > 0 {
-            registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", "output"), ("model", model)])
-                .increment(by: Int64(output))
+        for (direction, count) in [("input", input), ("output", output)] where count > 0 {
+            counter(Series(metric: .tokens, labels: [direction, model])) {
+                registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", direction), ("model", model)])
+            }.increment(by: Int64(count))
         }
     }
 
