@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -375,6 +376,17 @@ class Probe:
     total_p99_ms: float
 
 
+def gateway_json(port: int, key: str, method: str, path: str, body: bytes, content_type: str) -> dict:
+    """One request to the gateway's own API with an API key; exits on anything but success."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read() or b"{}")
+    except Exception as error:  # noqa: BLE001 (any failure ends the run with its reason)
+        sys.exit(f"bench: {method} {path} failed: {error}")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -464,6 +476,9 @@ def main() -> None:
     parser.add_argument("--gateway-log-level", default="info", help="gseai serve --log-level (info, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configs)")
     parser.add_argument("--floor", help="the bench/floor binary: also measure the floor targets (off by default)")
+    parser.add_argument("--class-target", action="store_true",
+                        help="also measure `gateway-class`: the gateway with a student in a class whose policy has a "
+                             "daily token budget and a system prompt (the policy path; the budget is never reached)")
     parser.add_argument("--floor-targets", default=",".join(FLOOR_TARGETS),
                         help=f"which floor targets, with --floor ({','.join(FLOOR_TARGETS)})")
     options = parser.parse_args()
@@ -535,12 +550,27 @@ def run(options, folder: Path, processes: Processes) -> None:
     )
     gateway_port = int(read_lines_until(gateway, r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", START_TIMEOUT,
                                         "gseai serve", log).group(1))
-    for args in (["user", "add", "bench", "--role", "student"], ["key", "create", "bench", "--name", "bench"]):
+    def cli(*args: str) -> str:
         result = subprocess.run([options.gseai, *args, "--database", str(database), "--env-file", "none"],
                                 capture_output=True, text=True, timeout=120, env=environment, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             sys.exit(f"bench: gseai {' '.join(args)} failed: {result.stderr}")
-    key = result.stdout.strip()
+        return result.stdout.strip()
+
+    cli("user", "add", "bench", "--role", "student")
+    key = cli("key", "create", "bench", "--name", "bench")
+    class_key = None
+    if options.class_target:
+        # A second student, in an instructor's class with a budget it will not reach and a system prompt that
+        # is supplied: each request then goes through the class policy (class, budget, rewrite).
+        cli("user", "add", "bench-class", "--role", "student")
+        cli("user", "add", "bench-teacher", "--role", "instructor")
+        class_key = cli("key", "create", "bench-class", "--name", "bench")
+        teacher = cli("key", "create", "bench-teacher", "--name", "bench")
+        made = gateway_json(gateway_port, teacher, "POST", "/api/classes", json.dumps(
+            {"name": "Bench", "policy": {"daily_token_budget": 10**12, "system_prompt": "Be brief."}}).encode(),
+            "application/json")
+        gateway_json(gateway_port, teacher, "POST", f"/api/classes/{made['id']}/roster", b"bench-class\n", "text/csv")
 
     # nginx as the reverse proxy.
     block = f"""
@@ -560,6 +590,8 @@ def run(options, folder: Path, processes: Processes) -> None:
         Target("nginx", proxy_port, "", proxy_pid),
         Target("gateway", gateway_port, f"Bearer {key}", gateway.pid),
     ]
+    if class_key:
+        targets.append(Target("gateway-class", gateway_port, f"Bearer {class_key}", gateway.pid))
     if options.floor:
         targets += start_floor(options, folder, processes, upstream_port)
     script = folder / "post.lua"
@@ -625,6 +657,11 @@ def report(modes: list[str], targets: list[Target], results) -> None:
             print(f"  {mode:6} p50 added to the whole stream {total_added:6.3f} ms (information)")
         loaded_added = gateway_load.p50_ms - direct_load.p50_ms
         print(f"  {mode:6} p50 under load, gateway - direct {loaded_added:6.2f} ms (information: includes queueing)")
+        if any(target.name == "gateway-class" for target in targets):
+            class_load = results[(mode, "gateway-class")][0]
+            print(f"  {mode:6} throughput gateway-class/nginx {class_load.rps / nginx_load.rps:6.2f}   "
+                  f"(a student in a class with a budget; gateway-class/gateway "
+                  f"{class_load.rps / gateway_load.rps if gateway_load.rps else 0:.2f}) (information)")
         floors = [target.name for target in targets if target.name in FLOOR_TARGETS]
         if floors:
             print(f"  {mode:6} the floor, throughput / nginx (information):  gateway {ratio:.2f}  "
