@@ -1,6 +1,9 @@
-"""Fixtures of the end-to-end suite: the stub upstream, a real llama.cpp server, the `gseai` CLI.
+"""Fixtures of the end-to-end suite: the stub upstream, a real llama.cpp server, the `gseai` CLI, the gateway
+(`gseai serve`) in front of either, fresh accounts on it, and the headless browser of the browser tests with
+its console check after every test that uses it.
 
-Everything listens on 127.0.0.1 only, and every wait has a time limit.
+Everything listens on 127.0.0.1 only, and every wait has a time limit. Shared constants and HTTP helpers are in
+`helpers.py`, the browser tests' page helpers in `pages.py`.
 """
 
 from __future__ import annotations
@@ -18,18 +21,24 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+
+from helpers import LLAMA_MODEL, WAIT
+from pages import CHROMEDRIVER, CHROMIUM, DESKTOP, console_entries, console_problems
 
 REPO = Path(__file__).resolve().parents[2]
 # Scratch space for the suite (model file, server logs); .gitignore keeps it out of git.
 SCRATCH = REPO / ".e2e"
 STUB_TOKEN = "stub-token"
-LLAMA_MODEL = "gemma-3-270m"
 CLI_TIMEOUT = 60
 
 
@@ -367,3 +376,74 @@ def gateway_over_stub(gseai_bin: Path, stub: Server):
 def gateway_over_llama(gseai_bin: Path, llama: Server):
     """`gseai serve` in front of the llama.cpp server (kind openai), with the same accounts."""
     yield from _start_gateway(gseai_bin, llama, "openai")
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_over_stub):
+    """The gateway over the stub, under the name the tests of a module use."""
+    return gateway_over_stub
+
+
+# ---------------------------------------------------------------------------
+# Fresh accounts on the gateway over the stub, one per test: (username, password)
+
+
+@pytest.fixture
+def student(gateway):
+    """A fresh student account on the stub gateway: (username, password)."""
+    name = f"web{uuid.uuid4().hex[:10]}"
+    return name, gateway.add_user(name, "student")
+
+
+@pytest.fixture
+def console_student(gateway):
+    """A fresh student account for the instructor console's tests: (username, password)."""
+    name = f"stud{uuid.uuid4().hex[:8]}"
+    return name, gateway.add_user(name, "student")
+
+
+@pytest.fixture
+def instructor(gateway):
+    """A fresh instructor account: (username, password)."""
+    name = f"teach{uuid.uuid4().hex[:8]}"
+    return name, gateway.add_user(name, "instructor")
+
+
+# ---------------------------------------------------------------------------
+# The browser: headless Chromium driven by Selenium, one per test module
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run scripts/test (apt-get install chromium chromium-driver)")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--no-first-run", "--disable-extensions", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    driver.set_script_timeout(WAIT)
+    driver.console = []  # every console entry of the module, in order (see `pages.console_entries`)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def clean_console(request):
+    """After each test that uses the browser: the console shows no CSP violation and no JavaScript error.
+
+    Tests without the `browser` fixture are left alone (and never start Chromium).
+    """
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    browser = request.getfixturevalue("browser")
+    console_entries(browser)  # drop what an earlier test left behind (already checked there)
+    yield
+    problems = console_problems(console_entries(browser))
+    assert not problems, "the browser console reported:\n" + "\n".join(problems)

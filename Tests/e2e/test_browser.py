@@ -4,7 +4,9 @@
 Each test signs in as a fresh student made with the CLI, so tests never see each other's conversations.
 Every wait has a time limit; the page is read with small scripts that look up the elements afresh each
 time, so re-rendered nodes never leave a test holding a stale element. The browser's console is checked
-after every test: no Content-Security-Policy violation and no JavaScript error.
+after every test: no Content-Security-Policy violation and no JavaScript error. The browser, the console check,
+the gateway and the `student` fixtures are in `conftest.py`; the page helpers shared with the other browser
+tests are in `pages.py`.
 """
 
 from __future__ import annotations
@@ -12,155 +14,38 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from pathlib import Path
 
 import httpx
-import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import Select, WebDriverWait
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-VISION = "stub/echo-vl"
-LLAMA_MODEL = "gemma-3-270m"
-WAIT = 15          # seconds for anything the stub drives
+from helpers import LLAMA_MODEL, VISION, WAIT
+from pages import (
+    DESKTOP,
+    answers,
+    by_testid,
+    choose_model,
+    console_entries,
+    console_problems,
+    conversation_id,
+    find,
+    messages,
+    send,
+    sign_in,
+    visible,
+    wait,
+    wait_for_answer,
+)
+
 LLAMA_WAIT = 60    # seconds for a real model's answer
 POLL = 0.03        # seconds between looks while an answer streams
-DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
-# Whatever a test did, the console must not show these.
-CSP_MARKERS = ("Content Security Policy", "Content-Security-Policy", "Refused to")
-# Expected noise: the browser logs every 401 as a failed resource (`/auth/me` before signing in, a wrong
-# password on `/auth/login`).
-EXPECTED_NETWORK = re.compile(r"/auth/(me|login) - Failed to load resource: the server responded with a status of 401")
-
 
 # ---------------------------------------------------------------------------
-# The browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run scripts/test (apt-get install chromium chromium-driver)")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--no-first-run", "--disable-extensions", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    driver.console = []  # every console entry of the module, in order (see `console_entries`)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def console_entries(browser) -> list[dict]:
-    """The console entries logged since the last call (the browser hands each out once); kept on the driver too."""
-    entries = browser.get_log("browser")
-    browser.console.extend(entries)
-    return entries
-
-
-def console_problems(entries: list[dict]) -> list[str]:
-    """CSP violations and errors (SEVERE) other than the expected 401s."""
-    problems = []
-    for entry in entries:
-        message = entry.get("message", "")
-        if any(marker in message for marker in CSP_MARKERS):
-            problems.append(message)
-        elif entry.get("level") == "SEVERE" and not (entry.get("source") == "network" and EXPECTED_NETWORK.search(message)):
-            problems.append(message)
-    return problems
-
-
-@pytest.fixture(autouse=True)
-def clean_console(browser):
-    """After each test: the console shows no CSP violation and no JavaScript error."""
-    console_entries(browser)  # drop what an earlier test left behind (already checked there)
-    yield
-    problems = console_problems(console_entries(browser))
-    assert not problems, "the browser console reported:\n" + "\n".join(problems)
-
-
-@pytest.fixture(scope="module")
-def gateway(gateway_over_stub):
-    return gateway_over_stub
-
-
-@pytest.fixture
-def student(gateway):
-    """A fresh student account on the stub gateway: (username, password)."""
-    name = f"web{uuid.uuid4().hex[:10]}"
-    return name, gateway.add_user(name, "student")
-
-
-# ---------------------------------------------------------------------------
-# Helpers: each reads the page afresh
-
-
-def wait(browser, condition, timeout: float = WAIT, message: str = "", poll: float = 0.05):
-    """WebDriverWait that shrugs off elements re-rendered under it."""
-    return WebDriverWait(browser, timeout, poll_frequency=poll, ignored_exceptions=(StaleElementReferenceException,)) \
-        .until(condition, message)
-
-
-def by_testid(testid: str) -> tuple[str, str]:
-    return By.CSS_SELECTOR, f'[data-testid="{testid}"]'
-
-
-def find(browser, testid: str):
-    return browser.find_element(*by_testid(testid))
-
-
-def visible(browser, testid: str, timeout: float = WAIT):
-    return wait(browser, EC.visibility_of_element_located(by_testid(testid)), timeout, f"{testid} never became visible")
-
-
-MESSAGES_SCRIPT = """
-return Array.from(document.querySelectorAll('#messages [data-testid="message"]')).map(m => {
-  const pick = id => { const e = m.querySelector(`[data-testid="${id}"]`); return e ? e.innerText.trim() : null; };
-  return {
-    role: m.dataset.role, status: m.dataset.status,
-    text: pick(m.dataset.role === 'user' ? 'message-text' : 'answer-text') || '',
-    stats: pick('stats'), error: pick('message-error'),
-    retry: !!m.querySelector('[data-testid="retry"]'), regenerate: !!m.querySelector('[data-testid="regenerate"]'),
-    images: Array.from(m.querySelectorAll('img')).map(i => ({src: i.getAttribute('src'), loaded: i.complete && i.naturalWidth > 0})),
-  };
-});
-"""
-
-
-def messages(browser) -> list[dict]:
-    """Every message on screen: role, status, text (innerText), stats, error, retry/regenerate, images."""
-    return browser.execute_script(MESSAGES_SCRIPT)
-
-
-def answers(browser) -> list[dict]:
-    return [message for message in messages(browser) if message["role"] == "assistant"]
-
-
-def wait_for_answer(browser, count: int, statuses=("complete",), timeout: float = WAIT) -> dict:
-    """Waits until the `count`-th answer has ended with one of `statuses`; returns it."""
-    def ended(driver):
-        found = answers(driver)
-        return len(found) >= count and found[count - 1]["status"] in statuses and found[count - 1]
-    try:
-        return wait(browser, ended, timeout)
-    except TimeoutException:
-        raise AssertionError(f"answer {count} did not end {statuses} within {timeout} s; on screen: {messages(browser)}")
+# Helpers of this module (the shared ones are in pages.py): each reads the page afresh
 
 
 def wait_for_text(browser, count: int, timeout: float = WAIT) -> dict:
@@ -171,47 +56,6 @@ def wait_for_text(browser, count: int, timeout: float = WAIT) -> dict:
     answer = wait(browser, started, timeout, "the answer never showed any text", poll=POLL)
     assert answer["status"] == "streaming", f"the answer ended before a test could act on it: {answer}"
     return answer
-
-
-def sign_in(browser, base_url: str, username: str, password: str) -> None:
-    """Opens the page signed out, signs in through the form and waits for the composer and the models."""
-    try:
-        browser.delete_all_cookies()  # cookies are per host, so this signs out of every gateway on 127.0.0.1
-    except Exception:
-        pass  # nothing to delete before the first page
-    browser.get(base_url + "/")
-    visible(browser, "login-username").send_keys(username)
-    find(browser, "login-password").send_keys(password)
-    find(browser, "login-submit").click()
-    visible(browser, "composer-input")
-    wait(browser, EC.text_to_be_present_in_element(by_testid("username"), username))
-    wait(browser, lambda d: d.execute_script("return document.getElementById('model-select').options.length > 0"),
-         message="the model picker stayed empty")
-
-
-def choose_model(browser, model: str) -> None:
-    select = Select(find(browser, "model-select"))
-    if select.first_selected_option.get_attribute("value") != model:
-        select.select_by_value(model)
-
-
-def type_message(browser, text: str) -> None:
-    box = find(browser, "composer-input")
-    box.clear()
-    box.send_keys(text)
-
-
-def send(browser, text: str) -> None:
-    """Types `text` and clicks Send once it is enabled."""
-    type_message(browser, text)
-    wait(browser, EC.element_to_be_clickable(by_testid("send"))).click()
-
-
-def conversation_id(browser) -> str:
-    """The open conversation's id, from the address (`#/c/<id>`)."""
-    match = wait(browser, lambda d: re.match(r"^#/c/(.+)$", d.execute_script("return location.hash")),
-                 message="the address never named a conversation")
-    return match.group(1)
 
 
 def fetch_in_page(browser, url: str) -> dict:

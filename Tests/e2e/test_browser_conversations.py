@@ -1,7 +1,8 @@
 """The chat page's conversation list and header in a real browser: "Load more" pages, search, rename, and a
 session that ends while a message is being written (the draft is kept, and sent once signed in again).
 
-The browser fixture, the console check after every test and the page helpers are those of `test_browser.py`.
+The browser fixture, the console check after every test and the `student` fixture are in `conftest.py`, the
+page helpers in `pages.py`.
 """
 
 from __future__ import annotations
@@ -11,24 +12,19 @@ import uuid
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from test_browser import (  # noqa: F401  (fixtures are used by name)
-    VISION,
-    browser,
+from helpers import VISION, session
+from pages import (
     by_testid,
     choose_model,
-    clean_console,
     conversation_id,
+    expected_refusals,
     find,
-    gateway,
-    student,
+    sign_in,
+    type_message,
     visible,
     wait,
     wait_for_answer,
-    sign_in,
-    type_message,
 )
-from test_console_actions_browser import session
-from test_console_browser import expected_refusals
 
 PAGE = 30  # conversations per page of the list, as the page asks for them
 

@@ -10,11 +10,7 @@ import time
 
 import pytest
 
-LLAMA_MODEL = "gemma-3-270m"
-
-VISION = "stub/echo-vl"
-TEXT = "stub/echo-text"
-EMBED = "stub/embed"
+from helpers import EMBED, LLAMA_MODEL, TEXT, VISION
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -5,7 +5,9 @@ usage charts of a class and of one student; an instructor's hand on a student's 
 disabling, a password reset link); the models page (load with a time-to-live, unload, a download's progress
 bar, all as the stub really answers them); and the administrators' page (roles, disabling, the audit log),
 which an instructor is refused. Each test checks what the page says and what the gateway then does. The
-browser fixture, the console check after every test and the page helpers are those of `test_browser.py`.
+browser fixture, the console check after every test and the `instructor` and `console_student` accounts are in
+`conftest.py`; the page helpers in `pages.py` and the HTTP helpers (`session`, `InstructorAPI`, …) in
+`helpers.py`.
 """
 
 from __future__ import annotations
@@ -19,66 +21,34 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
-from test_browser import (  # noqa: F401  (fixtures are used by name)
+from helpers import (
+    STUB_MODELS,
+    TEXT,
+    USAGE_WAIT,
     WAIT,
-    browser,
+    InstructorAPI,
+    add_member,
+    bearer,
+    key_status,
+    login_status,
+    session,
+)
+from pages import (
+    announced,
     by_testid,
-    clean_console,
+    console_sign_in,
+    expected_refusals,
     find,
-    gateway,
+    member_row,
+    page_json,
     sign_in,
     visible,
     wait,
 )
-from test_console_browser import (  # noqa: F401
-    USAGE_WAIT,
-    InstructorAPI,
-    announced,
-    console_sign_in,
-    expected_refusals,
-    instructor,
-    member_row,
-    page_json,
-    student,
-)
-
-TEXT_MODEL = "stub/echo-text"
-STUB_MODELS = {"stub/echo-vl", "stub/echo-text", "stub/embed"}
 
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def session(base_url: str, username: str, password: str, agent: str = "e2e-httpx") -> httpx.Client:
-    """A login session outside the browser (its own cookie and CSRF token), with a User-Agent to spot it by."""
-    client = httpx.Client(base_url=base_url, timeout=WAIT, headers={"User-Agent": agent})
-    login = client.post("/auth/login", json={"username": username, "password": password})
-    assert login.status_code == 200, login.text
-    client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
-    return client
-
-
-def status(answer: httpx.Response) -> tuple[int, str]:
-    """The status and, for an error, the gateway's message."""
-    return answer.status_code, "" if answer.is_success else answer.json()["error"]["message"]
-
-
-def login_status(base_url: str, username: str, password: str) -> tuple[int, str]:
-    return status(httpx.post(f"{base_url}/auth/login", json={"username": username, "password": password}, timeout=WAIT))
-
-
-def key_status(base_url: str, key: str) -> tuple[int, str]:
-    return status(httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT))
-
-
-def add_member(teacher: InstructorAPI, class_id: str, username: str) -> str:
-    """Adds an existing student with a one-line roster; returns their user id."""
-    added = teacher.client.post(f"/api/classes/{class_id}/roster", content=f"{username}\n",
-                                headers={"Content-Type": "text/csv"})
-    assert added.status_code == 200 and added.json()["added"] == [username], added.text
-    members = teacher.client.get(f"/api/classes/{class_id}/members").json()["data"]
-    return next(m["user_id"] for m in members if m["username"] == username)
 
 
 def submit_setup(browser, url: str, password: str, confirm: str | None = None) -> None:
@@ -136,13 +106,13 @@ def table_rows(browser, testid: str) -> list[list[str]]:
 # 1. Roster import
 
 
-def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gateway, instructor, student, tmp_path):
+def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gateway, instructor, console_student, tmp_path):
     base = gateway.base_url
     teacher_name = instructor[0]
     teacher = InstructorAPI(base, *instructor)
     tag = uuid.uuid4().hex[:6]
     klass = teacher.create_class(f"Roster {tag}")
-    ann, bob, existing = f"ann{tag}", f"bob{tag}", student[0]
+    ann, bob, existing = f"ann{tag}", f"bob{tag}", console_student[0]
     roster = tmp_path / "roster.csv"
     roster.write_text(f"username,email\n{ann},ann@example.org\nBob{tag},bob@example.org\n{existing}\n"
                       f"bad name!,x@example.org\n{ann}\n{teacher_name}\n")
@@ -197,9 +167,9 @@ def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gate
 # 2. Usage charts
 
 
-def test_usage_charts_show_a_students_requests_and_tokens(browser, gateway, instructor, student):
+def test_usage_charts_show_a_students_requests_and_tokens(browser, gateway, instructor, console_student):
     base = gateway.base_url
-    name = student[0]
+    name = console_student[0]
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(f"Usage {uuid.uuid4().hex[:6]}", transcript_visibility="usage")
     user_id = add_member(teacher, klass["id"], name)
@@ -207,8 +177,8 @@ def test_usage_charts_show_a_students_requests_and_tokens(browser, gateway, inst
 
     tokens = 0
     for text in ("What is a cell?", "And a tissue, please?"):
-        answer = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT,
-                            json={"model": TEXT_MODEL, "messages": [{"role": "user", "content": text}]})
+        answer = httpx.post(f"{base}/v1/chat/completions", headers=bearer(key), timeout=WAIT,
+                            json={"model": TEXT, "messages": [{"role": "user", "content": text}]})
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"] == f"Echo: {text}"
         tokens += answer.json()["usage"]["total_tokens"]
@@ -245,9 +215,9 @@ def test_usage_charts_show_a_students_requests_and_tokens(browser, gateway, inst
 # 3. A student's account: login sessions, disabling, a password reset link
 
 
-def test_instructor_ends_a_session_disables_and_resets_a_students_password(browser, gateway, instructor, student):
+def test_instructor_ends_a_session_disables_and_resets_a_students_password(browser, gateway, instructor, console_student):
     base = gateway.base_url
-    name, password = student
+    name, password = console_student
     tag = uuid.uuid4().hex[:6]
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(f"Accounts {tag}")
@@ -309,7 +279,7 @@ def test_instructor_ends_a_session_disables_and_resets_a_students_password(brows
 def stub_loaded(gateway) -> set[str]:
     """The models the stub itself has loaded, asked directly."""
     upstream = gateway.upstream
-    models = httpx.get(f"{upstream.base_url}/api/v1/models", headers={"Authorization": f"Bearer {upstream.token}"},
+    models = httpx.get(f"{upstream.base_url}/api/v1/models", headers=bearer(upstream.token),
                        timeout=WAIT).json()["models"]
     return {m["key"] for m in models if m["loaded_instances"]}
 
@@ -325,7 +295,7 @@ def test_models_page_loads_unloads_and_downloads(browser, gateway, instructor):
     upstream = gateway.upstream
     # A known start: the stub (shared by the whole session) has not loaded the model.
     httpx.post(f"{upstream.base_url}/api/v1/models/unload", json={"instance_id": model},
-               headers={"Authorization": f"Bearer {upstream.token}"}, timeout=WAIT)
+               headers=bearer(upstream.token), timeout=WAIT)
     assert model not in stub_loaded(gateway)
 
     console_sign_in(browser, base, *instructor)
@@ -386,12 +356,12 @@ def test_models_page_loads_unloads_and_downloads(browser, gateway, instructor):
 # 5. Administration
 
 
-def test_admin_changes_a_role_disables_a_user_and_reads_the_audit_log(browser, gateway, instructor, student):
+def test_admin_changes_a_role_disables_a_user_and_reads_the_audit_log(browser, gateway, instructor, console_student):
     base = gateway.base_url
     tag = uuid.uuid4().hex[:6]
     boss = f"boss{tag}"
     boss_password = gateway.add_user(boss, "admin")
-    name, password = student
+    name, password = console_student
     other = f"other{tag}"
     other_password = gateway.add_user(other, "student")
 
@@ -400,7 +370,7 @@ def test_admin_changes_a_role_disables_a_user_and_reads_the_audit_log(browser, g
     klass = teacher.create_class(f"Audited {tag}", transcript_visibility="full")
     user_id = add_member(teacher, klass["id"], name)
     own = session(base, name, password)
-    conversation = own.post("/api/conversations", json={"model": TEXT_MODEL})
+    conversation = own.post("/api/conversations", json={"model": TEXT})
     assert conversation.status_code == 201, conversation.text
     conversation_id = conversation.json()["id"]
     read = teacher.client.get(f"/api/classes/{klass['id']}/members/{user_id}/conversations/{conversation_id}")

@@ -5,7 +5,8 @@ An instructor creates a class and makes its transcripts visible; a fresh student
 read from the console, chats on the chat page and makes an API key; the instructor sees the student's
 usage and transcript and revokes the key, which the gateway then refuses. One headless Chromium plays both
 people in turn (cookies are per host, so signing in as one signs the other out). The browser fixture, the
-console check after every test and the page helpers are those of `test_browser.py`.
+console check after every test and the `instructor` and `console_student` accounts are in `conftest.py`; the
+page helpers in `pages.py` and the HTTP helpers (`InstructorAPI`, …) in `helpers.py`.
 """
 
 from __future__ import annotations
@@ -14,24 +15,21 @@ import time
 import uuid
 
 import httpx
-import pytest
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
-# The browser (module-scoped) and the autouse console check come with the import, as do the helpers.
-from test_browser import (  # noqa: F401  (fixtures are used by name)
-    EXPECTED_NETWORK,
-    VISION,
-    WAIT,
-    browser,
+from helpers import TEXT, USAGE_WAIT, VISION, WAIT, InstructorAPI, bearer
+from pages import (
+    announced,
     by_testid,
     choose_model,
-    clean_console,
-    console_entries,
+    console_sign_in,
+    expected_refusals,
     find,
-    gateway,
+    member_row,
+    page_json,
     send,
     sign_in,
     visible,
@@ -39,72 +37,14 @@ from test_browser import (  # noqa: F401  (fixtures are used by name)
     wait_for_answer,
 )
 
-USAGE_WAIT = 10  # seconds: usage is written at most a second after an answer; the roster is re-read until then
-
-
-@pytest.fixture
-def instructor(gateway):
-    """A fresh instructor account: (username, password)."""
-    name = f"teach{uuid.uuid4().hex[:8]}"
-    return name, gateway.add_user(name, "instructor")
-
-
-@pytest.fixture
-def student(gateway):
-    """A fresh student account: (username, password)."""
-    name = f"stud{uuid.uuid4().hex[:8]}"
-    return name, gateway.add_user(name, "student")
-
 
 # ---------------------------------------------------------------------------
 # Helpers
 
 
-def console_sign_in(browser, base_url: str, username: str, password: str) -> None:
-    """Opens the console signed out, signs in through its form and waits for the class list."""
-    try:
-        browser.delete_all_cookies()
-    except Exception:
-        pass
-    browser.get("about:blank")  # from the console itself, a new hash alone would not reload the page
-    browser.get(base_url + "/console.html#/classes")
-    visible(browser, "login-username").send_keys(username)
-    find(browser, "login-password").send_keys(password)
-    find(browser, "login-submit").click()
-    wait(browser, EC.text_to_be_present_in_element(by_testid("username"), username),
-         message="the console did not show the signed-in instructor")
-    visible(browser, "class-create-name")
-
-
 def console_log_out(browser) -> None:
     visible(browser, "logout").click()
     visible(browser, "login-username")
-
-
-def announced(browser, text: str) -> None:
-    """Waits until the console's live region says `text`."""
-    wait(browser, EC.text_to_be_present_in_element((By.ID, "announcer"), text), message=f"never announced {text!r}")
-
-
-def page_json(browser, method: str, path: str, body=None) -> dict:
-    """A JSON request made by the page with its own session cookie and the CSRF token from `/auth/me`."""
-    return browser.execute_async_script(
-        """
-        const [method, path, body, done] = arguments;
-        (async () => {
-          const me = await fetch('/auth/me', {credentials: 'same-origin'}).then(r => r.json());
-          const headers = {'Accept': 'application/json', 'X-CSRF-Token': me.csrf_token};
-          if (body !== null) headers['Content-Type'] = 'application/json';
-          const r = await fetch(path, {method, headers, credentials: 'same-origin',
-                                       body: body === null ? undefined : JSON.stringify(body)});
-          const text = await r.text();
-          let json = null;
-          try { json = JSON.parse(text); } catch {}
-          return {status: r.status, json, text};
-        })().then(done, error => done({status: 0, json: null, text: String(error)}));
-        """,
-        method, path, body,
-    )
 
 
 def join_in_page(browser, code: str) -> None:
@@ -134,46 +74,6 @@ def notice_says(browser, text: str) -> str:
     return find(browser, "class-notice").text
 
 
-def expected_refusals(browser, status: int) -> None:
-    """Takes the console's entries now: every error must be the browser's note of a `status` answer."""
-    for entry in console_entries(browser):
-        if entry.get("level") == "SEVERE" and not EXPECTED_NETWORK.search(entry.get("message", "")):
-            assert entry.get("source") == "network" and f"status of {status}" in entry["message"], entry
-
-
-class InstructorAPI:
-    """An instructor's session for the JSON API, to set up classes without the console."""
-
-    def __init__(self, base_url: str, username: str, password: str) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=WAIT)
-        login = self.client.post("/auth/login", json={"username": username, "password": password})
-        assert login.status_code == 200, login.text
-        self.client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
-
-    def create_class(self, name: str, **policy) -> dict:
-        made = self.client.post("/api/classes", json={"name": name, "policy": policy})
-        assert made.status_code == 201, made.text
-        return made.json()
-
-    def close_class(self, class_id: str) -> None:
-        closed = self.client.post(f"/api/classes/{class_id}/close")
-        assert closed.status_code == 200, closed.text
-        assert closed.json()["is_active"] is False
-
-
-def member_row(browser, username: str) -> dict | None:
-    """The roster row of `username`: its cells' text and the link to the student's page, or None."""
-    return browser.execute_script(
-        """
-        const row = document.querySelector(`[data-testid="member-row"][data-username="${arguments[0]}"]`);
-        if (!row) return null;
-        return {cells: Array.from(row.cells).map(c => c.innerText.trim()),
-                href: row.querySelector('a').getAttribute('href')};
-        """,
-        username,
-    )
-
-
 def roster_with_requests(browser, base_url: str, class_id: str, username: str) -> dict:
     """Opens the class page until the student's row shows a non-zero request count; returns the row."""
     deadline = time.monotonic() + USAGE_WAIT
@@ -196,10 +96,10 @@ def roster_with_requests(browser, base_url: str, class_id: str, username: str) -
 # Issue 5's scenario
 
 
-def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, gateway, instructor, student):
+def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, gateway, instructor, console_student):
     base = gateway.base_url
     teacher, teacher_password = instructor
-    name, password = student
+    name, password = console_student
     class_name = f"Seminar {uuid.uuid4().hex[:6]}"
 
     # 1. The instructor creates a class, makes its transcripts visible and reads the join code.
@@ -249,7 +149,7 @@ def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, g
     assert made["status"] == 201, made
     key, key_id = made["json"]["key"], made["json"]["api_key"]["id"]
     assert key.startswith("gsk_")
-    models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT)
+    models = httpx.get(f"{base}/v1/models", headers=bearer(key), timeout=WAIT)
     assert models.status_code == 200, models.text
     assert any(m["id"] == VISION for m in models.json()["data"]), models.json()
     # The console is not for students.
@@ -286,14 +186,14 @@ def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, g
     assert find(browser, "access-error").text == ""
 
     # 4. The student's next call with the key is refused.
-    refused = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=WAIT)
+    refused = httpx.get(f"{base}/v1/models", headers=bearer(key), timeout=WAIT)
     assert refused.status_code == 401, refused.text
     console_log_out(browser)
 
 
-def test_console_refuses_a_student(browser, gateway, student):
+def test_console_refuses_a_student(browser, gateway, console_student):
     """A student who signs in on the console is sent to the chat page."""
-    name, password = student
+    name, password = console_student
     try:
         browser.delete_all_cookies()
     except Exception:
@@ -311,14 +211,11 @@ def test_console_refuses_a_student(browser, gateway, student):
 # The student's side: join links, the class picker, and what the page says about each class
 
 
-TEXT_MODEL = "stub/echo-text"
-
-
 def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rules(browser, gateway, instructor):
     base = gateway.base_url
     teacher = InstructorAPI(base, *instructor)
     tag = uuid.uuid4().hex[:6]
-    strict = teacher.create_class(f"Strict {tag}", allowed_models=[TEXT_MODEL], images_allowed=False,
+    strict = teacher.create_class(f"Strict {tag}", allowed_models=[TEXT], images_allowed=False,
                                   system_prompt="Answer in French.", system_prompt_locked=True,
                                   transcript_visibility="off", daily_token_budget=20000, requests_per_minute=30)
     open_class = teacher.create_class(f"Open {tag}", transcript_visibility="full")
@@ -345,7 +242,7 @@ def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rule
                      "Daily limit: 20,000 tokens.", "At most 30 requests a minute.", "Images are not allowed.",
                      "The class sets the system prompt."):
         assert sentence in notice, notice
-    wait(browser, lambda d: model_options(d) == [TEXT_MODEL], message=f"models offered: {model_options(browser)}")
+    wait(browser, lambda d: model_options(d) == [TEXT], message=f"models offered: {model_options(browser)}")
     prompt = find(browser, "system-prompt")
     assert prompt.get_attribute("readonly") is not None
     assert prompt.get_attribute("value") == "Answer in French."
@@ -378,7 +275,7 @@ def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rule
     # 4. Choosing the strict class again in the picker applies it again, on the server too.
     Select(find(browser, "class-select")).select_by_value(strict["id"])
     notice_says(browser, "Your instructor sees neither")
-    wait(browser, lambda d: model_options(d) == [TEXT_MODEL], message=f"models offered: {model_options(browser)}")
+    wait(browser, lambda d: model_options(d) == [TEXT], message=f"models offered: {model_options(browser)}")
     mine = page_json(browser, "GET", "/api/classes/mine")
     assert mine["json"]["applied_class_id"] == strict["id"], mine
 

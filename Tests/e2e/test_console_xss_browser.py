@@ -3,7 +3,9 @@ class picker and notice: a class name, a system prompt, a conversation title, a 
 model's answer, each carrying markup that would run script if it were parsed, are shown as text on every
 page that shows them (the class list and page, the student's transcripts, the administrator's audit log).
 
-The chat page's own messages are covered by `test_browser.py::test_markup_is_shown_as_text`.
+The chat page's own messages are covered by `test_browser.py::test_html_and_javascript_links_are_shown_as_text`.
+The browser fixture, the console check after every test and the `instructor` and `console_student` accounts are
+in `conftest.py`; the page helpers in `pages.py` and the HTTP helpers in `helpers.py`.
 """
 
 from __future__ import annotations
@@ -13,18 +15,8 @@ import uuid
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from test_browser import (  # noqa: F401  (fixtures are used by name)
-    browser,
-    by_testid,
-    clean_console,
-    find,
-    gateway,
-    sign_in,
-    visible,
-    wait,
-)
-from test_console_actions_browser import TEXT_MODEL, add_member, session
-from test_console_browser import InstructorAPI, console_sign_in, instructor, student  # noqa: F401
+from helpers import TEXT, InstructorAPI, add_member, session
+from pages import by_testid, console_sign_in, find, sign_in, visible, wait
 
 # Each payload sets `window.__xss` if it is ever parsed as HTML or followed as a link.
 CLASS_NAME = '<img src=x onerror="window.__xss=\'class\'">Seminar'
@@ -56,9 +48,9 @@ def nothing_injected(browser, *expected_text: str) -> str:
     return found["text"]
 
 
-def test_markup_from_users_and_models_is_text_throughout_the_console(browser, gateway, instructor, student):
+def test_markup_from_users_and_models_is_text_throughout_the_console(browser, gateway, instructor, console_student):
     base = gateway.base_url
-    name, password = student
+    name, password = console_student
     tag = uuid.uuid4().hex[:6]
     class_name = f"{CLASS_NAME} {tag}"
 
@@ -69,7 +61,7 @@ def test_markup_from_users_and_models_is_text_throughout_the_console(browser, ga
 
     # The student chats in it (the stub echoes the message back: the model's answer carries it too).
     own = session(base, name, password)
-    made = own.post("/api/conversations", json={"model": TEXT_MODEL, "title": TITLE})
+    made = own.post("/api/conversations", json={"model": TEXT, "title": TITLE})
     assert made.status_code == 201, made.text
     conversation = made.json()["id"]
     sent = own.post(f"/api/conversations/{conversation}/messages", json={"text": MESSAGE})

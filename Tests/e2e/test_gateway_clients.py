@@ -18,47 +18,17 @@ import httpx
 import openai
 import pytest
 
-VISION = "stub/echo-vl"
-TEXT = "stub/echo-text"
-EMBED = "stub/embed"
-LLAMA_MODEL = "gemma-3-270m"
+from helpers import EMBED, LLAMA_MODEL, TEXT, VISION, anthropic_error, bearer, chat_text, openai_error
+
 TIMEOUT = 30
 
 
 # ---------------------------------------------------------------------------
-# Helpers
-
-
-def chat_text(response: dict) -> str:
-    """The text of an LM Studio `/api/v1/chat` answer."""
-    return "".join(item["content"] for item in response["output"] if item["type"] == "message")
+# Helpers (the shared ones are in helpers.py; the `gateway` fixture is in conftest.py)
 
 
 def delta_text(events: list[dict]) -> str:
     return "".join(event["content"] for event in events if event["type"] == "message.delta")
-
-
-def openai_error(response: httpx.Response, status: int, kind: str | None = None) -> str:
-    """Asserts an OpenAI-shaped error (`{"error":{"message","type","code"}}`); returns its message."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert {"message", "type", "code"} <= set(error), error
-    assert error["message"]
-    if kind is not None:
-        assert error["type"] == kind, error
-    return error["message"]
-
-
-def anthropic_error(response: httpx.Response, status: int, kind: str | None = None) -> str:
-    """Asserts an Anthropic-shaped error (`{"type":"error","error":{"type","message"}}`); returns its message."""
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    body = response.json()
-    assert body["type"] == "error", body
-    assert body["error"]["message"]
-    if kind is not None:
-        assert body["error"]["type"] == kind, body
-    return body["error"]["message"]
 
 
 def user_rows(gateway) -> dict[str, list[str]]:
@@ -68,15 +38,6 @@ def user_rows(gateway) -> dict[str, list[str]]:
     return {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture(scope="module")
-def gateway(gateway_over_stub):
-    return gateway_over_stub
-
-
 @pytest.fixture(scope="module")
 def http(gateway):
     """A plain HTTP client on the gateway, without credentials."""
@@ -84,6 +45,8 @@ def http(gateway):
         yield client
 
 
+# This module's own `student` and `instructor`: clients with the keys of `alice` and `ines`, not the fresh
+# accounts (username, password) of the same names in conftest.py.
 @pytest.fixture(scope="module")
 def student(gateway):
     """The real `gseai.GSEAIServer` with the student's key."""

@@ -13,19 +13,13 @@ import gseai
 import httpx
 import pytest
 
-VISION = "stub/echo-vl"
-TEXT = "stub/echo-text"
-EMBED = "stub/embed"
+from helpers import EMBED, TEXT, VISION, chat_text
 
 
 @pytest.fixture(scope="module")
 def client(stub):
     with gseai.GSEAIServer(stub.token, host=stub.host, port=stub.port) as server:
         yield server
-
-
-def chat_text(response: dict) -> str:
-    return "".join(item["content"] for item in response["output"] if item["type"] == "message")
 
 
 def loaded_instances(client, model: str) -> list:
