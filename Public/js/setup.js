@@ -1,6 +1,6 @@
 // setup.html: sets a password with the one-time token in the URL's fragment (#token=…), which never
 // reaches a server log.
-import { request, setCsrf } from './console/http.js';
+import { api, setCsrf } from './console/http.js';
 
 const $ = id => document.getElementById(id);
 const token = new URLSearchParams(location.hash.slice(1)).get('token');
@@ -21,8 +21,8 @@ form.addEventListener('submit', async event => {
   $('setup-submit').disabled = true;
   try {
     // A browser still signed in (say, the instructor's) must send that session's CSRF token.
-    await request('GET', '/auth/me').then(me => setCsrf(me.csrf_token), () => {});
-    await request('POST', '/api/setup', { json: { token, password } });
+    await api.me().then(me => setCsrf(me.csrf_token), () => {});
+    await api.redeemSetupLink(token, password);
     form.hidden = true;
     history.replaceState(null, '', location.pathname);
     $('setup-done').hidden = false;

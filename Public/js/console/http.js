@@ -1,5 +1,5 @@
 // The console's JSON calls, every console path written here once, through ../api.js's `request`.
-import { onUnauthorized, request, setCsrfToken } from '../api.js';
+import { api as accountAPI, onUnauthorized, request, setCsrfToken } from '../api.js';
 
 // The request helper and its CSRF and session-end handling are the chat page's (../api.js).
 export { onUnauthorized, request };
@@ -13,9 +13,10 @@ const post = (p, json) => request('POST', p, json === undefined ? {} : { json })
 const del = p => request('DELETE', p);
 
 export const api = {
-  me: () => get('/auth/me'),
-  login: (username, password) => post('/auth/login', { username, password }),
-  logout: () => post('/auth/logout'),
+  // Signing in and out are the chat page's calls.
+  me: accountAPI.me,
+  login: accountAPI.login,
+  logout: accountAPI.logout,
   classes: () => get('/api/classes'),
   klass: id => get(cls(id)),
   createClass: (name, policy) => post('/api/classes', policy ? { name, policy } : { name }),
@@ -36,6 +37,7 @@ export const api = {
   revokeKey: (id, user, k) => del(`${mem(id, user)}/keys/${enc(k)}`),
   setDisabled: (id, user, off) => post(`${mem(id, user)}/${off ? 'disable' : 'enable'}`),
   resetLink: (id, user) => post(`${mem(id, user)}/reset-link`),
+  redeemSetupLink: (token, password) => post('/api/setup', { token, password }),
   models: () => get('/api/v1/models'),
   openaiModels: () => get('/v1/models'),
   load: (model, ttl) => post('/api/v1/models/load', ttl ? { model, ttl } : { model }),
