@@ -88,7 +88,10 @@ public struct Gateway: Sendable {
     ) throws -> some ApplicationProtocol {
         // Long enough for the slowest upstream answer, so that a connection waiting on one is not dropped.
         let idle = TimeAmount(configuration.firstByteTimeout + configuration.idleTimeout + .seconds(30))
-        var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [CallerDepartureHandler()], idleTimeout: idle))
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [CallerDepartureHandler()], idleTimeout: idle)
+        var server = HTTPServerBuilder { responder in
+            EventLoopPreferringHTTP1(inner: HTTP1Channel(responder: responder, configuration: http1))
+        }
         if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
             let tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },

@@ -38,7 +38,8 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
-        let task = Task { try await operation() }
+        // On the connection's event loop, as the handler (an unstructured task does not inherit that).
+        let task = Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
         let watch = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { watch in
             if !channel.isActive {
                 task.cancel()
