@@ -4,6 +4,7 @@ import GSEAI
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -394,5 +395,22 @@ struct OperationsTests {
                 #expect(String(buffer: response.body).contains(#"gseai_upstream_errors_total{kind="connection"} 1"#))
             }
         }
+    }
+}
+
+@Suite("Event loop executors")
+struct EventLoopExecutorTests {
+    @Test func aTaskPreferringAnEventLoopRunsOnItAndSoDoItsChildren() async {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let executor = EventLoopTaskExecutor.of(loop)
+        #expect(EventLoopTaskExecutor.of(loop) === executor)  // one per loop
+        let (own, child, unstructured): (Bool, Bool, Bool) = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            async let child = { loop.inEventLoop }()
+            let unstructured = await Task(executorPreference: executor) { loop.inEventLoop }.value
+            return (loop.inEventLoop, await child, unstructured)
+        }
+        #expect(own && child && unstructured)
+        #expect(!loop.inEventLoop)  // and back on the global pool after
     }
 }
