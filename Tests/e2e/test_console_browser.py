@@ -79,6 +79,8 @@ def roster_with_requests(browser, base_url: str, class_id: str, username: str) -
     deadline = time.monotonic() + USAGE_WAIT
     row = None
     while True:
+        # From the console itself, the same address again would not reload the page: start from a blank one.
+        browser.get("about:blank")
         browser.get(f"{base_url}/console.html#/classes/{class_id}")
         try:
             row = wait(browser, lambda d: member_row(d, username), message="the student is not in the roster")
