@@ -414,3 +414,30 @@ struct EventLoopExecutorTests {
         #expect(!loop.inEventLoop)  // and back on the global pool after
     }
 }
+
+@Suite("Request bodies")
+struct RequestBodyInspectionTests {
+    /// The same inspection for a small body (parsed where it is) and a large one (parsed on the global
+    /// pool), from a task on an event loop as a connection's handler runs; and the same errors.
+    @Test func smallAndLargeBodiesAreInspectedAlike() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let padding = String(repeating: "x", count: ProxyController.largeBody)
+        func body(_ text: String) -> ByteBuffer {
+            ByteBuffer(string: #"{"model":"m","stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"\#(text)"},"#
+                + #"{"type":"image_url","image_url":{"url":"data:image/png;base64,\#(tinyPNGBase64)"}}]}]}"#)
+        }
+        try await withTaskExecutorPreference(EventLoopTaskExecutor.of(loop)) {
+            for text in ["short", padding] {
+                let bytes = body(text)
+                #expect((bytes.readableBytes > ProxyController.largeBody) == (text == padding))
+                let (json, checked) = try await ProxyController.inspect(bytes, maxImageBytes: 1 << 20)
+                #expect(json["model"] == "m")
+                #expect(checked.model == "m" && checked.stream && checked.imageCount == 1)
+                #expect(loop.inEventLoop)  // back on the loop after
+            }
+            var broken = body(padding)
+            broken.moveWriterIndex(to: broken.writerIndex - 1)
+            await #expect(throws: GatewayError.self) { try await ProxyController.inspect(broken, maxImageBytes: 1 << 20) }
+        }
+    }
+}

@@ -67,14 +67,7 @@ public struct ProxyController: Sendable {
         }
         if endpoint.method == .post {
             var bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
-            let json: JSONValue
-            do {
-                json = try JSONValue(parsing: bytes.readableBytesView)
-            } catch {
-                throw GatewayError.badRequest("the request body is not valid JSON")
-            }
-            guard case .object = json else { throw GatewayError.badRequest("the request body must be a JSON object") }
-            let checked = try RequestInspection(json, maxImageBytes: maxImageBytes)
+            let (json, checked) = try await Self.inspect(bytes, maxImageBytes: maxImageBytes)
             if endpoint.isStateful, let previous = checked.previousResponseID {
                 // Another user's id is answered exactly like an unknown one.
                 guard try await storage.responses.owner(of: previous) == identity.user.id else {
@@ -145,6 +138,27 @@ public struct ProxyController: Sendable {
         }
         return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
     }
+
+    /// Parses a request body and checks it (images included). A large body (images) is parsed on Swift's
+    /// global pool rather than on the connection's event loop, which would keep the loop's other connections
+    /// waiting meanwhile; a small one, the usual request, is parsed where it is.
+    static func inspect(_ bytes: ByteBuffer, maxImageBytes: Int) async throws -> (JSONValue, RequestInspection) {
+        @Sendable func parse() throws -> (JSONValue, RequestInspection) {
+            let json: JSONValue
+            do {
+                json = try JSONValue(parsing: bytes.readableBytesView)
+            } catch {
+                throw GatewayError.badRequest("the request body is not valid JSON")
+            }
+            guard case .object = json else { throw GatewayError.badRequest("the request body must be a JSON object") }
+            return (json, try RequestInspection(json, maxImageBytes: maxImageBytes))
+        }
+        guard bytes.readableBytes > largeBody else { return try parse() }
+        return try await withTaskExecutorPreference(globalConcurrentExecutor) { try parse() }
+    }
+
+    /// From this size on, a request body is parsed off the event loop (about a millisecond of parsing).
+    static let largeBody = 256 << 10
 
     /// A whole upstream answer.
     struct CollectedResponse: Sendable {
