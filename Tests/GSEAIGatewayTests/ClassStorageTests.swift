@@ -399,17 +399,17 @@ import Testing
             #expect(try await storage.audit.list(limit: 10, before: nil) == newestFirst)
 
             var pages: [[AuditEntry]] = []
-            var before: AuditCursor? = nil
+            var before: PageCursor? = nil
             while true {
                 let page = try await storage.audit.list(limit: 2, before: before)
                 if page.isEmpty { break }
                 pages.append(page)
-                before = page.last.map(AuditCursor.init(after:))
+                before = page.last.map(PageCursor.init(after:))
             }
             #expect(pages == [Array(newestFirst[0..<2]), Array(newestFirst[2..<4]), [newestFirst[4]]])
-            #expect(try await storage.audit.list(limit: 10, before: AuditCursor(at: t0 + 2)).map(\.target) == ["class-1", "class-0"])
+            #expect(try await storage.audit.list(limit: 10, before: PageCursor(at: t0 + 2)).map(\.target) == ["class-1", "class-0"])
             #expect(try await storage.audit.list(limit: 0, before: nil).isEmpty)
-            #expect(try await storage.audit.list(limit: 10, before: AuditCursor(at: t0)).isEmpty)
+            #expect(try await storage.audit.list(limit: 10, before: PageCursor(at: t0)).isEmpty)
         }
     }
 
@@ -421,12 +421,12 @@ import Testing
             }
             for entry in entries.shuffled() { try await storage.audit.append(entry) }
             var seen: [AuditEntry] = []
-            var before: AuditCursor? = nil
+            var before: PageCursor? = nil
             while true {
                 let page = try await storage.audit.list(limit: 2, before: before)
                 if page.isEmpty { break }
                 seen += page
-                before = page.last.map(AuditCursor.init(after:))
+                before = page.last.map(PageCursor.init(after:))
             }
             let sameInstant = entries.prefix(6).sorted { $0.id > $1.id }
             #expect(seen == sameInstant + [entries[6]])

@@ -75,3 +75,13 @@ struct FormQueryTests {
         #expect(FormQuery("").get("q") == nil)
     }
 }
+
+@Suite("Page cursors")
+struct PageCursorTests {
+    @Test func aCursorReadsBackAsItWasHandedOut() {
+        let cursor = PageCursor(at: Date(timeIntervalSince1970: 1_700_000_000.123456), id: "a_b-c")
+        #expect(PageCursor(text: cursor.text) == cursor)  // the id may hold '_' itself
+        #expect(PageCursor(text: PageCursor(at: Date(timeIntervalSince1970: 5)).text) == PageCursor(at: Date(timeIntervalSince1970: 5)))
+        for text in ["", "soon", "_abc", "nan_x", "inf_x", "12"] { #expect(PageCursor(text: text) == nil, "\(text)") }
+    }
+}

@@ -61,12 +61,12 @@ import Testing
             #expect(all.map(\.id) == ["c5", "c4", "c3", "c2", "c1"])
 
             var pages: [[String]] = []
-            var cursor: (updatedAt: Date, id: String)? = nil
+            var cursor: PageCursor? = nil
             while true {
                 let page = try await storage.conversations.list(userID: alice.id, search: nil, before: cursor, limit: 2)
                 if page.isEmpty { break }
                 pages.append(page.map(\.id))
-                cursor = page.last.map { ($0.updatedAt, $0.id) }
+                cursor = page.last.map { PageCursor(at: $0.updatedAt, id: $0.id) }
             }
             #expect(pages == [["c5", "c4"], ["c3", "c2"], ["c1"]])
 
@@ -106,7 +106,7 @@ import Testing
 
             // Search and paging together.
             let page = try await storage.conversations.list(
-                userID: alice.id, search: "e", before: (effort.updatedAt, effort.id), limit: 2
+                userID: alice.id, search: "e", before: PageCursor(at: effort.updatedAt, id: effort.id), limit: 2
             )
             #expect(page.map(\.id) == [snake.id, cells.id])
         }

@@ -95,12 +95,12 @@ public struct AdminController: Sendable {
             guard let number = Int(given), (1...500).contains(number) else { throw GatewayError.badRequest("limit is a whole number from 1 to 500") }
             limit = number
         }
-        var before: AuditCursor?
+        var before: PageCursor?
         if let given = query.get("before") {
-            if let cursor = Self.decodeCursor(String(given)) {
+            if let cursor = PageCursor(text: given) {
                 before = cursor
-            } else if let date = try? ClassController.date(.string(String(given)), "before") {
-                before = AuditCursor(at: date)
+            } else if let date = try? ClassController.date(.string(given), "before") {
+                before = PageCursor(at: date)
             } else {
                 throw GatewayError.badRequest("'before' must be an ISO 8601 date and time, such as 2026-09-01T08:00:00Z")
             }
@@ -113,19 +113,7 @@ public struct AdminController: Sendable {
             views.append(AuditView(id: entry.id, actor_id: entry.actorID, actor_username: usernames[entry.actorID] ?? nil,
                                    action: entry.action, target: entry.target, detail: entry.detail, at: entry.at))
         }
-        let next = entries.count == limit ? entries.last.map { Self.encodeCursor(AuditCursor(after: $0)) } : nil
+        let next = entries.count == limit ? entries.last.map { PageCursor(after: $0).text } : nil
         return AuditPageView(data: views, next_before: next)
-    }
-
-    /// `<seconds>_<id>`: a Double's description reads back as the same Double.
-    static func encodeCursor(_ cursor: AuditCursor) -> String {
-        "\(cursor.at.timeIntervalSince1970)_\(cursor.id ?? "")"
-    }
-
-    /// A cursor made by ``encodeCursor(_:)``, or `nil` for any other text.
-    static func decodeCursor(_ text: String) -> AuditCursor? {
-        guard let separator = text.firstIndex(of: "_"), let seconds = Double(text[..<separator]), seconds.isFinite else { return nil }
-        let id = String(text[text.index(after: separator)...])
-        return AuditCursor(at: Date(timeIntervalSince1970: seconds), id: id.isEmpty ? nil : id)
     }
 }

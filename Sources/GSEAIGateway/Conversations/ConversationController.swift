@@ -93,20 +93,11 @@ public struct ConversationController: Sendable {
         let query = request.form
         let limit = min(100, max(1, query.int("limit") ?? 30))
         let search = query.get("q").flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
-        let cursor = query.get("cursor").flatMap(Self.decodeCursor)
+        let cursor = query.get("cursor").flatMap(PageCursor.init(text:))
         let page = try await storage.conversations.list(userID: user.id, search: search, before: cursor, limit: limit + 1)
         let shown = Array(page.prefix(limit))
-        let next = page.count > limit ? shown.last.map { Self.encodeCursor($0) } : nil
+        let next = page.count > limit ? shown.last.map { PageCursor(at: $0.updatedAt, id: $0.id).text } : nil
         return ListView(data: shown.map(ConversationView.init), next_cursor: next)
-    }
-
-    static func encodeCursor(_ conversation: Conversation) -> String {
-        "\(conversation.updatedAt.timeIntervalSince1970)_\(conversation.id)"
-    }
-
-    static func decodeCursor(_ text: String) -> (updatedAt: Date, id: String)? {
-        guard let separator = text.firstIndex(of: "_"), let seconds = Double(text[..<separator]) else { return nil }
-        return (Date(timeIntervalSince1970: seconds), String(text[text.index(after: separator)...]))
     }
 
     @Sendable func create(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<ConversationView> {

@@ -47,21 +47,10 @@ public protocol AuditRepository: Sendable {
     func append(_ entry: AuditEntry) async throws
     /// Up to `limit` entries, newest first (the newest of one instant by id, descending); with `before`, only
     /// the entries that come after it in that order.
-    func list(limit: Int, before: AuditCursor?) async throws -> [AuditEntry]
+    func list(limit: Int, before: PageCursor?) async throws -> [AuditEntry]
 }
 
-/// A place in the audit log's order (newest first, then by id): a page starts after it.
-public struct AuditCursor: Sendable, Hashable {
-    public var at: Date
-    /// With an id, the entries of the same instant whose id is smaller come after it too (the cursor of the
-    /// last entry of a page); without, only entries older than `at`.
-    public var id: String?
-
-    public init(at: Date, id: String? = nil) {
-        self.at = at
-        self.id = id
-    }
-
+extension PageCursor {
     /// The cursor just after `entry`.
     public init(after entry: AuditEntry) {
         self.init(at: entry.at, id: entry.id)

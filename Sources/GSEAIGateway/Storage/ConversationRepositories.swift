@@ -13,10 +13,9 @@ public protocol ConversationRepository: Sendable {
     /// - Parameters:
     ///   - search: when not `nil` or empty, only conversations whose title or any message's text contains it,
     ///     case-insensitively and literally (`%` and `_` are not wildcards).
-    ///   - before: the `updatedAt` and `id` of the last conversation of the previous page; the page starts after it.
+    ///   - before: the last conversation of the previous page (its `updatedAt` and `id`); the page starts after it.
     ///   - limit: the most conversations to return.
-    func list(userID: String, search: String?, before: (updatedAt: Date, id: String)?, limit: Int) async throws
-        -> [Conversation]
+    func list(userID: String, search: String?, before: PageCursor?, limit: Int) async throws -> [Conversation]
     /// Replaces title, model, system prompt, last response id and `updatedAt` of the conversation with this id
     /// and owner; throws ``StorageError/notFound``.
     func update(_ conversation: Conversation) async throws

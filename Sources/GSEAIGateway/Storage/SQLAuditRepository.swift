@@ -15,24 +15,12 @@ struct SQLAuditRepository: AuditRepository {
             .run()
     }
 
-    func list(limit: Int, before: AuditCursor?) async throws -> [AuditEntry] {
+    func list(limit: Int, before: PageCursor?) async throws -> [AuditEntry] {
         guard limit > 0 else { return [] }
-        var query = self.database.select()
+        let query = self.database.select()
             .columns("id", "actor_id", "action", "target", "detail", "at")
             .from("audit_log")
-        if let before {
-            // Keyset pagination: the id breaks ties between entries of the same instant.
-            let at = before.at.unixSeconds
-            if let id = before.id {
-                query = query.where(group: { group in
-                    group.where("at", .lessThan, at).orWhere(group: { tie in
-                        tie.where("at", .equal, at).where("id", .lessThan, id)
-                    })
-                })
-            } else {
-                query = query.where("at", .lessThan, at)
-            }
-        }
+            .after(before, column: "at")
         return try await query
             .orderBy("at", .descending)
             .orderBy("id", .descending)

@@ -29,20 +29,9 @@ struct SQLConversationRepository: ConversationRepository {
         try await self.select().where("id", .equal, id).first().map(Conversation.init(row:))
     }
 
-    func list(userID: String, search: String?, before: (updatedAt: Date, id: String)?, limit: Int) async throws
-        -> [Conversation]
-    {
+    func list(userID: String, search: String?, before: PageCursor?, limit: Int) async throws -> [Conversation] {
         guard limit > 0 else { return [] }
-        var query = self.select().where("user_id", .equal, userID)
-        if let before {
-            // Keyset pagination: the id breaks ties between conversations updated at the same instant.
-            let updatedAt = before.updatedAt.unixSeconds
-            query = query.where(group: { group in
-                group.where("updated_at", .lessThan, updatedAt).orWhere(group: { tie in
-                    tie.where("updated_at", .equal, updatedAt).where("id", .lessThan, before.id)
-                })
-            })
-        }
+        var query = self.select().where("user_id", .equal, userID).after(before, column: "updated_at")
         if let search, !search.isEmpty {
             let pattern = "%" + Self.escapedForLike(search) + "%"
             // LOWER on both sides: PostgreSQL's LIKE is case-sensitive, SQLite's only for non-ASCII letters.
