@@ -42,10 +42,9 @@ public final class GSEAIClient: Sendable {
     /// The largest non-streamed response body the typed methods read.
     public let maxResponseBytes: Int
     private let authorization: String
-    /// For whole answers: the connection may be silent until the answer is ready (the first-byte limit).
+    /// One client for every call; its connections' read timeout is long enough for a response head to take
+    /// the first-byte limit, and a body's idle limit is checked by ``ResponseBodyStream``.
     private let httpClient: HTTPClient
-    /// For streams: the connection may be silent at most the idle limit between pieces.
-    private let streamingClient: HTTPClient
     private let logger: Logger
 
     /// Creates a client for `scheme://host:port`, with the Python client's defaults.
@@ -87,8 +86,7 @@ public final class GSEAIClient: Sendable {
         self.authorization = "Bearer \(apiToken)"
         self.logger = logger
         let group = eventLoopGroup ?? HTTPClient.defaultEventLoopGroup
-        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: false))
-        self.streamingClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, streaming: true))
+        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts))
     }
 
     /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
@@ -103,15 +101,13 @@ public final class GSEAIClient: Sendable {
         return normalized
     }
 
-    /// The AsyncHTTPClient configuration these time limits call for. The idle limit is the connection's
-    /// read timeout (checked by NIO as bytes arrive, at no cost per piece): for streams, the idle limit; for
-    /// whole answers, which may come only when complete, the first-byte limit. The read timeout also runs
-    /// while the response head is awaited, so a stream's head must come within the smaller of the first-byte
-    /// and idle limits.
-    static func httpConfiguration(timeouts: Timeouts, streaming: Bool) -> HTTPClient.Configuration {
+    /// The AsyncHTTPClient configuration these time limits call for. Its read timeout runs while the response
+    /// head is awaited too, so it is the first-byte limit plus the idle limit (the request's deadline ends the
+    /// wait for the head at the first-byte limit); the body's own idle limit is checked per piece.
+    static func httpConfiguration(timeouts: Timeouts) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: .init(connect: .init(timeouts.connect), read: .init(streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle))
+            timeout: .init(connect: .init(timeouts.connect), read: .init(timeouts.firstByte + timeouts.idle))
         )
         configuration.httpVersion = .automatic
         // A shared server behind the gateway serves many people at once: keep more than the default 8
@@ -123,7 +119,6 @@ public final class GSEAIClient: Sendable {
     /// Shuts down the HTTP clients.
     public func shutdown() async throws {
         try await httpClient.shutdown()
-        try await streamingClient.shutdown()
     }
 
     // MARK: Raw calls
@@ -142,7 +137,7 @@ public final class GSEAIClient: Sendable {
         outgoing.body = request.body?.body
         let response: HTTPClientResponse
         do {
-            response = try await (streaming ? streamingClient : httpClient).execute(
+            response = try await httpClient.execute(
                 outgoing,
                 deadline: .now() + .init(timeouts.firstByte),
                 logger: logger
@@ -159,7 +154,10 @@ public final class GSEAIClient: Sendable {
         return RawResponse(
             status: Int(response.status.code),
             headers: response.headers,
-            body: ResponseBodyStream(body: response.body)
+            // A stream's pieces come at most the idle limit apart; a whole answer's body may also come only
+            // when the answer is ready.
+            body: ResponseBodyStream(body: response.body, idle: streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle,
+                                     eventLoop: httpClient.eventLoopGroup.any())
         )
     }
 

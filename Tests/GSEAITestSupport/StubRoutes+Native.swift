@@ -89,6 +89,7 @@ extension StubRoutes {
         }
         let scenario = Scenario(text)
         if scenario.hangHead { try await hangHead() }
+        if scenario.lateHead { try await Task.sleep(for: .seconds(1)) }
         let previous = body["previous_response_id"]?.stringValue
         guard let history = await state.history(for: previous) else {
             throw StubHTTPError(.notFound, "response '\(previous ?? "")' not found")

@@ -66,6 +66,7 @@ extension StubRoutes {
         let (text, images, turn) = try Self.lastUserTurn(messages)
         let scenario = Scenario(text)
         if scenario.hangHead { try await hangHead() }
+        if scenario.lateHead { try await Task.sleep(for: .seconds(1)) }
         if scenario.error && body["stream"]?.boolValue != true {
             throw StubHTTPError(.internalServerError, "stub failure on request")
         }

@@ -11,6 +11,8 @@ struct Scenario {
     var slow = false
     var hang = false
     var hangHead = false
+    /// `[[late-head]]`: the answer's head comes after a second (a model being loaded), then it goes on.
+    var lateHead = false
 
     init(_ text: String) {
         error = text.contains("[[error]]")
@@ -19,6 +21,7 @@ struct Scenario {
         slow = text.contains("[[slow]]")
         hang = text.contains("[[hang]]")
         hangHead = text.contains("[[hang-head]]")
+        lateHead = text.contains("[[late-head]]")
     }
 }
 
@@ -45,8 +48,9 @@ struct StubRoutes: Sendable {
         }
         router.post("/api/v1/chat") { request, _ in try await handle(request, chatV1) }
         router.get("/api/v0/models") { request, _ in try await handle(request) { _ in try await listModelsV0() } }
-        router.get("/api/v0/models/:model") { request, context in
-            let model = context.parameters.get("model") ?? ""
+        router.get("/api/v0/models/**") { request, context in
+            let raw = context.parameters.getCatchAll().joined(separator: "/")
+            let model = raw.removingPercentEncoding ?? raw
             return try await handle(request) { _ in try await modelV0(model) }
         }
         for prefix in ["/v1", "/api/v0"] {

@@ -65,11 +65,50 @@ struct TransportTests {
     }
 
     @Test func aStreamWhoseHeadNeverComesIsAFirstByteTimeout() async throws {
-        // A stream's head is awaited under the connection's read timeout, the idle limit here.
-        try await withClient(timeouts: .init(firstByte: .seconds(30), idle: .milliseconds(300))) { client, _ in
+        try await withClient(timeouts: .init(firstByte: .milliseconds(600), idle: .milliseconds(300))) { client, _ in
+            let started = ContinuousClock.now
             await #expect(throws: GSEAIError.timeout(.firstByte)) {
                 for try await _ in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang-head]]")) {}
             }
+            // The first-byte limit, not the (shorter) idle limit, nor the connection's read timeout.
+            let waited = ContinuousClock.now - started
+            #expect(waited >= .milliseconds(550) && waited < .seconds(3), "\(waited)")
+        }
+    }
+
+    @Test func aStreamsHeadMayTakeTheFirstByteLimitAndItsPiecesTheIdleLimit() async throws {
+        // The head comes after a second, three idle limits: a model being loaded is not a silence.
+        try await withClient(timeouts: .init(firstByte: .seconds(5), idle: .milliseconds(300))) { client, _ in
+            var deltas: [String] = []
+            for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "slow start [[late-head]]")) {
+                if let delta = event.delta { deltas.append(delta) }
+            }
+            #expect(deltas.joined().hasPrefix("Echo: slow start"))
+            // And OpenAI's stream, the same.
+            var text = ""
+            for try await chunk in try await client.chatCompletionsStream(
+                ChatCompletionRequest(model: "stub/echo-text", messages: [ChatMessage(role: "user", content: "late [[late-head]]")])
+            ) {
+                text += chunk.delta ?? ""
+            }
+            #expect(text.hasPrefix("Echo: late"))
+        }
+    }
+
+    @Test func leavingAStreamMidWayCancelsItsReadAndTheUpstreamRequest() async throws {
+        try await withClient { client, stub in
+            var seen = 0
+            for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "a b c d e f g h [[slow]]")) {
+                if event.delta != nil { seen += 1 }
+                if seen == 2 { break }
+            }
+            var abandoned = 0
+            for _ in 0..<30 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            #expect(await stub.state.completedStreams == 0)
         }
     }
 
