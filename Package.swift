@@ -28,10 +28,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
+        // The wire formats read from outside (JSON, Server-Sent Events, data URLs, image headers, form queries,
+        // CSV rosters): no dependencies, so that the fuzzer builds them alone in a minute.
+        .target(name: "GSEAIFormats"),
         // The client core: knows nothing of the server.
         .target(
             name: "GSEAI",
             dependencies: [
+                "GSEAIFormats",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -57,7 +61,10 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The web page, copied beside the executable so that it is found from any working directory
+            // (the repository's `Public` is a link to this folder).
+            resources: [.copy("Public")]
         ),
         // The thin command-line entry point.
         .executableTarget(
@@ -89,6 +96,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tests/StubServer"
+        ),
+        // libFuzzer targets for every parser in GSEAIFormats (scripts/fuzz); built plainly, it replays a corpus.
+        .executableTarget(
+            name: "gseai-fuzz",
+            dependencies: ["GSEAIFormats"],
+            path: "Tests/Fuzz",
+            exclude: ["corpus"]
         ),
         .testTarget(
             name: "GSEAITests",

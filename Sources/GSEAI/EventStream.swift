@@ -34,6 +34,7 @@ where Base.Element == ByteBuffer {
                 pendingIndex = 0
                 if let piece = try await base.next() {
                     pending = parser.feed(piece.readableBytesView)
+                    if parser.overflowed { throw GSEAIError.responseTooLarge(limit: parser.maxEventBytes) }
                 } else {
                     finished = true
                     pending = parser.finish()

@@ -1,3 +1,4 @@
+import GSEAI
 import Foundation
 @testable import GSEAIGateway
 import Testing

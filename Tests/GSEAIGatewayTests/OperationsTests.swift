@@ -430,14 +430,14 @@ struct RequestBodyInspectionTests {
             for text in ["short", padding] {
                 let bytes = body(text)
                 #expect((bytes.readableBytes > ProxyController.largeBody) == (text == padding))
-                let (json, checked) = try await ProxyController.inspect(bytes, maxImageBytes: 1 << 20)
+                let (json, checked) = try await ProxyController.inspect(bytes, images: ImageInspector(ImageLimits(maxBytes: 1 << 20, maxPixels: 40_000_000)))
                 #expect(json["model"] == "m")
                 #expect(checked.model == "m" && checked.stream && checked.imageCount == 1)
                 #expect(loop.inEventLoop)  // back on the loop after
             }
             var broken = body(padding)
             broken.moveWriterIndex(to: broken.writerIndex - 1)
-            await #expect(throws: GatewayError.self) { try await ProxyController.inspect(broken, maxImageBytes: 1 << 20) }
+            await #expect(throws: GatewayError.self) { try await ProxyController.inspect(broken, images: ImageInspector(ImageLimits(maxBytes: 1 << 20, maxPixels: 40_000_000))) }
         }
     }
 }

@@ -205,7 +205,7 @@ struct ProxyFaultTests {
                 "messages": [["role": "user", "content": [["type": "image", "source": ["type": "base64", "media_type": "image/png", "data": .string(bigImage.base64EncodedString())]]]]],
             ])
             #expect(tooBig.status == 413)
-            #expect(tooBig.json?["error"]?["message"] == "an image is 2070 bytes; the limit is 1024")
+            #expect(tooBig.json?["error"]?["message"] == "the image is 2070 bytes; the limit is 1024")
             let unknown = try await gateway.request(.GET, "/v1/nothing-here", headers: auth)
             #expect(unknown.status == 404)
             #expect(unknown.errorMessage == "no such endpoint")

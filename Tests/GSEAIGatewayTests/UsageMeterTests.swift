@@ -56,7 +56,8 @@ struct UsageMeterTests {
         }
     }
 
-    let day = "2026-11-22"
+    /// Today: the meter forgets days before yesterday as it flushes.
+    let day = UsageRecorder.day(Date())
 
     func meter(_ repository: Repository) -> UsageMeter {
         UsageMeter(repository: repository, logger: Logger(label: "test"))

@@ -104,3 +104,35 @@ struct ServerSentEventParserTests {
         #expect(events == [ServerSentEvent(event: "e", data: "1"), ServerSentEvent(data: "2")])
     }
 }
+
+/// What the fuzzer found, and the limit on an event's size.
+@Suite("Server-Sent Events: hostile streams")
+struct ServerSentEventLimitTests {
+    @Test func theSpaceAfterTheColonIsDroppedEvenBeforeACombiningMark() {
+        var parser = ServerSentEventParser()
+        // "data: " then U+059E (a combining mark), which joins the space in one Character.
+        let events = parser.feed(Array("data: \u{059E}x\n\n".utf8))
+        #expect(events.map(\.data) == ["\u{059E}x"])
+        var again = ServerSentEventParser()
+        #expect(again.feed(Array(events[0].encoded.utf8)) == events)
+    }
+
+    @Test func anEventLargerThanTheLimitIsDroppedAndTheNextOneRead() {
+        var parser = ServerSentEventParser(maxEventBytes: 32)
+        let long = "data: " + String(repeating: "x", count: 100) + "\ndata: more\n\n"
+        var events = parser.feed(Array((long + "data: ok\n\n").utf8))
+        #expect(events.map(\.data) == ["ok"])
+        #expect(parser.overflowed)
+        // Comments and other fields do not add up towards the limit.
+        var keepAlive = ServerSentEventParser(maxEventBytes: 32)
+        events = keepAlive.feed(Array((String(repeating: ": ping\n", count: 100) + "event: e\ndata: fine\n\n").utf8))
+        #expect(events == [ServerSentEvent(event: "e", data: "fine")])
+        #expect(!keepAlive.overflowed)
+        // A line that never ends holds no more than the limit, fed in pieces or byte by byte.
+        var endless = ServerSentEventParser(maxEventBytes: 32)
+        for _ in 0..<1000 { _ = endless.feed(Array(repeating: UInt8(ascii: "y"), count: 1000)) }
+        _ = endless.feed(Array(repeating: UInt8(ascii: "z"), count: 10).lazy.map { $0 })
+        #expect(endless.overflowed)
+        #expect(endless.finish() == [])
+    }
+}

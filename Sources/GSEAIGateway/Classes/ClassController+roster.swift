@@ -1,9 +1,10 @@
 import Foundation
+import GSEAI
 import HTTPTypes
 import Hummingbird
 
 /// Rosters in and usage out, as CSV: an instructor imports the students of a class (creating accounts with
-/// set-up links for the new ones) and exports the class's usage for a spreadsheet.
+/// set-up links for the new ones, inviting the existing ones) and exports the class's usage for a spreadsheet.
 extension ClassController.Paths {
     static let roster: RouterPath = "/api/classes/:id/roster"
     static let usageCSV: RouterPath = "/api/classes/:id/usage.csv"
@@ -29,15 +30,19 @@ extension ClassController {
     }
 
     struct RosterImportView: ResponseEncodable {
+        /// New accounts, in the class, each with its set-up link.
         var created: [CreatedStudentView]
-        var added: [String]
+        /// Existing students invited: they join when they accept on their page.
+        var invited: [String]
+        /// Existing students already in the class.
+        var already_members: [String]
         var errors: [RosterLineError]
     }
 
-    /// Imports a `text/csv` roster: a username per line in the first column (a `username` header line is
-    /// optional; other columns are ignored; blank lines are skipped). New usernames become student accounts
-    /// with no usable password and a set-up link each; existing students are added to the class; every line
-    /// that cannot be either is reported with its line number, and the others still go through.
+    /// Imports a `text/csv` roster (``RosterCSV``). New usernames become student accounts in the class, with
+    /// no usable password and a set-up link each. Existing students are invited, never added: an account
+    /// joins a class only by its owner's action, since the class's instructor then sees into it. Every line
+    /// that is neither is reported with its line number, and the others still go through.
     @Sendable func importRoster(_ request: Request, context: GatewayRequestContext) async throws -> RosterImportView {
         let (user, classSession) = try await ownedClass(context)
         let mediaType = request.headers[.contentType].flatMap(MediaType.init(from:))
@@ -48,7 +53,7 @@ extension ClassController {
         let body = try await RequestBodies.collect(&request, upTo: 256 * 1024)
         let lines = try Self.rosterLines(String(buffer: body))
 
-        var result = RosterImportView(created: [], added: [], errors: [])
+        var result = RosterImportView(created: [], invited: [], already_members: [], errors: [])
         var seen: [String: Int] = [:]
         for (number, username) in lines {
             guard AccountService.isValidUsername(username) else {
@@ -65,8 +70,12 @@ extension ClassController {
                     result.errors.append(.init(line: number, message: "'\(username)' is an \(existing.role.rawValue) account, not a student's"))
                     continue
                 }
-                try await storage.classes.addMember(classID: classSession.id, userID: existing.id, at: now)
-                result.added.append(username)
+                if try await storage.classes.isMember(classID: classSession.id, userID: existing.id) {
+                    result.already_members.append(username)
+                } else {
+                    try await storage.classes.invite(classID: classSession.id, userID: existing.id, at: now)
+                    result.invited.append(username)
+                }
                 continue
             }
             let student: User
@@ -82,28 +91,17 @@ extension ClassController {
             result.created.append(.init(username: username, setup_url: link.url))
         }
         try await storage.audit.record(user, "class.roster.import", classSession.id,
-                        detail: "created \(result.created.count), added \(result.added.count), errors \(result.errors.count)")
+                        detail: "created \(result.created.count), invited \(result.invited.count), errors \(result.errors.count)")
         return result
     }
 
-    /// The roster's usernames (lowercased) with their line numbers, from 1.
-    ///
-    /// - Throws: 400 when there are more than ``rosterLimit`` of them.
+    /// The roster's usernames with their line numbers; 400 when there are more than ``rosterLimit``.
     static func rosterLines(_ text: String) throws -> [(line: Int, username: String)] {
-        var lines: [(Int, String)] = []
-        let all = text.split(separator: "\n", omittingEmptySubsequences: false)
-        for (index, raw) in all.enumerated() {
-            var field = String(raw.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-            field = field.trimmingCharacters(in: .whitespacesAndNewlines.union(CharacterSet(charactersIn: "\u{FEFF}")))
-            if field.count >= 2, field.hasPrefix("\""), field.hasSuffix("\"") { field = String(field.dropFirst().dropLast()) }
-            guard !field.isEmpty else { continue }
-            if lines.isEmpty, field.lowercased() == "username" { continue }
-            lines.append((index + 1, field.lowercased()))
+        do {
+            return try RosterCSV.usernames(text, limit: rosterLimit)
+        } catch {
+            throw GatewayError.badRequest(error.description)
         }
-        guard lines.count <= rosterLimit else {
-            throw GatewayError.badRequest("a roster has at most \(rosterLimit) students; this one has \(lines.count)")
-        }
-        return lines
     }
 
     /// The class's usage since `?since=YYYY-MM-DD` (default: the last 30 days) as CSV, a row per day, member
@@ -115,10 +113,8 @@ extension ClassController {
             throw GatewayError(.forbidden, type: .permission, "the class '\(classSession.name)' does not share its students' usage")
         }
         let since = try since(request)
-        var usernames: [String: String] = [:]
-        for member in try await storage.classes.members(classID: classSession.id) {
-            usernames[member.userID] = try await storage.users.find(id: member.userID)?.username
-        }
+        let usernames = Dictionary(try await storage.classes.roster(classID: classSession.id).map { ($0.userID, $0.username) },
+                                   uniquingKeysWith: { first, _ in first })
         let rows = try await storage.classes.memberUsage(classID: classSession.id, since: since)
             .compactMap { row in usernames[row.userID].map { (row, $0) } }
             .sorted { ($0.0.day, $0.1, $0.0.model) < ($1.0.day, $1.1, $1.0.model) }

@@ -89,8 +89,21 @@ struct MemberView: ResponseEncodable {
     var tokens: Int?
     /// The last day (UTC) with usage.
     var last_active_day: String?
-    /// When the student last used the gateway (a login session seen, or a key used).
+    /// When the student last used the gateway (a login session seen, or a key used); absent when their
+    /// account's activity is not the caller's to see (``MemberAccess/sessionsAndKeys``).
     var last_seen_at: Date?
+    /// Whether anyone has signed in to the account (a roster import's new accounts have not, until the
+    /// student uses their set-up link).
+    var has_signed_in: Bool
+    /// What the caller may do to the member's account.
+    var account: MemberAccess
+}
+
+/// A student invited to a class who has not answered yet.
+struct InvitedView: Codable, Sendable {
+    var user_id: String
+    var username: String
+    var invited_at: Date
 }
 
 /// A student's usage of one day.
@@ -104,9 +117,11 @@ struct DayUsageView: Codable, Sendable {
     static func days(_ rows: some Sequence<UsageRecord>) -> [DayUsageView] {
         var days: [String: DayUsageView] = [:]
         for row in rows {
-            days[row.day, default: DayUsageView(day: row.day, requests: 0, input_tokens: 0, output_tokens: 0)].requests += row.requests
-            days[row.day]!.input_tokens += row.inputTokens
-            days[row.day]!.output_tokens += row.outputTokens
+            var day = days[row.day] ?? DayUsageView(day: row.day, requests: 0, input_tokens: 0, output_tokens: 0)
+            day.requests = day.requests.addingSaturated(row.requests)
+            day.input_tokens = day.input_tokens.addingSaturated(row.inputTokens)
+            day.output_tokens = day.output_tokens.addingSaturated(row.outputTokens)
+            days[row.day] = day
         }
         return days.values.sorted { $0.day > $1.day }
     }
@@ -115,6 +130,8 @@ struct DayUsageView: Codable, Sendable {
 struct MembersView: ResponseEncodable {
     var since: String
     var data: [MemberView]
+    /// Existing accounts invited by a roster import, until they accept or decline.
+    var invited: [InvitedView]
     /// The class's usage per day, all members together, for its chart; absent when the class does not share usage.
     var daily: [DayUsageView]?
 }

@@ -10,9 +10,9 @@ public struct ConversationController: Sendable {
     let engine: ConversationEngine
     let images: ImageInspector
 
-    public init(engine: ConversationEngine, maxImageBytes: Int, maxImagePixels: Int = 40_000_000) {
+    public init(engine: ConversationEngine, imageLimits: ImageLimits) {
         self.engine = engine
-        self.images = ImageInspector(maxBytes: maxImageBytes, maxPixels: maxImagePixels)
+        self.images = ImageInspector(imageLimits)
     }
 
     var storage: Storage { engine.storage }

@@ -16,12 +16,13 @@ public struct ProxyController: Sendable {
     let metrics: GatewayMetrics
     let usageMeter: UsageMeter
     let maxBodyBytes: Int
-    let maxImageBytes: Int
+    /// The checks every image in a request must pass.
+    let images: ImageInspector
     /// Class policies (issue 5).
     let policies: PolicyEnforcer
 
     public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics, usageMeter: UsageMeter,
-                maxBodyBytes: Int, maxImageBytes: Int, policies: PolicyEnforcer) {
+                maxBodyBytes: Int, imageLimits: ImageLimits, policies: PolicyEnforcer) {
         self.policies = policies
         self.usageMeter = usageMeter
         self.upstream = upstream
@@ -29,7 +30,7 @@ public struct ProxyController: Sendable {
         self.storage = storage
         self.metrics = metrics
         self.maxBodyBytes = maxBodyBytes
-        self.maxImageBytes = maxImageBytes
+        self.images = ImageInspector(imageLimits)
     }
 
     public func register(on router: Router<GatewayRequestContext>) {
@@ -63,11 +64,11 @@ public struct ProxyController: Sendable {
         var appliedClassID: String?
         if endpoint.method == .get, PolicyEnforcer.modelPaths.contains(endpoint.path) {
             listingClass = try await policies.resolver.applicableClass(for: identity.user)
-            if let listingClass, let model = context.parameters.get("model") { try PolicyEnforcer.checkModel(model, in: listingClass) }
+            if let listingClass, let model = Self.modelInPath(context) { try PolicyEnforcer.checkModel(model, in: listingClass) }
         }
         if endpoint.method == .post {
             var bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
-            let (json, checked) = try await Self.inspect(bytes, maxImageBytes: maxImageBytes)
+            let (json, checked) = try await Self.inspect(bytes, images: images)
             if endpoint.isStateful, let previous = checked.previousResponseID {
                 // Another user's id is answered exactly like an unknown one.
                 guard try await storage.responses.owner(of: previous) == identity.user.id else {
@@ -139,10 +140,19 @@ public struct ProxyController: Sendable {
         return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
     }
 
+    /// The model a path names after its route's `**` (`/api/v0/models/qwen/qwen3-4b`, or with the slash
+    /// escaped as `%2F`), or `nil` when the route names none.
+    static func modelInPath(_ context: GatewayRequestContext) -> String? {
+        let parts = context.parameters.getCatchAll()
+        guard !parts.isEmpty else { return nil }
+        let raw = parts.joined(separator: "/")
+        return raw.removingPercentEncoding ?? raw
+    }
+
     /// Parses a request body and checks it (images included). A large body (images) is parsed on Swift's
     /// global pool rather than on the connection's event loop, which would keep the loop's other connections
     /// waiting meanwhile; a small one, the usual request, is parsed where it is.
-    static func inspect(_ bytes: ByteBuffer, maxImageBytes: Int) async throws -> (JSONValue, RequestInspection) {
+    static func inspect(_ bytes: ByteBuffer, images: ImageInspector) async throws -> (JSONValue, RequestInspection) {
         @Sendable func parse() throws -> (JSONValue, RequestInspection) {
             let json: JSONValue
             do {
@@ -151,7 +161,7 @@ public struct ProxyController: Sendable {
                 throw GatewayError.badRequest("the request body is not valid JSON")
             }
             guard case .object = json else { throw GatewayError.badRequest("the request body must be a JSON object") }
-            return (json, try RequestInspection(json, maxImageBytes: maxImageBytes))
+            return (json, try RequestInspection(json, images: images))
         }
         guard bytes.readableBytes > largeBody else { return try parse() }
         return try await withTaskExecutorPreference(globalConcurrentExecutor) { try parse() }
@@ -327,6 +337,9 @@ struct UsageRecorder: Sendable {
 
     func record(responseIDs: [String], inputTokens: Int, outputTokens: Int) async throws {
         let now = Date()
+        // The counts come from the model server: a negative one would give budget back, a huge one overflow
+        // the totals.
+        let inputTokens = Self.plausible(inputTokens), outputTokens = Self.plausible(outputTokens)
         if counted {
             meter.record(userID: userID, classID: classID, model: model, day: Self.day(now), inputTokens: inputTokens,
                          outputTokens: outputTokens)
@@ -335,6 +348,11 @@ struct UsageRecorder: Sendable {
         for id in responseIDs {
             try await storage.responses.record(responseID: id, userID: userID, at: now)
         }
+    }
+
+    /// A token count as it is counted: at least 0, at most 2^40 (no answer has more; totals cannot overflow).
+    static func plausible(_ count: Int) -> Int {
+        min(max(0, count), 1 << 40)
     }
 
     /// `YYYY-MM-DD` in UTC, by arithmetic: a formatter per request costs more than the rest of the accounting.

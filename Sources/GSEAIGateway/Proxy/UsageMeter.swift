@@ -1,4 +1,5 @@
 import Foundation
+import GSEAI
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -30,6 +31,15 @@ public final class UsageMeter: Service, Sendable {
         var requests = 0
         var input = 0
         var output = 0
+
+        /// Adds without overflowing: counts come from the model server.
+        mutating func add(_ other: Counts) {
+            requests = requests.addingSaturated(other.requests)
+            input = input.addingSaturated(other.input)
+            output = output.addingSaturated(other.output)
+        }
+
+        var tokens: Int { input.addingSaturated(output) }
     }
 
     struct State {
@@ -60,9 +70,7 @@ public final class UsageMeter: Service, Sendable {
     public func record(userID: String, classID: String?, model: String, day: String, inputTokens: Int, outputTokens: Int) {
         let key = Key(userID: userID, classID: classID, model: model, day: day)
         state.withLock { state in
-            state.counts[key, default: Counts()].requests += 1
-            state.counts[key]!.input += inputTokens
-            state.counts[key]!.output += outputTokens
+            state.counts[key, default: Counts()].add(Counts(requests: 1, input: inputTokens, output: outputTokens))
         }
     }
 
@@ -72,7 +80,7 @@ public final class UsageMeter: Service, Sendable {
         let dayKey = DayKey(userID: userID, classID: classID, day: day)
         for _ in 0..<3 {
             let (known, flushes) = state.withLock { state in
-                (state.written[dayKey].map { $0 + Self.pending(dayKey, state) }, state.flushes)
+                (state.written[dayKey].map { $0.addingSaturated(Self.pending(dayKey, state)) }, state.flushes)
             }
             if let known { return known }
             let read = try await repository.total(userID: userID, classID: classID, day: day)
@@ -80,13 +88,13 @@ public final class UsageMeter: Service, Sendable {
                 // A flush in between may have written something the read did or did not see: read again.
                 guard state.flushes == flushes else { return nil }
                 state.written[dayKey] = read
-                return read + Self.pending(dayKey, state)
+                return read.addingSaturated(Self.pending(dayKey, state))
             }
             if let total { return total }
         }
         // Flushes kept coming (a database slower than a second per write): answer without keeping it.
         let read = try await repository.total(userID: userID, classID: classID, day: day)
-        return read + state.withLock { Self.pending(dayKey, $0) }
+        return read.addingSaturated(state.withLock { Self.pending(dayKey, $0) })
     }
 
     /// Tokens counted for a student in a class on a day but not written yet.
@@ -95,10 +103,10 @@ public final class UsageMeter: Service, Sendable {
             counts.reduce(0) { total, entry in
                 let key = entry.key
                 guard key.userID == dayKey.userID, key.classID == dayKey.classID, key.day == dayKey.day else { return total }
-                return total + entry.value.input + entry.value.output
+                return total.addingSaturated(entry.value.tokens)
             }
         }
-        return sum(state.counts) + sum(state.writing)
+        return sum(state.counts).addingSaturated(sum(state.writing))
     }
 
     /// Writes what is counted so far.
@@ -124,13 +132,11 @@ public final class UsageMeter: Service, Sendable {
             for (key, value) in batch where failed[key] == nil {
                 guard let classID = key.classID else { continue }
                 let dayKey = DayKey(userID: key.userID, classID: classID, day: key.day)
-                if let written = state.written[dayKey] { state.written[dayKey] = written + value.input + value.output }
+                if let written = state.written[dayKey] { state.written[dayKey] = written.addingSaturated(value.tokens) }
             }
             // Kept for the next attempt.
             for (key, value) in failed {
-                state.counts[key, default: Counts()].requests += value.requests
-                state.counts[key]!.input += value.input
-                state.counts[key]!.output += value.output
+                state.counts[key, default: Counts()].add(value)
             }
             state.writing.removeAll()
             // Budgets are per day: yesterday's totals are not asked for again (a day's grace for clocks).

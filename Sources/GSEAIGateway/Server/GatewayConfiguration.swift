@@ -39,6 +39,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxBodyBytes = 32 << 20
     /// The largest image, in decoded bytes.
     public var maxImageBytes = 10 << 20
+    /// The most pixels an image may declare (width × height), on every surface.
+    public var maxImagePixels = 40_000_000
     /// Upstream time limits.
     public var connectTimeout = Duration.seconds(10)
     public var firstByteTimeout = Duration.seconds(300)
@@ -50,13 +52,17 @@ public struct GatewayConfiguration: Sendable {
     public var loginWindow = Duration.seconds(300)
     /// The most tokens one answer on the chat page may have (a class may set less).
     public var chatMaxOutputTokens = 4096
-    /// The folder of the web page.
-    public var publicDirectory = "Public"
+    /// The folder of the web page; empty for the page built into the gateway (a SwiftPM resource).
+    public var publicDirectory = ""
 
     public init() {}
 
     /// Whether HTTPS is served directly.
     public var usesTLS: Bool { tlsCertificatePath != nil && tlsKeyPath != nil }
+
+    /// Whether cookies are `Secure`: when HTTPS is served directly, and when people reach the gateway over
+    /// HTTPS through a proxy that terminates TLS (the public URL says so).
+    public var secureCookies: Bool { usesTLS || effectivePublicURL.lowercased().hasPrefix("https://") }
 
     /// The public URL, explicit or derived.
     public var effectivePublicURL: String {
@@ -64,6 +70,9 @@ public struct GatewayConfiguration: Sendable {
         let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
         return "\(usesTLS ? "https" : "http")://\(displayHost):\(port)"
     }
+
+    /// The limits every image must keep, uploaded or inside a request.
+    public var imageLimits: ImageLimits { ImageLimits(maxBytes: maxImageBytes, maxPixels: maxImagePixels) }
 
     /// The upstream time limits for the client core.
     public var timeouts: GSEAIClient.Timeouts {
@@ -104,6 +113,7 @@ public struct GatewayConfiguration: Sendable {
         }
         maxBodyBytes = try Self.int(reader, "gseai.limits.body.bytes", defaults.maxBodyBytes, range: 1024...(1 << 30))
         maxImageBytes = try Self.int(reader, "gseai.limits.image.bytes", defaults.maxImageBytes, range: 1024...(1 << 30))
+        maxImagePixels = try Self.int(reader, "gseai.limits.image.pixels", defaults.maxImagePixels, range: 1...(1 << 32))
         connectTimeout = .seconds(try Self.int(reader, "gseai.timeout.connect.seconds", 10, range: 1...600))
         firstByteTimeout = .seconds(try Self.int(reader, "gseai.timeout.first.byte.seconds", 300, range: 1...3600))
         idleTimeout = .seconds(try Self.int(reader, "gseai.timeout.idle.seconds", 120, range: 1...3600))
@@ -137,12 +147,13 @@ public struct GatewayConfiguration: Sendable {
         ("gseai.tls.key", "GSEAI_TLS_KEY", "PEM private key for the certificate"),
         ("gseai.limits.body.bytes", "GSEAI_LIMITS_BODY_BYTES", "largest request body (default 33554432)"),
         ("gseai.limits.image.bytes", "GSEAI_LIMITS_IMAGE_BYTES", "largest image, decoded (default 10485760)"),
+        ("gseai.limits.image.pixels", "GSEAI_LIMITS_IMAGE_PIXELS", "most pixels (width × height) an image may declare (default 40000000)"),
         ("gseai.timeout.connect.seconds", "GSEAI_TIMEOUT_CONNECT_SECONDS", "upstream connect limit (default 10)"),
         ("gseai.timeout.first.byte.seconds", "GSEAI_TIMEOUT_FIRST_BYTE_SECONDS", "upstream response-head limit (default 300)"),
         ("gseai.timeout.idle.seconds", "GSEAI_TIMEOUT_IDLE_SECONDS", "upstream silence limit between chunks (default 120)"),
         ("gseai.session.hours", "GSEAI_SESSION_HOURS", "login session lifetime (default 168)"),
         ("gseai.login.attempts", "GSEAI_LOGIN_ATTEMPTS", "failed logins per user and address per 5 minutes (default 5)"),
-        ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default Public)"),
+        ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default: the page built into the gateway)"),
         ("gseai.chat.max.output.tokens", "GSEAI_CHAT_MAX_OUTPUT_TOKENS", "most tokens in one chat-page answer (default 4096)"),
     ]
 }

@@ -1,0 +1,210 @@
+/// One Server-Sent Event, as defined by the HTML standard's `text/event-stream` format.
+public struct ServerSentEvent: Sendable, Hashable {
+    /// The `event:` field; `nil` means the default type, `message`.
+    public var event: String?
+    /// The `data:` lines joined with newlines.
+    public var data: String
+    /// The last `id:` seen in the stream up to this event.
+    public var id: String?
+    /// The `retry:` field in milliseconds, if this event carried one.
+    public var retry: Int?
+
+    /// Creates an event.
+    public init(event: String? = nil, data: String, id: String? = nil, retry: Int? = nil) {
+        self.event = event
+        self.data = data
+        self.id = id
+        self.retry = retry
+    }
+
+    /// The event in wire format, ending with the blank line that dispatches it.
+    public var encoded: String {
+        var text = ""
+        if let event { text += "event: \(event)\n" }
+        if let id { text += "id: \(id)\n" }
+        if let retry { text += "retry: \(retry)\n" }
+        for line in data.split(separator: "\n", omittingEmptySubsequences: false) {
+            text += "data: \(line)\n"
+        }
+        return text + "\n"
+    }
+}
+
+/// An incremental parser for `text/event-stream` bodies.
+///
+/// Feed it bytes as they arrive, in pieces of any size: lines may end in LF, CRLF or CR (also when
+/// the CR and LF arrive in different pieces), `data:` may span several lines, comments are skipped,
+/// and a leading byte-order mark is ignored.
+///
+/// An event is held in memory until its blank line, so a server that never sends one could make it grow
+/// without end: past ``maxEventBytes`` the event is dropped and ``overflowed`` is set.
+public struct ServerSentEventParser: Sendable {
+    /// The most bytes one event may hold, its lines together.
+    public let maxEventBytes: Int
+    /// Whether an event was dropped for being larger than ``maxEventBytes``.
+    public private(set) var overflowed = false
+    /// Bytes held for the event being read (its lines so far, and the line being read).
+    private var eventBytes = 0
+    /// Set when the event being read is too large: its remaining lines are skipped up to its end.
+    private var discarding = false
+    /// Whether the line being read had bytes that were skipped (so it is not a blank line when it ends).
+    private var lineSkipped = false
+    private var line: [UInt8] = []
+    private var sawCR = false
+    private var atStart = true
+    private var eventType: String?
+    private var dataLines: [String] = []
+    private var hasData = false
+    private var retry: Int?
+    /// The last event id seen, which persists across events as the standard says.
+    public private(set) var lastEventID: String?
+
+    /// Creates a parser at the start of a stream.
+    public init(maxEventBytes: Int = 16 << 20) {
+        self.maxEventBytes = maxEventBytes
+    }
+
+    /// Keeps `count` more bytes of the current line, unless the event would grow past the limit.
+    private mutating func hold(_ count: Int) -> Bool {
+        guard count > 0 else { return true }
+        guard !discarding else {
+            lineSkipped = true
+            return false
+        }
+        guard count <= maxEventBytes - eventBytes else {
+            discarding = true
+            lineSkipped = true
+            overflowed = true
+            line.removeAll()
+            dataLines.removeAll()
+            hasData = false
+            return false
+        }
+        eventBytes += count
+        return true
+    }
+
+    /// Parses the next piece of the stream and returns the events it completes.
+    public mutating func feed(_ bytes: some Sequence<UInt8>) -> [ServerSentEvent] {
+        // Pieces in contiguous memory (a ByteBuffer's view, an array) are scanned line by line; going through
+        // the generic sequence byte by byte costs more than relaying the stream (a witness call per byte).
+        if let events = bytes.withContiguousStorageIfAvailable({ feed(contiguous: $0) }) { return events }
+        var events: [ServerSentEvent] = []
+        for byte in bytes {
+            if sawCR {
+                sawCR = false
+                if byte == UInt8(ascii: "\n") { continue }
+            }
+            switch byte {
+            case UInt8(ascii: "\r"):
+                sawCR = true
+                endLine(into: &events)
+            case UInt8(ascii: "\n"):
+                endLine(into: &events)
+            default:
+                if hold(1) { line.append(byte) }
+            }
+        }
+        return events
+    }
+
+    private mutating func feed(contiguous bytes: UnsafeBufferPointer<UInt8>) -> [ServerSentEvent] {
+        var events: [ServerSentEvent] = []
+        var index = 0
+        while index < bytes.count {
+            if sawCR {
+                sawCR = false
+                if bytes[index] == UInt8(ascii: "\n") {
+                    index += 1
+                    continue
+                }
+            }
+            var end = index
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\n"), bytes[end] != UInt8(ascii: "\r") { end += 1 }
+            if hold(end - index) { line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end])) }
+            guard end < bytes.count else { break }
+            sawCR = bytes[end] == UInt8(ascii: "\r")
+            endLine(into: &events)
+            index = end + 1
+        }
+        return events
+    }
+
+    /// Ends the stream: a last line without a newline and a last event without the blank line are
+    /// still delivered, because servers that close right after `data: [DONE]` are common.
+    public mutating func finish() -> [ServerSentEvent] {
+        var events: [ServerSentEvent] = []
+        if !line.isEmpty { endLine(into: &events) }
+        dispatch(into: &events)
+        return events
+    }
+
+    private mutating func endLine(into events: inout [ServerSentEvent]) {
+        defer { line.removeAll(keepingCapacity: true) }
+        if lineSkipped {
+            lineSkipped = false
+            return
+        }
+        if atStart {
+            atStart = false
+            if line.starts(with: [0xEF, 0xBB, 0xBF]) { line.removeFirst(3) }
+        }
+        if line.isEmpty {
+            if discarding {
+                // The blank line ends the event that was too large; the next one starts afresh.
+                discarding = false
+                eventBytes = 0
+                eventType = nil
+                retry = nil
+                return
+            }
+            dispatch(into: &events)
+            return
+        }
+        // Only `data` lines stay with the event until it ends; a comment (a keep-alive, say) or another field
+        // no longer counts once read.
+        if line[0] == UInt8(ascii: ":") {
+            eventBytes -= line.count
+            return
+        }
+        let field: String
+        let value: String
+        if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            field = String(decoding: line[..<colon], as: UTF8.self)
+            // One space after the colon is dropped: the byte, not the first character, which a combining mark
+            // after the space would make a different one.
+            var start = colon + 1
+            if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
+            value = String(decoding: line[start...], as: UTF8.self)
+        } else {
+            field = String(decoding: line, as: UTF8.self)
+            value = ""
+        }
+        if field != "data" { eventBytes -= line.count }
+        switch field {
+        case "event": eventType = String(value)
+        case "data":
+            dataLines.append(String(value))
+            hasData = true
+        case "id":
+            if !value.contains("\0") { lastEventID = String(value) }
+        case "retry":
+            if let number = Int(value), value.allSatisfy(\.isASCII) { retry = number }
+        default: break
+        }
+    }
+
+    private mutating func dispatch(into events: inout [ServerSentEvent]) {
+        defer {
+            eventBytes = 0
+            eventType = nil
+            dataLines.removeAll(keepingCapacity: true)
+            hasData = false
+            retry = nil
+        }
+        guard hasData else { return }
+        events.append(
+            ServerSentEvent(event: eventType, data: dataLines.joined(separator: "\n"), id: lastEventID, retry: retry)
+        )
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import GSEAIFormats
+
+/// One parser of bytes from outside, driven by the fuzzer. Each run must return, whatever the bytes: a
+/// trap (overflow, index out of range, force unwrap) or a broken property stops the process, and the
+/// fuzzer keeps the input that did it.
+enum FuzzTarget: String, CaseIterable {
+    /// Image headers (PNG, JPEG, GIF, WebP) and the byte and pixel limits.
+    case image
+    /// `data:` URLs.
+    case dataurl
+    /// The Server-Sent Events parser, fed in pieces of varying size; what it parses survives a round trip.
+    case sse
+    /// The JSON parser; what it parses is written and parsed back to the same value.
+    case json
+    /// A request body as the gateway inspects it: JSON, then every image in it, on every API's shape.
+    case inspection
+    /// Query strings read as forms.
+    case form
+    /// CSV rosters.
+    case roster
+
+    static let limits = ImageLimits(maxBytes: 1 << 20, maxPixels: 40_000_000)
+
+    func run(_ bytes: UnsafeBufferPointer<UInt8>) {
+        switch self {
+        case .image:
+            let data = Data(bytes)
+            if let header = ImageHeader(bytes: data) {
+                require(header.width > 0 && header.height > 0, "a header with no pixels was accepted")
+                _ = header.pixelCount
+            }
+            _ = try? Self.limits.check(imageBytes: data)
+        case .dataurl:
+            let text = String(decoding: bytes, as: UTF8.self)
+            if let url = try? Self.limits.check(dataURL: text) {
+                // What passed the check passes it again in the form the gateway sends upstream.
+                require((try? Self.limits.check(dataURL: url.string)) != nil, "a data URL did not survive re-encoding")
+            }
+        case .sse:
+            sse(bytes)
+        case .json:
+            guard let value = try? JSONValue(parsing: bytes) else { return }
+            let written = value.jsonData
+            guard let again = try? JSONValue(parsing: written) else {
+                fatalError("written JSON does not parse: \(String(decoding: written, as: UTF8.self))")
+            }
+            require(again == value || value.containsNaN, "JSON changed in a round trip")
+        case .inspection:
+            guard let value = try? JSONValue(parsing: bytes) else { return }
+            for case .dataURL(let url) in RequestImages.find(in: value) {
+                _ = try? Self.limits.check(dataURL: url)
+            }
+        case .form:
+            let query = FormQuery(String(decoding: bytes, as: UTF8.self))
+            _ = query.get("q")
+            _ = query.int("limit")
+        case .roster:
+            if let lines = try? RosterCSV.usernames(String(decoding: bytes, as: UTF8.self), limit: 1000) {
+                require(lines.count <= 1000, "a roster over the limit was taken")
+                require(lines.allSatisfy { !$0.username.isEmpty && $0.line > 0 }, "an empty username or a line 0")
+            }
+        }
+    }
+
+    /// Parses in pieces whose sizes come from the input's first byte, through the contiguous and the
+    /// byte-by-byte paths (which must agree), and with a small event limit (which no event may pass); then
+    /// checks that every event parsed is parsed back the same from its own encoding.
+    private func sse(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard let first = bytes.first else { return }
+        let step = Int(first % 17) + 1
+        var contiguous = ServerSentEventParser()
+        var byteByByte = ServerSentEventParser()
+        var small = ServerSentEventParser(maxEventBytes: 64)
+        var events: [ServerSentEvent] = [], slow: [ServerSentEvent] = [], bounded: [ServerSentEvent] = []
+        var index = 1
+        while index < bytes.count {
+            let end = min(index + step, bytes.count)
+            let piece = UnsafeBufferPointer(rebasing: bytes[index..<end])
+            events += contiguous.feed(piece)
+            slow += byteByByte.feed(piece.lazy.map { $0 })
+            bounded += small.feed(piece)
+            index = end
+        }
+        events += contiguous.finish()
+        slow += byteByByte.finish()
+        bounded += small.finish()
+        require(events == slow, "the two feeding paths disagree")
+        // The limit is on the bytes read; an invalid byte reads as U+FFFD, three bytes of UTF-8.
+        require(bounded.allSatisfy { $0.data.utf8.count <= 3 * 64 }, "an event over the limit was delivered")
+        for event in events {
+            var again = ServerSentEventParser()
+            let parsed = again.feed(Array(event.encoded.utf8)) + again.finish()
+            require(parsed == [event], "an event changed in a round trip: \(event)")
+        }
+    }
+}
+
+/// Stops the process (the fuzzer's signal of a finding) when a property does not hold.
+func require(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError(message()) }
+}
+
+extension JSONValue {
+    /// Whether a number in it is not a number (never parsed from JSON text, so never expected here).
+    var containsNaN: Bool {
+        switch self {
+        case .number(let value): value.isNaN
+        case .array(let items): items.contains(where: \.containsNaN)
+        case .object(let members): members.values.contains(where: \.containsNaN)
+        default: false
+        }
+    }
+}
