@@ -188,7 +188,7 @@ public final class PolicyEnforcer: Sendable {
     }
 
     /// The forwarded routes that list models or show one: a student sees only the class's.
-    static let modelPaths: Set<String> = ["/api/v1/models", "/v1/models", "/api/v0/models", "/api/v0/models/:model"]
+    static let modelPaths: Set<String> = ["/api/v1/models", "/v1/models", "/api/v0/models", "/api/v0/models/**"]
 
     /// A model list (`/api/v1/models`, `/v1/models`, `/api/v0/models`) with only the class's models, or
     /// `nil` when it stays as it is.

@@ -4,7 +4,8 @@ import Hummingbird
 /// One forwarded endpoint: where it is, who may call it, which upstreams have it, how its streams end.
 struct ProxyEndpoint: Sendable {
     var method: HTTPRequest.Method
-    /// The route pattern, such as `/api/v0/models/:model`.
+    /// The route pattern, such as `/api/v0/models/**` (`**`: the rest of the path, slashes included, as a
+    /// model key such as `qwen/qwen3-4b`).
     var path: String
     var surface: APISurface
     var minimumRole: Role = .student
@@ -25,7 +26,7 @@ struct ProxyEndpoint: Sendable {
         .init(method: .get, path: "/api/v1/models/download/status/:job", surface: .lmstudio, minimumRole: .instructor),
         // LM Studio v0
         .init(method: .get, path: "/api/v0/models", surface: .lmstudioV0),
-        .init(method: .get, path: "/api/v0/models/:model", surface: .lmstudioV0),
+        .init(method: .get, path: "/api/v0/models/**", surface: .lmstudioV0),
         .init(method: .post, path: "/api/v0/chat/completions", surface: .lmstudioV0),
         .init(method: .post, path: "/api/v0/completions", surface: .lmstudioV0),
         .init(method: .post, path: "/api/v0/embeddings", surface: .lmstudioV0),

@@ -50,6 +50,11 @@ public struct Gateway: Sendable {
         try await storage.messages.markStreamingAsInterrupted()
     }
 
+    /// The folder the page is served from: the configured one, else the copy built into the package.
+    var pageFolder: String {
+        configuration.publicDirectory.isEmpty ? PageFolder.bundled() ?? "Public" : configuration.publicDirectory
+    }
+
     /// The router with every endpoint and middleware.
     public func buildRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
@@ -58,8 +63,9 @@ public struct Gateway: Sendable {
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: GzipMiddleware())
         router.add(middleware: ErrorFormatMiddleware())
+        router.add(middleware: PathGuardMiddleware())
         // The page: index.html for "/", with validators (ETag, Last-Modified) for caches.
-        router.add(middleware: FileMiddleware(configuration.publicDirectory, cacheControl: .init([(MediaType(type: .any), [.noCache])]), searchForIndexHtml: true))
+        router.add(middleware: FileMiddleware(pageFolder, cacheControl: .init([(MediaType(type: .any), [.noCache])]), searchForIndexHtml: true))
         router.add(middleware: AuthenticationMiddleware(accounts: accounts, publicOrigin: configuration.publicOrigin))
 
         let upstream = self.upstream
@@ -68,16 +74,16 @@ public struct Gateway: Sendable {
             (name: "upstream", check: { _ = try await upstream.listModelsOpenAI() }),
         ], metrics: metrics).register(on: router)
         AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
-                          secureCookies: configuration.usesTLS, publicOrigin: configuration.publicOrigin).register(on: router)
-        ConversationController(engine: engine, maxImageBytes: configuration.maxImageBytes).register(on: router)
+                          secureCookies: configuration.secureCookies, publicOrigin: configuration.publicOrigin).register(on: router)
+        ConversationController(engine: engine, imageLimits: configuration.imageLimits).register(on: router)
         ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics, usageMeter: usageMeter,
-                        maxBodyBytes: configuration.maxBodyBytes, maxImageBytes: configuration.maxImageBytes,
+                        maxBodyBytes: configuration.maxBodyBytes, imageLimits: configuration.imageLimits,
                         policies: policies).register(on: router)
         let setupLinks = SetupLinks(accounts: accounts, publicURL: configuration.effectivePublicURL, clock: policies.clock)
-        ClassController(accounts: accounts, policies: policies, secureCookies: configuration.usesTLS,
+        ClassController(accounts: accounts, policies: policies, secureCookies: configuration.secureCookies,
                         publicOrigin: configuration.publicOrigin, setupLinks: setupLinks).register(on: router)
         SetupLinkController(links: setupLinks, publicOrigin: configuration.publicOrigin).register(on: router)
-        AdminController(accounts: accounts).register(on: router)
+        AdminController(accounts: accounts, setupLinks: setupLinks).register(on: router)
         return router
     }
 

@@ -74,6 +74,9 @@ export const api = {
   myClasses: () => request('GET', '/api/classes/mine'),
   setActiveClass: classID => request('POST', '/api/classes/active', { json: { class_id: classID } }),
   joinClass: code => request('POST', '/api/classes/join', { json: { code } }),
+  invitations: () => request('GET', '/api/classes/invitations'),
+  acceptInvitation: classID => request('POST', `/api/classes/invitations/${enc(classID)}/accept`, { json: {} }),
+  declineInvitation: classID => request('POST', `/api/classes/invitations/${enc(classID)}/decline`, { json: {} }),
   conversations: ({ q = '', cursor = null, limit = 30 } = {}) => {
     const query = new URLSearchParams({ limit: String(limit) });
     if (q) query.set('q', q);

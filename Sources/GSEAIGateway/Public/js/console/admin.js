@@ -1,12 +1,14 @@
-// Administrators: every user (role, disabled) and the audit log, newest first, page by page.
+// Administrators: every user (role, disabled, a password reset link) and the audit log, newest first, page
+// by page. Once a student has signed in, only an administrator can give them a reset link.
 import { h, announce } from '../dom.js';
 import { api } from './http.js';
-import { errorLine, busy, table, when } from './ui.js';
+import { errorLine, busy, table, when, copyField } from './ui.js';
 
 /** `#/admin`. */
 export async function adminPage(view, me) {
   const errors = errorLine('users-error');
   const users = h('div', { 'data-testid': 'user-list' });
+  const resetBox = h('div', { 'data-testid': 'user-reset-link-box', 'aria-live': 'polite' });
   const auditBody = h('tbody');
   const auditErrors = errorLine('audit-error');
   let before = null;
@@ -14,7 +16,7 @@ export async function adminPage(view, me) {
 
   async function loadUsers() {
     const { data } = await api.users();
-    users.replaceChildren(table('Users', ['User', 'Role', 'Disabled', 'Created'], data.map(u => {
+    users.replaceChildren(table('Users', ['User', 'Role', 'Disabled', 'Created', 'Password'], data.map(u => {
       const self = u.id === me.id;
       const role = h('select', { 'aria-label': `Role of ${u.username}`, disabled: self, 'data-testid': 'user-role',
         onchange: () => busy(role, errors, async () => {
@@ -27,8 +29,13 @@ export async function adminPage(view, me) {
           try { await api.updateUser(u.id, { disabled: off.checked }); announce(`${u.username} ${off.checked ? 'disabled' : 'enabled'}.`); }
           catch (err) { off.checked = !off.checked; throw err; }
         }) });
+      const reset = h('button', { type: 'button', 'data-testid': 'user-reset-link', onclick: () => busy(reset, errors, async () => {
+        const r = await api.userResetLink(u.id);
+        resetBox.replaceChildren(h('p', { class: 'small' }, `Password link for ${u.username} (works once, until ${when(r.expires_at)}; their password stays until it is used):`),
+          copyField(r.url, `Password link for ${u.username}`, 'user-reset-link-url'));
+      }) }, 'Reset link');
       return h('tr', { 'data-testid': 'user-row', 'data-username': u.username },
-        h('th', { scope: 'row' }, u.username), h('td', null, role), h('td', null, off), h('td', null, when(u.created_at)));
+        h('th', { scope: 'row' }, u.username), h('td', null, role), h('td', null, off), h('td', null, when(u.created_at)), h('td', null, reset));
     })));
   }
 
@@ -42,7 +49,7 @@ export async function adminPage(view, me) {
   }
 
   view.replaceChildren(h('h1', { tabindex: -1 }, 'Administration'),
-    h('section', { class: 'panel' }, h('h2', null, 'Users'), errors, users),
+    h('section', { class: 'panel' }, h('h2', null, 'Users'), errors, users, resetBox),
     h('section', { class: 'panel' }, h('h2', null, 'Audit log'), auditErrors,
       h('div', { class: 'table-wrap' }, h('table', { 'data-testid': 'audit-list' }, h('caption', { class: 'sr-only' }, 'Audit log, newest first'),
         h('thead', null, h('tr', null, ['When', 'Who', 'Action', 'Target'].map(t => h('th', { scope: 'col' }, t)))), auditBody)), more));

@@ -1,5 +1,6 @@
 // One student of one class: usage chart, transcripts (when the class allows), login sessions and API keys
-// (revoke), disable / enable, a password set-up link, removal from the class.
+// (revoke), disable / enable, a password set-up link, removal from the class. What the caller may do to the
+// student's account comes with the roster (`account`); a power withheld shows its reason instead.
 import { h, announce } from '../dom.js';
 import { render } from '../markdown.js';
 import { api } from './http.js';
@@ -29,6 +30,15 @@ export async function memberPage(view, id, user) {
     busy(remove, errors, async () => { await api.removeMember(id, user); announce('Removed from the class.'); location.hash = back; });
   } }, 'Remove from class');
   showState(m.disabled);
+  const access = m.account || {};
+  const reasons = access.reasons || {};
+  const withheld = (testid, reason) => h('p', { class: 'small muted', 'data-testid': testid }, reason);
+  if (!access.disable) toggle.disabled = true;
+  if (!access.setup_link) reset.disabled = true;
+  const accountNotes = [
+    !access.disable && reasons.disable ? withheld('disable-withheld', `Disable: ${reasons.disable}.`) : null,
+    !access.setup_link && reasons.setup_link ? withheld('reset-link-withheld', `Password link: ${reasons.setup_link}.`) : null,
+  ];
 
   const chartBox = h('div');
   const sessions = h('div', { 'data-testid': 'sessions' });
@@ -39,6 +49,10 @@ export async function memberPage(view, id, user) {
   const transcriptErrors = errorLine('transcript-error');
 
   async function loadAccess() {
+    if (!access.sessions_and_keys) {
+      sessions.replaceChildren(withheld('access-withheld', `Not shown: ${reasons.sessions_and_keys || 'not yours to see'}.`));
+      return;
+    }
     const [s, k] = await Promise.all([api.sessions(id, user), api.keys(id, user)]).catch(err => { accessErrors.show(err); return [null, null]; });
     if (s) sessions.replaceChildren(s.data.length ? table('Login sessions', ['Signed in', 'Last seen', 'Device', ''], s.data.map(x => h('tr', { 'data-testid': 'session-row' },
       h('td', null, when(x.created_at)), h('td', null, when(x.last_seen_at)), h('td', { class: 'small' }, [x.user_agent, x.remote_address].filter(Boolean).join(' · ') || '–'),
@@ -70,7 +84,7 @@ export async function memberPage(view, id, user) {
   view.replaceChildren(
     h('p', { class: 'crumbs' }, h('a', { href: back }, `← ${klass.name}`)),
     h('div', { class: 'title-row' }, h('h1', { tabindex: -1 }, m.username), state),
-    h('section', { class: 'panel actions' }, toggle, reset, remove, errors, resetBox),
+    h('section', { class: 'panel actions' }, toggle, reset, remove, errors, ...accountNotes, resetBox),
     h('section', { class: 'panel' }, h('h2', null, 'Usage'),
       h('p', { class: 'small muted' }, `Since ${list.since}: ${num(m.requests)} requests, ${num(m.tokens)} tokens.`), chartBox),
     h('section', { class: 'panel' }, h('h2', null, 'Login sessions'), accessErrors, sessions, h('h2', null, 'API keys'), keys),

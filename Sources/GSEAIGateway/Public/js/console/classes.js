@@ -140,6 +140,7 @@ export async function classPage(view, id) {
   // Roster
   const since = h('input', { type: 'date', value: daysAgo(29), 'data-testid': 'roster-since' });
   const roster = h('div', { 'data-testid': 'roster' });
+  const invited = h('div', { 'data-testid': 'invited' });
   const chartBox = h('div');
   const rosterErrors = errorLine('roster-error');
   const loadRoster = () => busy(null, rosterErrors, async () => {
@@ -150,7 +151,15 @@ export async function classPage(view, id) {
         h('th', { scope: 'row' }, link(`#/classes/${encodeURIComponent(id)}/members/${encodeURIComponent(m.user_id)}`, m.username)),
         h('td', { class: 'n' }, num(m.requests)), h('td', { class: 'n' }, num(m.tokens)),
         h('td', null, m.last_active_day || '–'), h('td', null, when(m.last_seen_at)),
-        h('td', null, m.disabled ? h('span', { class: 'badge off' }, 'Disabled') : '')))) : h('p', { class: 'muted' }, 'No students yet.'));
+        h('td', null, m.disabled ? h('span', { class: 'badge off' }, 'Disabled') : '',
+          m.has_signed_in ? '' : h('span', { class: 'badge', 'data-testid': 'not-signed-in' }, 'Not signed in yet'))))) : h('p', { class: 'muted' }, 'No students yet.'));
+    invited.replaceChildren(...(list.invited?.length ? [table('Invited, not answered yet', ['Student', 'Invited', ''],
+      list.invited.map(x => {
+        const withdraw = h('button', { type: 'button', 'data-testid': 'invitation-withdraw', onclick: () => busy(withdraw, rosterErrors, async () => {
+          await api.withdrawInvitation(id, x.user_id); announce(`Invitation of ${x.username} withdrawn.`); await loadRoster();
+        }) }, 'Withdraw');
+        return h('tr', { 'data-testid': 'invited-row', 'data-username': x.username }, h('th', { scope: 'row' }, x.username), h('td', null, when(x.invited_at)), h('td', null, withdraw));
+      }))] : []));
     if (hidden) return chartBox.replaceChildren(h('p', { class: 'muted small' }, 'Usage is hidden: this class’s transcript visibility is off.'));
     chartBox.replaceChildren(usageChart(`Class ${c.name}`, list.since, addUsage(new Map(), list.daily), 'class-usage-chart'));
   });
@@ -169,11 +178,13 @@ export async function classPage(view, id) {
     busy(importButton, importErrors, async () => {
       const r = await api.importRoster(id, csv.value);
       fill(result,
-        h('p', null, `${r.created.length} accounts created, ${r.added.length} existing students added, ${r.errors.length} lines refused.`),
+        h('p', null, `${r.created.length} accounts created, ${r.invited.length} existing students invited, ${r.errors.length} lines refused.`),
         r.created.length ? table('Set-up links', ['Student', 'Set-up link (send it to them; it works once)'],
           r.created.map(s => h('tr', { 'data-testid': 'setup-link-row', 'data-username': s.username },
             h('th', { scope: 'row' }, s.username), h('td', null, copyField(s.setup_url, `Set-up link for ${s.username}`, 'setup-link'))))) : null,
-        r.added.length ? h('p', { class: 'small' }, `Added: ${r.added.map(a => (typeof a === 'string' ? a : a.username)).join(', ')}`) : null,
+        r.invited.length ? h('p', { class: 'small', 'data-testid': 'roster-invited' },
+          `Invited (they join when they accept on their page): ${r.invited.join(', ')}`) : null,
+        r.already_members.length ? h('p', { class: 'small' }, `Already in the class: ${r.already_members.join(', ')}`) : null,
         r.errors.length ? h('ul', { class: 'error-list', 'data-testid': 'roster-errors' },
           r.errors.map(x => h('li', null, `Line ${x.line}: ${x.message}`))) : null);
       announce('Roster imported.');
@@ -193,7 +204,7 @@ export async function classPage(view, id) {
     h('section', { class: 'panel' }, h('div', { class: 'title-row' }, h('h2', null, 'Students'),
       h('label', { for: 'roster-since', class: 'small' }, 'Since'), Object.assign(since, { id: 'roster-since' }),
       h('a', { class: 'button', href: api.usageCSV(id), download: true, 'data-testid': 'usage-csv' }, 'Export CSV')),
-    rosterErrors, chartBox, roster),
+    rosterErrors, chartBox, roster, invited),
     importForm);
   await loadRoster();
 }

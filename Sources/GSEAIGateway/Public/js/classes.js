@@ -3,12 +3,15 @@
 // (above all, how much of their chats their instructor sees). Staff are in no class and see none of this.
 
 import { api } from './api.js';
-import { announce, byId } from './dom.js';
+import { announce, byId, h as el } from './dom.js';
 
+// What the instructor sees, as the server allows it: usage and account activity (when and from where you
+// signed in, your API keys) only from `usage` on, and never the account of a student who is also in another
+// instructor's class; nobody but an administrator can set the password of an account in use.
 const VISIBILITY = {
-  off: 'Your instructor sees neither your conversations nor how much you use GSE AI.',
-  usage: 'Your instructor sees how much you use GSE AI (requests and tokens), not what you write.',
-  full: 'Your instructor can read the conversations you have in this class.',
+  off: 'Your instructor sees neither your conversations, nor how much you use GSE AI, nor when or from where you sign in.',
+  usage: 'Your instructor sees how much you use GSE AI in this class (requests and tokens) and when and from where you sign in, not what you write.',
+  full: 'Your instructor can read the conversations you have in this class, and sees how much you use GSE AI and when and from where you sign in.',
 };
 
 const day = value => new Date(value).toLocaleDateString('en-US', { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' });
@@ -44,7 +47,37 @@ export function describeClass(cls, now = new Date()) {
 export function createClassPicker({ onChange }) {
   const box = byId('class-box'), select = byId('class-select'), toggle = byId('join-toggle');
   const form = byId('join-form'), code = byId('join-code'), error = byId('class-error'), none = byId('no-class');
+  const invitationList = byId('invitations');
   let classes = [], applied = null, enabled = false;
+
+  /** Shows the classes that invited the student, each with its rules, to accept or decline. */
+  function showInvitations(list) {
+    invitationList.hidden = !list.length;
+    invitationList.replaceChildren(...list.map(({ class: cls }) => {
+      const accept = el('button', { type: 'button', class: 'primary small-button', 'data-testid': 'invitation-accept' }, 'Accept');
+      const decline = el('button', { type: 'button', class: 'small-button', 'data-testid': 'invitation-decline' }, 'Decline');
+      const answer = async (accepting) => {
+        error.textContent = '';
+        accept.disabled = decline.disabled = true;
+        try {
+          if (accepting) await api.acceptInvitation(cls.id); else await api.declineInvitation(cls.id);
+          take(await api.myClasses());
+          showInvitations((await api.invitations()).data || []);
+          announce(accepting ? `You joined ${cls.name}.` : `Invitation to ${cls.name} declined.`);
+          if (accepting) onChange();
+        } catch (failure) {
+          error.textContent = failure.message;
+          accept.disabled = decline.disabled = false;
+        }
+      };
+      accept.addEventListener('click', () => answer(true));
+      decline.addEventListener('click', () => answer(false));
+      return el('li', { 'data-testid': 'invitation', 'data-class-id': cls.id },
+        el('p', { class: 'small' }, `Your instructor invites you to the class ${cls.name}.`),
+        el('p', { class: 'hint', 'data-testid': 'invitation-notice' }, describeClass(cls)),
+        el('div', { class: 'class-row' }, accept, decline));
+    }));
+  }
 
   function take(mine) {
     classes = mine.data || [];
@@ -108,7 +141,9 @@ export function createClassPicker({ onChange }) {
       enabled = user.role === 'student';
       box.hidden = !enabled;
       if (!enabled) return;
-      take(await api.myClasses());
+      const [mine, invited] = await Promise.all([api.myClasses(), api.invitations()]);
+      take(mine);
+      showInvitations(invited.data || []);
       if (joinCode) { code.value = joinCode; showJoin(true); }
     },
 

@@ -37,6 +37,7 @@ export const api = {
   revokeKey: (id, user, k) => del(`${mem(id, user)}/keys/${enc(k)}`),
   setDisabled: (id, user, off) => post(`${mem(id, user)}/${off ? 'disable' : 'enable'}`),
   resetLink: (id, user) => post(`${mem(id, user)}/reset-link`),
+  withdrawInvitation: (id, user) => del(`${cls(id)}/invitations/${enc(user)}`),
   redeemSetupLink: (token, password) => post('/api/setup', { token, password }),
   models: () => get('/api/v1/models'),
   openaiModels: () => get('/v1/models'),
@@ -46,5 +47,6 @@ export const api = {
   downloadStatus: job => get(`/api/v1/models/download/status/${enc(job)}`),
   users: () => get('/api/admin/users'),
   updateUser: (id, fields) => request('PATCH', `/api/admin/users/${enc(id)}`, { json: fields }),
+  userResetLink: id => post(`/api/admin/users/${enc(id)}/reset-link`),
   audit: before => get(`/api/admin/audit?limit=50${before ? `&before=${enc(before)}` : ''}`),
 };
