@@ -141,10 +141,16 @@ struct ClassAdminTests {
         let clock = TestClock()
         try await ClassPolicyTests.withClass(clock: clock) { fixture in
             let gateway = fixture.gateway
-            let path = "/api/classes/\(fixture.classID)/members/\(fixture.student.user.id)/reset-link"
+            // Once a student has signed in, only an administrator resets their password.
+            let admin = try await gateway.user("ada", role: .admin)
+            let path = "/api/admin/users/\(fixture.student.user.id)/reset-link"
             let cookie = try #require(try await Self.login(gateway, "sam").cookie)
+            let instructors = try await fixture.call(.POST, "/api/classes/\(fixture.classID)/members/\(fixture.student.user.id)/reset-link",
+                                                     key: fixture.instructor.key)
+            #expect(instructors.status == 403)
+            #expect(instructors.errorMessage == "'sam' has signed in already: only an administrator can reset their password (they can change it themselves)")
 
-            let issued = try await fixture.call(.POST, path, key: fixture.instructor.key)
+            let issued = try await fixture.call(.POST, path, key: admin.key)
             #expect(issued.status == 201, "\(issued.text)")
             let url = try #require(issued.json?["url"]?.stringValue)
             #expect(url.hasPrefix(gateway.gateway.configuration.effectivePublicURL + "/setup.html#token="))
@@ -172,14 +178,14 @@ struct ClassAdminTests {
 
             let again = try await Self.setup(gateway, token: token, password: "another password")
             #expect(again.status == 410)
-            #expect(again.errorMessage == "this set-up link has been used already; ask your instructor for a new one")
+            #expect(again.errorMessage == "this set-up link has been used already; ask your instructor or an administrator for a new one")
             #expect(try await Self.login(gateway, "sam", password: "another password").result.status == 401)
 
-            let later = try Self.token(of: try await fixture.call(.POST, path, key: fixture.instructor.key).json?["url"]?.stringValue)
+            let later = try Self.token(of: try await fixture.call(.POST, path, key: admin.key).json?["url"]?.stringValue)
             clock.advance(seconds: 72 * 3600 + 1)
             let expired = try await Self.setup(gateway, token: later, password: "another password")
             #expect(expired.status == 410)
-            #expect(expired.errorMessage == "this set-up link has expired; ask your instructor for a new one")
+            #expect(expired.errorMessage == "this set-up link has expired; ask your instructor or an administrator for a new one")
 
             let bogus = try await Self.setup(gateway, token: String(repeating: "x", count: 43), password: "another password")
             #expect(bogus.status == 400)
@@ -187,14 +193,16 @@ struct ClassAdminTests {
             #expect(try await gateway.request(.POST, "/api/setup", body: "{\"token\":\"abc\"}").status == 400)
 
             let actions = try await Self.actions(gateway)
-            #expect(actions.filter { $0 == "class.member.reset-link" }.count == 2)
+            #expect(actions.filter { $0 == "user.reset-link" }.count == 2)
             #expect(actions.filter { $0 == "account.setup-link.use" }.count == 1)
+            #expect(try await fixture.call(.POST, "/api/admin/users/nobody/reset-link", key: admin.key).status == 404)
         }
     }
 
     @Test func aResetLinkDoesNotOutliveARoleChange() async throws {
         try await ClassPolicyTests.withClass { fixture in
             let gateway = fixture.gateway
+            // Nobody has signed in to sam's account yet (its key was made directly): its instructor may set it up.
             let path = "/api/classes/\(fixture.classID)/members/\(fixture.student.user.id)/reset-link"
             let token = try Self.token(of: try await fixture.call(.POST, path, key: fixture.instructor.key).json?["url"]?.stringValue)
             // The student becomes an instructor: the link made for the student no longer opens the account.
@@ -209,7 +217,7 @@ struct ClassAdminTests {
 
     // MARK: Roster import
 
-    @Test func aRosterImportCreatesAddsAndReportsEachLine() async throws {
+    @Test func aRosterImportCreatesInvitesAndReportsEachLine() async throws {
         try await ClassPolicyTests.withClass { fixture in
             let gateway = fixture.gateway
             _ = try await gateway.user("pat")
@@ -228,7 +236,9 @@ struct ClassAdminTests {
             #expect(imported.status == 200, "\(imported.text)")
             let created = try #require(imported.json?["created"]?.arrayValue)
             #expect(created.compactMap { $0["username"]?.stringValue } == ["nora", "quinn"])
-            #expect(imported.json?["added"] == ["sam", "pat"])
+            // Existing accounts are never added: pat is invited, sam is in the class already.
+            #expect(imported.json?["invited"] == ["pat"])
+            #expect(imported.json?["already_members"] == ["sam"])
             #expect(imported.json?["errors"] == [
                 ["line": 6, "message": "'ines' is an instructor account, not a student's"],
                 ["line": 7, "message": "'bad name!': a username is 1–64 letters, digits, dots, dashes, underscores or @"],
@@ -238,8 +248,12 @@ struct ClassAdminTests {
             for name in ["nora", "quinn", "sam", "pat"] {
                 let user = try #require(try await gateway.storage.users.find(username: name))
                 #expect(user.role == .student)
-                #expect(try await gateway.storage.classes.isMember(classID: fixture.classID, userID: user.id), "\(name)")
+                #expect(try await gateway.storage.classes.isMember(classID: fixture.classID, userID: user.id) == (name != "pat"), "\(name)")
             }
+            let pat = try #require(try await gateway.storage.users.find(username: "pat"))
+            #expect(try await gateway.storage.classes.invitations(classID: fixture.classID, userID: nil).map(\.username) == ["pat"])
+            let roster = try await fixture.call(.GET, "/api/classes/\(fixture.classID)/members", key: fixture.instructor.key)
+            #expect(roster.json?["invited"]?.arrayValue?.compactMap { $0["user_id"]?.stringValue } == [pat.id])
             #expect(try await gateway.storage.users.find(username: "bad name!") == nil)
 
             // A new student has no password anyone knows; the link sets one, then they log in in the class.
@@ -250,9 +264,10 @@ struct ClassAdminTests {
             #expect(try await Self.login(gateway, "nora", password: "nora's password").result.status == 200)
 
             // Importing again creates nobody.
-            let again = try await Self.roster(fixture, "nora\nquinn\n")
+            let again = try await Self.roster(fixture, "nora\nquinn\npat\n")
             #expect(again.json?["created"] == [])
-            #expect(again.json?["added"] == ["nora", "quinn"])
+            #expect(again.json?["already_members"] == ["nora", "quinn"])
+            #expect(again.json?["invited"] == ["pat"])
 
             let wrongType = try await Self.roster(fixture, "{\"username\":\"x\"}", contentType: "application/json")
             #expect(wrongType.status == 415)
@@ -427,7 +442,10 @@ struct ClassAdminTests {
             _ = try #require(try await Self.login(gateway, "sam").cookie)
             try await matrix.check(.GET, "\(member)/sessions", nil, ownerAndAdmin)
             try await matrix.check(.GET, "\(member)/keys", nil, ownerAndAdmin)
-            try await matrix.check(.POST, "\(member)/reset-link", nil, refused.merging([.owner: 201, .admin: 201]) { $1 })
+            // Sam has signed in: the instructor may no longer set their password, an administrator may.
+            try await matrix.check(.POST, "\(member)/reset-link", nil, refused.merging([.admin: 201]) { $1 })
+            try await matrix.check(.POST, "\(member)/reset-link", nil, [.owner: 403],
+                                   forbidden: "'sam' has signed in already: only an administrator can reset their password (they can change it themselves)")
             try await matrix.check(.GET, "\(c)/usage.csv", nil, ownerAndAdmin)
             try await matrix.check(.POST, "\(c)/roster", csv: "sam\n", ownerAndAdmin)
             // Another instructor's class is "not found" for the owner of ours, with its member paths.

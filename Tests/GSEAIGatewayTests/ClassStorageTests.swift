@@ -558,7 +558,10 @@ import Testing
         let chat = Conversation(userID: alice.id, title: "Old chat", model: "m", createdAt: t0)
         try await self.storageTests.withRawDatabase(path: path) { database in
             try await Migrations.run(on: database, migrations: Array(Migrations.all.prefix(2)), logger: logger)
-            try await SQLUserRepository(database: database).create(alice)
+            try await database.raw("""
+                INSERT INTO users (id, username, password_hash, role, disabled, created_at)
+                VALUES (\(bind: alice.id), 'alice', 'h', 'student', \(bind: false), \(bind: t0.unixSeconds))
+                """).run()
             try await database.raw("""
                 INSERT INTO conversations (id, user_id, title, model, created_at, updated_at)
                 VALUES (\(bind: chat.id), \(bind: alice.id), 'Old chat', 'm', \(bind: t0.unixSeconds), \(bind: t0.unixSeconds))
@@ -566,12 +569,124 @@ import Testing
         }
 
         try await self.storageTests.withStorage(path: path) { storage in
-            #expect(try await storage.users.find(id: alice.id) == alice)
+            // An account from before sign-ins were kept counts as signed in (at its creation): only an account
+            // that can only have been waiting for its set-up link counts as never used.
+            var migrated = alice
+            migrated.lastLoginAt = t0
+            #expect(try await storage.users.find(id: alice.id) == migrated)
             #expect(try await storage.conversations.find(id: chat.id) == chat)
             #expect(try await storage.classes.activeClass(userID: alice.id) == nil)
             let biology = try await makeClass("Biology", code: "BIO", by: alice, in: storage)
             try await storage.classes.setActiveClass(userID: alice.id, classID: biology.id)
             #expect(try await storage.classes.activeClass(userID: alice.id) == biology.id)
+        }
+    }
+
+    @Test func aDatabaseOfVersionFourKnowsWhichAccountsWereNeverSignedInTo() async throws {
+        let directory = FileManager.default.temporaryDirectory.appending(path: "gseai-logins-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appending(path: "gateway.sqlite").path
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try await self.storageTests.withRawDatabase(path: path) { database in
+            try await Migrations.run(on: database, migrations: Array(Migrations.all.prefix(4)), logger: logger)
+            for (id, name) in [("w", "waiting"), ("u", "used"), ("c", "cli")] {
+                try await database.raw("""
+                    INSERT INTO users (id, username, password_hash, role, disabled, created_at)
+                    VALUES (\(bind: id), \(bind: name), 'h', 'student', \(bind: false), \(bind: t0.unixSeconds))
+                    """).run()
+            }
+            // A set-up link each for "waiting" and "used"; "used" has signed in since (a session).
+            for id in ["w", "u"] {
+                try await database.raw("""
+                    INSERT INTO setup_tokens (token_hash, user_id, expires_at) VALUES (\(bind: "t-" + id), \(bind: id), \(bind: t0.unixSeconds + 10))
+                    """).run()
+            }
+            try await database.raw("""
+                INSERT INTO login_sessions (id, user_id, csrf_token, created_at, expires_at, last_seen_at)
+                VALUES ('s', 'u', 'x', \(bind: t0.unixSeconds), \(bind: t0.unixSeconds + 10), \(bind: t0.unixSeconds))
+                """).run()
+        }
+        try await self.storageTests.withStorage(path: path) { storage in
+            #expect(try await storage.users.find(id: "w")?.lastLoginAt == nil)
+            #expect(try await storage.users.find(id: "u")?.lastLoginAt == t0)
+            #expect(try await storage.users.find(id: "c")?.lastLoginAt == t0)
+            try await storage.users.recordLogin(userID: "w", at: t0 + 60)
+            #expect(try await storage.users.find(id: "w")?.lastLoginAt == t0 + 60)
+            await #expect(throws: StorageError.notFound) { try await storage.users.recordLogin(userID: "nobody", at: t0) }
+        }
+    }
+
+    // MARK: Invitations and the roster
+
+    @Test func anInvitationIsAcceptedOnceAndMakesTheClassTheActiveOne() async throws {
+        try await withStorage { storage in
+            let ines = try await makeUser("ines", in: storage)
+            let sam = try await makeUser("sam", in: storage)
+            let biology = try await makeClass("Biology", code: "BIO", by: ines, in: storage)
+            let chemistry = try await makeClass("Chemistry", code: "CHE", by: ines, createdAt: t0 + 1, in: storage)
+
+            #expect(try await storage.classes.invite(classID: biology.id, userID: sam.id, at: t0 + 5))
+            #expect(try await !storage.classes.invite(classID: biology.id, userID: sam.id, at: t0 + 9))  // kept, first date
+            #expect(try await storage.classes.invite(classID: chemistry.id, userID: sam.id, at: t0 + 6))
+            #expect(try await storage.classes.invitations(classID: nil, userID: sam.id) == [
+                ClassInvitation(classID: biology.id, userID: sam.id, username: "sam", invitedAt: t0 + 5),
+                ClassInvitation(classID: chemistry.id, userID: sam.id, username: "sam", invitedAt: t0 + 6),
+            ])
+            #expect(try await storage.classes.invitations(classID: biology.id, userID: nil).map(\.userID) == [sam.id])
+            // Invited is not a member.
+            #expect(try await !storage.classes.isMember(classID: biology.id, userID: sam.id))
+
+            #expect(try await storage.classes.acceptInvitation(classID: biology.id, userID: sam.id, at: t0 + 7))
+            #expect(try await !storage.classes.acceptInvitation(classID: biology.id, userID: sam.id, at: t0 + 8))
+            #expect(try await storage.classes.isMember(classID: biology.id, userID: sam.id))
+            #expect(try await storage.classes.members(classID: biology.id).first?.joinedAt == t0 + 7)
+            #expect(try await storage.classes.activeClass(userID: sam.id) == biology.id)
+            // A member is not invited again.
+            #expect(try await !storage.classes.invite(classID: biology.id, userID: sam.id, at: t0 + 9))
+
+            #expect(try await storage.classes.removeInvitation(classID: chemistry.id, userID: sam.id))
+            #expect(try await !storage.classes.removeInvitation(classID: chemistry.id, userID: sam.id))
+            #expect(try await storage.classes.invitations(classID: nil, userID: sam.id) == [])
+            #expect(try await !storage.classes.acceptInvitation(classID: chemistry.id, userID: sam.id, at: t0 + 9))
+            #expect(try await !storage.classes.isMember(classID: chemistry.id, userID: sam.id))
+
+            // Deleting the class deletes its invitations.
+            #expect(try await storage.classes.invite(classID: chemistry.id, userID: sam.id, at: t0 + 10))
+            try await storage.classes.delete(id: chemistry.id)
+            #expect(try await storage.classes.invitations(classID: nil, userID: sam.id) == [])
+        }
+    }
+
+    @Test func theRosterComesInOneQueryWithEachMembersAccountFacts() async throws {
+        try await withStorage { storage in
+            let ines = try await makeUser("ines", in: storage)
+            let otto = try await makeUser("otto", in: storage)
+            let sam = try await makeUser("sam", in: storage)
+            let ada = try await makeUser("ada", in: storage)
+            let biology = try await makeClass("Biology", code: "BIO", by: ines, in: storage)
+            let genetics = try await makeClass("Genetics", code: "GEN", by: ines, in: storage)
+            let chemistry = try await makeClass("Chemistry", code: "CHE", by: otto, in: storage)
+            try await storage.classes.addMember(classID: biology.id, userID: sam.id, at: t0 + 1)
+            try await storage.classes.addMember(classID: biology.id, userID: ada.id, at: t0 + 2)
+            // Ada is also in another class of the same instructor: still theirs alone. Sam is in Otto's too.
+            try await storage.classes.addMember(classID: genetics.id, userID: ada.id, at: t0 + 3)
+            try await storage.classes.addMember(classID: chemistry.id, userID: sam.id, at: t0 + 3)
+            try await storage.users.recordLogin(userID: sam.id, at: t0 + 4)
+            try await storage.sessions.create(storageTests.session("s1", for: sam, createdAt: t0 + 5, lifetime: 100))
+            var key = APIKey(userID: sam.id, prefix: "gsk_abcdefgh", hash: "h", label: "k")
+            key.createdAt = t0
+            try await storage.apiKeys.create(key)
+            try await storage.apiKeys.touch(id: key.id, at: t0 + 9)
+
+            let roster = try await storage.classes.roster(classID: biology.id)
+            #expect(roster == [
+                RosterEntry(userID: sam.id, username: "sam", role: .student, disabled: false, lastLoginAt: t0 + 4, joinedAt: t0 + 1,
+                            lastSeenAt: t0 + 9, inAnotherInstructorsClass: true),
+                RosterEntry(userID: ada.id, username: "ada", role: .student, disabled: false, lastLoginAt: nil, joinedAt: t0 + 2,
+                            lastSeenAt: nil, inAnotherInstructorsClass: false),
+            ])
+            #expect(try await storage.classes.roster(classID: chemistry.id).map(\.inAnotherInstructorsClass) == [true])
+            #expect(try await storage.classes.roster(classID: "missing") == [])
         }
     }
 

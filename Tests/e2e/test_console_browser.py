@@ -138,7 +138,7 @@ def test_instructor_sees_student_usage_and_transcript_and_revokes_key(browser, g
     wait(browser, lambda d: selected_class(d) == class_id, message="the joined class is not the chosen one")
     notice = visible(browser, "class-notice").text
     assert notice.startswith(f"Class: {class_name}."), notice
-    assert "Your instructor can read the conversations you have in this class." in notice, notice
+    assert "Your instructor can read the conversations you have in this class, and sees how much you use GSE AI" in notice, notice
     mine = page_json(browser, "GET", "/api/classes/mine")
     assert mine["json"]["applied_class_id"] == class_id, mine
     choose_model(browser, VISION)
@@ -240,7 +240,7 @@ def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rule
 
     # 2. The notice and the composer follow the strict class: no reading of chats, limits, no images, its prompt.
     notice = notice_says(browser, f"Class: {strict['name']}.")
-    for sentence in ("Your instructor sees neither your conversations nor how much you use GSE AI.",
+    for sentence in ("Your instructor sees neither your conversations, nor how much you use GSE AI, nor when or from where you sign in.",
                      "Daily limit: 20,000 tokens.", "At most 30 requests a minute.", "Images are not allowed.",
                      "The class sets the system prompt."):
         assert sentence in notice, notice
@@ -261,7 +261,7 @@ def test_student_signs_up_with_a_join_link_and_the_chosen_class_decides_the_rule
     join_in_page(browser, open_class["join_code"])
     wait(browser, lambda d: selected_class(d) == open_class["id"], message="the second class was not chosen")
     notice = notice_says(browser, f"Class: {open_class['name']}.")
-    assert "Your instructor can read the conversations you have in this class." in notice, notice
+    assert "Your instructor can read the conversations you have in this class, and sees how much you use GSE AI" in notice, notice
     assert "Images are not allowed." not in notice and "Daily limit" not in notice, notice
     assert find(browser, "class-error").text == ""
     assert browser.execute_script("return location.hash") == ""  # a new chat in the new class

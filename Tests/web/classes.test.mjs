@@ -15,9 +15,9 @@ function cls(policy = {}, fields = {}) {
 }
 
 test('each transcript visibility is explained', () => {
-  assert.match(describeClass(cls({ transcript_visibility: 'full' }), NOW), /instructor can read the conversations/);
-  assert.match(describeClass(cls({ transcript_visibility: 'usage' }), NOW), /sees how much you use GSE AI .*not what you write/);
-  assert.match(describeClass(cls({ transcript_visibility: 'off' }), NOW), /sees neither your conversations nor how much/);
+  assert.match(describeClass(cls({ transcript_visibility: 'full' }), NOW), /instructor can read the conversations.*when and from where you sign in/);
+  assert.match(describeClass(cls({ transcript_visibility: 'usage' }), NOW), /sees how much you use GSE AI .*when and from where you sign in, not what you write/);
+  assert.match(describeClass(cls({ transcript_visibility: 'off' }), NOW), /sees neither your conversations, nor how much you use GSE AI, nor when or from where you sign in/);
 });
 
 test('an unknown visibility is described as full, never as private', () => {

@@ -101,10 +101,12 @@ public struct AccountService: Sendable {
 
     // MARK: Login sessions
 
-    /// Starts a login session; the token goes in the cookie and is not stored.
+    /// Starts a login session; the token goes in the cookie and is not stored. The account is marked as
+    /// signed in first: a crash in between leaves it marked, which only narrows what its instructor may do.
     public func startSession(for user: User, userAgent: String?, remoteAddress: String?) async throws -> (token: String, session: LoginSession) {
         let token = Secrets.random(43)
         let now = Date()
+        try await storage.users.recordLogin(userID: user.id, at: now)
         let session = LoginSession(
             id: Secrets.sha256(token), userID: user.id, csrfToken: Secrets.random(32), createdAt: now,
             expiresAt: now.addingTimeInterval(TimeInterval(sessionLifetime.components.seconds)), lastSeenAt: now,

@@ -5,9 +5,12 @@ import Hummingbird
 /// else gets 403. (Every class is already theirs through `GET /api/classes`.)
 public struct AdminController: Sendable {
     let accounts: AccountService
+    /// Password set-up links: an administrator may issue one for any account.
+    let setupLinks: SetupLinks
 
-    public init(accounts: AccountService) {
+    public init(accounts: AccountService, setupLinks: SetupLinks) {
         self.accounts = accounts
+        self.setupLinks = setupLinks
     }
 
     var storage: Storage { accounts.storage }
@@ -16,12 +19,14 @@ public struct AdminController: Sendable {
     enum Paths {
         static let users: RouterPath = "/api/admin/users"
         static let user: RouterPath = "/api/admin/users/:id"
+        static let resetLink: RouterPath = "/api/admin/users/:id/reset-link"
         static let audit: RouterPath = "/api/admin/audit"
     }
 
     public func register(on router: Router<GatewayRequestContext>) {
         router.get(Paths.users, use: users)
         router.patch(Paths.user, use: updateUser)
+        router.post(Paths.resetLink, use: resetLink)
         router.get(Paths.audit, use: audit)
     }
 
@@ -30,6 +35,18 @@ public struct AdminController: Sendable {
         _ = try context.require(.admin)
         let users = try await storage.users.list().sorted { $0.username < $1.username }
         return AccountController.ListView(data: users.map(AccountView.init))
+    }
+
+    /// A one-time link for the user to set a new password (72 hours); their password and sessions stay until
+    /// it is used. Once a student has signed in, only an administrator may do this.
+    @Sendable func resetLink(_ request: Request, context: GatewayRequestContext) async throws -> EditedResponse<SetupLinks.LinkView> {
+        let admin = try context.require(.admin).user
+        guard let user = try await storage.users.find(id: try context.parameters.require("id")) else {
+            throw GatewayError.notFound("no such user")
+        }
+        let link = try await setupLinks.issue(for: user)
+        try await storage.audit.record(admin, "user.reset-link", user.id)
+        return EditedResponse(status: .created, response: link)
     }
 
     struct UpdateBody: Decodable { var role: Role?; var disabled: Bool? }

@@ -54,7 +54,7 @@ public struct SetupLinks: Sendable {
         }
         guard stored.usedAt == nil else { throw Self.used }
         guard stored.expiresAt > clock() else {
-            throw GatewayError(.gone, type: .invalidRequest, "this set-up link has expired; ask your instructor for a new one")
+            throw GatewayError(.gone, type: .invalidRequest, "this set-up link has expired; ask your instructor or an administrator for a new one")
         }
         guard password.count >= 8 else { throw GatewayError.badRequest(AccountService.AccountError.weakPassword.description) }
         guard let user = try await accounts.storage.users.find(id: stored.userID) else { throw invalid }
@@ -65,5 +65,5 @@ public struct SetupLinks: Sendable {
         return updated
     }
 
-    static let used = GatewayError(.gone, type: .invalidRequest, "this set-up link has been used already; ask your instructor for a new one")
+    static let used = GatewayError(.gone, type: .invalidRequest, "this set-up link has been used already; ask your instructor or an administrator for a new one")
 }

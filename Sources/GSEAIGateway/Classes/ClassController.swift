@@ -64,6 +64,7 @@ public struct ClassController: Sendable {
         router.get(Paths.transcript, use: transcript)
         registerMemberAccounts(on: router)
         registerRoster(on: router)
+        registerInvitations(on: router)
     }
 
     // MARK: Instructors
@@ -129,30 +130,40 @@ public struct ClassController: Sendable {
         return ClassView(classSession, now: now)
     }
 
-    /// The roster with each member's usage since `?since=YYYY-MM-DD` (default: the last 30 days).
+    /// The roster with each member's usage since `?since=YYYY-MM-DD` (default: the last 30 days), what the
+    /// caller may do to each member's account, and the invitations not yet answered. Three queries,
+    /// whatever the size of the class.
     @Sendable func members(_ request: Request, context: GatewayRequestContext) async throws -> MembersView {
         let (user, classSession) = try await ownedClass(context)
         let since = try since(request)
         let showsUsage = classSession.policy.transcriptVisibility != .off
         let rows = showsUsage ? try await storage.classes.memberUsage(classID: classSession.id, since: since) : []
-        var views: [MemberView] = []
-        for member in try await storage.classes.members(classID: classSession.id) {
-            guard let student = try await storage.users.find(id: member.userID) else { continue }
-            let own = rows.filter { $0.userID == member.userID }
-            let sessions = try await storage.sessions.list(userID: student.id).map(\.lastSeenAt)
-            let keys = try await storage.apiKeys.list(userID: student.id).compactMap(\.lastUsedAt)
-            views.append(MemberView(
-                user_id: student.id, username: student.username, disabled: student.disabled, joined_at: member.joinedAt,
-                requests: showsUsage ? own.reduce(0) { $0 + $1.requests } : nil,
-                input_tokens: showsUsage ? own.reduce(0) { $0 + $1.inputTokens } : nil,
-                output_tokens: showsUsage ? own.reduce(0) { $0 + $1.outputTokens } : nil,
-                tokens: showsUsage ? own.reduce(0) { $0 + $1.inputTokens + $1.outputTokens } : nil,
+        let usageByUser = Dictionary(grouping: rows, by: \.userID)
+        let views = try await storage.classes.roster(classID: classSession.id).map { entry in
+            let own = usageByUser[entry.userID] ?? []
+            let access = MemberAccess(callerIsAdmin: user.role == .admin, username: entry.username, className: classSession.name,
+                                      visibility: classSession.policy.transcriptVisibility,
+                                      inAnotherInstructorsClass: entry.inAnotherInstructorsClass, hasSignedIn: entry.lastLoginAt != nil)
+            let input = own.reduce(0) { $0.addingSaturated($1.inputTokens) }
+            let output = own.reduce(0) { $0.addingSaturated($1.outputTokens) }
+            return MemberView(
+                user_id: entry.userID, username: entry.username, disabled: entry.disabled, joined_at: entry.joinedAt,
+                requests: showsUsage ? own.reduce(0) { $0.addingSaturated($1.requests) } : nil,
+                input_tokens: showsUsage ? input : nil,
+                output_tokens: showsUsage ? output : nil,
+                tokens: showsUsage ? input.addingSaturated(output) : nil,
                 last_active_day: showsUsage ? own.filter { $0.requests > 0 }.map(\.day).max() : nil,
-                last_seen_at: (sessions + keys).max()
-            ))
+                // When they were last active anywhere: their account's activity, shown only as far as it is the
+                // instructor's to see.
+                last_seen_at: access.sessionsAndKeys ? entry.lastSeenAt : nil,
+                has_signed_in: entry.lastLoginAt != nil,
+                account: access
+            )
         }
+        let invited = try await storage.classes.invitations(classID: classSession.id, userID: nil)
+            .map { InvitedView(user_id: $0.userID, username: $0.username, invited_at: $0.invitedAt) }
         if showsUsage { try await storage.audit.record(user, "class.usage.view", classSession.id, detail: "since \(since)") }
-        return MembersView(since: since, data: views, daily: showsUsage ? DayUsageView.days(rows) : nil)
+        return MembersView(since: since, data: views, invited: invited, daily: showsUsage ? DayUsageView.days(rows) : nil)
     }
 
     @Sendable func removeMember(_ request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -239,6 +250,8 @@ public struct ClassController: Sendable {
         let body = try await RequestBodies.decode(JoinBody.self, from: request)
         let classSession = try await joinable(code: body.code)
         try await storage.classes.addMember(classID: classSession.id, userID: user.id, at: now)
+        // Joining with the code answers an invitation to the same class.
+        try await storage.classes.removeInvitation(classID: classSession.id, userID: user.id)
         // The class just joined is the one the student means to work in.
         try await storage.classes.setActiveClass(userID: user.id, classID: classSession.id)
         return StudentClassView(classSession, now: now, applies: true)

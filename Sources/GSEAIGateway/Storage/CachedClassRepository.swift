@@ -76,12 +76,27 @@ final class CachedClassRepository: ClassRepository {
         try await writing { try await base.setActiveClass(userID: userID, classID: classID) }
     }
 
+    func acceptInvitation(classID: String, userID: String, at date: Date) async throws -> Bool {
+        try await writing { try await base.acceptInvitation(classID: classID, userID: userID, at: date) }
+    }
+
     // MARK: Other reads, always from the database
 
     func find(id: String) async throws -> ClassSession? { try await base.find(id: id) }
     func find(joinCode: String) async throws -> ClassSession? { try await base.find(joinCode: joinCode) }
     func list(instructorID: String?) async throws -> [ClassSession] { try await base.list(instructorID: instructorID) }
     func members(classID: String) async throws -> [ClassMember] { try await base.members(classID: classID) }
+    func roster(classID: String) async throws -> [RosterEntry] { try await base.roster(classID: classID) }
+    // Invitations change no one's classes until accepted.
+    func invite(classID: String, userID: String, at date: Date) async throws -> Bool {
+        try await base.invite(classID: classID, userID: userID, at: date)
+    }
+    func invitations(classID: String?, userID: String?) async throws -> [ClassInvitation] {
+        try await base.invitations(classID: classID, userID: userID)
+    }
+    func removeInvitation(classID: String, userID: String) async throws -> Bool {
+        try await base.removeInvitation(classID: classID, userID: userID)
+    }
     func isMember(classID: String, userID: String) async throws -> Bool { try await base.isMember(classID: classID, userID: userID) }
     func memberUsage(classID: String, since day: String) async throws -> [UsageRecord] {
         try await base.memberUsage(classID: classID, since: day)

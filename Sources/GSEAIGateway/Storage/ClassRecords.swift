@@ -176,3 +176,48 @@ public struct SetupToken: Sendable, Hashable {
         self.usedAt = usedAt
     }
 }
+
+/// A member of a class with what their instructor's roster shows of their account, read in one query.
+public struct RosterEntry: Sendable, Hashable {
+    public var userID: String
+    public var username: String
+    public var role: Role
+    public var disabled: Bool
+    /// When they last signed in, or `nil` if they never have.
+    public var lastLoginAt: Date?
+    /// When they joined the class.
+    public var joinedAt: Date
+    /// The latest use of any of their login sessions or API keys, if any.
+    public var lastSeenAt: Date?
+    /// Whether they are also in a class of another instructor than this class's: then only administrators
+    /// manage their account.
+    public var inAnotherInstructorsClass: Bool
+
+    public init(userID: String, username: String, role: Role, disabled: Bool, lastLoginAt: Date?, joinedAt: Date,
+                lastSeenAt: Date?, inAnotherInstructorsClass: Bool) {
+        self.userID = userID
+        self.username = username
+        self.role = role
+        self.disabled = disabled
+        self.lastLoginAt = lastLoginAt
+        self.joinedAt = joinedAt
+        self.lastSeenAt = lastSeenAt
+        self.inAnotherInstructorsClass = inAnotherInstructorsClass
+    }
+}
+
+/// An invitation to a class, waiting for its student to accept or decline it.
+public struct ClassInvitation: Sendable, Hashable {
+    public var classID: String
+    public var userID: String
+    /// The invited student's username.
+    public var username: String
+    public var invitedAt: Date
+
+    public init(classID: String, userID: String, username: String, invitedAt: Date) {
+        self.classID = classID
+        self.userID = userID
+        self.username = username
+        self.invitedAt = invitedAt
+    }
+}

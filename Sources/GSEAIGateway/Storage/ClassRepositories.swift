@@ -27,9 +27,24 @@ public protocol ClassRepository: Sendable {
     func removeMember(classID: String, userID: String) async throws -> Bool
     /// The members of a class, first to join first.
     func members(classID: String) async throws -> [ClassMember]
+    /// The members of a class with their account facts, first to join first, in one query.
+    func roster(classID: String) async throws -> [RosterEntry]
     /// The classes a user is a member of, newest first.
     func classes(ofMember userID: String) async throws -> [ClassSession]
     func isMember(classID: String, userID: String) async throws -> Bool
+
+    /// Invites an existing account to a class; inviting again keeps the first date, and a member is not
+    /// invited. Returns whether the invitation is new.
+    @discardableResult
+    func invite(classID: String, userID: String, at date: Date) async throws -> Bool
+    /// The invitations waiting in one class (`classID`) or for one user (`userID`), oldest first.
+    func invitations(classID: String?, userID: String?) async throws -> [ClassInvitation]
+    /// Accepts an invitation, in one transaction: it goes, the user becomes a member, and the class becomes
+    /// their active one. Returns whether there was an invitation.
+    func acceptInvitation(classID: String, userID: String, at date: Date) async throws -> Bool
+    /// Deletes an invitation (declined by its student, or withdrawn). Returns whether there was one.
+    @discardableResult
+    func removeInvitation(classID: String, userID: String) async throws -> Bool
 
     /// Sets (or, for `nil`, clears) the class whose policy applies to a student who belongs to several; throws
     /// ``StorageError/notFound`` when the user or the class does not exist. Membership is the caller's to check.

@@ -267,6 +267,32 @@ enum Migrations {
             "DROP INDEX audit_log_at",
             "CREATE INDEX audit_log_at_id ON audit_log (at, id)",
         ]),
+        Migration(version: 5, name: "last sign-in of each account; class invitations", statements: [
+            // Only an account nobody has signed in to may get a password from its instructor's set-up link.
+            "ALTER TABLE users ADD COLUMN last_login_at DOUBLE PRECISION",
+            // Accounts from before this version count as signed in (their creation time stands in) unless they
+            // can only have been waiting for a set-up link: one was made for them, and they have no session,
+            // key or conversation. When in doubt, an account is treated as in use, which only an admin resets.
+            """
+            UPDATE users SET last_login_at = created_at
+            WHERE id NOT IN (SELECT user_id FROM setup_tokens)
+                OR id IN (SELECT user_id FROM login_sessions)
+                OR id IN (SELECT user_id FROM api_keys)
+                OR id IN (SELECT user_id FROM conversations)
+            """,
+            // An existing account joins a class only by its owner's action: a roster import invites it, and
+            // the student accepts or declines on their page.
+            """
+            CREATE TABLE class_invitations (
+                class_id TEXT NOT NULL REFERENCES classes (id) ON DELETE CASCADE,
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (class_id, user_id)
+            )
+            """,
+            // A student's invitations; and the cascade from users.
+            "CREATE INDEX class_invitations_user_id ON class_invitations (user_id)",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.

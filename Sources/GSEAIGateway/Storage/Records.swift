@@ -34,15 +34,19 @@ public struct User: Codable, Sendable, Hashable {
     public var disabled: Bool
     /// When the account was created.
     public var createdAt: Date
+    /// When its owner last signed in (a login or a sign-up), or `nil` if they never have: only an account
+    /// nobody has used yet may be given a password by its instructor's set-up link.
+    public var lastLoginAt: Date?
 
     public init(id: String = UUID().uuidString.lowercased(), username: String, passwordHash: String?, role: Role,
-                disabled: Bool = false, createdAt: Date = Date()) {
+                disabled: Bool = false, createdAt: Date = Date(), lastLoginAt: Date? = nil) {
         self.id = id
         self.username = username
         self.passwordHash = passwordHash
         self.role = role
         self.disabled = disabled
         self.createdAt = createdAt
+        self.lastLoginAt = lastLoginAt
     }
 }
 

@@ -25,12 +25,15 @@ public protocol UserRepository: Sendable {
     /// Sets the role and deletes the user's set-up links not used yet (a link made for a student must not
     /// open an account that is staff now); returns the user as stored.
     func setRole(userID: String, to role: Role) async throws -> User
-    /// Sets the password hash and ends every login session of the user. With `spendingSetupToken`, only if
-    /// that set-up link (its hash) is the user's and still unused, marking it used at `date`; returns
-    /// `nil` then without changing anything.
+    /// Sets the password hash, ends every login session of the user and deletes their other unused set-up
+    /// links. With `spendingSetupToken`, only if that set-up link (its hash) is the user's and still unused,
+    /// marking it used at `date`; returns `nil` then without changing anything.
     func setPassword(userID: String, hash: String, spendingSetupToken tokenHash: String?, at date: Date) async throws -> User?
     /// Disables or enables the user; disabling ends their login sessions and revokes their API keys at `date`.
     func setDisabled(userID: String, _ disabled: Bool, at date: Date) async throws -> User
+    /// Notes that the user signed in at `date`. At the first sign-in, deletes their set-up links not used
+    /// yet: a link made while nobody used the account must not reopen it once it is in use.
+    func recordLogin(userID: String, at date: Date) async throws
 }
 
 /// Browser login sessions.

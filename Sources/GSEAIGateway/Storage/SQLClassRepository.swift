@@ -126,6 +126,40 @@ struct SQLClassRepository: ClassRepository {
             }
     }
 
+    func roster(classID: String) async throws -> [RosterEntry] {
+        try await self.database.raw("""
+            SELECT users.id, users.username, users.role, users.disabled, users.last_login_at, class_members.joined_at,
+                (SELECT MAX(login_sessions.last_seen_at) FROM login_sessions WHERE login_sessions.user_id = users.id)
+                    AS session_seen_at,
+                (SELECT MAX(api_keys.last_used_at) FROM api_keys WHERE api_keys.user_id = users.id) AS key_used_at,
+                CASE WHEN EXISTS (
+                    SELECT 1 FROM class_members AS other
+                    JOIN classes AS other_class ON other_class.id = other.class_id
+                    WHERE other.user_id = users.id AND other_class.instructor_id <> (
+                        SELECT instructor_id FROM classes WHERE classes.id = \(bind: classID))
+                ) THEN 1 ELSE 0 END AS shared
+            FROM class_members
+            JOIN users ON users.id = class_members.user_id
+            WHERE class_members.class_id = \(bind: classID)
+            ORDER BY class_members.joined_at, users.id
+            """)
+            .all()
+            .map { row in
+                let roleName = try row.decode(column: "role", as: String.self)
+                let seen = [try row.decodeOptionalDate(column: "session_seen_at"), try row.decodeOptionalDate(column: "key_used_at")]
+                return RosterEntry(
+                    userID: try row.decode(column: "id", as: String.self),
+                    username: try row.decode(column: "username", as: String.self),
+                    role: Role(rawValue: roleName) ?? .student,
+                    disabled: try row.decode(column: "disabled", as: Bool.self),
+                    lastLoginAt: try row.decodeOptionalDate(column: "last_login_at"),
+                    joinedAt: try row.decodeDate(column: "joined_at"),
+                    lastSeenAt: seen.compactMap { $0 }.max(),
+                    inAnotherInstructorsClass: try row.decode(column: "shared", as: Int.self) != 0
+                )
+            }
+    }
+
     func classes(ofMember userID: String) async throws -> [ClassSession] {
         try await self.select()
             .where(SQLColumn("id"), .in, SQLGroupExpression(
@@ -147,6 +181,70 @@ struct SQLClassRepository: ClassRepository {
             .from("class_members")
             .where("class_id", .equal, classID)
             .where("user_id", .equal, userID)
+            .first() != nil
+    }
+
+    // MARK: Invitations
+
+    func invite(classID: String, userID: String, at date: Date) async throws -> Bool {
+        guard try await !isMember(classID: classID, userID: userID) else { return false }
+        return try await self.database.insert(into: "class_invitations")
+            .columns("class_id", "user_id", "created_at")
+            .values(SQLBind(classID), SQLBind(userID), SQLBind(date.unixSeconds))
+            .ignoringConflicts(with: ["class_id", "user_id"])
+            .returning("user_id")
+            .first() != nil
+    }
+
+    func invitations(classID: String?, userID: String?) async throws -> [ClassInvitation] {
+        var query = self.database.select()
+            .columns(SQLColumn("class_id", table: "class_invitations"), SQLColumn("user_id", table: "class_invitations"),
+                     SQLColumn("created_at", table: "class_invitations"), SQLColumn("username", table: "users"))
+            .from("class_invitations")
+            .join("users", on: SQLColumn("id", table: "users"), .equal, SQLColumn("user_id", table: "class_invitations"))
+        if let classID { query = query.where(SQLColumn("class_id", table: "class_invitations"), .equal, SQLBind(classID)) }
+        if let userID { query = query.where(SQLColumn("user_id", table: "class_invitations"), .equal, SQLBind(userID)) }
+        return try await query
+            .orderBy(SQLColumn("created_at", table: "class_invitations"))
+            .orderBy(SQLColumn("class_id", table: "class_invitations"))
+            .all()
+            .map { row in
+                ClassInvitation(
+                    classID: try row.decode(column: "class_id", as: String.self),
+                    userID: try row.decode(column: "user_id", as: String.self),
+                    username: try row.decode(column: "username", as: String.self),
+                    invitedAt: try row.decodeDate(column: "created_at")
+                )
+            }
+    }
+
+    func acceptInvitation(classID: String, userID: String, at date: Date) async throws -> Bool {
+        try await self.database.transaction { session in
+            // Deleting first takes the write lock: of two acceptances at once, one finds the invitation.
+            let removed = try await session.delete(from: "class_invitations")
+                .where("class_id", .equal, classID)
+                .where("user_id", .equal, userID)
+                .returning("user_id")
+                .first()
+            guard removed != nil else { return false }
+            try await session.insert(into: "class_members")
+                .columns("class_id", "user_id", "joined_at")
+                .values(SQLBind(classID), SQLBind(userID), SQLBind(date.unixSeconds))
+                .ignoringConflicts(with: ["class_id", "user_id"])
+                .run()
+            try await session.update("users")
+                .set("active_class_id", to: classID)
+                .where("id", .equal, userID)
+                .run()
+            return true
+        }
+    }
+
+    func removeInvitation(classID: String, userID: String) async throws -> Bool {
+        try await self.database.delete(from: "class_invitations")
+            .where("class_id", .equal, classID)
+            .where("user_id", .equal, userID)
+            .returning("user_id")
             .first() != nil
     }
 

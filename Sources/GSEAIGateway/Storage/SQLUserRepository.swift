@@ -7,10 +7,11 @@ struct SQLUserRepository: UserRepository {
 
     func create(_ user: User) async throws {
         let inserted = try await self.database.insert(into: "users")
-            .columns("id", "username", "password_hash", "role", "disabled", "created_at")
+            .columns("id", "username", "password_hash", "role", "disabled", "created_at", "last_login_at")
             .values(
                 SQLBind(user.id), SQLBind(user.username.lowercased()), SQLBind(user.passwordHash),
-                SQLBind(user.role.rawValue), SQLBind(user.disabled), SQLBind(user.createdAt.unixSeconds)
+                SQLBind(user.role.rawValue), SQLBind(user.disabled), SQLBind(user.createdAt.unixSeconds),
+                SQLBind(user.lastLoginAt?.unixSeconds)
             )
             // Only the username: a clash of ids is a bug and should fail loudly, not read as "name taken".
             .ignoringConflicts(with: "username")
@@ -43,10 +44,7 @@ struct SQLUserRepository: UserRepository {
     func setRole(userID: String, to role: Role) async throws -> User {
         try await self.database.transaction { session in
             try await Self.set("role", to: role.rawValue, userID: userID, on: session)
-            try await session.delete(from: "setup_tokens")
-                .where("user_id", .equal, userID)
-                .where("used_at", .is, SQLLiteral.null)
-                .run()
+            try await Self.deleteUnusedSetupTokens(userID: userID, on: session)
             return try await Self.find(userID, on: session)
         }
     }
@@ -77,6 +75,7 @@ struct SQLUserRepository: UserRepository {
                     .first()
                 guard spent != nil else { throw SetupTokenSpent() }
             }
+            try await Self.deleteUnusedSetupTokens(userID: userID, on: session)
             try await session.delete(from: "login_sessions").where("user_id", .equal, userID).run()
             return try await Self.find(userID, on: session)
         }
@@ -95,6 +94,31 @@ struct SQLUserRepository: UserRepository {
             }
             return try await Self.find(userID, on: session)
         }
+    }
+
+    func recordLogin(userID: String, at date: Date) async throws {
+        try await self.database.transaction { session in
+            // Written first, so the row is locked before it is read; `returning` gives the value before only
+            // in PostgreSQL, so the first sign-in is told by a conditional update instead.
+            let first = try await session.update("users")
+                .set("last_login_at", to: date.unixSeconds)
+                .where("id", .equal, userID)
+                .where("last_login_at", .is, SQLLiteral.null)
+                .returning("id")
+                .first() != nil
+            if first {
+                try await Self.deleteUnusedSetupTokens(userID: userID, on: session)
+            } else {
+                try await Self.set("last_login_at", to: date.unixSeconds, userID: userID, on: session)
+            }
+        }
+    }
+
+    private static func deleteUnusedSetupTokens(userID: String, on database: any SQLDatabase) async throws {
+        try await database.delete(from: "setup_tokens")
+            .where("user_id", .equal, userID)
+            .where("used_at", .is, SQLLiteral.null)
+            .run()
     }
 
     /// Writes one column of a user's row; ``StorageError/notFound`` when there is no such user.
@@ -116,7 +140,7 @@ struct SQLUserRepository: UserRepository {
 
     private func select() -> SQLSelectBuilder {
         self.database.select()
-            .columns("id", "username", "password_hash", "role", "disabled", "created_at")
+            .columns("id", "username", "password_hash", "role", "disabled", "created_at", "last_login_at")
             .from("users")
     }
 }
@@ -133,7 +157,8 @@ extension User {
             passwordHash: try row.decode(column: "password_hash", as: String?.self),
             role: role,
             disabled: try row.decode(column: "disabled", as: Bool.self),
-            createdAt: try row.decodeDate(column: "created_at")
+            createdAt: try row.decodeDate(column: "created_at"),
+            lastLoginAt: try row.decodeOptionalDate(column: "last_login_at")
         )
     }
 }
