@@ -30,7 +30,9 @@ struct ClientOptions: ParsableArguments {
         if let baseURL {
             return try GSEAIClient(apiToken: token, baseURL: baseURL)
         }
-        return GSEAIClient(apiToken: token, host: host, port: port, scheme: https ? "https" : "http")
+        // Through the checked initialiser: a host that makes no URL (a space in it, say) is an error, not a trap.
+        let hostPart = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        return try GSEAIClient(apiToken: token, baseURL: "\(https ? "https" : "http")://\(hostPart):\(port)")
     }
 }
 

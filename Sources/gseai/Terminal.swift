@@ -24,7 +24,9 @@ enum Terminal {
     /// A progress bar such as `[##########----------]  50%  2.0/4.0 MB  1.0 MB/s`.
     static func progressBar(fraction: Double?, done: Int?, total: Int?, speed: Double?, width: Int = 30) -> String {
         var line = ""
-        if let fraction {
+        // The numbers come from the server: a fraction out of 0…1 or a speed beyond Int must not stop the CLI.
+        if let fraction, fraction.isFinite {
+            let fraction = min(1, max(0, fraction))
             let filled = Int((fraction * Double(width)).rounded(.down))
             line += "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "]"
             line += String(format: " %3d%%", Int((fraction * 100).rounded(.down)))
@@ -34,7 +36,7 @@ enum Terminal {
         if let done {
             line += "  " + bytes(done) + (total.map { "/" + bytes($0) } ?? "")
         }
-        if let speed, speed > 0 { line += "  " + bytes(Int(speed)) + "/s" }
+        if let speed, speed > 0, speed < 1e18 { line += "  " + bytes(Int(speed)) + "/s" }
         return line
     }
 

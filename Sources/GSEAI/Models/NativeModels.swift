@@ -68,7 +68,7 @@ public struct DownloadStatus: JSONObject {
     public var fraction: Double? {
         if status == "completed" || status == "already_downloaded" { return 1 }
         guard let total = totalSizeBytes, total > 0, let done = downloadedBytes else { return nil }
-        return min(1, Double(done) / Double(total))
+        return min(1, max(0, Double(done) / Double(total)))
     }
 }
 

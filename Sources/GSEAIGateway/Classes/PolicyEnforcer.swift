@@ -71,7 +71,9 @@ public final class PolicyEnforcer: Sendable {
     }
 
     private func checkRate(user: User, in applied: ClassSession) throws {
-        guard let limit = applied.policy.requestsPerMinute else { return }
+        // A policy is checked when written (a positive number); a zero or less read back from the database
+        // would index before the window.
+        guard let limit = applied.policy.requestsPerMinute, limit > 0 else { return }
         let now = clock()
         let refusal: (sent: Int, wait: Int)? = recent.withLock { recent in
             var times = recent[user.id, default: []].filter { now.timeIntervalSince($0) < 60 }
