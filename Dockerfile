@@ -11,7 +11,7 @@ COPY . .
 RUN swift build -c release --product gseai \
     && mkdir -p /staging \
     && cp "$(swift build -c release --show-bin-path)/gseai" /staging/gseai \
-    && cp -R Public /staging/Public
+    && cp -R "$(swift build -c release --show-bin-path)/gseai_GSEAIGateway.resources" /staging/
 
 # ---- run ----
 FROM swift:6.2-noble-slim
@@ -21,7 +21,8 @@ RUN apt-get update \
     && useradd --system --create-home --home-dir /app --uid 10001 gseai
 WORKDIR /app
 COPY --from=build /staging/gseai /usr/local/bin/gseai
-COPY --from=build --chown=gseai:gseai /staging/Public /app/Public
+# The web page, which the gateway finds beside its executable.
+COPY --from=build /staging/gseai_GSEAIGateway.resources /usr/local/bin/gseai_GSEAIGateway.resources
 USER gseai
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \

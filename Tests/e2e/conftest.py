@@ -43,7 +43,8 @@ CLI_TIMEOUT = 60
 
 
 def _binary(variable: str, default: str) -> Path:
-    path = Path(os.environ.get(variable) or REPO / default)
+    # Absolute: the gateway runs in a folder of its own.
+    path = Path(os.environ.get(variable) or REPO / default).resolve()
     if not path.is_file():
         pytest.fail(f"{path} does not exist: run `swift build` or set {variable}")
     return path
@@ -327,7 +328,8 @@ def _start_gateway(binary: Path, upstream: Server, kind: str):
         stdout=subprocess.PIPE,
         stderr=log,
         env=environment,
-        cwd=REPO,  # the web page is served from Public/ in the working directory
+        # Not the repository: the page must be found beside the binary, as for an installed gateway.
+        cwd=folder,
     )
     try:
         lines: queue.Queue = queue.Queue()
