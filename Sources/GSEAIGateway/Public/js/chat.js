@@ -16,6 +16,14 @@ export function statsLine(stats) {
   return parts.join(' · ');
 }
 
+/** The final message an `end` event carries, or null when its data cannot be read as one. */
+export function endMessage(data) {
+  let message;
+  try { message = JSON.parse(data); } catch { return null; }
+  return message && typeof message === 'object' && !Array.isArray(message) && typeof message.status === 'string'
+    ? message : null;
+}
+
 const NOTES = {
   stopped: 'Stopped before the end.',
   interrupted: 'Interrupted: the answer did not finish.',
@@ -226,9 +234,11 @@ export class Chat {
     source.addEventListener('item', event => { const d = data(event); if (accept(event) && d) view.addItem(d); });
     source.addEventListener('end', event => {
       close();
-      const message = data(event);
-      if (message) view.finish(message);
-      onEnd(message || view.message);
+      const message = endMessage(event.data);
+      // Unreadable, it would leave the view on "Thinking…" while saying "Answer complete": ask the server.
+      if (!message) { onLost(); return; }
+      view.finish(message);
+      onEnd(message);
     });
     source.addEventListener('error', () => {
       if (closed) return;

@@ -4,6 +4,8 @@
 import { byId } from './dom.js';
 import { Attachments, carriesFiles } from './images.js';
 
+// The chosen model is remembered per user (`gseai.model.<user id>`): one key for everyone would tell
+// the next person on the machine which model was used, and choose it for them.
 const MODEL_KEY = 'gseai.model';
 
 /**
@@ -17,7 +19,7 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
   const send = byId('send'), stop = byId('stop'), error = byId('composer-error');
   const promptHelp = byId('system-prompt-help');
   const defaultPlaceholder = systemPrompt.placeholder, defaultHelp = promptHelp.textContent;
-  let models = [], current = '', streaming = false, busy = false;
+  let models = [], current = '', streaming = false, busy = false, user = null;
   let policy = null;    // the class policy that applies, or null
   let ownPrompt = '';   // the conversation's own system prompt
 
@@ -69,16 +71,24 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     attachments.add(list);
   }
 
+  const modelKey = () => `${MODEL_KEY}.${user}`;
+
   function preferredModel() {
     let saved = null;
-    try { saved = localStorage.getItem(MODEL_KEY); } catch { /* storage may be off */ }
+    try { if (user != null) saved = localStorage.getItem(modelKey()); } catch { /* storage may be off */ }
     return (modelInfo(saved) || models.find(model => model.loaded) || models[0] || {}).id || '';
   }
 
   function selectModel(id) {
+    // At most one "(unavailable)" entry, the one of the model shown now: they would pile up otherwise.
+    for (const option of [...select.options]) {
+      if (option.dataset.unavailable && option.value !== id) option.remove();
+    }
     if (id && !modelInfo(id) && ![...select.options].some(option => option.value === id)) {
       // The conversation's model is no longer offered to this user: show it, but as unavailable.
-      select.append(new Option(`${id} (unavailable)`, id));
+      const option = new Option(`${id} (unavailable)`, id);
+      option.dataset.unavailable = 'true';
+      select.append(option);
     }
     select.value = id;
     current = select.value;
@@ -125,7 +135,7 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
   select.addEventListener('change', () => {
     const previous = current;
     current = select.value;
-    try { localStorage.setItem(MODEL_KEY, current); } catch { /* storage may be off */ }
+    try { if (user != null) localStorage.setItem(modelKey(), current); } catch { /* storage may be off */ }
     refresh();
     onModelChange(current, previous);
   });
@@ -148,6 +158,13 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
     model: () => current,
     systemPrompt: () => (systemPrompt.readOnly ? '' : systemPrompt.value.trim()),
     focus: () => input.focus(),
+
+    /** Whose model preference to read and write (a user id). */
+    setUser(id) {
+      user = id;
+      // Earlier versions kept one preference for everyone on the machine.
+      try { localStorage.removeItem(MODEL_KEY); } catch { /* storage may be off */ }
+    },
 
     /** Fills the model picker; vision models say so. */
     setModels(list) {
@@ -189,11 +206,17 @@ export function createComposer({ onSend, onStop, onModelChange, onSystemPromptCh
       refresh();
     },
 
-    /** Empties the message box and attachments after a successful send. */
-    clearDraft() {
-      input.value = '';
-      autosize();
-      attachments.clear();
+    /**
+     * After a successful send: takes away the attachments `items` that went with it and, given the sent
+     * `text`, empties the message box if it still holds just that. What was typed or attached while the
+     * message was on its way stays for the next one.
+     */
+    clearDraft(items, text = null) {
+      attachments.discard(items);
+      if (text != null && input.value === text) {
+        input.value = '';
+        autosize();
+      }
     },
   };
 }

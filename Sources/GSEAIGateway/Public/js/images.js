@@ -65,9 +65,12 @@ export class Attachments {
     this.render();
   }
 
-  /** The uploaded images' ids, uploading (again) whatever has not made it yet. Rejects on the first failure. */
-  ids() {
-    return Promise.all(this.items.map(item => item.id ?? this.#upload(item)));
+  /**
+   * The uploaded images' ids of `items` (all by default), uploading (again) whatever has not made it yet.
+   * Rejects on the first failure.
+   */
+  ids(items = this.items) {
+    return Promise.all(items.map(item => item.id ?? this.#upload(item)));
   }
 
   remove(item) {
@@ -80,9 +83,10 @@ export class Attachments {
     (buttons[Math.min(index, buttons.length - 1)] || document.getElementById('composer-input')).focus();
   }
 
-  clear() {
-    for (const item of this.items) URL.revokeObjectURL(item.preview);
-    this.items = [];
+  /** Takes away `items` (the ones a message was sent with) and leaves those attached since; focus stays. */
+  discard(items) {
+    for (const item of items) URL.revokeObjectURL(item.preview);
+    this.items = this.items.filter(item => !items.includes(item));
     this.render();
   }
 

@@ -15,7 +15,10 @@ const state = {
   stream: null,       // { conversationID, messageID, follower } while an answer streams
   busy: false,        // a send or regenerate request is in flight
   load: 0,            // bumped on every navigation, so late answers for a page left behind are dropped
+  saving: null,       // the open conversation's model or system prompt change in flight: a promise of '' or the error
 };
+
+const NOT_FOUND = 'That conversation does not exist; it may have been deleted.';
 
 const sidebar = createSidebar({ onError: error => composer.showError(error.message) });
 const chat = new Chat(byId('messages'), {
@@ -61,12 +64,16 @@ async function signedIn(session) {
   byId('app').hidden = false;
   byId('login-password').value = '';
   if (state.started) {
-    // Signed in again after the session ended: pick up where the page was (a streaming answer too).
-    if (state.conversation) await openConversation(state.conversation.id);
+    // Signed in again after the session ended: the address decides what is shown (a streaming answer is
+    // followed again), not the conversation open when the session ended, which may be one left since.
+    // A new chat is left as it is, with the system prompt typed for it.
+    composer.clearError();
+    if (location.hash || state.conversation) await route();
     composer.focus();
     return;
   }
   state.started = true;
+  composer.setUser(session.user.id);
   sidebar.reload();
   try {
     await classes.start(session.user, joinCode);
@@ -169,8 +176,18 @@ onUnauthorized(() => {
 
 async function route() {
   const match = /^#\/c\/(.+)$/.exec(location.hash);
-  if (match) await openConversation(decodeURIComponent(match[1]));
-  else newChat();
+  if (!match) { newChat(); return; }
+  let id;
+  try {
+    id = decodeURIComponent(match[1]);
+  } catch {
+    // A malformed % sequence names no conversation: the same as one that does not exist.
+    history.replaceState(null, '', location.pathname);
+    newChat();
+    composer.showError(NOT_FOUND);
+    return;
+  }
+  await openConversation(id);
 }
 
 addEventListener('hashchange', () => {
@@ -179,6 +196,8 @@ addEventListener('hashchange', () => {
 });
 
 function showHeader(conversation) {
+  // A change still being saved belongs to the conversation left: a send here need not wait for it.
+  if (conversation?.id !== state.conversation?.id) state.saving = null;
   state.conversation = conversation;
   byId('chat-title').textContent = conversation ? conversation.title || 'Untitled' : 'New chat';
   document.title = conversation?.title ? `${conversation.title} · GSE AI` : 'GSE AI';
@@ -217,7 +236,7 @@ async function openConversation(id) {
     if (load !== state.load || error.status === 401) return;
     if (error.status === 0 || error.status >= 500) chat.placeholder('This conversation could not be loaded.');
     else { history.replaceState(null, '', location.pathname); newChat(); }
-    composer.showError(error.status === 404 ? 'That conversation does not exist; it may have been deleted.' : error.message);
+    composer.showError(error.status === 404 ? NOT_FOUND : error.message);
   }
 }
 
@@ -277,34 +296,50 @@ async function recover(stream, message, view, attempt) {
 
 // Actions
 
+/**
+ * Waits for a model or system prompt change still being saved, so that the answer uses what is on screen
+ * (the prompt is saved on `change`, which fires on the mousedown of Send). False, with the error shown,
+ * if it failed.
+ */
+async function changesSaved() {
+  const failure = await state.saving;
+  if (failure) composer.showError(failure);
+  return !failure;
+}
+
 async function send() {
   if (state.busy || state.stream) return;
+  // What goes out is what the composer holds now: the box stays editable while the message is on its way.
   const text = composer.text();
-  const images = composer.attachments.count;
-  if (!text.trim() && !images) { composer.focus(); return; }
-  const model = composer.model();
+  const items = composer.attachments.items.slice();
+  if (!text.trim() && !items.length) { composer.focus(); return; }
+  const model = composer.model(), systemPrompt = composer.systemPrompt();
   if (!model) { composer.showError('Choose a model first.'); return; }
-  if (images && !composer.canSeeImages()) {
+  if (items.length && !composer.canSeeImages()) {
     composer.showError(composer.imageProblem() || 'The chosen model cannot read images: remove them or choose a 👁 vision model.');
     return;
   }
   const load = state.load;
+  let conversation = state.conversation;
   state.busy = true;
   composer.setBusy(true);
   composer.clearError();
   try {
-    let conversation = state.conversation;
+    if (!await changesSaved()) return;
+    // The uploads first: a failed one leaves no empty "Untitled" conversation behind.
+    const imageIDs = await composer.attachments.ids(items);
     if (!conversation) {
-      conversation = await api.createConversation(model, composer.systemPrompt());
+      conversation = await api.createConversation(model, systemPrompt);
       if (load === state.load) {
         history.replaceState(null, '', conversationHash(conversation.id));
         showHeader(conversation);
       }
     }
-    const imageIDs = await composer.attachments.ids();
     const sent = await api.send(conversation.id, text, imageIDs);
-    composer.clearDraft();
-    if (load === state.load && state.conversation?.id === conversation.id) {
+    const shown = load === state.load && state.conversation?.id === conversation.id;
+    // The box is emptied only where the message was written, and only of the text sent.
+    composer.clearDraft(items, shown ? text : null);
+    if (shown) {
       chat.append(sent.user_message);
       follow(conversation.id, sent.assistant_message, chat.append(sent.assistant_message));
       if (!conversation.title) showTitle(conversation.id, load);
@@ -347,14 +382,19 @@ async function stop() {
 }
 
 async function regenerate() {
-  const conversation = state.conversation;
-  if (state.busy || state.stream || !conversation) return;
+  if (state.busy || state.stream || !state.conversation) return;
+  const load = state.load;
   state.busy = true;
   composer.setBusy(true);
   composer.clearError();
   try {
+    if (!await changesSaved() || load !== state.load) return;
+    const conversation = state.conversation;
     const { assistant_message: message } = await api.regenerate(conversation.id);
-    if (state.conversation === conversation) follow(conversation.id, message, chat.replaceLastAnswer(message));
+    if (load !== state.load || state.conversation?.id !== conversation.id) return;
+    follow(conversation.id, message, chat.replaceLastAnswer(message));
+    // The Regenerate or Retry button went with the old answer: keep keyboard focus in the page.
+    if (!document.activeElement || document.activeElement === document.body) composer.focus();
   } catch (error) {
     composer.showError(error.message);
   } finally {
@@ -363,27 +403,44 @@ async function regenerate() {
   }
 }
 
-async function changeModel(model, previous) {
-  const conversation = state.conversation;
-  if (!conversation || model === conversation.model) return;
-  try {
-    const updated = await api.updateConversation(conversation.id, { model });
-    if (state.conversation?.id === updated.id) state.conversation = updated;
-  } catch (error) {
-    composer.showError(`The model was not changed: ${error.message}`);
-    if (state.conversation === conversation) composer.revertModel(previous);
-  }
+/** Keeps a conversation update in `state.saving` until it ends; with several, the first failure counts. */
+function track(update) {
+  const pending = Promise.all([state.saving, update]).then(([earlier, now]) => earlier || now || '');
+  state.saving = pending;
+  pending.then(() => { if (state.saving === pending) state.saving = null; });
 }
 
-async function changeSystemPrompt(text) {
+function changeModel(model, previous) {
+  const conversation = state.conversation;
+  if (!conversation || model === conversation.model) return;
+  track((async () => {
+    try {
+      const updated = await api.updateConversation(conversation.id, { model });
+      if (state.conversation?.id === updated.id) state.conversation = updated;
+      return '';
+    } catch (error) {
+      const message = `The model was not changed: ${error.message}`;
+      composer.showError(message);
+      if (state.conversation?.id === conversation.id) composer.revertModel(previous);
+      return message;
+    }
+  })());
+}
+
+function changeSystemPrompt(text) {
   const conversation = state.conversation;
   if (!conversation || text === (conversation.system_prompt || '')) return;
-  try {
-    const updated = await api.updateConversation(conversation.id, { system_prompt: text });
-    if (state.conversation?.id === updated.id) state.conversation = updated;
-  } catch (error) {
-    composer.showError(`The system prompt was not saved: ${error.message}`);
-  }
+  track((async () => {
+    try {
+      const updated = await api.updateConversation(conversation.id, { system_prompt: text });
+      if (state.conversation?.id === updated.id) state.conversation = updated;
+      return '';
+    } catch (error) {
+      const message = `The system prompt was not saved: ${error.message}`;
+      composer.showError(message);
+      return message;
+    }
+  })());
 }
 
 // Header: rename, delete (the export links are plain downloads)

@@ -143,8 +143,12 @@ export async function classPage(view, id) {
   const invited = h('div', { 'data-testid': 'invited' });
   const chartBox = h('div');
   const rosterErrors = errorLine('roster-error');
-  const loadRoster = () => busy(null, rosterErrors, async () => {
-    const list = await api.members(id, since.value);
+  // Bumped by every reload ("Since" changed twice, an import during a reload): a late answer is dropped.
+  let rosterSeq = 0;
+  const loadRoster = () => { const mine = ++rosterSeq; return busy(null, rosterErrors, async () => {
+    let list;
+    try { list = await api.members(id, since.value); } catch (err) { if (mine === rosterSeq) throw err; return; }
+    if (mine !== rosterSeq) return;
     const hidden = list.daily === undefined;
     roster.replaceChildren(list.data.length ? table('Students', ['Student', 'Requests', 'Tokens', 'Last active', 'Last seen', ''],
       list.data.map(m => h('tr', { 'data-testid': 'member-row', 'data-username': m.username },
@@ -162,14 +166,19 @@ export async function classPage(view, id) {
       }))] : []));
     if (hidden) return chartBox.replaceChildren(h('p', { class: 'muted small' }, 'Usage is hidden: this class’s transcript visibility is off.'));
     chartBox.replaceChildren(usageChart(`Class ${c.name}`, list.since, addUsage(new Map(), list.daily), 'class-usage-chart'));
-  });
+  }); };
   since.addEventListener('change', loadRoster);
 
   // Import
   const csv = h('textarea', { rows: 4, placeholder: 'one username per line', 'data-testid': 'roster-csv' });
-  const file = h('input', { type: 'file', accept: '.csv,text/csv,text/plain', 'data-testid': 'roster-file',
-    onchange: async () => { if (file.files[0]) csv.value = await file.files[0].text(); } });
   const importErrors = errorLine('roster-import-error');
+  const file = h('input', { type: 'file', accept: '.csv,text/csv,text/plain', 'data-testid': 'roster-file',
+    onchange: async () => {
+      const chosen = file.files[0];
+      if (!chosen) return;
+      importErrors.clear();
+      try { csv.value = await chosen.text(); } catch (err) { importErrors.show(new Error(`${chosen.name} could not be read: ${err.message}`)); }
+    } });
   const result = h('div', { 'data-testid': 'roster-result', 'aria-live': 'polite' });
   const importButton = h('button', { type: 'submit', class: 'primary', 'data-testid': 'roster-import' }, 'Import');
   const importForm = h('form', { class: 'panel', novalidate: true, onsubmit: e => {

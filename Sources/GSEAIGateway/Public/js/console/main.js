@@ -1,6 +1,6 @@
 // The instructor console's entry point: sign-in, role check, and hash routing
 // (#/classes, #/classes/<id>, #/classes/<id>/members/<user>, #/models, #/admin).
-import { byId, announce } from '../dom.js';
+import { byId } from '../dom.js';
 import { api, setCsrf, onUnauthorized } from './http.js';
 import { classList, classPage } from './classes.js';
 import { memberPage } from './member.js';
@@ -25,6 +25,10 @@ async function start() {
 
 function showLogin(message = '') {
   me = null;
+  // Nothing of the last user's stays in the page: a page still loading is dropped, and the download
+  // poll stops with its view.
+  routeSeq++;
+  byId('view').replaceChildren();
   show('login-view');
   byId('login-error').textContent = message;
   byId('login-username').focus();
@@ -41,7 +45,8 @@ function enter(user) {
 
 async function route() {
   if (!me || byId('app').hidden) return;
-  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const decode = part => { try { return decodeURIComponent(part); } catch { return null; } };
+  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decode);
   const view = byId('view');
   const page = parts[0] || 'classes';
   for (const a of document.querySelectorAll('.nav a')) {
@@ -53,6 +58,8 @@ async function route() {
   view.replaceChildren();
   view.setAttribute('aria-busy', 'true');
   try {
+    // A malformed % sequence names nothing: "not found", as for a class or student that does not exist.
+    if (parts.includes(null)) throw new Error('Not found: it may have been deleted.');
     if (page === 'classes' && parts[1] && parts[2] === 'members' && parts[3]) await memberPage(built, parts[1], parts[3]);
     else if (page === 'classes' && parts[1]) await classPage(built, parts[1]);
     else if (page === 'models') await modelsPage(built);
@@ -93,9 +100,8 @@ byId('login-form').addEventListener('submit', async event => {
 
 byId('logout').addEventListener('click', async () => {
   try { await api.logout(); } catch { /* signed out either way */ }
-  setCsrf(null);
-  showLogin('');
-  announce('Signed out.');
+  // A fresh page, as on the chat page: nothing of this user's (data, timers such as the download poll) stays.
+  location.replace(location.pathname);
 });
 
 // A 401 may also come from the model server through the proxy: only a failed /auth/me ends the session.

@@ -4,7 +4,7 @@
 import { h, announce } from '../dom.js';
 import { render } from '../markdown.js';
 import { api } from './http.js';
-import { copyField, num, when, daysAgo, errorLine, busy, table, fill } from './ui.js';
+import { copyField, num, when, daysAgo, errorLine, busy, table, fill, focusLost } from './ui.js';
 import { usageChart, addUsage } from './chart.js';
 
 /** `#/classes/<id>/members/<user>`. */
@@ -43,6 +43,8 @@ export async function memberPage(view, id, user) {
   const chartBox = h('div');
   const sessions = h('div', { 'data-testid': 'sessions' });
   const keys = h('div', { 'data-testid': 'keys' });
+  const sessionsTitle = h('h2', { tabindex: -1 }, 'Login sessions');
+  const keysTitle = h('h2', { tabindex: -1 }, 'API keys');
   const convs = h('div', { 'data-testid': 'conversations' });
   const transcript = h('div', { class: 'transcript', 'data-testid': 'transcript', tabindex: -1 });
   const accessErrors = errorLine('access-error');
@@ -56,21 +58,37 @@ export async function memberPage(view, id, user) {
     const [s, k] = await Promise.all([api.sessions(id, user), api.keys(id, user)]).catch(err => { accessErrors.show(err); return [null, null]; });
     if (s) sessions.replaceChildren(s.data.length ? table('Login sessions', ['Signed in', 'Last seen', 'Device', ''], s.data.map(x => h('tr', { 'data-testid': 'session-row' },
       h('td', null, when(x.created_at)), h('td', null, when(x.last_seen_at)), h('td', { class: 'small' }, [x.user_agent, x.remote_address].filter(Boolean).join(' · ') || '–'),
-      h('td', null, revokeButton('revoke-session', 'Sign out', `Sign out this session of ${m.username}?`, () => api.revokeSession(id, user, x.id)))))) : h('p', { class: 'muted small' }, 'No login sessions.'));
+      h('td', null, revokeButton(sessions, sessionsTitle, 'revoke-session', 'Sign out', `Sign out this session of ${m.username}?`, () => api.revokeSession(id, user, x.id)))))) : h('p', { class: 'muted small' }, 'No login sessions.'));
     if (k) keys.replaceChildren(k.data.length ? table('API keys', ['Key', 'Label', 'Created', 'Last used', ''], k.data.map(x => h('tr', { 'data-testid': 'key-row', 'data-key-id': x.id },
       h('td', null, h('code', null, `${x.prefix}…`)), h('td', null, x.label), h('td', null, when(x.created_at)), h('td', null, when(x.last_used_at)),
-      h('td', null, x.revoked_at ? h('span', { class: 'badge off' }, 'Revoked') : revokeButton('revoke-key', 'Revoke', `Revoke the key ${x.prefix}…? Their next call with it is refused.`, () => api.revokeKey(id, user, x.id)))))) : h('p', { class: 'muted small' }, 'No API keys.'));
+      h('td', null, x.revoked_at ? h('span', { class: 'badge off' }, 'Revoked') : revokeButton(keys, keysTitle, 'revoke-key', 'Revoke', `Revoke the key ${x.prefix}…? Their next call with it is refused.`, () => api.revokeKey(id, user, x.id)))))) : h('p', { class: 'muted small' }, 'No API keys.'));
   }
-  function revokeButton(testid, label, question, action) {
+  /** A revoke button in `box` (sessions or keys); `title` is that list's heading. */
+  function revokeButton(box, title, testid, label, question, action) {
     const b = h('button', { type: 'button', class: 'danger', 'data-testid': testid, onclick: () => {
       if (!confirm(question)) return;
-      busy(b, accessErrors, async () => { await action(); announce('Revoked.'); await loadAccess(); });
+      busy(b, accessErrors, async () => {
+        await action();
+        announce('Revoked.');
+        const index = [...box.querySelectorAll('button')].indexOf(b);
+        await loadAccess();
+        // The rebuilt list has no such button: focus the one now in its place, or else the list's heading.
+        if (b.isConnected || !focusLost()) return;
+        const buttons = box.querySelectorAll('button');
+        (buttons[Math.min(index, buttons.length - 1)] || title).focus();
+      });
     } }, label);
     return b;
   }
 
+  // Bumped by every transcript opened: the answer for one opened before arrives late and is dropped.
+  let transcriptSeq = 0;
   async function openTranscript(conv) {
-    const d = await api.transcript(id, user, conv.id);
+    const mine = ++transcriptSeq;
+    transcriptErrors.clear();
+    let d;
+    try { d = await api.transcript(id, user, conv.id); } catch (err) { if (mine === transcriptSeq) throw err; return; }
+    if (mine !== transcriptSeq) return;
     fill(transcript, h('h3', null, d.conversation.title || 'Untitled conversation'),
       h('p', { class: 'small muted' }, `${d.conversation.model} · ${when(d.conversation.created_at)}`),
       d.conversation.system_prompt ? h('details', null, h('summary', null, 'System prompt'), h('p', { class: 'pre' }, d.conversation.system_prompt)) : null,
@@ -87,7 +105,7 @@ export async function memberPage(view, id, user) {
     h('section', { class: 'panel actions' }, toggle, reset, remove, errors, ...accountNotes, resetBox),
     h('section', { class: 'panel' }, h('h2', null, 'Usage'),
       h('p', { class: 'small muted' }, `Since ${list.since}: ${num(m.requests)} requests, ${num(m.tokens)} tokens.`), chartBox),
-    h('section', { class: 'panel' }, h('h2', null, 'Login sessions'), accessErrors, sessions, h('h2', null, 'API keys'), keys),
+    h('section', { class: 'panel' }, sessionsTitle, accessErrors, sessions, keysTitle, keys),
     h('section', { class: 'panel' }, h('h2', null, 'Transcripts'), transcriptErrors, convs, transcript));
 
   const visibility = klass.policy?.transcript_visibility;

@@ -2,7 +2,7 @@
 // progress bar (polled once a second until the job ends).
 import { h, announce } from '../dom.js';
 import { api } from './http.js';
-import { errorLine, busy, table } from './ui.js';
+import { errorLine, busy, table, focusLost } from './ui.js';
 
 const ENDED = new Set(['completed', 'failed', 'already_downloaded']);
 const mb = n => `${(n / 1048576).toFixed(1)} MB`;
@@ -10,6 +10,7 @@ let polling = null;
 
 /** `#/models`. */
 export async function modelsPage(view) {
+  const title = h('h1', { tabindex: -1 }, 'Models');
   const errors = errorLine('models-error');
   const list = h('div', { 'data-testid': 'models-list' });
   const ttl = h('input', { id: 'model-ttl', type: 'number', min: 1, step: 1, value: 3600, inputmode: 'numeric', 'data-testid': 'model-ttl' });
@@ -24,6 +25,10 @@ export async function modelsPage(view) {
           if (loaded) await api.unload(m.key); else await api.load(m.key, seconds > 0 ? seconds : undefined);
           announce(`${m.key} ${loaded ? 'unloaded' : 'loaded'}.`);
           await refresh();
+          // The table was rebuilt without this button: focus the same model's new one.
+          if (act.isConnected || !focusLost()) return;
+          const row = [...list.querySelectorAll('tr[data-model]')].find(r => r.dataset.model === m.key);
+          (row?.querySelector('button') || title).focus();
         }) }, loaded ? 'Unload' : 'Load');
       return h('tr', { 'data-testid': 'model-row', 'data-model': m.key },
         h('th', { scope: 'row' }, m.display_name || m.key, m.display_name && m.display_name !== m.key ? h('div', { class: 'small muted' }, m.key) : null),
@@ -66,7 +71,7 @@ export async function modelsPage(view) {
     show(job);
   }
 
-  view.replaceChildren(h('h1', { tabindex: -1 }, 'Models'),
+  view.replaceChildren(title,
     h('section', { class: 'panel' }, h('div', { class: 'inline-form' }, h('label', { for: 'model-ttl' }, 'Unload after idle (seconds)'), ttl),
       errors, list), form);
   await refresh();

@@ -48,6 +48,9 @@ export function errorLine(testid) {
   return el;
 }
 
+/** True when keyboard focus fell to the page's body, as when the focused button was rebuilt or removed. */
+export const focusLost = () => !document.activeElement || document.activeElement === document.body;
+
 /** Runs `task` with `button` disabled; failures go to `errors` (an errorLine). */
 export async function busy(button, errors, task) {
   if (button) button.disabled = true;
