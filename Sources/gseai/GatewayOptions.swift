@@ -8,8 +8,17 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Upstream base URL (GSEAI_UPSTREAM_URL; default http://gseai.gse.buffalo.edu:11434).")
     var upstreamURL: String?
 
-    @Option(help: "Upstream kind: lmstudio or openai (GSEAI_UPSTREAM_KIND; default lmstudio).")
+    @Option(help: "Upstream kind: lmstudio, openai, llamacpp or tgw (GSEAI_UPSTREAM_KIND; default lmstudio).")
     var upstreamKind: String?
+
+    @Option(help: "Requests the upstream runs at once (GSEAI_UPSTREAM_SLOTS; default 4).")
+    var upstreamSlots: Int?
+
+    @Option(help: "A JSON configuration file, for several upstreams among others (GSEAI_CONFIG_FILE).")
+    var configFile: String?
+
+    @Option(help: "Order of the queue for slots: fair or fifo (GSEAI_QUEUE_DISCIPLINE; default fair).")
+    var queueDiscipline: String?
 
     @Option(help: "SQLite database file, or :memory: (GSEAI_DATABASE; default data/gseai.sqlite).")
     var database: String?
@@ -46,6 +55,9 @@ struct GatewayOptions: ParsableArguments {
         var overrides: [String: String] = [:]
         overrides["gseai.upstream.url"] = upstreamURL
         overrides["gseai.upstream.kind"] = upstreamKind
+        overrides["gseai.upstream.slots"] = upstreamSlots.map(String.init)
+        overrides["gseai.config.file"] = configFile
+        overrides["gseai.queue.discipline"] = queueDiscipline
         overrides["gseai.database"] = database
         overrides["gseai.host"] = host
         overrides["gseai.port"] = port.map(String.init)

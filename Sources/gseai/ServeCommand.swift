@@ -51,7 +51,8 @@ struct ServeCommand: AsyncParsableCommand {
             let port = channel.localAddress?.port ?? configuration.port
             let url = configuration.effectivePublicURL
             // The end-to-end suite reads this line to learn the port.
-            Terminal.out("gseai gateway listening on \(configuration.usesTLS ? "https" : "http")://\(configuration.host):\(port) (public URL \(url)), upstream \(configuration.upstreamKind.rawValue) at \(configuration.upstreamURL)\n")
+            let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue), \($0.slots) slots) at \($0.url)" }.joined(separator: ", ")
+            Terminal.out("gseai gateway listening on \(configuration.usesTLS ? "https" : "http")://\(configuration.host):\(port) (public URL \(url)), upstreams \(upstreams)\n")
         }, logger: logger)
         try await app.runService()
     }

@@ -7,27 +7,75 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
-/// A gateway in front of a stub upstream, on ports of their own, with an in-memory database.
+/// A gateway in front of stub upstreams (one, or a pool), on ports of their own, with an in-memory database.
 struct GatewayHarness: Sendable {
-    let stub: StubUpstream
+    /// The stubs, in the order of the pool (one when there is no pool).
+    let stubs: [StubUpstream]
     let gateway: Gateway
     let app: RunningApplication
 
+    /// The first (or only) stub.
+    var stub: StubUpstream { stubs[0] }
     var baseURL: String { app.baseURL }
     var storage: Storage { gateway.storage }
 
-    /// Runs `body` with a fresh gateway; `configure` adjusts the configuration first.
+    /// A stub upstream of a harness: its kind, and (like a GPU server) how many generations it runs at once
+    /// and how long each takes.
+    struct StubSpec: Sendable {
+        var kind: UpstreamKind = .lmstudio
+        var slots: Int?
+        var serviceTime: Duration = .zero
+    }
+
+    /// Runs `body` with a fresh gateway in front of one stub; `configure` adjusts the configuration first.
     static func with<T: Sendable>(
         kind: UpstreamKind = .lmstudio,
+        stubSlots: Int? = nil,
+        serviceTime: Duration = .zero,
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         clock: @escaping @Sendable () -> Date = Date.init,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
-        try await StubUpstream.with { stub in
+        try await with(stubs: [StubSpec(kind: kind, slots: stubSlots, serviceTime: serviceTime)], configure: configure, clock: clock, body)
+    }
+
+    /// Runs `body` with a fresh gateway in front of a pool of stubs named `up1`, `up2`… (one stub: the plain
+    /// one-upstream configuration); the upstreams' slots are the stubs' (4 when a stub has no limit).
+    static func with<T: Sendable>(
+        stubs specs: [StubSpec],
+        configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        clock: @escaping @Sendable () -> Date = Date.init,
+        _ body: (GatewayHarness) async throws -> T
+    ) async throws -> T {
+        var stubs: [StubUpstream] = []
+        let outcome: Result<T, any Error>
+        do {
+            for spec in specs { stubs.append(try await StubUpstream.start(slots: spec.slots, serviceTime: spec.serviceTime)) }
+            outcome = .success(try await run(stubs: stubs, specs: specs, configure: configure, clock: clock, body))
+        } catch {
+            outcome = .failure(error)
+        }
+        for stub in stubs { await stub.stop() }
+        return try outcome.get()
+    }
+
+    private static func run<T: Sendable>(
+        stubs: [StubUpstream], specs: [StubSpec], configure: @Sendable (inout GatewayConfiguration) -> Void,
+        clock: @escaping @Sendable () -> Date, _ body: (GatewayHarness) async throws -> T
+    ) async throws -> T {
+        let stub = stubs[0]
+        do {
             var configuration = GatewayConfiguration()
             configuration.upstreamURL = stub.baseURL
             configuration.upstreamToken = stub.token
-            configuration.upstreamKind = kind
+            configuration.upstreamKind = specs[0].kind
+            configuration.upstreamSlots = specs[0].slots ?? 4
+            if specs.count > 1 {
+                configuration.pool = zip(specs, stubs).enumerated().map { index, pair in
+                    UpstreamSettings(name: "up\(index + 1)", url: pair.1.baseURL, kind: pair.0.kind, token: pair.1.token,
+                                     slots: pair.0.slots ?? 4)
+                }
+            }
             configuration.port = 0
             configure(&configuration)
             let logger = Logger(label: "gateway-test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -43,7 +91,7 @@ struct GatewayHarness: Sendable {
                 try? await storage.close()
                 throw error
             }
-            let harness = GatewayHarness(stub: stub, gateway: gateway, app: app)
+            let harness = GatewayHarness(stubs: stubs, gateway: gateway, app: app)
             do {
                 let result = try await body(harness)
                 await app.stop()

@@ -36,6 +36,14 @@ enum StubModels {
 struct StubRoutes: Sendable {
     let token: String
     let state: StubState
+    /// Like a GPU server: generation runs at most `slots` at a time, each taking the service time.
+    let load: StubLoad?
+
+    /// The routes that generate (and so take one of the stub's slots when it has a limit).
+    static let generating: Set<String> = [
+        "/api/v1/chat", "/v1/chat/completions", "/api/v0/chat/completions", "/v1/completions", "/api/v0/completions",
+        "/v1/embeddings", "/api/v0/embeddings", "/v1/responses", "/v1/messages",
+    ]
 
     func register(on router: Router<StubRequestContext>) {
         router.get("/api/v1/models") { request, context in try await handle(request) { _ in try await listModelsV1() } }
@@ -98,11 +106,37 @@ struct StubRoutes: Sendable {
             return Self.error(.badRequest, "request body is not valid JSON")
         }
         if String(buffer: buffer).contains("[[busy]]") { return Self.busy }
-        do {
-            return try await body(json ?? .object([:]))
-        } catch let error as StubHTTPError {
-            return Self.error(error.status, error.message)
+        guard let load, request.method == .post, Self.generating.contains(request.uri.path) else {
+            do {
+                return try await body(json ?? .object([:]))
+            } catch let error as StubHTTPError {
+                return Self.error(error.status, error.message)
+            }
         }
+        // A slot first, held until the answer is written; a whole answer comes after the service time, a
+        // stream's events spread over it (see `stream`).
+        await load.enter()
+        var response: Response
+        do {
+            response = try await body(json ?? .object([:]))
+        } catch let error as StubHTTPError {
+            await load.leave()
+            return Self.error(error.status, error.message)
+        } catch {
+            await load.leave()
+            throw error
+        }
+        if response.headers[.contentType] == "text/event-stream" {
+            let original = response.body
+            response.body = ResponseBody { writer in
+                defer { Task { await load.leave() } }
+                try await original.write(writer)
+            }
+        } else {
+            try? await Task.sleep(for: load.serviceTime)
+            await load.leave()
+        }
+        return response
     }
 
     /// `[[busy]]`: 429 with `Retry-After`, the body written by hand (spacing and a field of its own) so that a
@@ -131,10 +165,13 @@ struct StubRoutes: Sendable {
     /// Writes Server-Sent Events, acting out the scenario's stream faults.
     func stream(_ events: [ServerSentEvent], scenario: Scenario) -> Response {
         let state = self.state
+        // With a service time, the events spread over it, the first at once.
+        let spacing = load.map { $0.serviceTime / max(events.count - 1, 1) } ?? .zero
         let body = ResponseBody { writer in
             let stopAt = (scenario.cut || scenario.drop) ? max(1, events.count / 2) : events.count
             do {
                 for (index, event) in events.prefix(stopAt).enumerated() {
+                    if index > 0, spacing > .zero { try await Task.sleep(for: spacing) }
                     try await writer.write(ByteBuffer(string: event.encoded))
                     if scenario.hang && index == 0 { try await Task.sleep(for: .seconds(60)) }
                     if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
@@ -192,5 +229,42 @@ struct StubHTTPError: Error {
     init(_ status: HTTPResponse.Status, _ message: String) {
         self.status = status
         self.message = message
+    }
+}
+
+/// The stub's GPU, when a test asks for one: at most `slots` generations at once, first come first served,
+/// each lasting `serviceTime`; it remembers the most it ever ran at once.
+public actor StubLoad {
+    public let slots: Int
+    public nonisolated let serviceTime: Duration
+    private var running = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+    /// The most generations that ran at once.
+    public private(set) var mostRunning = 0
+    /// Generations finished.
+    public private(set) var served = 0
+
+    public init(slots: Int, serviceTime: Duration) {
+        self.slots = max(1, slots)
+        self.serviceTime = serviceTime
+    }
+
+    func enter() async {
+        if running < slots {
+            running += 1
+            mostRunning = max(mostRunning, running)
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func leave() {
+        served += 1
+        if waiting.isEmpty {
+            running -= 1
+        } else {
+            // The slot passes to the next in line; the count of running generations stays.
+            waiting.removeFirst().resume()
+        }
     }
 }

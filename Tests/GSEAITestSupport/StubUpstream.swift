@@ -21,6 +21,8 @@ public final class StubUpstream: Sendable {
     public let token: String
     /// What it has seen.
     public let state: StubState
+    /// Its slots and service time, when it has a limit.
+    public let load: StubLoad?
     private let running: RunningApplication
 
     /// The port it listens on (127.0.0.1).
@@ -28,22 +30,28 @@ public final class StubUpstream: Sendable {
     /// The base URL, such as `http://127.0.0.1:50123`.
     public var baseURL: String { running.baseURL }
 
-    private init(token: String, state: StubState, running: RunningApplication) {
+    private init(token: String, state: StubState, load: StubLoad?, running: RunningApplication) {
         self.token = token
         self.state = state
+        self.load = load
         self.running = running
     }
 
-    /// Starts a stub on `port` (0 picks a free one) and returns once it accepts connections.
+    /// Starts a stub on `port` (0 picks a free one) and returns once it accepts connections. With `slots`,
+    /// it runs at most that many generations at once (the others wait, first come first served), each
+    /// lasting `serviceTime`.
     public static func start(
         token: String = "stub-token",
         port: Int = 0,
+        slots: Int? = nil,
+        serviceTime: Duration = .zero,
         logger: Logger = Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> StubUpstream {
         let state = StubState()
+        let load = slots.map { StubLoad(slots: $0, serviceTime: serviceTime) }
         let router = Router(context: StubRequestContext.self)
         router.add(middleware: StubConnectionMiddleware())
-        let routes = StubRoutes(token: token, state: state)
+        let routes = StubRoutes(token: token, state: state, load: load)
         routes.register(on: router)
         let running = try await RunningApplication.start(logger: logger) { onServerRunning in
             Application(
@@ -54,7 +62,7 @@ public final class StubUpstream: Sendable {
                 logger: logger
             )
         }
-        return StubUpstream(token: token, state: state, running: running)
+        return StubUpstream(token: token, state: state, load: load, running: running)
     }
 
     /// Stops the stub.
@@ -65,9 +73,11 @@ public final class StubUpstream: Sendable {
     /// Runs `body` with a started stub and stops it afterwards.
     public static func with<T: Sendable>(
         token: String = "stub-token",
+        slots: Int? = nil,
+        serviceTime: Duration = .zero,
         _ body: (StubUpstream) async throws -> T
     ) async throws -> T {
-        let stub = try await start(token: token)
+        let stub = try await start(token: token, slots: slots, serviceTime: serviceTime)
         do {
             let result = try await body(stub)
             await stub.stop()

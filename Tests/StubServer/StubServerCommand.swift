@@ -16,8 +16,14 @@ struct StubServerCommand: AsyncParsableCommand {
     @Option(help: "The bearer token the stub accepts.")
     var token = "stub-token"
 
+    @Option(help: "Generations run at once, like a GPU server's slots; the others wait (default: no limit).")
+    var slots: Int?
+
+    @Option(help: "How long each generation takes, in milliseconds, when --slots is given.")
+    var serviceMs = 0
+
     func run() async throws {
-        let stub = try await StubUpstream.start(token: token, port: port)
+        let stub = try await StubUpstream.start(token: token, port: port, slots: slots, serviceTime: .milliseconds(serviceMs))
         // The end-to-end suite reads this line to learn the port.
         FileHandle.standardOutput.write(Data("listening on \(stub.baseURL)\n".utf8))
         while !Task.isCancelled {

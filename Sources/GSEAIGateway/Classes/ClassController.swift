@@ -14,8 +14,12 @@ public struct ClassController: Sendable {
     let publicOrigin: String
     /// Password set-up links, for students' resets and the accounts a roster import creates.
     let setupLinks: SetupLinks
+    /// The fair queue, for a class's view of its line.
+    let scheduler: FairScheduler
 
-    public init(accounts: AccountService, policies: PolicyEnforcer, secureCookies: Bool, publicOrigin: String, setupLinks: SetupLinks) {
+    public init(accounts: AccountService, policies: PolicyEnforcer, secureCookies: Bool, publicOrigin: String, setupLinks: SetupLinks,
+                scheduler: FairScheduler) {
+        self.scheduler = scheduler
         self.accounts = accounts
         self.policies = policies
         self.secureCookies = secureCookies
@@ -65,6 +69,7 @@ public struct ClassController: Sendable {
         registerMemberAccounts(on: router)
         registerRoster(on: router)
         registerInvitations(on: router)
+        registerQueue(on: router)
     }
 
     // MARK: Instructors
@@ -369,7 +374,8 @@ public struct ClassController: Sendable {
             return .some(number)
         }
         for key in body.keys where !["allowed_models", "system_prompt", "system_prompt_locked", "max_output_tokens",
-                                      "daily_token_budget", "requests_per_minute", "images_allowed", "transcript_visibility"].contains(key) {
+                                      "daily_token_budget", "requests_per_minute", "images_allowed", "transcript_visibility",
+                                      "max_concurrent_requests"].contains(key) {
             throw GatewayError.badRequest("unknown policy field '\(key)'")
         }
         if let value = body["allowed_models"] {
@@ -390,6 +396,7 @@ public struct ClassController: Sendable {
         if let value = try limit("max_output_tokens") { policy.maxOutputTokens = value }
         if let value = try limit("daily_token_budget") { policy.dailyTokenBudget = value }
         if let value = try limit("requests_per_minute") { policy.requestsPerMinute = value }
+        if let value = try limit("max_concurrent_requests") { policy.maxConcurrentRequests = value }
         if let value = body["images_allowed"] {
             guard let allowed = value.boolValue else { throw wrong("images_allowed") }
             policy.imagesAllowed = allowed

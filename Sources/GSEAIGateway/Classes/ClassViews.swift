@@ -12,8 +12,10 @@ struct PolicyView: Codable, Sendable {
     var requests_per_minute: Int?
     var images_allowed: Bool
     var transcript_visibility: TranscriptVisibility
+    var max_concurrent_requests: Int?
 
     init(_ policy: ClassPolicy) {
+        max_concurrent_requests = policy.maxConcurrentRequests
         allowed_models = policy.allowedModels
         system_prompt = policy.systemPrompt
         system_prompt_locked = policy.systemPromptLocked

@@ -22,18 +22,17 @@ public final class PolicyEnforcer: Sendable {
         self.clock = clock
     }
 
-    /// Checks a request of `user` (to the forwarded endpoint at `path`, if it is one) against their class's
-    /// policy and counts it towards the rate limit; a request refused for any other reason is not counted.
-    /// Returns the class that applies, or `nil` when none does.
-    public func admit(user: User, model: String?, imageCount: Int, path: String? = nil, preferredClassID: String? = nil)
-        async throws -> ClassSession?
-    {
+    /// Checks a request of `user` (to a forwarded endpoint whose body has `shape`, if it is one) against their
+    /// class's policy and counts it towards the rate limit; a request refused for any other reason is not
+    /// counted. Returns the class that applies, or `nil` when none does.
+    func admit(user: User, model: String?, imageCount: Int, shape: ProxyEndpoint.PolicyShape = .none,
+               preferredClassID: String? = nil) async throws -> ClassSession? {
         guard let applied = try await resolver.applicableClass(for: user, preferredClassID: preferredClassID) else { return nil }
         try Self.checkModel(model, in: applied)
         if imageCount > 0 && !applied.policy.imagesAllowed {
             throw GatewayError.badRequest("images are not allowed in your class '\(applied.name)'")
         }
-        if let path { try Self.checkEndpoint(path, in: applied) }
+        try Self.checkShape(shape, in: applied)
         try await checkBudget(user: user, in: applied)
         try checkRate(user: user, in: applied)
         return applied
@@ -41,8 +40,8 @@ public final class PolicyEnforcer: Sendable {
 
     /// Refuses an endpoint the policy cannot be applied to: a raw prompt has no place for a system prompt,
     /// so a locked one could be sidestepped with plain completions.
-    static func checkEndpoint(_ path: String, in applied: ClassSession) throws {
-        guard path == "/v1/completions" || path == "/api/v0/completions", applied.policy.lockedSystemPrompt != nil else { return }
+    static func checkShape(_ shape: ProxyEndpoint.PolicyShape, in applied: ClassSession) throws {
+        guard shape == .completion, applied.policy.lockedSystemPrompt != nil else { return }
         throw GatewayError(.forbidden, type: .permission,
                            "plain completions are not available in your class '\(applied.name)': its system prompt is fixed; use chat")
     }
@@ -114,31 +113,31 @@ public final class PolicyEnforcer: Sendable {
 
     // MARK: The forwarded APIs
 
-    /// The request body as the policy wants it for the endpoint at `path`, or `nil` when it stays as sent.
-    /// (Plain completions under a locked system prompt are refused before, by ``checkEndpoint(_:in:)``.)
-    static func rewrite(_ json: JSONValue, path: String, in applied: ClassSession) -> JSONValue? {
+    /// The request body as the policy wants it for a body of `shape`, or `nil` when it stays as sent.
+    /// (Plain completions under a locked system prompt are refused before, by ``checkShape(_:in:)``.)
+    static func rewrite(_ json: JSONValue, shape: ProxyEndpoint.PolicyShape, in applied: ClassSession) -> JSONValue? {
         guard case .object(var body) = json else { return nil }
         let original = body
         let policy = applied.policy
-        switch path {
-        case "/api/v1/chat":
+        switch shape {
+        case .lmstudioChat:
             clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "system_prompt", policy)
-        case "/v1/chat/completions", "/api/v0/chat/completions":
+        case .openAIChat:
             clamp(&body, keys: ["max_tokens", "max_completion_tokens"], to: policy.maxOutputTokens)
             supplyMessages(&body, policy)
-        case "/v1/completions", "/api/v0/completions":
+        case .completion:
             clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
-        case "/v1/responses":
+        case .responses:
             clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "instructions", policy)
             if policy.lockedSystemPrompt != nil, case .array(let items)? = body["input"] {
                 body["input"] = .array(items.filter { !isSystemEntry($0) })
             }
-        case "/v1/messages":
+        case .anthropicMessages:
             clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "system", policy)
-        default:
+        case .none:
             break
         }
         return body == original ? nil : .object(body)
@@ -189,16 +188,11 @@ public final class PolicyEnforcer: Sendable {
         }
     }
 
-    /// The forwarded routes that list models or show one: a student sees only the class's.
-    static let modelPaths: Set<String> = ["/api/v1/models", "/v1/models", "/api/v0/models", "/api/v0/models/**"]
-
-    /// A model list (`/api/v1/models`, `/v1/models`, `/api/v0/models`) with only the class's models, or
-    /// `nil` when it stays as it is.
-    static func filterModels(_ json: JSONValue, path: String, policy: ClassPolicy) -> JSONValue? {
+    /// A model list with only the class's models, or `nil` when it stays as it is.
+    static func filterModels(_ json: JSONValue, list: ProxyEndpoint.ModelList, policy: ClassPolicy) -> JSONValue? {
         guard !policy.allowedModels.isEmpty, case .object(var body) = json else { return nil }
-        let (listKey, idKey) = path == "/api/v1/models" ? ("models", "key") : ("data", "id")
-        guard let items = body[listKey]?.arrayValue else { return nil }
-        body[listKey] = .array(items.filter { policy.allows(model: $0[idKey]?.stringValue ?? "") })
+        guard let items = body[list.listKey]?.arrayValue else { return nil }
+        body[list.listKey] = .array(items.filter { policy.allows(model: $0[list.idKey]?.stringValue ?? "") })
         return .object(body)
     }
 }

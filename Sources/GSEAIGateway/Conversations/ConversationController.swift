@@ -66,23 +66,36 @@ public struct ConversationController: Sendable {
         let user = try context.requireIdentity().user
         // Class policy (issue 5): only the class's models.
         let policy = try await engine.policies.resolver.applicableClass(for: user)?.policy ?? ClassPolicy()
-        do {
-            switch engine.kind {
-            case .lmstudio:
-                let list = try await engine.upstream.listModels()
-                return ModelsView(data: list.models.filter { $0.type != "embedding" && $0.type != "embeddings" && policy.allows(model: $0.key) }.map {
-                    ModelView(id: $0.key, display_name: $0.displayName ?? $0.key, vision: $0.supportsVision, loaded: $0.isLoaded)
-                })
-            case .openai:
-                let list = try await engine.upstream.listModelsOpenAI()
-                return ModelsView(data: list.data.filter { policy.allows(model: $0.id) }.map {
-                    ModelView(id: $0.id, display_name: $0.id, vision: false, loaded: true)
-                })
+        // Every model server's models, the first to name a model keeping it; a server that does not answer
+        // is left out, unless none answers.
+        var models: [ModelView] = []
+        var seen: Set<String> = []
+        var failure: (any Error)?
+        for upstream in engine.admission.pool.upstreams {
+            do {
+                for model in try await Self.models(of: upstream) where policy.allows(model: model.id) && seen.insert(model.id).inserted {
+                    models.append(model)
+                }
+            } catch {
+                failure = failure ?? error
             }
-        } catch let error as GatewayError {
-            throw error
-        } catch {
-            throw GatewayError.upstream(error)
+        }
+        if models.isEmpty, let failure { throw GatewayError.upstream(failure) }
+        return ModelsView(data: models)
+    }
+
+    /// The chat models of one upstream, as the page shows them.
+    static func models(of upstream: Upstream) async throws -> [ModelView] {
+        switch upstream.kind {
+        case .lmstudio:
+            let list = try await upstream.client.listModels()
+            return list.models.filter { $0.type != "embedding" && $0.type != "embeddings" }.map {
+                ModelView(id: $0.key, display_name: $0.displayName ?? $0.key, vision: $0.supportsVision, loaded: $0.isLoaded)
+            }
+        case .openai, .llamacpp, .tgw:
+            return try await upstream.client.listModelsOpenAI().data.map {
+                ModelView(id: $0.id, display_name: $0.id, vision: false, loaded: true)
+            }
         }
     }
 

@@ -3,34 +3,49 @@ import GSEAI
 import Logging
 
 /// The rules of conversations: what a message sends upstream, how an answer is generated, kept and
-/// stopped. Generation runs on the server, independent of the page that asked for it.
+/// stopped. Generation runs on the server, independent of the page that asked for it, and goes through the
+/// same admission step as the API surfaces: the class's policy, then a slot in the fair queue (the page
+/// hears its place in line meanwhile).
 ///
-/// Continuing uses the upstream's stateful chat (`previous_response_id`) on an LM Studio upstream. When
-/// the upstream no longer knows the id (it restarted), or has no stateful chat (an `openai` upstream), the
-/// stored transcript is replayed instead, images included, through the OpenAI-compatible chat endpoint.
+/// Continuing uses the upstream's stateful chat (`previous_response_id`) on the LM Studio upstream that
+/// issued the last answer. When the upstream no longer knows the id (it restarted), when the answer goes to
+/// another upstream, or when it has no stateful chat (an OpenAI-compatible upstream), the stored transcript
+/// is replayed instead, images included, through the OpenAI-compatible chat endpoint.
 public struct ConversationEngine: Sendable {
     let storage: Storage
-    let upstream: GSEAIClient
-    let kind: UpstreamKind
+    let admission: Admission
     let hub: GenerationHub
     let metrics: GatewayMetrics
     let usageMeter: UsageMeter
-    /// Class policies (issue 5).
-    let policies: PolicyEnforcer
     let logger: Logger
     /// The most tokens any answer of the chat page may have.
     public var maxOutputTokens = 4096
 
-    public init(storage: Storage, upstream: GSEAIClient, kind: UpstreamKind, hub: GenerationHub, metrics: GatewayMetrics,
-                usageMeter: UsageMeter, policies: PolicyEnforcer, logger: Logger) {
-        self.policies = policies
-        self.usageMeter = usageMeter
+    public init(storage: Storage, admission: Admission, hub: GenerationHub, metrics: GatewayMetrics, usageMeter: UsageMeter,
+                logger: Logger) {
         self.storage = storage
-        self.upstream = upstream
-        self.kind = kind
+        self.admission = admission
         self.hub = hub
         self.metrics = metrics
+        self.usageMeter = usageMeter
         self.logger = logger
+    }
+
+    /// Class policies.
+    var policies: PolicyEnforcer { admission.policies }
+
+    /// The chat page's answers use the native chat on LM Studio and the OpenAI-compatible chat elsewhere:
+    /// every kind can answer.
+    static let kinds = Set(UpstreamKind.allCases)
+
+    /// The admission of an answer in `conversation` (its class's policy, a route), before anything is
+    /// stored; the slot is taken when the answer starts.
+    func ticket(user: User, conversation: Conversation, imageCount: Int, previousResponseID: String?) async throws -> Admission.Ticket {
+        var issuer: String?
+        if let previousResponseID { issuer = try await storage.responses.upstream(of: previousResponseID) }
+        return try await admission.ticket(user: user, model: conversation.model, imageCount: imageCount, shape: .none, kinds: Self.kinds,
+                                          usesSlot: true, preferredClassID: conversation.classID, preferredUpstream: issuer,
+                                          path: "/api/conversations")
     }
 
     /// The conversation, if it is the user's; another user's is "not found" like a missing one.
@@ -54,9 +69,9 @@ public struct ConversationEngine: Sendable {
         if let last = history.last, last.status == .streaming, await hub.isGenerating(last.id) {
             throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it or wait")
         }
-        // Class policy (issue 5): checked before anything is stored.
-        let applied = try await policies.admit(user: user, model: conversation.model, imageCount: imageHashes.count,
-                                               preferredClassID: conversation.classID)
+        // The class's policy: checked before anything is stored.
+        let ticket = try await ticket(user: user, conversation: conversation, imageCount: imageHashes.count,
+                                      previousResponseID: conversation.lastResponseID)
         let now = Date()
         let userMessage = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "user", text: text, imageHashes: imageHashes, status: .complete, model: conversation.model
@@ -65,7 +80,7 @@ public struct ConversationEngine: Sendable {
         conversation.updatedAt = now
         try await storage.conversations.update(conversation)
         let assistant = try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                              previousResponseID: conversation.lastResponseID, user: user, applied: applied)
+                                              previousResponseID: conversation.lastResponseID, user: user, ticket: ticket)
         return (userMessage, assistant)
     }
 
@@ -80,19 +95,19 @@ public struct ConversationEngine: Sendable {
         guard let userMessage = messages.dropLast(lastAnswer == nil ? 0 : 1).last, userMessage.role == "user" else {
             throw GatewayError.badRequest("there is no message to answer")
         }
-        // Class policy (issue 5): checked (and counted) only for a request that can be answered, before the
-        // last answer is replaced.
-        let applied = try await policies.admit(user: user, model: conversation.model, imageCount: userMessage.imageHashes.count,
-                                               preferredClassID: conversation.classID)
+        let history = Array(messages.dropLast(lastAnswer == nil ? 1 : 2))
+        // Continue from the answer before the last question, if it was stored upstream.
+        let previous = history.last(where: { $0.role == "assistant" }).flatMap { $0.status == .complete ? $0.responseID : nil }
+        // The class's policy: checked (and counted) only for a request that can be answered, before the last
+        // answer is replaced.
+        let ticket = try await ticket(user: user, conversation: conversation, imageCount: userMessage.imageHashes.count,
+                                      previousResponseID: previous)
         if let lastAnswer {
             try await storage.messages.delete(id: lastAnswer.id)
             messages.removeLast()
         }
-        let history = Array(messages.dropLast())
-        // Continue from the answer before the last question, if it was stored upstream.
-        let previous = history.last(where: { $0.role == "assistant" }).flatMap { $0.status == .complete ? $0.responseID : nil }
         return try await startAnswer(conversation: conversation, history: history, userMessage: userMessage,
-                                     previousResponseID: previous, user: user, applied: applied)
+                                     previousResponseID: previous, user: user, ticket: ticket)
     }
 
     /// Stops an answer being generated; its partial text is kept, marked stopped.
@@ -124,12 +139,12 @@ public struct ConversationEngine: Sendable {
     }
 
     private func startAnswer(conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-                             previousResponseID: String?, user: User, applied: ClassSession?) async throws -> StoredMessage {
+                             previousResponseID: String?, user: User, ticket: Admission.Ticket) async throws -> StoredMessage {
         let assistant = try await storage.messages.append(StoredMessage(
             conversationID: conversation.id, role: "assistant", text: "", imageHashes: [], status: .streaming, model: conversation.model
         ))
         let generation = Generation(engine: self, conversation: conversation, history: history, userMessage: userMessage,
-                                    message: assistant, previousResponseID: previousResponseID, userID: user.id, applied: applied)
+                                    message: assistant, previousResponseID: previousResponseID, userID: user.id, ticket: ticket)
         await hub.start(assistant.id) { await generation.run() }
         return assistant
     }
@@ -146,9 +161,12 @@ final class Generation: @unchecked Sendable {
     private var message: StoredMessage
     private let previousResponseID: String?
     private let userID: String
-    /// The class whose policy applies, if one does (issue 5); usage is counted in it.
-    private let applied: ClassSession?
+    /// The admission: the class whose policy applies, if one does (usage is counted in it), and the route.
+    private let ticket: Admission.Ticket
+    private var applied: ClassSession? { ticket.applied }
     private var policy: ClassPolicy? { applied?.policy }
+    /// The upstream that answers, once it has a slot.
+    private var upstreamName: String?
 
     /// The most tokens an answer may have: the class's limit, or the gateway's, so that a model that never
     /// ends its turn cannot run until its context is full.
@@ -163,8 +181,8 @@ final class Generation: @unchecked Sendable {
     private var pieces = 0
 
     init(engine: ConversationEngine, conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
-         message: StoredMessage, previousResponseID: String?, userID: String, applied: ClassSession? = nil) {
-        self.applied = applied
+         message: StoredMessage, previousResponseID: String?, userID: String, ticket: Admission.Ticket) {
+        self.ticket = ticket
         self.engine = engine
         self.conversation = conversation
         self.history = history
@@ -177,20 +195,26 @@ final class Generation: @unchecked Sendable {
     var hub: GenerationHub { engine.hub }
 
     func run() async {
-        let started = ContinuousClock.now
+        var started = ContinuousClock.now
         var firstToken: Duration?
+        var slot: Admission.Slot?
+        defer { slot?.release() }
         do {
-            let stateful = engine.kind == .lmstudio && (history.isEmpty || previousResponseID != nil)
-            if stateful {
+            slot = try await waitForSlot()
+            // The time to the first token counts from the slot: the wait in line is the queue's, not the model's.
+            started = .now
+            var tried: Set<String> = []
+            while let current = slot {
+                upstreamName = current.upstream.name
                 do {
-                    try await streamNative(started: started, firstToken: &firstToken)
-                } catch GSEAIError.http(let status, _) where (status == 404 || status == 400) && previousResponseID != nil && pieces == 0 {
-                    // The upstream forgot the conversation (it restarted): replay the transcript instead.
-                    engine.logger.info("upstream no longer knows the response id; replaying the transcript")
-                    try await streamReplay(started: started, firstToken: &firstToken)
+                    try await answer(on: current.upstream, started: started, firstToken: &firstToken)
+                    current.upstream.markSucceeded()
+                    break
+                } catch where pieces == 0 && Self.isUpstreamFault(error) {
+                    // Nothing reached the page yet: another upstream that serves the model answers instead.
+                    slot = try await engine.admission.failOver(ticket, from: current, reason: Self.describe(error), tried: &tried)
+                    if slot == nil { throw error }
                 }
-            } else {
-                try await streamReplay(started: started, firstToken: &firstToken)
             }
             message.status = .complete
         } catch is CancellationError {
@@ -200,6 +224,44 @@ final class Generation: @unchecked Sendable {
             message.error = Self.describe(error)
         }
         await finish(elapsed: ContinuousClock.now - started, firstToken: firstToken)
+    }
+
+    /// Waits for a slot, telling the page its place in line (a `queued` event with `ahead`) as it changes.
+    private func waitForSlot() async throws -> Admission.Slot {
+        let (positions, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        let hub = self.hub, messageID = message.id
+        async let told: Void = {
+            for await ahead in positions {
+                let data: JSONValue = ["ahead": .number(Double(ahead))]
+                await hub.append(messageID, name: "queued", data: data.jsonString)
+            }
+        }()
+        defer { continuation.finish() }
+        let slot = try await engine.admission.acquire(ticket) { continuation.yield($0) }
+        continuation.finish()
+        await told
+        return slot
+    }
+
+    /// Streams the answer from `upstream`: LM Studio's stateful chat when it can continue there (a new
+    /// conversation, or one whose last answer it issued), else the replayed transcript.
+    private func answer(on upstream: Upstream, started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
+        let continuesHere = previousResponseID != nil && (ticket.preferred == nil || ticket.preferred == upstream.name)
+        let stateful = upstream.kind == .lmstudio && (history.isEmpty || continuesHere)
+        guard stateful else { return try await streamReplay(on: upstream, started: started, firstToken: &firstToken) }
+        do {
+            try await streamNative(on: upstream, started: started, firstToken: &firstToken)
+        } catch GSEAIError.http(let status, _) where (status == 404 || status == 400) && previousResponseID != nil && pieces == 0 {
+            // The upstream forgot the conversation (it restarted): replay the transcript instead.
+            engine.logger.info("upstream no longer knows the response id; replaying the transcript")
+            try await streamReplay(on: upstream, started: started, firstToken: &firstToken)
+        }
+    }
+
+    /// Whether a failure means the upstream is unwell (refused, no head in time, 5xx), so that another may answer.
+    static func isUpstreamFault(_ error: any Error) -> Bool {
+        if case GSEAIError.http(let status, _) = error, status >= 500 { return true }
+        return Upstream.isUpstreamFault(error)
     }
 
     static func describe(_ error: any Error) -> String {
@@ -224,13 +286,13 @@ final class Generation: @unchecked Sendable {
     }
 
     /// LM Studio's stateful chat: only the new message goes up, with the previous response's id.
-    private func streamNative(started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
+    private func streamNative(on upstream: Upstream, started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
         let images = try await images(userMessage.imageHashes)
         let input: ChatInput = images.isEmpty ? .text(userMessage.text) : .items([.message(userMessage.text)] + images.map(ChatInputItem.image))
         let request = ChatRequest(model: conversation.model, input: input,
                                   systemPrompt: PolicyEnforcer.systemPrompt(policy, requested: conversation.systemPrompt),
                                   maxOutputTokens: outputLimit, store: true, previousResponseID: previousResponseID)
-        for try await event in try await engine.upstream.chatStream(request) {
+        for try await event in try await upstream.client.chatStream(request) {
             try Task.checkCancellation()
             switch event.type {
             case "message.delta":
@@ -263,7 +325,7 @@ final class Generation: @unchecked Sendable {
 
     /// The whole transcript through the OpenAI-compatible chat: for upstreams without stateful chat, and
     /// when the stateful chain is broken.
-    private func streamReplay(started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
+    private func streamReplay(on upstream: Upstream, started: ContinuousClock.Instant, firstToken: inout Duration?) async throws {
         var messages: [ChatMessage] = []
         if let system = PolicyEnforcer.systemPrompt(policy, requested: conversation.systemPrompt), !system.isEmpty {
             messages.append(ChatMessage(role: "system", content: system))
@@ -282,7 +344,7 @@ final class Generation: @unchecked Sendable {
         var request = ChatCompletionRequest(model: conversation.model, messages: messages)
         request["stream_options"] = ["include_usage": true]
         request["max_tokens"] = .number(Double(outputLimit))
-        for try await chunk in try await engine.upstream.chatCompletionsStream(request) {
+        for try await chunk in try await upstream.client.chatCompletionsStream(request) {
             try Task.checkCancellation()
             let delta = chunk.object["choices"]?.arrayValue?.first?["delta"]
             if let reasoning = delta?["reasoning_content"]?.stringValue ?? delta?["reasoning"]?.stringValue, !reasoning.isEmpty {
@@ -356,7 +418,8 @@ final class Generation: @unchecked Sendable {
         }
         // Counted even when the answer could not be saved (its conversation deleted meanwhile, say).
         let recorder = UsageRecorder(storage: engine.storage, metrics: engine.metrics, meter: engine.usageMeter,
-                                     userID: userID, classID: applied?.id, model: conversation.model, counted: true)
+                                     userID: userID, classID: applied?.id, model: conversation.model, counted: true,
+                                     upstream: upstreamName)
         do {
             try await recorder.record(responseIDs: message.responseID.map { [$0] } ?? [],
                                       inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? pieces)

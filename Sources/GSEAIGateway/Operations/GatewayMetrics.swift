@@ -21,7 +21,7 @@ public final class GatewayMetrics: Sendable {
 
     /// One series: a metric and its label values, in the metric's label order.
     private struct Series: Hashable {
-        enum Metric { case requests, requestDuration, timeToFirstByte, tokens, upstreamErrors }
+        enum Metric { case requests, requestDuration, timeToFirstByte, tokens, upstreamErrors, queueWait }
         var metric: Metric
         var labels: [String]
     }
@@ -29,6 +29,9 @@ public final class GatewayMetrics: Sendable {
     /// checks its help text on every call, which costs more per request than everything else here.
     private let counters = Mutex<[Series: Counter]>([:])
     private let histograms = Mutex<[Series: DurationHistogram]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
+    /// How many distinct classes get a label of their own in the queue's metrics before the rest share `other`.
+    private let seenClasses = Mutex<Set<String>>([])
 
     private func counter(_ series: Series, _ make: () -> Counter) -> Counter {
         if let known = counters.withLock({ $0[series] }) { return known }
@@ -105,6 +108,50 @@ public final class GatewayMetrics: Sendable {
             counter(Series(metric: .tokens, labels: [direction, model])) {
                 registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", direction), ("model", model)])
             }.increment(by: Int64(count))
+        }
+    }
+
+    // MARK: The fair queue
+
+    /// Records how long a request waited for a slot of `upstream`, in the class whose policy applied.
+    public func recordQueueWait(upstream: String, classID: String?, _ duration: Duration) {
+        let label = classLabel(classID)
+        histogram(Series(metric: .queueWait, labels: [upstream, label])) {
+            registry.makeDurationHistogram(descriptor: Self.queueWaitName, labels: [("upstream", upstream), ("class", label)],
+                                           buckets: Self.queueBuckets)
+        }.record(duration)
+    }
+
+    /// Sets the queue's gauges of one upstream: its slots in use, all of them, and the requests waiting that
+    /// prefer it.
+    public func recordQueue(upstream: String, busy: Int, slots: Int, waiting: Int, up: Bool) {
+        for (name, value, help) in [
+            ("slots_busy", busy, "Slots of the model server running a request now."),
+            ("slots", slots, "Requests the model server runs at once."),
+            ("queue_waiting", waiting, "Requests waiting for a slot that prefer this model server."),
+            ("up", up ? 1 : 0, "Whether the model server answers (1) or is left aside after failures (0)."),
+        ] {
+            let key = "\(name)|\(upstream)"
+            let gauge = gauges.withLock { gauges in
+                if let known = gauges[key] { return known }
+                let made = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "gseai", subsystem: "upstream", metricName: name, helpText: help),
+                                              labels: [("upstream", upstream)])
+                gauges[key] = made
+                return made
+            }
+            gauge.set(to: Double(value))
+        }
+    }
+
+    /// The class as a label: class ids come from the database, a bounded but growing set; past the limit
+    /// they share `other`.
+    func classLabel(_ classID: String?) -> String {
+        guard let classID else { return "none" }
+        return seenClasses.withLock { seen in
+            if seen.contains(classID) { return classID }
+            guard seen.count < modelLabelLimit else { return "other" }
+            seen.insert(classID)
+            return classID
         }
     }
 
@@ -194,6 +241,19 @@ public final class GatewayMetrics: Sendable {
             helpText: "Failed calls to the model server, by kind."
         )
     }
+
+    private static var queueWaitName: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gseai", subsystem: "queue", metricName: "wait", unitName: "seconds",
+            helpText: "Time a request waited for a slot of a model server, by upstream and class."
+        )
+    }
+
+    /// 1 ms to 3 min: no wait at all, up to the longest wait allowed.
+    static let queueBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(10), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+        .seconds(10), .seconds(20), .seconds(30), .seconds(60), .seconds(120), .seconds(180),
+    ]
 
     /// 1 ms to 60 s: static pages answer in milliseconds, non-streamed model answers take up to a minute.
     static let requestBuckets: [Duration] = [

@@ -5,30 +5,33 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
-/// Forwards every API surface of the upstream through the client core, with the caller's key swapped for
-/// the server's token. Answers stream through event by event; requests are checked (size, JSON, images,
-/// ownership of response ids) before anything goes upstream; ids and token usage are recorded per user.
+/// Forwards every API surface of the model servers through the client core, with the caller's key swapped
+/// for the server's token. Requests are checked (size, JSON, images, ownership of response ids) before
+/// anything goes upstream; each then passes the one admission step (policy, route, a slot in the fair
+/// queue), goes to an upstream that serves its model (another one, if that fails before answering), and
+/// streams back event by event; ids and token usage are recorded per user.
 public struct ProxyController: Sendable {
-    let upstream: GSEAIClient
-    let kind: UpstreamKind
+    let admission: Admission
     let storage: Storage
     let metrics: GatewayMetrics
     let usageMeter: UsageMeter
     let maxBodyBytes: Int
     /// The checks every image in a request must pass.
     let images: ImageInspector
-    /// Class policies (issue 5).
-    let policies: PolicyEnforcer
+    /// Which download job runs on which upstream (a job id is an upstream's own).
+    let downloads = DownloadJobs()
 
-    public init(upstream: GSEAIClient, kind: UpstreamKind, storage: Storage, metrics: GatewayMetrics, usageMeter: UsageMeter,
-                maxBodyBytes: Int, imageLimits: ImageLimits, policies: PolicyEnforcer) {
-        self.policies = policies
-        self.usageMeter = usageMeter
-        self.upstream = upstream
-        self.kind = kind
+    var pool: UpstreamPool { admission.pool }
+    var policies: PolicyEnforcer { admission.policies }
+
+    public init(admission: Admission, storage: Storage, metrics: GatewayMetrics, usageMeter: UsageMeter, maxBodyBytes: Int,
+                imageLimits: ImageLimits) {
+        self.admission = admission
         self.storage = storage
         self.metrics = metrics
+        self.usageMeter = usageMeter
         self.maxBodyBytes = maxBodyBytes
         self.images = ImageInspector(imageLimits)
     }
@@ -48,43 +51,71 @@ public struct ProxyController: Sendable {
     /// Headers worth passing back; hop-by-hop and length headers are the server's own business. The SDKs
     /// wait as long as `Retry-After` says before they try again.
     static let forwardedResponseHeaders: [HTTPField.Name] = [.contentType, .cacheControl, .retryAfter]
+    /// How long a non-streamed answer waited for a slot, in milliseconds.
+    static let queueWaitHeader = HTTPField.Name("X-Queue-Wait-Ms")!
+
+    /// A request on its way: checked, rewritten by the policy, and admitted.
+    struct Prepared: Sendable {
+        var endpoint: ProxyEndpoint
+        var ticket: Admission.Ticket
+        var outgoing: RawRequest
+        var stream: Bool
+        var recorder: UsageRecorder
+        /// The class whose model list the answer is cut to, for model lists and a model's page.
+        var listingClass: ClassSession?
+    }
 
     func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
         let identity = try context.require(endpoint.minimumRole)
-        guard endpoint.kinds.contains(kind) else {
-            throw GatewayError(.notImplemented, type: .notImplemented,
-                               "\(endpoint.path) is not available: this gateway's model server speaks only the OpenAI-compatible API")
-        }
+        guard case .candidates = pool.route(kinds: endpoint.kinds, model: nil) else { throw Admission.wrongKind(endpoint.path) }
         var request = request
         var inspection: RequestInspection?
         var body: ByteBuffer?
-        // Class policy (issue 5): model lists are shortened to the class's models, one model is refused.
+        var json: JSONValue?
         var listingClass: ClassSession?
-        /// The class whose policy applied, for usage.
-        var appliedClassID: String?
-        if endpoint.method == .get, PolicyEnforcer.modelPaths.contains(endpoint.path) {
+        var preferredUpstream: String?
+        var model: String?
+        if endpoint.modelList != nil || endpoint.model == .path {
+            // A student sees only the models of their class, and a model of another is refused.
             listingClass = try await policies.resolver.applicableClass(for: identity.user)
-            if let listingClass, let model = Self.modelInPath(context) { try PolicyEnforcer.checkModel(model, in: listingClass) }
+            if endpoint.model == .path, let named = Self.modelInPath(context) {
+                model = named
+                if let listingClass { try PolicyEnforcer.checkModel(named, in: listingClass) }
+            }
         }
         if endpoint.method == .post {
-            var bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
-            let (json, checked) = try await Self.inspect(bytes, images: images)
+            let bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
+            let (parsed, checked) = try await Self.inspect(bytes, images: images)
             if endpoint.isStateful, let previous = checked.previousResponseID {
                 // Another user's id is answered exactly like an unknown one.
                 guard try await storage.responses.owner(of: previous) == identity.user.id else {
                     throw GatewayError.notFound("response '\(previous)' not found")
                 }
+                // Only the upstream that issued it knows it.
+                preferredUpstream = try await storage.responses.upstream(of: previous)
             }
-            // Class policy (issue 5): may refuse the request, or rewrite it (output tokens, system prompt).
-            if let applied = try await policies.admit(user: identity.user, model: checked.model, imageCount: checked.imageCount,
-                                                      path: endpoint.path) {
-                appliedClassID = applied.id
-                if let rewritten = PolicyEnforcer.rewrite(json, path: endpoint.path, in: applied) {
-                    bytes = ByteBuffer(data: rewritten.jsonData)
-                }
-            }
+            model = checked.model
             inspection = checked
             body = bytes
+            json = parsed
+        }
+        if endpoint.path == "/api/v1/models/download/status/:job", let job = context.parameters.get("job") {
+            preferredUpstream = downloads.upstream(of: job)
+        }
+        var ticket = try await admission.ticket(user: identity.user, model: model, imageCount: inspection?.imageCount ?? 0,
+                                                shape: endpoint.policy, kinds: endpoint.kinds, usesSlot: endpoint.usesSlot,
+                                                preferredUpstream: preferredUpstream, path: endpoint.path)
+        if let json, let applied = ticket.applied, let rewritten = PolicyEnforcer.rewrite(json, shape: endpoint.policy, in: applied) {
+            body = ByteBuffer(data: rewritten.jsonData)
+        }
+        // Model management names its upstream when several could do it (`upstream`, the gateway's own field).
+        if endpoint.minimumRole > .student, let json, let named = json["upstream"]?.stringValue {
+            guard pool.upstream(named: named)?.kind == .lmstudio else { throw GatewayError.notFound("no LM Studio upstream named '\(named)'") }
+            ticket.preferred = named
+            if case .object(var members) = json {
+                members["upstream"] = nil
+                body = ByteBuffer(data: JSONValue.object(members).jsonData)
+            }
         }
 
         var outgoing = RawRequest(method: HTTPMethod(rawValue: endpoint.method.rawValue), path: request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
@@ -92,52 +123,248 @@ public struct ProxyController: Sendable {
             if let value = request.headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
         }
         if let body { outgoing.body = .bytes(body) }
-        outgoing.expectsStream = inspection?.stream == true
-
+        let stream = inspection?.stream == true
+        outgoing.expectsStream = stream
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
-                                     classID: appliedClassID, model: inspection?.model ?? "unknown",
+                                     classID: ticket.applied?.id, model: inspection?.model ?? "unknown",
                                      counted: endpoint.method == .post)
-        let surface = endpoint.surface.rawValue
-        let upstream = self.upstream
-        let metrics = self.metrics
+        let prepared = Prepared(endpoint: endpoint, ticket: ticket, outgoing: outgoing, stream: stream, recorder: recorder,
+                                listingClass: listingClass)
 
-        guard inspection?.stream == true else {
-            // The whole exchange is cancelled if the caller leaves: a long answer is not generated for no one.
-            let collected = try await upstreamCall {
-                try await context.cancellingIfCallerLeaves { [outgoing] in
-                    let started = ContinuousClock.now
-                    let response = try await upstream.send(outgoing)
-                    metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
-                    return CollectedResponse(status: response.status, headers: response.headers,
-                                             body: try await response.body.collect(upTo: upstream.maxResponseBytes))
-                }
-            }
-            return try await answer(collected, endpoint: endpoint, recorder: recorder, listingClass: listingClass)
+        if let list = endpoint.modelList, admission.candidates(ticket).count > 1 {
+            return try await mergedModelList(prepared, list: list, context: context)
         }
+        guard stream else { return try await whole(prepared, context: context) }
+        // A stream that gets a slot at once goes on as before; one that must wait answers its head now and
+        // says its place in line until it is its turn.
+        if let slot = try admission.tryAcquire(ticket) {
+            return try await streamed(prepared, slot: slot, context: context)
+        }
+        return queuedStream(prepared, context: context)
+    }
 
-        // A stream's head comes at once; the relay below stops when the caller leaves.
-        let started = ContinuousClock.now
-        let upstreamResponse = try await upstreamCall { try await upstream.send(outgoing) }
-        metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
+    // MARK: Whole answers
+
+    /// Waits for a slot (the caller hears nothing until the answer), then answers with the whole upstream
+    /// answer and how long it waited (`X-Queue-Wait-Ms`). The whole exchange is cancelled if the caller
+    /// leaves: a long answer is not generated for no one.
+    func whole(_ prepared: Prepared, context: GatewayRequestContext) async throws -> Response {
+        let admission = self.admission
+        let metrics = self.metrics
+        let surface = prepared.endpoint.surface.rawValue
+        let (collected, waited, upstream) = try await upstreamCall {
+            try await context.cancellingIfCallerLeaves {
+                let (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics, surface: surface)
+                defer { slot.release() }
+                let body = try await response.body.collect(upTo: slot.upstream.client.maxResponseBytes)
+                return (CollectedResponse(status: response.status, headers: response.headers, body: body), slot.waited,
+                        slot.upstream.name)
+            }
+        }
+        var recorder = prepared.recorder
+        recorder.upstream = upstream
+        var response = try await answer(collected, endpoint: prepared.endpoint, recorder: recorder, listingClass: prepared.listingClass)
+        if prepared.endpoint.usesSlot {
+            response.headers[Self.queueWaitHeader] = String(Int((waited.seconds * 1000).rounded()))
+        }
+        return response
+    }
+
+    /// Sends the request on `slot` (or on one it waits for), going on to the next upstream that may serve it
+    /// when one fails before answering (refused, no head in time, 5xx while another may serve); returns
+    /// the answer's head with the slot it holds, to release when the answer has been read.
+    static func send(_ prepared: Prepared, admission: Admission, slot initial: Admission.Slot?, metrics: GatewayMetrics,
+                     surface: String, onPosition: (@Sendable (Int) -> Void)? = nil) async throws -> (RawResponse, Admission.Slot) {
+        var slot: Admission.Slot
+        if let initial { slot = initial } else { slot = try await admission.acquire(prepared.ticket, onPosition: onPosition) }
+        var tried: Set<String> = []
+        while true {
+            let started = ContinuousClock.now
+            do {
+                let response = try await slot.upstream.client.send(prepared.outgoing)
+                metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
+                let others = !admission.candidates(prepared.ticket, excluding: tried.union([slot.upstream.name])).isEmpty
+                if response.status >= 500, others, prepared.endpoint.usesSlot {
+                    // Its body is not read: leaving it cancels the request.
+                    guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: "HTTP \(response.status)",
+                                                                  tried: &tried, onPosition: onPosition) else { return (response, slot) }
+                    slot = next
+                    continue
+                }
+                if response.status < 500 { slot.upstream.markSucceeded() }
+                return (response, slot)
+            } catch where Upstream.isUpstreamFault(error) && prepared.endpoint.usesSlot {
+                guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: GatewayError.upstream(error).message,
+                                                              tried: &tried, onPosition: onPosition) else { throw error }
+                slot = next
+            } catch {
+                if Upstream.isUpstreamFault(error) { slot.upstream.markFailed(GatewayError.upstream(error).message) }
+                slot.release()
+                throw error
+            }
+        }
+    }
+
+    // MARK: Streams
+
+    /// A stream with its slot in hand: the upstream's head becomes the caller's (an error answer included),
+    /// and its events are relayed as they come.
+    func streamed(_ prepared: Prepared, slot first: Admission.Slot, context: GatewayRequestContext) async throws -> Response {
+        let metrics = self.metrics
+        let (upstreamResponse, slot) = try await upstreamCall {
+            try await Self.send(prepared, admission: admission, slot: first, metrics: metrics, surface: prepared.endpoint.surface.rawValue)
+        }
+        let recorder = { var recorder = prepared.recorder; recorder.upstream = slot.upstream.name; return recorder }()
         var headers = Self.responseHeaders(upstreamResponse.headers)
         guard (200..<300).contains(upstreamResponse.status),
             headers[.contentType]?.lowercased().hasPrefix("text/event-stream") == true
         else {
-            let body = try await upstreamCall { try await upstreamResponse.body.collect(upTo: upstream.maxResponseBytes) }
+            defer { slot.release() }
+            let body = try await upstreamCall { try await upstreamResponse.body.collect(upTo: slot.upstream.client.maxResponseBytes) }
             return try await answer(CollectedResponse(status: upstreamResponse.status, headers: upstreamResponse.headers, body: body),
-                                    endpoint: endpoint, recorder: recorder)
+                                    endpoint: prepared.endpoint, recorder: recorder)
         }
-
         headers[.cacheControl] = "no-cache"
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        let endpoint = prepared.endpoint
         let responseBody = ResponseBody { writer in
             metrics.streamStarted()
-            defer { metrics.streamEnded() }
+            defer {
+                metrics.streamEnded()
+                slot.release()
+            }
             let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
             // Leaving the relay (the caller has gone) cancels the upstream request.
             try await context.cancellingIfCallerLeaves { try await relay.run(upstreamResponse.body) }
         }
         return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
+    }
+
+    /// A stream that waits for a slot: its head (200, an event stream) goes at once, then a comment line with
+    /// the place in line whenever it changes (`: queued 3`, which every SSE client skips), then the answer's
+    /// events; an answer that fails, now that the status is sent, fails as an error event in the caller's
+    /// API's form.
+    func queuedStream(_ prepared: Prepared, context: GatewayRequestContext) -> Response {
+        let admission = self.admission
+        let metrics = self.metrics
+        let endpoint = prepared.endpoint
+        let responseBody = ResponseBody { writer in
+            metrics.streamStarted()
+            defer { metrics.streamEnded() }
+            let writer = StreamWriter(writer)
+            try await context.cancellingIfCallerLeaves {
+                let (events, continuation) = AsyncStream.makeStream(of: QueueEvent.self)
+                let waiting = Task {
+                    do {
+                        let (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics,
+                                                                   surface: endpoint.surface.rawValue) { continuation.yield(.position($0)) }
+                        continuation.yield(.answered(response, slot))
+                    } catch {
+                        continuation.yield(.failed(error))
+                    }
+                    continuation.finish()
+                }
+                try await withTaskCancellationHandler {
+                    for await event in events {
+                        switch event {
+                        case .position(let ahead):
+                            try await writer.write(ByteBuffer(string: ": queued \(ahead)\n\n"))
+                        case .answered(let response, let slot):
+                            defer { slot.release() }
+                            var recorder = prepared.recorder
+                            recorder.upstream = slot.upstream.name
+                            try await Self.relayAfterWaiting(response, endpoint: endpoint, recorder: recorder, writer: writer, metrics: metrics)
+                            return
+                        case .failed(let error):
+                            let gatewayError = (error as? GatewayError) ?? GatewayError.upstream(error)
+                            if !(error is GatewayError) { metrics.recordUpstreamError(kind: Self.errorKind(error)) }
+                            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(gatewayError, endpoint: endpoint)))
+                            try await writer.finish()
+                            return
+                        }
+                    }
+                } onCancel: {
+                    waiting.cancel()
+                }
+            }
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        return Response(status: .ok, headers: headers, body: responseBody)
+    }
+
+    /// What a waiting stream hears: its place in line, then the answer's head, or why there is none.
+    enum QueueEvent: Sendable {
+        case position(Int)
+        case answered(RawResponse, Admission.Slot)
+        case failed(any Error)
+    }
+
+    /// Relays the answer of a stream that waited: its events as they come, or, for an answer that is not an
+    /// event stream (an error of the upstream), its message as an error event.
+    static func relayAfterWaiting(_ response: RawResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder, writer: StreamWriter,
+                                  metrics: GatewayMetrics) async throws {
+        let isStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
+        guard (200..<300).contains(response.status), isStream else {
+            let body = try? await response.body.collect(upTo: 1 << 20)
+            let json = body.flatMap { try? JSONValue(parsing: $0.readableBytesView) }
+            let message = json.map { ServerError(json: $0).message } ?? "HTTP \(response.status)"
+            metrics.recordUpstreamError(kind: "status_\(response.status)")
+            let error = (400..<500).contains(response.status)
+                ? GatewayError(.init(code: response.status), type: .invalidRequest, message)
+                : GatewayError(.badGateway, type: .upstream, "the model server failed: \(message)")
+            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
+            try await writer.finish()
+            return
+        }
+        let relay = StreamRelay(writer: writer.writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
+        try await relay.run(response.body)
+    }
+
+    // MARK: Model lists
+
+    /// A model list from every upstream that may answer it, merged (the first to name a model keeps it), then
+    /// cut to the caller's class.
+    func mergedModelList(_ prepared: Prepared, list: ProxyEndpoint.ModelList, context: GatewayRequestContext) async throws -> Response {
+        let upstreams = admission.candidates(prepared.ticket)
+        let outgoing = prepared.outgoing
+        let answers = await withTaskGroup(of: (Int, JSONValue?).self) { group in
+            for (index, upstream) in upstreams.enumerated() {
+                group.addTask {
+                    guard let response = try? await upstream.client.send(outgoing), (200..<300).contains(response.status),
+                        let body = try? await response.body.collect(upTo: upstream.client.maxResponseBytes),
+                        let json = try? JSONValue(parsing: body.readableBytesView)
+                    else {
+                        upstream.markFailed("its model list could not be read")
+                        return (index, nil)
+                    }
+                    upstream.markSucceeded()
+                    return (index, json)
+                }
+            }
+            var answers: [(Int, JSONValue?)] = []
+            for await answer in group { answers.append(answer) }
+            return answers.sorted { $0.0 < $1.0 }.compactMap(\.1)
+        }
+        guard case .object(var merged)? = answers.first else {
+            throw GatewayError(.badGateway, type: .upstream, "no model server answered with its models")
+        }
+        var seen: Set<String> = []
+        var items: [JSONValue] = []
+        for answer in answers {
+            for item in answer[list.listKey]?.arrayValue ?? [] {
+                let id = item[list.idKey]?.stringValue ?? ""
+                if seen.insert(id).inserted { items.append(item) }
+            }
+        }
+        merged[list.listKey] = .array(items)
+        var body = JSONValue.object(merged)
+        if let listingClass = prepared.listingClass, let filtered = PolicyEnforcer.filterModels(body, list: list, policy: listingClass.policy) {
+            body = filtered
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: body.jsonData)))
     }
 
     /// The model a path names after its route's `**` (`/api/v0/models/qwen/qwen3-4b`, or with the slash
@@ -183,8 +410,8 @@ public struct ProxyController: Sendable {
         var collected = collected
         let json = try? JSONValue(parsing: collected.body.readableBytesView)
         // Class policy (issue 5): a student sees only the models of their class.
-        if (200..<300).contains(collected.status), let listingClass, let json,
-            let filtered = PolicyEnforcer.filterModels(json, path: endpoint.path, policy: listingClass.policy)
+        if (200..<300).contains(collected.status), let listingClass, let json, let list = endpoint.modelList,
+            let filtered = PolicyEnforcer.filterModels(json, list: list, policy: listingClass.policy)
         {
             collected.body = ByteBuffer(data: filtered.jsonData)
         }
@@ -193,6 +420,9 @@ public struct ProxyController: Sendable {
         }
         var observer = ResponseObserver(endpoint: endpoint)
         if let json { observer.observe(json: json) }
+        if endpoint.path == "/api/v1/models/download", let job = json?["job_id"]?.stringValue, let upstream = recorder.upstream {
+            downloads.remember(job, on: upstream)
+        }
         // Written before answering: an acknowledged response id is never lost.
         try await recorder.record(observer)
         return Response(status: .init(code: collected.status), headers: Self.responseHeaders(collected.headers),
@@ -205,6 +435,9 @@ public struct ProxyController: Sendable {
             return try await operation()
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as GatewayError {
+            // Already the caller's (a refusal of the queue, say).
+            throw error
         } catch {
             metrics.recordUpstreamError(kind: Self.errorKind(error))
             throw GatewayError.upstream(error)
@@ -245,137 +478,38 @@ public struct ProxyController: Sendable {
     }
 }
 
-/// Relays a stream piece by piece as it arrives, watching it go by; when the upstream fails or stops
-/// early, ends the caller's stream with an error event in their API's form.
-final class StreamRelay: @unchecked Sendable {
-    // Unchecked: the writer is used by one task at a time (the relay's), never concurrently.
-    private var writer: any ResponseBodyWriter
-    private var observer: ResponseObserver
-    private let endpoint: ProxyEndpoint
-    private let recorder: UsageRecorder
-    private let metrics: GatewayMetrics
 
-    init(writer: any ResponseBodyWriter, endpoint: ProxyEndpoint, recorder: UsageRecorder, metrics: GatewayMetrics) {
+/// Which upstream runs each download job the gateway started, so that its status is asked of that one.
+final class DownloadJobs: Sendable {
+    private let jobs = Mutex<[String: String]>([:])
+
+    func remember(_ job: String, on upstream: String) {
+        jobs.withLock { jobs in
+            // A bounded memory: the oldest jobs are long done when a thousand more have started.
+            if jobs.count >= 1000 { jobs.removeAll() }
+            jobs[job] = upstream
+        }
+    }
+
+    func upstream(of job: String) -> String? {
+        jobs.withLock { $0[job] }
+    }
+}
+
+/// A response body's writer, for the one task that writes to it at a time (the stream's).
+final class StreamWriter: @unchecked Sendable {
+    // Unchecked: written by one task at a time, never concurrently.
+    private(set) var writer: any ResponseBodyWriter
+
+    init(_ writer: any ResponseBodyWriter) {
         self.writer = writer
-        self.observer = ResponseObserver(endpoint: endpoint)
-        self.endpoint = endpoint
-        self.recorder = recorder
-        self.metrics = metrics
     }
 
-    func run(_ body: ResponseBodyStream) async throws {
-        var failure: GSEAIError?
-        var recorded = false
-        do {
-            for try await piece in body {
-                observer.observe(streamPiece: piece)
-                if observer.sawFinalEvent && !recorded {
-                    // Written before the caller sees the final event, which carries the response id and
-                    // ends the stream for the clients: an acknowledged id is never lost, and a caller who
-                    // continues from it at once finds it recorded.
-                    try await recorder.record(observer)
-                    recorded = true
-                }
-                try await writer.write(piece)
-            }
-            observer.finishStream()
-            if !observer.sawFinalEvent { failure = .streamInterrupted }
-        } catch let error as GSEAIError {
-            failure = error
-        } catch {
-            // The caller left or could not be written to: record what was spent, then stop.
-            if !recorded { try? await recorder.record(observer) }
-            throw error
-        }
-        if let failure {
-            metrics.recordUpstreamError(kind: ProxyController.errorKind(failure))
-            let error = GatewayError.upstream(failure)
-            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
-        }
-        // Written before the stream's end: an acknowledged response id is never lost.
-        if !recorded { try await recorder.record(observer) }
+    func write(_ buffer: ByteBuffer) async throws {
+        try await writer.write(buffer)
+    }
+
+    func finish() async throws {
         try await writer.finish(nil)
-    }
-}
-
-/// Writes what a stream's caller needs when the upstream fails mid-way, in their API's own form.
-enum StreamErrorEvents {
-    static func render(_ error: GatewayError, endpoint: ProxyEndpoint) -> String {
-        switch endpoint.surface {
-        case .lmstudio:
-            // LM Studio always ends a stream with chat.end, also after an error.
-            let event: JSONValue = ["type": "error", "error": ["type": .string(error.kind.rawValue), "message": .string(error.message)]]
-            let end: JSONValue = ["type": "chat.end", "result": ["output": [], "error": ["message": .string(error.message)]]]
-            return ServerSentEvent(event: "error", data: event.jsonString).encoded
-                + ServerSentEvent(event: "chat.end", data: end.jsonString).encoded
-        case .anthropic:
-            return ServerSentEvent(event: "error", data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
-        case .openAI where endpoint.isResponsesAPI:
-            let event: JSONValue = ["type": "error", "code": .string(error.kind.rawValue), "message": .string(error.message), "param": nil]
-            return ServerSentEvent(event: "error", data: event.jsonString).encoded
-        default:
-            return ServerSentEvent(data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
-        }
-    }
-}
-
-/// Records, once per request, the response ids issued to the user and the tokens spent.
-struct UsageRecorder: Sendable {
-    let storage: Storage
-    let metrics: GatewayMetrics
-    let meter: UsageMeter
-    let userID: String
-    /// The class whose policy applied to the request, if any.
-    let classID: String?
-    let model: String
-    /// Model listings and the like are not usage.
-    let counted: Bool
-
-    func record(_ observer: ResponseObserver) async throws {
-        try await record(responseIDs: observer.responseIDs, inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
-    }
-
-    func record(responseIDs: [String], inputTokens: Int, outputTokens: Int) async throws {
-        let now = Date()
-        // The counts come from the model server: a negative one would give budget back, a huge one overflow
-        // the totals.
-        let inputTokens = Self.plausible(inputTokens), outputTokens = Self.plausible(outputTokens)
-        if counted {
-            meter.record(userID: userID, classID: classID, model: model, day: Self.day(now), inputTokens: inputTokens,
-                         outputTokens: outputTokens)
-            metrics.recordTokens(model: model, input: inputTokens, output: outputTokens)
-        }
-        for id in responseIDs {
-            try await storage.responses.record(responseID: id, userID: userID, at: now)
-        }
-    }
-
-    /// A token count as it is counted: at least 0, at most 2^40 (no answer has more; totals cannot overflow).
-    static func plausible(_ count: Int) -> Int {
-        min(max(0, count), 1 << 40)
-    }
-
-    /// `YYYY-MM-DD` in UTC, by arithmetic: a formatter per request costs more than the rest of the accounting.
-    static func day(_ date: Date) -> String {
-        // Howard Hinnant's days-to-civil algorithm.
-        let days = Int((date.timeIntervalSince1970 / 86_400).rounded(.down))
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(year)-\(two(month))-\(two(day))"
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a floating-point number.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -109,8 +109,25 @@ public final class UsageMeter: Service, Sendable {
         return sum(state.counts).addingSaturated(sum(state.writing))
     }
 
-    /// Writes what is counted so far.
+    /// The flush running now, if any: flushes run one after another, so that one that returns has written
+    /// everything counted before it was called (a flush running meanwhile included).
+    private let lastFlush = Mutex<Task<Void, Never>?>(nil)
+
+    /// Writes what is counted so far, after any flush already running.
     public func flush() async {
+        let task: Task<Void, Never> = lastFlush.withLock { last in
+            let previous = last
+            let next = Task {
+                await previous?.value
+                await self.writeCounted()
+            }
+            last = next
+            return next
+        }
+        await task.value
+    }
+
+    private func writeCounted() async {
         let batch = state.withLock { state in
             state.flushes += 1
             state.writing = state.counts

@@ -14,7 +14,10 @@ public struct Gateway: Sendable {
     public let configuration: GatewayConfiguration
     public let storage: Storage
     public let accounts: AccountService
-    public let upstream: GSEAIClient
+    /// The model servers and the fair queue for their slots.
+    public let pool: UpstreamPool
+    /// The one admission step: policy, route, a slot.
+    public let admission: Admission
     public let metrics: GatewayMetrics
     /// The answers being generated now.
     public let hub: GenerationHub
@@ -32,14 +35,16 @@ public struct Gateway: Sendable {
         self.storage = storage
         self.accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: passwordCost),
                                        sessionLifetime: configuration.sessionLifetime)
-        self.upstream = try GSEAIClient(apiToken: configuration.upstreamToken, baseURL: configuration.upstreamURL,
-                                        timeouts: configuration.timeouts, logger: logger)
         self.metrics = GatewayMetrics()
+        self.pool = try UpstreamPool(settings: configuration.upstreams, timeouts: configuration.timeouts,
+                                     scheduler: FairScheduler(limits: configuration.queueLimits, discipline: configuration.queueDiscipline),
+                                     refreshInterval: configuration.upstreamRefresh, metrics: metrics, logger: logger)
         self.hub = GenerationHub()
         self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
         self.policies = PolicyEnforcer(classes: storage.classes, meter: usageMeter, clock: clock)
-        var engine = ConversationEngine(storage: storage, upstream: upstream, kind: configuration.upstreamKind, hub: hub,
-                                        metrics: metrics, usageMeter: usageMeter, policies: policies, logger: logger)
+        self.admission = Admission(policies: policies, pool: pool, metrics: metrics, defaultCap: configuration.concurrencyPerUser)
+        var engine = ConversationEngine(storage: storage, admission: admission, hub: hub, metrics: metrics, usageMeter: usageMeter,
+                                        logger: logger)
         engine.maxOutputTokens = configuration.chatMaxOutputTokens
         self.engine = engine
     }
@@ -68,20 +73,21 @@ public struct Gateway: Sendable {
         router.add(middleware: FileMiddleware(pageFolder, cacheControl: .init([(MediaType(type: .any), [.noCache])]), searchForIndexHtml: true))
         router.add(middleware: AuthenticationMiddleware(accounts: accounts, publicOrigin: configuration.publicOrigin))
 
-        let upstream = self.upstream
+        let pool = self.pool
         HealthController(checks: [
             (name: "database", check: storage.ping),
-            (name: "upstream", check: { _ = try await upstream.listModelsOpenAI() }),
+            // Ready when at least one model server answers.
+            (name: "upstream", check: { try await pool.anyAnswers() }),
         ], metrics: metrics).register(on: router)
         AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
                           secureCookies: configuration.secureCookies, publicOrigin: configuration.publicOrigin).register(on: router)
         ConversationController(engine: engine, imageLimits: configuration.imageLimits).register(on: router)
-        ProxyController(upstream: upstream, kind: configuration.upstreamKind, storage: storage, metrics: metrics, usageMeter: usageMeter,
-                        maxBodyBytes: configuration.maxBodyBytes, imageLimits: configuration.imageLimits,
-                        policies: policies).register(on: router)
+        ProxyController(admission: admission, storage: storage, metrics: metrics, usageMeter: usageMeter,
+                        maxBodyBytes: configuration.maxBodyBytes, imageLimits: configuration.imageLimits).register(on: router)
+        UpstreamController(pool: pool).register(on: router)
         let setupLinks = SetupLinks(accounts: accounts, publicURL: configuration.effectivePublicURL, clock: policies.clock)
         ClassController(accounts: accounts, policies: policies, secureCookies: configuration.secureCookies,
-                        publicOrigin: configuration.publicOrigin, setupLinks: setupLinks).register(on: router)
+                        publicOrigin: configuration.publicOrigin, setupLinks: setupLinks, scheduler: pool.scheduler).register(on: router)
         SetupLinkController(links: setupLinks, publicOrigin: configuration.publicOrigin).register(on: router)
         AdminController(accounts: accounts, setupLinks: setupLinks).register(on: router)
         return router
@@ -109,9 +115,7 @@ public struct Gateway: Sendable {
             router: buildRouter(),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
-            services: [usageMeter,
-                       ShutdownService(name: "upstream client", action: { [upstream] in try await upstream.shutdown() }),
-                       ShutdownService(name: "storage", action: storage.close)],
+            services: [usageMeter, pool, ShutdownService(name: "storage", action: storage.close)],
             onServerRunning: onServerRunning,
             logger: logger
         )

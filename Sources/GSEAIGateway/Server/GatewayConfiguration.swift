@@ -2,27 +2,59 @@ import Configuration
 import Foundation
 import GSEAI
 
-/// The kind of server behind the gateway, which decides the API surfaces it forwards.
+/// The kind of model server, which decides the API surfaces it serves.
 public enum UpstreamKind: String, Sendable, CaseIterable {
     /// LM Studio (GSE AI): every surface.
     case lmstudio
-    /// An OpenAI-compatible server (llama.cpp, LocalAI, text-generation-webui, vLLM): `/v1/models`,
-    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+    /// An OpenAI-compatible server (LocalAI, vLLM): `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
+    /// `/v1/embeddings`.
     case openai
+    /// A llama.cpp server (`llama-server`, or llama-cpp-python's): the OpenAI-compatible surface.
+    case llamacpp
+    /// text-generation-webui: the OpenAI-compatible surface.
+    case tgw
+}
+
+/// One model server of the pool, as configured.
+public struct UpstreamSettings: Sendable, Hashable {
+    /// A short name for logs, metrics and the console (`gpu1`).
+    public var name: String
+    /// Its base URL.
+    public var url: String
+    public var kind: UpstreamKind
+    /// Its bearer token; never logged or returned.
+    public var token: String
+    /// How many requests it runs at once (LM Studio's "max concurrent predictions", llama.cpp's `--parallel`).
+    public var slots: Int
+
+    public init(name: String, url: String, kind: UpstreamKind, token: String, slots: Int) {
+        self.name = name
+        self.url = url
+        self.kind = kind
+        self.token = token
+        self.slots = slots
+    }
 }
 
 /// Everything the gateway is configured with, read once at start.
 ///
-/// Each setting has a key such as `gseai.upstream.url`; the environment variable is the key in upper case
-/// with underscores (`GSEAI_UPSTREAM_URL`). Sources, first match wins: command-line flags, the environment,
-/// a `.env` file in the working directory, the defaults here.
+/// Each setting has a key such as `gseai.upstream.url`, declared once in ``Setting`` with its help; the
+/// environment variable is the key in upper case with underscores (`GSEAI_UPSTREAM_URL`). Sources, first
+/// match wins: command-line flags, the environment, a `.env` file in the working directory, a JSON
+/// configuration file (`gseai.config.file`), the defaults here.
 public struct GatewayConfiguration: Sendable {
-    /// The upstream's base URL.
+    /// The one upstream's base URL (when no pool is configured).
     public var upstreamURL = "http://gseai.gse.buffalo.edu:11434"
-    /// The upstream's kind.
+    /// The one upstream's kind.
     public var upstreamKind = UpstreamKind.lmstudio
-    /// The upstream's bearer token (`GSEAI_API_TOKEN`); never logged or returned.
+    /// The one upstream's bearer token (`GSEAI_API_TOKEN`); never logged or returned.
     public var upstreamToken = ""
+    /// The one upstream's slots.
+    public var upstreamSlots = 4
+    /// The model servers, when several are configured (`gseai.pool`); empty for the one upstream above.
+    public var pool: [UpstreamSettings] = []
+    /// How often each upstream's models and health are read again.
+    public var upstreamRefresh = Duration.seconds(30)
     /// The SQLite database file; `:memory:` keeps everything in memory (tests).
     public var databasePath = "data/gseai.sqlite"
     /// The address to listen on.
@@ -54,6 +86,10 @@ public struct GatewayConfiguration: Sendable {
     public var chatMaxOutputTokens = 4096
     /// The folder of the web page; empty for the page built into the gateway (a SwiftPM resource).
     public var publicDirectory = ""
+    /// The fair queue: its order, its limits, and the slots a user holds at most when no class says.
+    public var queueDiscipline = FairScheduler.Discipline.fair
+    public var queueLimits = FairScheduler.Limits()
+    public var concurrencyPerUser = 2
 
     public init() {}
 
@@ -79,8 +115,67 @@ public struct GatewayConfiguration: Sendable {
         .init(connect: connectTimeout, firstByte: firstByteTimeout, idle: idleTimeout)
     }
 
+    /// The model servers: the pool, or the one upstream (named `default`).
+    public var upstreams: [UpstreamSettings] {
+        pool.isEmpty
+            ? [UpstreamSettings(name: "default", url: upstreamURL, kind: upstreamKind, token: upstreamToken, slots: upstreamSlots)]
+            : pool
+    }
+
+    /// One setting: its key (the environment variable follows from it) and what it means, for `--help` and
+    /// the README. Each key is written here once.
+    public struct Setting: Sendable {
+        public let key: String
+        public let help: String
+
+        /// `GSEAI_UPSTREAM_URL` for `gseai.upstream.url`.
+        public var variable: String { key.uppercased().replacingOccurrences(of: ".", with: "_") }
+
+        init(_ key: String, _ help: String) {
+            self.key = key
+            self.help = help
+        }
+
+        static let configFile = Setting("gseai.config.file", "a JSON configuration file, keys nested by their dots (none by default)")
+        static let upstreamURL = Setting("gseai.upstream.url", "upstream base URL (default http://gseai.gse.buffalo.edu:11434)")
+        static let upstreamKind = Setting("gseai.upstream.kind", "lmstudio (every surface), openai, llamacpp or tgw (the /v1 OpenAI surface)")
+        static let upstreamSlots = Setting("gseai.upstream.slots", "requests the upstream runs at once (default 4)")
+        static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
+        static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")
+        static let upstreamRefresh = Setting("gseai.upstream.refresh.seconds", "how often upstreams' models and health are read (default 30)")
+        static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none)")
+        static let host = Setting("gseai.host", "listen address (default 127.0.0.1)")
+        static let port = Setting("gseai.port", "listen port (default 8080)")
+        static let publicURL = Setting("gseai.public.url", "URL people use to reach the gateway (links, CSRF origin check; https makes cookies Secure)")
+        static let tlsCertificate = Setting("gseai.tls.certificate", "PEM certificate chain: serve HTTPS directly")
+        static let tlsKey = Setting("gseai.tls.key", "PEM private key for the certificate")
+        static let bodyBytes = Setting("gseai.limits.body.bytes", "largest request body (default 33554432)")
+        static let imageBytes = Setting("gseai.limits.image.bytes", "largest image, decoded (default 10485760)")
+        static let imagePixels = Setting("gseai.limits.image.pixels", "most pixels (width × height) an image may declare (default 40000000)")
+        static let connectTimeout = Setting("gseai.timeout.connect.seconds", "upstream connect limit (default 10)")
+        static let firstByteTimeout = Setting("gseai.timeout.first.byte.seconds", "upstream response-head limit (default 300)")
+        static let idleTimeout = Setting("gseai.timeout.idle.seconds", "upstream silence limit between chunks (default 120)")
+        static let sessionHours = Setting("gseai.session.hours", "login session lifetime (default 168)")
+        static let loginAttempts = Setting("gseai.login.attempts", "failed logins per user and address per 5 minutes (default 5)")
+        static let publicDirectory = Setting("gseai.public.dir", "folder of the web page (default: the page built into the gateway)")
+        static let chatMaxOutputTokens = Setting("gseai.chat.max.output.tokens", "most tokens in one chat-page answer (default 4096)")
+        static let queueDiscipline = Setting("gseai.queue.discipline", "fair (classes, then students, take turns) or fifo (default fair)")
+        static let queueMaxWaiting = Setting("gseai.queue.max.waiting", "requests waiting for a slot in all before 503 (default 1000)")
+        static let queueMaxWaitingPerUser = Setting("gseai.queue.max.waiting.per.user", "requests one user may have waiting before 429 (default 20)")
+        static let queueMaxWait = Setting("gseai.queue.max.wait.seconds", "longest wait for a slot before 503 (default 180)")
+        static let concurrencyPerUser = Setting("gseai.queue.concurrency.per.user", "slots a user holds at most when no class sets it (default 2)")
+
+        /// Every setting, in the order `--help` lists them.
+        public static let all: [Setting] = [
+            configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamRefresh, database, host, port, publicURL,
+            tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
+            sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
+            queueMaxWaitingPerUser, queueMaxWait, concurrencyPerUser,
+        ]
+    }
+
     /// Reads the configuration from `overrides` (the command-line flags), the environment, an optional
-    /// `.env` file and the defaults.
+    /// `.env` file, the JSON configuration file it names, and the defaults.
     public static func load(overrides: [String: String] = [:], environmentFile: String? = ".env") async throws -> GatewayConfiguration {
         var providers: [any ConfigProvider] = [
             InMemoryProvider(values: overrides.reduce(into: [:]) { $0[AbsoluteConfigKey(stringLiteral: $1.key)] = ConfigValue(.string($1.value), isSecret: false) }),
@@ -89,45 +184,100 @@ public struct GatewayConfiguration: Sendable {
         if let environmentFile {
             providers.append(try await EnvironmentVariablesProvider(environmentFilePath: .init(environmentFile), allowMissing: true))
         }
+        if let file = ConfigReader(providers: providers).string(forKey: ConfigKey(Setting.configFile.key)) {
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: .init(file)))
+            } catch {
+                throw ConfigurationError("cannot read the configuration file \(file): \(error)")
+            }
+        }
         return try GatewayConfiguration(reader: ConfigReader(providers: providers))
     }
 
     /// Reads every setting from `reader`, checking values as it goes.
     public init(reader: ConfigReader) throws {
         let defaults = GatewayConfiguration()
-        upstreamURL = reader.string(forKey: "gseai.upstream.url", default: defaults.upstreamURL)
-        let kind = reader.string(forKey: "gseai.upstream.kind", default: defaults.upstreamKind.rawValue)
-        guard let upstreamKind = UpstreamKind(rawValue: kind) else {
-            throw ConfigurationError("gseai.upstream.kind must be lmstudio or openai, not '\(kind)'")
+        func string(_ setting: Setting, isSecret: Bool = false) -> String? {
+            reader.string(forKey: ConfigKey(setting.key), isSecret: isSecret)
         }
-        self.upstreamKind = upstreamKind
-        upstreamToken = reader.string(forKey: "gseai.api.token", isSecret: true, default: "")
-        databasePath = reader.string(forKey: "gseai.database", default: defaults.databasePath)
-        host = reader.string(forKey: "gseai.host", default: defaults.host)
-        port = try Self.int(reader, "gseai.port", defaults.port, range: 0...65535)
-        publicURL = reader.string(forKey: "gseai.public.url", default: "")
-        tlsCertificatePath = reader.string(forKey: "gseai.tls.certificate")
-        tlsKeyPath = reader.string(forKey: "gseai.tls.key")
+        func int(_ setting: Setting, _ fallback: Int, range: ClosedRange<Int>) throws -> Int {
+            try Self.int(reader, setting.key, fallback, range: range)
+        }
+        upstreamURL = string(.upstreamURL) ?? defaults.upstreamURL
+        upstreamKind = try Self.kind(string(.upstreamKind) ?? defaults.upstreamKind.rawValue, key: Setting.upstreamKind.key)
+        upstreamToken = string(.apiToken, isSecret: true) ?? ""
+        upstreamSlots = try int(.upstreamSlots, defaults.upstreamSlots, range: 1...1024)
+        upstreamRefresh = .seconds(try int(.upstreamRefresh, 30, range: 1...3600))
+        databasePath = string(.database) ?? defaults.databasePath
+        host = string(.host) ?? defaults.host
+        port = try int(.port, defaults.port, range: 0...65535)
+        publicURL = string(.publicURL) ?? ""
+        tlsCertificatePath = string(.tlsCertificate)
+        tlsKeyPath = string(.tlsKey)
         if (tlsCertificatePath == nil) != (tlsKeyPath == nil) {
             throw ConfigurationError("HTTPS needs both gseai.tls.certificate and gseai.tls.key")
         }
-        maxBodyBytes = try Self.int(reader, "gseai.limits.body.bytes", defaults.maxBodyBytes, range: 1024...(1 << 30))
-        maxImageBytes = try Self.int(reader, "gseai.limits.image.bytes", defaults.maxImageBytes, range: 1024...(1 << 30))
-        maxImagePixels = try Self.int(reader, "gseai.limits.image.pixels", defaults.maxImagePixels, range: 1...(1 << 32))
-        connectTimeout = .seconds(try Self.int(reader, "gseai.timeout.connect.seconds", 10, range: 1...600))
-        firstByteTimeout = .seconds(try Self.int(reader, "gseai.timeout.first.byte.seconds", 300, range: 1...3600))
-        idleTimeout = .seconds(try Self.int(reader, "gseai.timeout.idle.seconds", 120, range: 1...3600))
-        sessionLifetime = .seconds(3600 * (try Self.int(reader, "gseai.session.hours", 168, range: 1...8760)))
-        loginAttempts = try Self.int(reader, "gseai.login.attempts", defaults.loginAttempts, range: 1...1000)
-        publicDirectory = reader.string(forKey: "gseai.public.dir", default: defaults.publicDirectory)
-        chatMaxOutputTokens = try Self.int(reader, "gseai.chat.max.output.tokens", defaults.chatMaxOutputTokens, range: 16...1_000_000)
+        maxBodyBytes = try int(.bodyBytes, defaults.maxBodyBytes, range: 1024...(1 << 30))
+        maxImageBytes = try int(.imageBytes, defaults.maxImageBytes, range: 1024...(1 << 30))
+        maxImagePixels = try int(.imagePixels, defaults.maxImagePixels, range: 1...(1 << 32))
+        connectTimeout = .seconds(try int(.connectTimeout, 10, range: 1...600))
+        firstByteTimeout = .seconds(try int(.firstByteTimeout, 300, range: 1...3600))
+        idleTimeout = .seconds(try int(.idleTimeout, 120, range: 1...3600))
+        sessionLifetime = .seconds(3600 * (try int(.sessionHours, 168, range: 1...8760)))
+        loginAttempts = try int(.loginAttempts, defaults.loginAttempts, range: 1...1000)
+        publicDirectory = string(.publicDirectory) ?? defaults.publicDirectory
+        chatMaxOutputTokens = try int(.chatMaxOutputTokens, defaults.chatMaxOutputTokens, range: 16...1_000_000)
+        let discipline = string(.queueDiscipline) ?? defaults.queueDiscipline.rawValue
+        guard let queueDiscipline = FairScheduler.Discipline(rawValue: discipline) else {
+            throw ConfigurationError("\(Setting.queueDiscipline.key) must be fair or fifo, not '\(discipline)'")
+        }
+        self.queueDiscipline = queueDiscipline
+        queueLimits = FairScheduler.Limits(
+            maxWaiting: try int(.queueMaxWaiting, defaults.queueLimits.maxWaiting, range: 0...1_000_000),
+            maxWaitingPerUser: try int(.queueMaxWaitingPerUser, defaults.queueLimits.maxWaitingPerUser, range: 0...100_000),
+            maxWait: .seconds(try int(.queueMaxWait, 180, range: 1...3600))
+        )
+        concurrencyPerUser = try int(.concurrencyPerUser, defaults.concurrencyPerUser, range: 1...1024)
         guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
+        pool = try Self.pool(reader)
+    }
+
+    /// The upstreams named by `gseai.pool`, each from `gseai.upstream.NAME.*`.
+    private static func pool(_ reader: ConfigReader) throws -> [UpstreamSettings] {
+        let names = reader.stringArray(forKey: ConfigKey(Setting.pool.key))
+            ?? reader.string(forKey: ConfigKey(Setting.pool.key)).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            ?? []
+        var seen: Set<String> = []
+        return try names.filter { !$0.isEmpty }.map { name in
+            guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }), !["url", "kind", "slots", "refresh"].contains(name) else {
+                throw ConfigurationError("an upstream's name has letters, digits and dashes (and is not url, kind, slots or refresh): '\(name)'")
+            }
+            guard seen.insert(name.lowercased()).inserted else { throw ConfigurationError("the upstream '\(name)' is named twice in gseai.pool") }
+            let prefix = "gseai.upstream.\(name.lowercased())"
+            guard let url = reader.string(forKey: ConfigKey("\(prefix).url")), (try? GSEAIClient.normalizedBaseURL(url)) != nil else {
+                throw ConfigurationError("\(prefix).url must be the http(s) URL of the upstream '\(name)'")
+            }
+            return UpstreamSettings(
+                name: name,
+                url: url,
+                kind: try kind(reader.string(forKey: ConfigKey("\(prefix).kind")) ?? "lmstudio", key: "\(prefix).kind"),
+                token: reader.string(forKey: ConfigKey("\(prefix).token"), isSecret: true) ?? "",
+                slots: try int(reader, "\(prefix).slots", 4, range: 1...1024)
+            )
+        }
+    }
+
+    private static func kind(_ text: String, key: String) throws -> UpstreamKind {
+        guard let kind = UpstreamKind(rawValue: text) else {
+            throw ConfigurationError("\(key) must be \(UpstreamKind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(text)'")
+        }
+        return kind
     }
 
     private static func int(_ reader: ConfigReader, _ key: String, _ fallback: Int, range: ClosedRange<Int>) throws -> Int {
-        guard let text = reader.string(forKey: ConfigKey(key)) else { return fallback }
+        guard let text = reader.string(forKey: ConfigKey(key)) ?? reader.int(forKey: ConfigKey(key)).map(String.init) else { return fallback }
         guard let value = Int(text), range.contains(value) else {
             throw ConfigurationError("\(key) must be a whole number in \(range.lowerBound)…\(range.upperBound), not '\(text)'")
         }
@@ -135,27 +285,9 @@ public struct GatewayConfiguration: Sendable {
     }
 
     /// The settings with their environment variables, for `--help` and the README.
-    public static let documentation: [(key: String, variable: String, meaning: String)] = [
-        ("gseai.upstream.url", "GSEAI_UPSTREAM_URL", "upstream base URL (default http://gseai.gse.buffalo.edu:11434)"),
-        ("gseai.upstream.kind", "GSEAI_UPSTREAM_KIND", "lmstudio (every surface) or openai (the /v1 OpenAI surface)"),
-        ("gseai.api.token", "GSEAI_API_TOKEN", "upstream bearer token, kept on the server"),
-        ("gseai.database", "GSEAI_DATABASE", "SQLite file (default data/gseai.sqlite; :memory: for none)"),
-        ("gseai.host", "GSEAI_HOST", "listen address (default 127.0.0.1)"),
-        ("gseai.port", "GSEAI_PORT", "listen port (default 8080)"),
-        ("gseai.public.url", "GSEAI_PUBLIC_URL", "URL people use to reach the gateway (links, CSRF origin check)"),
-        ("gseai.tls.certificate", "GSEAI_TLS_CERTIFICATE", "PEM certificate chain: serve HTTPS directly"),
-        ("gseai.tls.key", "GSEAI_TLS_KEY", "PEM private key for the certificate"),
-        ("gseai.limits.body.bytes", "GSEAI_LIMITS_BODY_BYTES", "largest request body (default 33554432)"),
-        ("gseai.limits.image.bytes", "GSEAI_LIMITS_IMAGE_BYTES", "largest image, decoded (default 10485760)"),
-        ("gseai.limits.image.pixels", "GSEAI_LIMITS_IMAGE_PIXELS", "most pixels (width × height) an image may declare (default 40000000)"),
-        ("gseai.timeout.connect.seconds", "GSEAI_TIMEOUT_CONNECT_SECONDS", "upstream connect limit (default 10)"),
-        ("gseai.timeout.first.byte.seconds", "GSEAI_TIMEOUT_FIRST_BYTE_SECONDS", "upstream response-head limit (default 300)"),
-        ("gseai.timeout.idle.seconds", "GSEAI_TIMEOUT_IDLE_SECONDS", "upstream silence limit between chunks (default 120)"),
-        ("gseai.session.hours", "GSEAI_SESSION_HOURS", "login session lifetime (default 168)"),
-        ("gseai.login.attempts", "GSEAI_LOGIN_ATTEMPTS", "failed logins per user and address per 5 minutes (default 5)"),
-        ("gseai.public.dir", "GSEAI_PUBLIC_DIR", "folder of the web page (default: the page built into the gateway)"),
-        ("gseai.chat.max.output.tokens", "GSEAI_CHAT_MAX_OUTPUT_TOKENS", "most tokens in one chat-page answer (default 4096)"),
-    ]
+    public static var documentation: [(key: String, variable: String, meaning: String)] {
+        Setting.all.map { ($0.key, $0.variable, $0.help) }
+    }
 }
 
 /// A configuration value that cannot be used.

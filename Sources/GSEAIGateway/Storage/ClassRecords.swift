@@ -28,11 +28,15 @@ public struct ClassPolicy: Codable, Sendable, Hashable {
     public var imagesAllowed: Bool
     /// How much of the students' chats instructors may see.
     public var transcriptVisibility: TranscriptVisibility
+    /// The most requests a student has running on the model servers at once (the gateway's default, 2,
+    /// when `nil`); more wait in the fair queue.
+    public var maxConcurrentRequests: Int?
 
     /// A policy; the defaults leave students unrestricted, with usage visible to instructors.
     public init(allowedModels: [String] = [], systemPrompt: String? = nil, systemPromptLocked: Bool = false,
                 maxOutputTokens: Int? = nil, dailyTokenBudget: Int? = nil, requestsPerMinute: Int? = nil,
-                imagesAllowed: Bool = true, transcriptVisibility: TranscriptVisibility = .usage) {
+                imagesAllowed: Bool = true, transcriptVisibility: TranscriptVisibility = .usage, maxConcurrentRequests: Int? = nil) {
+        self.maxConcurrentRequests = maxConcurrentRequests
         self.allowedModels = allowedModels
         self.systemPrompt = systemPrompt
         self.systemPromptLocked = systemPromptLocked
@@ -45,7 +49,7 @@ public struct ClassPolicy: Codable, Sendable, Hashable {
 
     private enum CodingKeys: String, CodingKey {
         case allowedModels, systemPrompt, systemPromptLocked, maxOutputTokens, dailyTokenBudget, requestsPerMinute
-        case imagesAllowed, transcriptVisibility
+        case imagesAllowed, transcriptVisibility, maxConcurrentRequests
     }
 
     /// Decodes a policy; a missing field takes its default, so that policies stored before a field existed
@@ -64,7 +68,9 @@ public struct ClassPolicy: Codable, Sendable, Hashable {
             requestsPerMinute: try container.decodeIfPresent(Int.self, forKey: .requestsPerMinute),
             imagesAllowed: try container.decodeIfPresent(Bool.self, forKey: .imagesAllowed) ?? defaults.imagesAllowed,
             transcriptVisibility: try container.decodeIfPresent(TranscriptVisibility.self, forKey: .transcriptVisibility)
-                ?? defaults.transcriptVisibility
+                ?? defaults.transcriptVisibility,
+            // A value that is not a positive count (written by hand in the database) counts as none.
+            maxConcurrentRequests: (try? container.decodeIfPresent(Int.self, forKey: .maxConcurrentRequests)).flatMap { $0.flatMap { $0 > 0 ? $0 : nil } }
         )
     }
 }

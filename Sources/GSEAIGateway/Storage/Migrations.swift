@@ -293,6 +293,11 @@ enum Migrations {
             // A student's invitations; and the cascade from users.
             "CREATE INDEX class_invitations_user_id ON class_invitations (user_id)",
         ]),
+        Migration(version: 6, name: "the upstream that issued each response id", statements: [
+            // With several model servers, a stored response continues only on the one that issued it; ids from
+            // before this version have none (the gateway had one upstream).
+            "ALTER TABLE response_owners ADD COLUMN upstream TEXT",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.

@@ -62,10 +62,20 @@ public protocol APIKeyRepository: Sendable {
 
 /// Which user each upstream response id (`resp_…`) belongs to.
 public protocol ResponseOwnershipRepository: Sendable {
-    /// Records an id for a user; recording the same id again for the same user is harmless.
-    func record(responseID: String, userID: String, at date: Date) async throws
+    /// Records an id for a user, with the upstream that issued it (which alone can continue it); recording
+    /// the same id again is harmless and keeps the first.
+    func record(responseID: String, userID: String, upstream: String?, at date: Date) async throws
     /// The owner of an id, or `nil` when the gateway never issued it.
     func owner(of responseID: String) async throws -> String?
+    /// The upstream that issued an id, if it was recorded.
+    func upstream(of responseID: String) async throws -> String?
+}
+
+extension ResponseOwnershipRepository {
+    /// Records an id for a user, its upstream unknown.
+    public func record(responseID: String, userID: String, at date: Date) async throws {
+        try await record(responseID: responseID, userID: userID, upstream: nil, at: date)
+    }
 }
 
 /// Token usage per user, class, model and day.

@@ -1,0 +1,77 @@
+import GSEAI
+import Hummingbird
+import NIOCore
+
+/// Relays a stream piece by piece as it arrives, watching it go by; when the upstream fails or stops
+/// early, ends the caller's stream with an error event in their API's form.
+final class StreamRelay: @unchecked Sendable {
+    // Unchecked: the writer is used by one task at a time (the relay's), never concurrently.
+    private var writer: any ResponseBodyWriter
+    private var observer: ResponseObserver
+    private let endpoint: ProxyEndpoint
+    private let recorder: UsageRecorder
+    private let metrics: GatewayMetrics
+
+    init(writer: any ResponseBodyWriter, endpoint: ProxyEndpoint, recorder: UsageRecorder, metrics: GatewayMetrics) {
+        self.writer = writer
+        self.observer = ResponseObserver(endpoint: endpoint)
+        self.endpoint = endpoint
+        self.recorder = recorder
+        self.metrics = metrics
+    }
+
+    func run(_ body: ResponseBodyStream) async throws {
+        var failure: GSEAIError?
+        var recorded = false
+        do {
+            for try await piece in body {
+                observer.observe(streamPiece: piece)
+                if observer.sawFinalEvent && !recorded {
+                    // Written before the caller sees the final event, which carries the response id and
+                    // ends the stream for the clients: an acknowledged id is never lost, and a caller who
+                    // continues from it at once finds it recorded.
+                    try await recorder.record(observer)
+                    recorded = true
+                }
+                try await writer.write(piece)
+            }
+            observer.finishStream()
+            if !observer.sawFinalEvent { failure = .streamInterrupted }
+        } catch let error as GSEAIError {
+            failure = error
+        } catch {
+            // The caller left or could not be written to: record what was spent, then stop.
+            if !recorded { try? await recorder.record(observer) }
+            throw error
+        }
+        if let failure {
+            metrics.recordUpstreamError(kind: ProxyController.errorKind(failure))
+            let error = GatewayError.upstream(failure)
+            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
+        }
+        // Written before the stream's end: an acknowledged response id is never lost.
+        if !recorded { try await recorder.record(observer) }
+        try await writer.finish(nil)
+    }
+}
+
+/// Writes what a stream's caller needs when the upstream fails mid-way, in their API's own form.
+enum StreamErrorEvents {
+    static func render(_ error: GatewayError, endpoint: ProxyEndpoint) -> String {
+        switch endpoint.surface {
+        case .lmstudio:
+            // LM Studio always ends a stream with chat.end, also after an error.
+            let event: JSONValue = ["type": "error", "error": ["type": .string(error.kind.rawValue), "message": .string(error.message)]]
+            let end: JSONValue = ["type": "chat.end", "result": ["output": [], "error": ["message": .string(error.message)]]]
+            return ServerSentEvent(event: "error", data: event.jsonString).encoded
+                + ServerSentEvent(event: "chat.end", data: end.jsonString).encoded
+        case .anthropic:
+            return ServerSentEvent(event: "error", data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+        case .openAI where endpoint.isResponsesAPI:
+            let event: JSONValue = ["type": "error", "code": .string(error.kind.rawValue), "message": .string(error.message), "param": nil]
+            return ServerSentEvent(event: "error", data: event.jsonString).encoded
+        default:
+            return ServerSentEvent(data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+        }
+    }
+}
