@@ -113,6 +113,9 @@ public final class GSEAIClient: Sendable {
         // A shared server behind the gateway serves many people at once: keep more than the default 8
         // connections open to it.
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        // A refused connection fails at once instead of being tried again until the connect limit: a gateway
+        // then sends the request to another server (a connection that does not answer still waits that limit).
+        configuration.connectionPool.retryConnectionEstablishment = false
         return configuration
     }
 

@@ -25,6 +25,7 @@ struct GatewayHarness: Sendable {
         var kind: UpstreamKind = .lmstudio
         var slots: Int?
         var serviceTime: Duration = .zero
+        var models: [String] = StubModels.all
     }
 
     /// Runs `body` with a fresh gateway in front of one stub; `configure` adjusts the configuration first.
@@ -50,7 +51,7 @@ struct GatewayHarness: Sendable {
         var stubs: [StubUpstream] = []
         let outcome: Result<T, any Error>
         do {
-            for spec in specs { stubs.append(try await StubUpstream.start(slots: spec.slots, serviceTime: spec.serviceTime)) }
+            for spec in specs { stubs.append(try await StubUpstream.start(slots: spec.slots, serviceTime: spec.serviceTime, models: spec.models)) }
             outcome = .success(try await run(stubs: stubs, specs: specs, configure: configure, clock: clock, body))
         } catch {
             outcome = .failure(error)
@@ -136,6 +137,14 @@ struct GatewayHarness: Sendable {
         }
     }
 
+    /// The tests' HTTP client: as many connections to a gateway as a test opens requests at once (the shared
+    /// client's eight would queue a ninth request in the test itself, out of the gateway's sight).
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     /// A plain HTTP request to the gateway.
     func request(_ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: String? = nil) async throws -> HTTPResult {
         var request = HTTPClientRequest(url: baseURL + path)
@@ -147,7 +156,7 @@ struct GatewayHarness: Sendable {
                 request.headers.add(name: "Content-Type", value: "application/json")
             }
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let response = try await Self.client.execute(request, timeout: .seconds(30))
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return HTTPResult(status: Int(response.status.code), headers: response.headers, text: String(buffer: bytes))
     }

@@ -6,7 +6,7 @@ import Hummingbird
 extension StubRoutes {
     func listModelsV1() async throws -> Response {
         let loaded = await state.loaded
-        let models: [JSONValue] = StubModels.all.map { key in
+        let models: [JSONValue] = served.map { key in
             let isEmbedding = key == StubModels.embedding
             let instances: [JSONValue] = loaded.contains(key) ? [["id": .string(key), "config": ["context_length": 4096]]] : []
             return [
@@ -145,12 +145,12 @@ extension StubRoutes {
 
     func listModelsV0() async throws -> Response {
         let loaded = await state.loaded
-        return Self.json(["object": "list", "data": .array(StubModels.all.map { v0Model($0, loaded: loaded) })])
+        return Self.json(["object": "list", "data": .array(served.map { v0Model($0, loaded: loaded) })])
     }
 
     func modelV0(_ model: String) async throws -> Response {
         let key = model.removingPercentEncoding ?? model
-        guard StubModels.all.contains(key) else { throw StubHTTPError(.notFound, "model '\(key)' not found") }
+        guard served.contains(key) else { throw StubHTTPError(.notFound, "model '\(key)' not found") }
         return Self.json(v0Model(key, loaded: await state.loaded))
     }
 }

@@ -56,7 +56,7 @@ extension StubRoutes {
     func listModelsOpenAI() throws -> Response {
         Self.json([
             "object": "list",
-            "data": .array(StubModels.all.map { ["id": .string($0), "object": "model", "created": 1_700_000_000, "owned_by": "stub"] }),
+            "data": .array(served.map { ["id": .string($0), "object": "model", "created": 1_700_000_000, "owned_by": "stub"] }),
         ])
     }
 

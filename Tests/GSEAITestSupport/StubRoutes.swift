@@ -26,11 +26,11 @@ struct Scenario {
 }
 
 /// The stub's models: one that sees, one that doesn't, one that embeds.
-enum StubModels {
-    static let vision = "stub/echo-vl"
-    static let text = "stub/echo-text"
-    static let embedding = "stub/embed"
-    static let all = [vision, text, embedding]
+public enum StubModels {
+    public static let vision = "stub/echo-vl"
+    public static let text = "stub/echo-text"
+    public static let embedding = "stub/embed"
+    public static let all = [vision, text, embedding]
 }
 
 struct StubRoutes: Sendable {
@@ -38,6 +38,8 @@ struct StubRoutes: Sendable {
     let state: StubState
     /// Like a GPU server: generation runs at most `slots` at a time, each taking the service time.
     let load: StubLoad?
+    /// The models it lists and answers (by default all of ``StubModels``): stubs of a pool can differ.
+    let served: [String]
 
     /// The routes that generate (and so take one of the stub's slots when it has a limit).
     static let generating: Set<String> = [
@@ -106,6 +108,9 @@ struct StubRoutes: Sendable {
             return Self.error(.badRequest, "request body is not valid JSON")
         }
         if String(buffer: buffer).contains("[[busy]]") { return Self.busy }
+        if let model = json?["model"]?.stringValue, StubModels.all.contains(model), !served.contains(model) {
+            return Self.error(.notFound, "model '\(model)' not found")
+        }
         guard let load, request.method == .post, Self.generating.contains(request.uri.path) else {
             do {
                 return try await body(json ?? .object([:]))

@@ -45,13 +45,14 @@ public final class StubUpstream: Sendable {
         port: Int = 0,
         slots: Int? = nil,
         serviceTime: Duration = .zero,
+        models: [String] = StubModels.all,
         logger: Logger = Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> StubUpstream {
         let state = StubState()
         let load = slots.map { StubLoad(slots: $0, serviceTime: serviceTime) }
         let router = Router(context: StubRequestContext.self)
         router.add(middleware: StubConnectionMiddleware())
-        let routes = StubRoutes(token: token, state: state, load: load)
+        let routes = StubRoutes(token: token, state: state, load: load, served: models)
         routes.register(on: router)
         let running = try await RunningApplication.start(logger: logger) { onServerRunning in
             Application(

@@ -140,6 +140,8 @@ public struct ProxyController: Sendable {
         if let slot = try admission.tryAcquire(ticket) {
             return try await streamed(prepared, slot: slot, context: context)
         }
+        // A refusal of the queue is still an HTTP status now; once the head is sent, it could only be an event.
+        try admission.checkMayWait(ticket)
         return queuedStream(prepared, context: context)
     }
 
@@ -154,11 +156,24 @@ public struct ProxyController: Sendable {
         let surface = prepared.endpoint.surface.rawValue
         let (collected, waited, upstream) = try await upstreamCall {
             try await context.cancellingIfCallerLeaves {
-                let (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics, surface: surface)
-                defer { slot.release() }
-                let body = try await response.body.collect(upTo: slot.upstream.client.maxResponseBytes)
-                return (CollectedResponse(status: response.status, headers: response.headers, body: body), slot.waited,
-                        slot.upstream.name)
+                var (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics, surface: surface)
+                var tried: Set<String> = []
+                let waited = slot.waited
+                while true {
+                    do {
+                        let body = try await response.body.collect(upTo: slot.upstream.client.maxResponseBytes)
+                        slot.release()
+                        return (CollectedResponse(status: response.status, headers: response.headers, body: body), waited, slot.upstream.name)
+                    } catch where Self.brokeOff(error) && prepared.endpoint.usesSlot {
+                        // The answer broke off, and the caller has had nothing yet: another upstream answers.
+                        guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: GatewayError.upstream(error).message,
+                                                                      tried: &tried) else { throw error }
+                        (response, slot) = try await Self.send(prepared, admission: admission, slot: next, metrics: metrics, surface: surface)
+                    } catch {
+                        slot.release()
+                        throw error
+                    }
+                }
             }
         }
         var recorder = prepared.recorder
@@ -466,6 +481,14 @@ public struct ProxyController: Sendable {
         metrics.recordUpstreamError(kind: "status_\(status)")
         let detail = json.map { ServerError(json: $0).message } ?? "HTTP \(status)"
         throw GatewayError(.badGateway, type: .upstream, "the model server failed: \(detail)")
+    }
+
+    /// Whether a body failed because its upstream went away or fell silent (not because it was too large).
+    static func brokeOff(_ error: any Error) -> Bool {
+        switch error {
+        case GSEAIError.streamInterrupted, GSEAIError.timeout(.idle), GSEAIError.connection: true
+        default: false
+        }
     }
 
     static func errorKind(_ error: any Error) -> String {

@@ -67,6 +67,14 @@ public struct Admission: Sendable {
         return upstreams
     }
 
+    /// Throws the refusal the fair queue would give the ticket if it waited now.
+    func checkMayWait(_ ticket: Ticket) throws {
+        guard ticket.usesSlot else { return }
+        if let refusal = pool.scheduler.refusal(for: request(ticket, candidates(ticket), first: false)) {
+            throw Self.refusal(refusal, model: ticket.model)
+        }
+    }
+
     /// A slot at once, or `nil` when the request must wait for one.
     func tryAcquire(_ ticket: Ticket, excluding: Set<String> = []) throws -> Slot? {
         let upstreams = candidates(ticket, excluding: excluding)

@@ -212,13 +212,7 @@ public final class FairScheduler: Sendable {
                 noteWait(.zero, for: request.key, &state)
                 return .success(Lease(upstream: upstream, waited: .zero, key: request.key, scheduler: self))
             }
-            guard request.candidates.contains(where: { state.slots[$0, default: 0] > 0 }) else { return .failure(.noUpstream) }
-            if state.waiting.count >= limits.maxWaiting { return .failure(.queueFull(waiting: state.waiting.count)) }
-            let mine = state.waitingPerUser[request.key.userID, default: 0]
-            if mine >= limits.maxWaitingPerUser {
-                return .failure(.tooManyWaiting(count: mine, limit: limits.maxWaitingPerUser))
-            }
-            return nil
+            return refusal(request, state).map { .failure($0) }
         }
         if let immediate { return try immediate.get() }
 
@@ -267,6 +261,20 @@ public final class FairScheduler: Sendable {
             waiter.continuation = nil
         }
         for (waiter, position) in moved { waiter.onPosition?(position) }
+    }
+
+    /// Why `request` could not wait for a slot now, if it could not: a caller that must commit to waiting
+    /// (a stream whose head goes before the slot) asks first, so that the refusal is still an HTTP status.
+    public func refusal(for request: Request) -> Refusal? {
+        state.withLock { refusal(request, $0) }
+    }
+
+    private func refusal(_ request: Request, _ state: State) -> Refusal? {
+        guard request.candidates.contains(where: { state.slots[$0, default: 0] > 0 }) else { return .noUpstream }
+        if state.waiting.count >= limits.maxWaiting { return .queueFull(waiting: state.waiting.count) }
+        let mine = state.waitingPerUser[request.key.userID, default: 0]
+        if mine >= limits.maxWaitingPerUser { return .tooManyWaiting(count: mine, limit: limits.maxWaitingPerUser) }
+        return nil
     }
 
     /// A slot at once, or `nil` when the request would have to wait (or may not take one: see
