@@ -182,6 +182,9 @@ struct FairQueueTests {
                                                    headers: [("Authorization", "Bearer \(student)")]).events
             #expect(events.first?.event == "queued")
             #expect(events.first?.data == #"{"ahead":0}"#)
+            // Its turn came: said before the first piece of the answer.
+            let started = try #require(events.firstIndex { $0.event == "started" })
+            #expect(started < (events.firstIndex { $0.event == "delta" } ?? 0))
             #expect(events.last?.event == "end")
             #expect(events.filter { $0.event == "delta" }.compactMap { try? JSONValue(parsing: Array($0.data.utf8))["text"]?.stringValue }
                 .joined() == "Echo: hello")

@@ -100,6 +100,30 @@ struct FairSchedulerTests {
         #expect(grants.order == ["b1", "c1", "b2", "c1", "b3", "b1", "b2", "b3"])
     }
 
+    @Test func aSlotIsKeptAMomentForTheStudentWhoFreedItAndAsksAgain() async throws {
+        let scheduler = FairScheduler(limits: .init(anticipation: .milliseconds(300)))
+        scheduler.setSlots(1, for: "gpu")
+        let polite = try await scheduler.acquire(request("polite"))
+        let grants = Grants()
+        _ = try await queue(scheduler, request("flood"), count: 2, into: grants)
+        polite.release()
+        // Kept for the polite student, who asks again at once: theirs, although the flood waited.
+        let again = try await scheduler.acquire(request("polite"))
+        #expect(again.waited == .zero)
+        #expect(grants.order.isEmpty)
+        again.release()
+        // This time they do not ask again: after the moment, the flood gets the slot.
+        try await eventually { grants.order == ["flood"] }
+        // A student with requests of their own still waiting keeps nothing: the next goes to the line.
+        let fifo = FairScheduler(limits: .init(anticipation: .milliseconds(300)), discipline: .fifo)
+        fifo.setSlots(1, for: "gpu")
+        let held = try await fifo.acquire(request("polite"))
+        let fifoGrants = Grants()
+        _ = try await queue(fifo, request("flood"), into: fifoGrants)
+        held.release()
+        try await eventually { fifoGrants.order == ["flood"] }
+    }
+
     @Test func firstInFirstOutIsThereForComparison() async throws {
         let scheduler = FairScheduler(discipline: .fifo)
         scheduler.setSlots(1, for: "gpu")

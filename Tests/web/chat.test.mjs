@@ -17,3 +17,11 @@ test('unreadable data is no message', () => {
     assert.equal(endMessage(data), null, `${data}`);
   }
 });
+
+test('an answer waiting for the model says how many go first', async () => {
+  const { queueText } = await import('../../Public/js/chat.js');
+  assert.equal(queueText(0), 'Waiting for the model — you are next');
+  assert.equal(queueText(1), 'Waiting for the model — 1 ahead of you');
+  assert.equal(queueText(12), 'Waiting for the model — 12 ahead of you');
+  assert.equal(queueText(undefined), 'Waiting for the model — you are next');
+});

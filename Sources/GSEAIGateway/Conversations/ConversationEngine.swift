@@ -226,20 +226,24 @@ final class Generation: @unchecked Sendable {
         await finish(elapsed: ContinuousClock.now - started, firstToken: firstToken)
     }
 
-    /// Waits for a slot, telling the page its place in line (a `queued` event with `ahead`) as it changes.
+    /// Waits for a slot, telling the page its place in line (a `queued` event with `ahead`) as it changes, and
+    /// that its turn came (`started`) when it had to wait.
     private func waitForSlot() async throws -> Admission.Slot {
         let (positions, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
         let hub = self.hub, messageID = message.id
-        async let told: Void = {
+        async let told: Bool = {
+            var told = false
             for await ahead in positions {
                 let data: JSONValue = ["ahead": .number(Double(ahead))]
                 await hub.append(messageID, name: "queued", data: data.jsonString)
+                told = true
             }
+            return told
         }()
         defer { continuation.finish() }
         let slot = try await engine.admission.acquire(ticket) { continuation.yield($0) }
         continuation.finish()
-        await told
+        if await told { await hub.append(messageID, name: "started", data: "{}") }
         return slot
     }
 

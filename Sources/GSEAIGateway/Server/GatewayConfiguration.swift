@@ -163,6 +163,7 @@ public struct GatewayConfiguration: Sendable {
         static let queueMaxWaiting = Setting("gseai.queue.max.waiting", "requests waiting for a slot in all before 503 (default 1000)")
         static let queueMaxWaitingPerUser = Setting("gseai.queue.max.waiting.per.user", "requests one user may have waiting before 429 (default 20)")
         static let queueMaxWait = Setting("gseai.queue.max.wait.seconds", "longest wait for a slot before 503 (default 180)")
+        static let queueAnticipation = Setting("gseai.queue.anticipation.ms", "how long a freed slot is kept for a student who asks again at once (default 50)")
         static let concurrencyPerUser = Setting("gseai.queue.concurrency.per.user", "slots a user holds at most when no class sets it (default 2)")
 
         /// Every setting, in the order `--help` lists them.
@@ -170,7 +171,7 @@ public struct GatewayConfiguration: Sendable {
             configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamRefresh, database, host, port, publicURL,
             tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
             sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
-            queueMaxWaitingPerUser, queueMaxWait, concurrencyPerUser,
+            queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser,
         ]
     }
 
@@ -235,7 +236,8 @@ public struct GatewayConfiguration: Sendable {
         queueLimits = FairScheduler.Limits(
             maxWaiting: try int(.queueMaxWaiting, defaults.queueLimits.maxWaiting, range: 0...1_000_000),
             maxWaitingPerUser: try int(.queueMaxWaitingPerUser, defaults.queueLimits.maxWaitingPerUser, range: 0...100_000),
-            maxWait: .seconds(try int(.queueMaxWait, 180, range: 1...3600))
+            maxWait: .seconds(try int(.queueMaxWait, 180, range: 1...3600)),
+            anticipation: .milliseconds(try int(.queueAnticipation, 50, range: 0...10_000))
         )
         concurrencyPerUser = try int(.concurrencyPerUser, defaults.concurrencyPerUser, range: 1...1024)
         guard (try? GSEAIClient.normalizedBaseURL(upstreamURL)) != nil else {

@@ -26,6 +26,12 @@ public struct FairnessKey: Hashable, Sendable {
 ///
 /// A request names the upstreams that may serve it, in the order it prefers them; it gets a slot of the first
 /// of them that is free when its turn comes.
+///
+/// A slot freed by a student with nothing else waiting is kept for them for a moment (``Limits/anticipation``,
+/// 50 ms) while others wait: a script, an agent or a student who asks again at once keeps their turn instead
+/// of losing the slot to whoever waited and then waiting a whole answer for the next one. A scheduler that
+/// never idles penalises exactly these synchronous callers ("deceptive idleness", the reason for anticipatory
+/// disk scheduling); the slot stays idle at most that moment.
 public final class FairScheduler: Sendable {
     /// How long and how many may wait.
     public struct Limits: Sendable, Hashable {
@@ -35,11 +41,15 @@ public final class FairScheduler: Sendable {
         public var maxWaitingPerUser: Int
         /// The longest a request waits for a slot; past it, 503.
         public var maxWait: Duration
+        /// How long a freed slot is kept for a student who has nothing else waiting (fair discipline only).
+        public var anticipation: Duration
 
-        public init(maxWaiting: Int = 1000, maxWaitingPerUser: Int = 20, maxWait: Duration = .seconds(180)) {
+        public init(maxWaiting: Int = 1000, maxWaitingPerUser: Int = 20, maxWait: Duration = .seconds(180),
+                    anticipation: Duration = .milliseconds(50)) {
             self.maxWaiting = maxWaiting
             self.maxWaitingPerUser = maxWaitingPerUser
             self.maxWait = maxWait
+            self.anticipation = anticipation
         }
     }
 
@@ -126,6 +136,16 @@ public final class FairScheduler: Sendable {
         var waitingPerUser: [String: Int] = [:]
         /// The last waits of each class's requests (`""`: outside any class), immediate ones included.
         var recentWaits: [String: Deque<Duration>] = [:]
+        /// Slots kept for a moment for the student who freed them.
+        var reservations: [Reservation] = []
+        var nextReservation = 0
+    }
+
+    /// A freed slot kept for the student who freed it, until `id` expires or they take it.
+    struct Reservation {
+        let id: Int
+        let upstream: String
+        let userID: String
     }
 
     /// How many of the last waits each class keeps, for its instructor's view.
@@ -207,7 +227,9 @@ public final class FairScheduler: Sendable {
         let started = clock.now
         // The usual case: a slot is free and nobody waits for it.
         let immediate: Result<Lease, Refusal>? = state.withLock { state in
-            if state.waiting.isEmpty, let upstream = freeUpstream(request, state) {
+            if state.waiting.isEmpty || hasReservation(request.key.userID, on: request.candidates, state),
+                let upstream = freeUpstream(request, state)
+            {
                 take(upstream, request.key, &state)
                 noteWait(.zero, for: request.key, &state)
                 return .success(Lease(upstream: upstream, waited: .zero, key: request.key, scheduler: self))
@@ -281,7 +303,9 @@ public final class FairScheduler: Sendable {
     /// ``acquire(_:onPosition:)`` for the refusals).
     public func tryAcquire(_ request: Request) -> Lease? {
         state.withLock { state in
-            guard state.waiting.isEmpty, let upstream = freeUpstream(request, state) else { return nil }
+            guard state.waiting.isEmpty || hasReservation(request.key.userID, on: request.candidates, state),
+                let upstream = freeUpstream(request, state)
+            else { return nil }
             take(upstream, request.key, &state)
             noteWait(.zero, for: request.key, &state)
             return Lease(upstream: upstream, waited: .zero, key: request.key, scheduler: self)
@@ -330,10 +354,22 @@ public final class FairScheduler: Sendable {
 
     private func freeUpstream(_ request: Request, _ state: State) -> String? {
         if discipline == .fair, state.holding[request.key.userID, default: 0] >= request.cap { return nil }
-        return request.candidates.first { state.busy[$0, default: 0] < state.slots[$0, default: 0] }
+        return request.candidates.first { upstream in
+            let keptForOthers = state.reservations.reduce(0) { $0 + ($1.upstream == upstream && $1.userID != request.key.userID ? 1 : 0) }
+            return state.busy[upstream, default: 0] + keptForOthers < state.slots[upstream, default: 0]
+        }
+    }
+
+    /// Whether `userID` has a slot kept for them on one of `upstreams`.
+    private func hasReservation(_ userID: String, on upstreams: [String], _ state: State) -> Bool {
+        state.reservations.contains { $0.userID == userID && upstreams.contains($0.upstream) }
     }
 
     private func take(_ upstream: String, _ key: FairnessKey, _ state: inout State) {
+        // A slot kept for the user is theirs now.
+        if let index = state.reservations.firstIndex(where: { $0.userID == key.userID && $0.upstream == upstream }) {
+            state.reservations.remove(at: index)
+        }
         state.busy[upstream, default: 0] += 1
         state.holding[key.userID, default: 0] += 1
         state.holdingPerClass[key.classID ?? "", default: 0] += 1
@@ -496,6 +532,7 @@ public final class FairScheduler: Sendable {
     }
 
     fileprivate func giveBack(upstream: String, key: FairnessKey) {
+        var kept: Int?
         let granted = state.withLock { state in
             Self.decrement(&state.busy, upstream)
             Self.decrement(&state.holding, key.userID)
@@ -503,6 +540,30 @@ public final class FairScheduler: Sendable {
             var byUser = state.holdingByClassUser[key.classID ?? "", default: [:]]
             Self.decrement(&byUser, key.userID)
             state.holdingByClassUser[key.classID ?? ""] = byUser.isEmpty ? nil : byUser
+            // Others wait and this student does not: the slot is kept for them a moment (see the type's notes).
+            if discipline == .fair, limits.anticipation > .zero, !state.waiting.isEmpty, state.waitingPerUser[key.userID] == nil {
+                let id = state.nextReservation
+                state.nextReservation += 1
+                state.reservations.append(Reservation(id: id, upstream: upstream, userID: key.userID))
+                kept = id
+            }
+            return dispatch(&state)
+        }
+        resume(granted)
+        if let kept {
+            let anticipation = limits.anticipation
+            Task { [weak self] in
+                try? await Task.sleep(for: anticipation)
+                self?.expireReservation(kept)
+            }
+        }
+    }
+
+    /// The moment is over: a slot still kept goes to whoever waits.
+    private func expireReservation(_ id: Int) {
+        let granted: [(Waiter, Lease)] = state.withLock { state in
+            guard let index = state.reservations.firstIndex(where: { $0.id == id }) else { return [] }
+            state.reservations.remove(at: index)
             return dispatch(&state)
         }
         resume(granted)

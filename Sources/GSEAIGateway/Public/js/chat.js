@@ -36,6 +36,12 @@ function pretty(value) {
   try { return JSON.stringify(value, null, 2) ?? ''; } catch { return String(value); }
 }
 
+/** What an answer waiting for the model says: how many requests go before it. */
+export function queueText(ahead) {
+  if (!(ahead > 0)) return 'Waiting for the model — you are next';
+  return `Waiting for the model — ${ahead} ahead of you`;
+}
+
 /** Output items other than the answer text and reasoning (which have their own places): tool calls etc. */
 const shownItem = item => item && typeof item === 'object' && item.type !== 'message' && item.type !== 'reasoning';
 
@@ -102,6 +108,13 @@ class MessageView {
       this.actions));
     this.setNote(NOTES[message.status] ? NOTES[message.status] + (message.error ? ` ${message.error}` : '') : '');
     this.paint();
+  }
+
+  /** The answer waits for the model: `ahead` requests go first (null: its turn came). */
+  setQueued(ahead) {
+    if (!this.pending) return;
+    this.pending.textContent = ahead == null ? 'Thinking…' : queueText(ahead);
+    this.el.dataset.queued = ahead == null ? '' : String(ahead);
   }
 
   appendText(text) { this.text += text; this.schedule(); }
@@ -232,6 +245,8 @@ export class Chat {
     source.addEventListener('delta', event => { const d = data(event); if (accept(event) && d?.text) view.appendText(d.text); });
     source.addEventListener('reasoning', event => { const d = data(event); if (accept(event) && d?.text) view.appendReasoning(d.text); });
     source.addEventListener('item', event => { const d = data(event); if (accept(event) && d) view.addItem(d); });
+    source.addEventListener('queued', event => { const d = data(event); if (accept(event) && Number.isInteger(d?.ahead)) view.setQueued(d.ahead); });
+    source.addEventListener('started', event => { if (accept(event)) view.setQueued(null); });
     source.addEventListener('end', event => {
       close();
       const message = endMessage(event.data);

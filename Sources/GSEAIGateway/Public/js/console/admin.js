@@ -2,7 +2,7 @@
 // by page. Once a student has signed in, only an administrator can give them a reset link.
 import { h, announce } from '../dom.js';
 import { api } from './http.js';
-import { errorLine, busy, table, when, copyField } from './ui.js';
+import { errorLine, busy, table, when, copyField, num } from './ui.js';
 
 /** `#/admin`. */
 export async function adminPage(view, me) {
@@ -48,10 +48,27 @@ export async function adminPage(view, me) {
     more.hidden = !before;
   }
 
+  // The model servers: up or left aside (and why), slots in use, requests waiting, models.
+  const servers = h('div', { 'data-testid': 'upstream-list' });
+  const serverErrors = errorLine('upstreams-error');
+  const reread = h('button', { type: 'button', 'data-testid': 'upstreams-refresh', onclick: () => busy(reread, serverErrors, () => loadServers(true)) }, 'Read models again');
+  async function loadServers(refresh) {
+    const { data, waiting, discipline } = await api.upstreams(refresh);
+    servers.replaceChildren(
+      h('p', { class: 'small muted' }, `${waiting} requests waiting in all; the line is ${discipline === 'fifo' ? 'first come, first served' : 'fair across classes, then students'}.`),
+      table('Model servers', ['Server', 'State', 'Slots in use', 'Waiting', 'Models'], data.map(u => h('tr', { 'data-testid': 'upstream-row', 'data-name': u.name },
+        h('th', { scope: 'row' }, u.name, h('br'), h('span', { class: 'small muted' }, `${u.kind} · ${u.url}`)),
+        h('td', null, u.up ? h('span', { class: 'badge ok' }, 'Up') : h('span', { class: 'badge off', title: u.last_error || '' }, 'Down'),
+          !u.up && u.last_error ? h('p', { class: 'small muted' }, u.last_error) : null),
+        h('td', { class: 'n' }, `${u.busy} / ${u.slots}`), h('td', { class: 'n' }, num(u.waiting)),
+        h('td', { class: 'small' }, u.models ? u.models.map(m => (u.loaded.includes(m) ? `${m} (loaded)` : m)).join(', ') || '–' : 'not read yet')))));
+  }
+
   view.replaceChildren(h('h1', { tabindex: -1 }, 'Administration'),
+    h('section', { class: 'panel' }, h('div', { class: 'title-row' }, h('h2', null, 'Model servers'), reread), serverErrors, servers),
     h('section', { class: 'panel' }, h('h2', null, 'Users'), errors, users, resetBox),
     h('section', { class: 'panel' }, h('h2', null, 'Audit log'), auditErrors,
       h('div', { class: 'table-wrap' }, h('table', { 'data-testid': 'audit-list' }, h('caption', { class: 'sr-only' }, 'Audit log, newest first'),
         h('thead', null, h('tr', null, ['When', 'Who', 'Action', 'Target'].map(t => h('th', { scope: 'col' }, t)))), auditBody)), more));
-  await Promise.all([loadUsers(), loadAudit()]);
+  await Promise.all([loadUsers(), loadAudit(), loadServers(false).catch(err => serverErrors.show(err))]);
 }

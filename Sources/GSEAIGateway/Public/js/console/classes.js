@@ -100,6 +100,7 @@ export async function classPage(view, id) {
   const maxOut = numInput(p.max_output_tokens, 'policy-max-output-tokens');
   const budget = numInput(p.daily_token_budget, 'policy-daily-token-budget');
   const rpm = numInput(p.requests_per_minute, 'policy-requests-per-minute');
+  const concurrent = numInput(p.max_concurrent_requests, 'policy-max-concurrent-requests');
   const imagesRow = check('policy-images', 'Images allowed', p.images_allowed !== false, 'policy-images-allowed');
   const visibility = h('select', { 'data-testid': 'policy-transcript-visibility' },
     [['off', 'Off: nothing'], ['usage', 'Usage only'], ['full', 'Usage and transcripts']].map(([v, t]) =>
@@ -108,7 +109,7 @@ export async function classPage(view, id) {
   const save = h('button', { type: 'submit', class: 'primary', 'data-testid': 'policy-save' }, 'Save settings');
   const settings = h('form', { class: 'panel settings', novalidate: true, onsubmit: e => {
     e.preventDefault();
-    const numbers = [maxOut, budget, rpm].map(i => intOrNull(i.value));
+    const numbers = [maxOut, budget, rpm, concurrent].map(i => intOrNull(i.value));
     if (!nameInput.value.trim()) return saveErrors.show(new Error('The class needs a name.'));
     if (numbers.some(n => n !== null && !(n >= 1))) return saveErrors.show(new Error('Limits are whole numbers of 1 or more, or empty for none.'));
     busy(save, saveErrors, async () => {
@@ -119,6 +120,7 @@ export async function classPage(view, id) {
           system_prompt: prompt.value.trim() ? prompt.value : null,
           system_prompt_locked: lockedRow.querySelector('input').checked,
           max_output_tokens: numbers[0], daily_token_budget: numbers[1], requests_per_minute: numbers[2],
+          max_concurrent_requests: numbers[3],
           images_allowed: imagesRow.querySelector('input').checked, transcript_visibility: visibility.value,
         } });
       Object.assign(c, k); title.textContent = k.name; showStatus(k);
@@ -133,7 +135,8 @@ export async function classPage(view, id) {
   field('policy-prompt', 'Default system prompt', prompt), lockedRow,
   h('div', { class: 'row' },
     field('policy-max-out', 'Max output tokens', maxOut), field('policy-budget', 'Daily tokens per student', budget),
-    field('policy-rpm', 'Requests per minute', rpm)),
+    field('policy-rpm', 'Requests per minute', rpm),
+    field('policy-concurrent', 'Requests at once per student', concurrent, 'Empty: 2. More wait their turn.')),
   imagesRow, field('policy-visibility', 'Transcript visibility', visibility, 'Shown to students on the chat page.'),
   saveErrors, save);
 
@@ -214,6 +217,27 @@ export async function classPage(view, id) {
       h('label', { for: 'roster-since', class: 'small' }, 'Since'), Object.assign(since, { id: 'roster-since' }),
       h('a', { class: 'button', href: api.usageCSV(id), download: true, 'data-testid': 'usage-csv' }, 'Export CSV')),
     rosterErrors, chartBox, roster, invited),
+    queuePanel(id),
     importForm);
   await loadRoster();
+}
+
+/** The class's line for the model servers: who waits, who is answered now, and how long waits were lately. */
+function queuePanel(id) {
+  const box = h('div', { 'data-testid': 'class-queue', 'aria-live': 'polite' });
+  const errors = errorLine('queue-error');
+  const refresh = h('button', { type: 'button', 'data-testid': 'queue-refresh', onclick: () => busy(refresh, errors, load) }, 'Refresh');
+  const seconds = s => (s == null ? '–' : `${s < 10 ? s.toFixed(1) : Math.round(s)} s`);
+  async function load() {
+    const q = await api.queue(id);
+    box.replaceChildren(
+      h('p', { class: 'small', 'data-testid': 'queue-summary' },
+        `${q.waiting} waiting, ${q.running} being answered. Last ${q.recent_waits} waits: median ${seconds(q.wait_p50_seconds)}, 95% within ${seconds(q.wait_p95_seconds)}.`),
+      q.students.length ? table('Students in line', ['Student', 'Waiting', 'Being answered'], q.students.map(s =>
+        h('tr', { 'data-testid': 'queue-row', 'data-username': s.username },
+          h('th', { scope: 'row' }, s.username), h('td', { class: 'n' }, num(s.waiting)), h('td', { class: 'n' }, num(s.running)))))
+        : h('p', { class: 'muted small' }, 'Nobody from this class waits now.'));
+  }
+  busy(null, errors, load);
+  return h('section', { class: 'panel' }, h('div', { class: 'title-row' }, h('h2', null, 'Queue for the model'), refresh), errors, box);
 }

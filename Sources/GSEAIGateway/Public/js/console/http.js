@@ -38,6 +38,8 @@ export const api = {
   setDisabled: (id, user, off) => post(`${mem(id, user)}/${off ? 'disable' : 'enable'}`),
   resetLink: (id, user) => post(`${mem(id, user)}/reset-link`),
   withdrawInvitation: (id, user) => del(`${cls(id)}/invitations/${enc(user)}`),
+  queue: id => get(`${cls(id)}/queue`),
+  upstreams: refresh => get(`/api/admin/upstreams${refresh ? '?refresh=true' : ''}`),
   redeemSetupLink: (token, password) => post('/api/setup', { token, password }),
   models: () => get('/api/v1/models'),
   openaiModels: () => get('/v1/models'),
