@@ -192,6 +192,31 @@ struct FairQueueTests {
         }
     }
 
+    @Test func theChatPageIsRefusedWithAStatusWhenItsUserWaitsTooMuch() async throws {
+        let limits = FairScheduler.Limits(maxWaiting: 100, maxWaitingPerUser: 1, maxWait: .seconds(30))
+        try await GatewayHarness.with(stubSlots: 1, serviceTime: .seconds(2), configure: { $0.queueLimits = limits; $0.upstreamSlots = 1 }) { gateway in
+            let (_, holder) = try await gateway.user("holder")
+            let (_, student) = try await gateway.user("sam")
+            let holding = Task { try await gateway.post("/v1/chat/completions", key: holder, json: Self.chat("hold")) }
+            try await eventually { gateway.gateway.pool.scheduler.usage()["default"]?.busy == 1 }
+            var conversations: [String] = []
+            for _ in 0..<2 {
+                conversations.append(try #require(try await gateway.post("/api/conversations", key: student, json: ["model": "stub/echo-text"])
+                    .json?["id"]?.stringValue))
+            }
+            #expect(try await gateway.post("/api/conversations/\(conversations[0])/messages", key: student, json: ["text": "one"]).status == 202)
+            try await eventually { gateway.gateway.pool.scheduler.waitingCounts().total == 1 }
+            let refused = try await gateway.post("/api/conversations/\(conversations[1])/messages", key: student, json: ["text": "two"])
+            #expect(refused.status == 429)
+            #expect(refused.headers.first(name: "Retry-After") == "10")
+            #expect(refused.errorMessage == "you have 1 requests waiting for the model already (at most 1); wait for them to be answered")
+            // Nothing was stored for the refused message.
+            let detail = try await gateway.request(.GET, "/api/conversations/\(conversations[1])", headers: [("Authorization", "Bearer \(student)")])
+            #expect(detail.json?["messages"] == [])
+            _ = try await holding.value
+        }
+    }
+
     // MARK: A pool
 
     @Test func aModelOnlyOneUpstreamServesGoesThereAndListsAreTheUnion() async throws {

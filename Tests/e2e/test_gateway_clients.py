@@ -11,6 +11,7 @@ import base64
 import math
 import struct
 import time
+import uuid
 
 import anthropic
 import gseai
@@ -334,7 +335,10 @@ def test_openai_embeddings_raw_base64(http, gateway):
                          json={"model": EMBED, "input": "hello", "encoding_format": "base64"})
     assert response.status_code == 200, response.text
     raw = base64.b64decode(response.json()["data"][0]["embedding"])
-    assert len(struct.unpack("<8f", raw)) == 8
+    floats = http.post("/v1/embeddings", headers=bearer(gateway.keys["alice"]),
+                       json={"model": EMBED, "input": "hello", "encoding_format": "float"}).json()["data"][0]["embedding"]
+    # The same vector, as little-endian float32.
+    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) for a, b in zip(struct.unpack("<8f", raw), floats, strict=True))
 
 
 def test_openai_responses_with_continuation(oai):
@@ -370,6 +374,8 @@ def test_openai_missing_key_is_refused(gateway):
             client.chat.completions.create(model=TEXT, messages=[{"role": "user", "content": "hi"}],
                                            extra_headers={"Authorization": openai.Omit()})
     assert failure.value.status_code == 401
+    assert failure.value.body["type"] == "authentication_error"
+    assert "missing or invalid credentials" in failure.value.body["message"]
 
 
 def test_openai_upstream_error_is_502(oai):
@@ -462,35 +468,36 @@ def eventually(call, done, seconds=4.0):
 
 
 def test_cli_user_lifecycle(gateway, http):
-    password = gateway.add_user("bob", "student")
+    bob = f"bob{uuid.uuid4().hex[:8]}"  # a fresh name: the gateway is shared by the whole run
+    password = gateway.add_user(bob, "student")
     assert len(password) >= 8
     rows = user_rows(gateway)
-    assert rows["bob"][1:3] == ["student", "active"]
+    assert rows[bob][1:3] == ["student", "active"]
     assert rows["admin"][1] == "admin" and rows["alice"][1] == "student" and rows["ines"][1] == "instructor"
 
-    key = gateway.create_key("bob", label="notebook")
+    key = gateway.create_key(bob, label="notebook")
     assert http.get("/v1/models", headers=bearer(key)).status_code == 200
     load = {"model": TEXT, "ttl": 60}
     openai_error(http.post("/api/v1/models/load", headers=bearer(key), json=load), 403, "permission_error")
 
-    assert "instructor" in gateway.admin_ok("user", "set-role", "bob", "instructor")
+    assert "instructor" in gateway.admin_ok("user", "set-role", bob, "instructor")
     rows = user_rows(gateway)
-    assert rows["bob"][1] == "instructor"
+    assert rows[bob][1] == "instructor"
     # A change made with the CLI (another process) reaches the running gateway's key cache within 2 s.
     loaded = eventually(lambda: http.post("/api/v1/models/load", headers=bearer(key), json=load),
                         lambda r: r.status_code == 200)
     assert loaded.status_code == 200, loaded.text
     assert http.post("/api/v1/models/unload", headers=bearer(key), json={"model": TEXT}).status_code == 200
 
-    gateway.admin_ok("user", "disable", "bob")
+    gateway.admin_ok("user", "disable", bob)
     rows = user_rows(gateway)
-    assert rows["bob"][2] == "disabled"
+    assert rows[bob][2] == "disabled"
     refused_key = eventually(lambda: http.get("/v1/models", headers=bearer(key)), lambda r: r.status_code == 401)
     openai_error(refused_key, 401, "authentication_error")
     anthropic_error(http.post("/v1/messages", headers={"x-api-key": key},
                               json={"model": TEXT, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
                     401, "authentication_error")
-    refused = http.post("/auth/login", json={"username": "bob", "password": password})
+    refused = http.post("/auth/login", json={"username": bob, "password": password})
     assert refused.status_code == 401
 
 
@@ -505,16 +512,17 @@ def test_cli_refuses_a_duplicate_user_and_an_unknown_one(gateway):
 
 def test_cli_password_stdin_and_reset(gateway):
     chosen = "correct horse battery staple"
-    gateway.admin_ok("user", "add", "carol", "--role", "student", "--password-stdin", input=chosen + "\n")
+    carol = f"carol{uuid.uuid4().hex[:8]}"
+    gateway.admin_ok("user", "add", carol, "--role", "student", "--password-stdin", input=chosen + "\n")
     with httpx.Client(base_url=gateway.base_url, timeout=TIMEOUT) as browser:
-        assert browser.post("/auth/login", json={"username": "carol", "password": chosen}).status_code == 200
-        output = gateway.admin_ok("user", "reset-password", "carol")
+        assert browser.post("/auth/login", json={"username": carol, "password": chosen}).status_code == 200
+        output = gateway.admin_ok("user", "reset-password", carol)
         new = output.split("password: ", 1)[1].split()[0]
         # Resetting ends the sessions.
         assert browser.get("/auth/me").status_code == 401
     with httpx.Client(base_url=gateway.base_url, timeout=TIMEOUT) as browser:
-        assert browser.post("/auth/login", json={"username": "carol", "password": chosen}).status_code == 401
-        assert browser.post("/auth/login", json={"username": "carol", "password": new}).status_code == 200
+        assert browser.post("/auth/login", json={"username": carol, "password": chosen}).status_code == 401
+        assert browser.post("/auth/login", json={"username": carol, "password": new}).status_code == 200
 
 
 def test_admin_first_run_password_logs_in(gateway):

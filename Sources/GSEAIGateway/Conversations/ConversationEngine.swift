@@ -38,14 +38,17 @@ public struct ConversationEngine: Sendable {
     /// every kind can answer.
     static let kinds = Set(UpstreamKind.allCases)
 
-    /// The admission of an answer in `conversation` (its class's policy, a route), before anything is
-    /// stored; the slot is taken when the answer starts.
+    /// The admission of an answer in `conversation` (its class's policy, a route, room in the fair queue),
+    /// before anything is stored: a refusal is the request's status (429, 503), not a failed answer. The slot
+    /// is taken when the answer starts.
     func ticket(user: User, conversation: Conversation, imageCount: Int, previousResponseID: String?) async throws -> Admission.Ticket {
         var issuer: String?
         if let previousResponseID { issuer = try await storage.responses.upstream(of: previousResponseID) }
-        return try await admission.ticket(user: user, model: conversation.model, imageCount: imageCount, shape: .none, kinds: Self.kinds,
-                                          usesSlot: true, preferredClassID: conversation.classID, preferredUpstream: issuer,
-                                          path: "/api/conversations")
+        let ticket = try await admission.ticket(user: user, model: conversation.model, imageCount: imageCount, shape: .none,
+                                                kinds: Self.kinds, usesSlot: true, preferredClassID: conversation.classID,
+                                                preferredUpstream: issuer, path: "/api/conversations")
+        try admission.checkMayWait(ticket)
+        return ticket
     }
 
     /// The conversation, if it is the user's; another user's is "not found" like a missing one.
@@ -270,6 +273,9 @@ final class Generation: @unchecked Sendable {
 
     static func describe(_ error: any Error) -> String {
         switch error {
+        case let error as GatewayError:
+            // A refusal of the queue (waited too long, no model server up): its own words.
+            return error.message
         case let error as GSEAIError:
             if let server = error.serverError { return "the model server failed: \(server.message)" }
             return GatewayError.upstream(error).message
