@@ -680,7 +680,7 @@ import Testing
 
             let roster = try await storage.classes.roster(classID: biology.id)
             #expect(roster == [
-                RosterEntry(userID: sam.id, username: "sam", role: .student, disabled: false, lastLoginAt: t0 + 4, joinedAt: t0 + 1,
+                RosterEntry(userID: sam.id, username: "sam", role: .student, disabled: false, lastLoginAt: t0 + 4, hasLiveKey: true, joinedAt: t0 + 1,
                             lastSeenAt: t0 + 9, inAnotherInstructorsClass: true),
                 RosterEntry(userID: ada.id, username: "ada", role: .student, disabled: false, lastLoginAt: nil, joinedAt: t0 + 2,
                             lastSeenAt: nil, inAnotherInstructorsClass: false),

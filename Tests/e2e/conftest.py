@@ -9,6 +9,7 @@ Everything listens on 127.0.0.1 only, and every wait has a time limit. Shared co
 from __future__ import annotations
 
 import base64
+import json
 import os
 import queue
 import re
@@ -32,7 +33,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from helpers import LLAMA_MODEL, WAIT
+from helpers import LLAMA_MODEL, TEXT, WAIT, create_class, eventually, session
 from pages import CHROMEDRIVER, CHROMIUM, DESKTOP, console_entries, console_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,8 +139,19 @@ def gguf_path() -> Path:
 @pytest.fixture(scope="session")
 def llama(gguf_path: Path):
     """A real llama.cpp server (llama-cpp-python) serving Gemma 3 270M as `gemma-3-270m`."""
+    yield from _start_llama(gguf_path, "llama-server")
+
+
+@pytest.fixture(scope="session")
+def llama_second(gguf_path: Path, llama: Server):
+    """A second llama.cpp server with the same model, for a pool of two model servers."""
+    yield from _start_llama(gguf_path, "llama-server-2")
+
+
+def _start_llama(gguf_path: Path, name: str):
+    """Starts a llama.cpp server on a free port and yields it once it answers; a generator for a fixture."""
     port = _free_port()
-    log_path = SCRATCH / "llama-server.log"
+    log_path = SCRATCH / f"{name}.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(
         [
@@ -305,15 +317,20 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _start_gateway(binary: Path, upstream: Server, kind: str):
-    """Starts `gseai serve` on a fresh database in the scratch folder; a generator for a fixture."""
+def _start_gateway(binary: Path, upstream: Server, kind: str, config: dict | None = None, name: str | None = None):
+    """Starts `gseai serve` on a fresh database in the scratch folder; a generator for a fixture. `config` is
+    written to a JSON configuration file (several upstreams, say)."""
     SCRATCH.mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"gateway-{kind}-", dir=SCRATCH))
+    name = name or kind
+    folder = Path(tempfile.mkdtemp(prefix=f"gateway-{name}-", dir=SCRATCH))
     database = folder / "gseai.sqlite"
-    log_path = SCRATCH / f"gateway-{kind}.log"
+    log_path = SCRATCH / f"gateway-{name}.log"
     log = open(log_path, "wb")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GSEAI_")}
     environment["GSEAI_API_TOKEN"] = upstream.token
+    if config is not None:
+        (folder / "gseai.json").write_text(json.dumps(config))
+        environment["GSEAI_CONFIG_FILE"] = str(folder / "gseai.json")
     process = subprocess.Popen(
         [
             str(binary), "serve",
@@ -409,6 +426,70 @@ def instructor(gateway):
     """A fresh instructor account: (username, password)."""
     name = f"teach{uuid.uuid4().hex[:8]}"
     return name, gateway.add_user(name, "instructor")
+
+
+@dataclass
+class Person:
+    """An account on the gateway with a login session of its own (an `httpx.Client` with its CSRF token)."""
+
+    username: str
+    password: str
+    id: str
+    client: httpx.Client
+
+
+@dataclass
+class TwoInstructors:
+    """Two instructors, A and B, each with a class whose transcripts are visible (`full`), and a student S in B's
+    class only, who has signed in (`s.client`, a session whose User-Agent is `s_agent`) and has a conversation
+    in B's class with one finished answer."""
+
+    a: Person
+    b: Person
+    s: Person
+    a_class: dict
+    b_class: dict
+    s_agent: str
+    conversation: dict  # S's conversation in B's class, as `GET /api/conversations/{id}` answers it
+    question: str  # what S asked in it (the stub answers `Echo: <question>`)
+
+
+@pytest.fixture
+def two_instructors(gateway):
+    """Fresh accounts (uuid names) for the rules of a student of two instructors; see `TwoInstructors`."""
+    base = gateway.base_url
+    tag = uuid.uuid4().hex[:8]
+    people = {}
+    for key, role in (("a", "instructor"), ("b", "instructor"), ("s", "student")):
+        name = f"{key}{role[:4]}{tag}"
+        password = gateway.add_user(name, role)
+        agent = f"e2e-{key}-{tag}"
+        client = session(base, name, password, agent=agent)
+        me = client.get("/auth/me")
+        assert me.status_code == 200, me.text
+        people[key] = Person(name, password, me.json()["user"]["id"], client)
+    a_class = create_class(people["a"].client, f"Biology {tag}", transcript_visibility="full")
+    b_class = create_class(people["b"].client, f"Chemistry {tag}", transcript_visibility="full")
+    s = people["s"].client
+    joined = s.post("/api/classes/join", json={"code": b_class["join_code"]})
+    assert joined.status_code == 200 and joined.json()["id"] == b_class["id"], joined.text
+    made = s.post("/api/conversations", json={"model": TEXT, "title": f"Titration notes {tag}"})
+    assert made.status_code == 201 and made.json()["class_id"] == b_class["id"], made.text
+    conversation_id = made.json()["id"]
+    question = f"How does a titration end? {tag}"
+    sent = s.post(f"/api/conversations/{conversation_id}/messages", json={"text": question})
+    assert sent.status_code == 202, sent.text
+
+    def answered():
+        detail = s.get(f"/api/conversations/{conversation_id}").json()
+        return [m["status"] for m in detail["messages"]] == ["complete", "complete"] and detail
+    conversation = eventually(answered, message="the stub's answer in S's conversation never finished")
+    try:
+        yield TwoInstructors(a=people["a"], b=people["b"], s=people["s"], a_class=a_class, b_class=b_class,
+                             s_agent=f"e2e-s-{tag}", conversation=conversation, question=question)
+    finally:
+        for person in people.values():
+            person.client.close()
 
 
 # ---------------------------------------------------------------------------

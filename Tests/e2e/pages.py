@@ -198,6 +198,22 @@ def member_row(browser, username: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------------
+# The set-up page
+
+
+def set_password_with_link(browser, url: str, password: str) -> None:
+    """Opens a set-up (or reset) link afresh, sets `password` through its form and waits for its confirmation."""
+    browser.get("about:blank")  # from setup.html, a new fragment alone would not reload it
+    browser.get(url)
+    visible(browser, "setup-password").send_keys(password)
+    find(browser, "setup-confirm").send_keys(password)
+    find(browser, "setup-submit").click()
+    visible(browser, "setup-done")
+    assert find(browser, "setup-error").text == ""
+    assert browser.execute_script("return location.hash") == ""  # the token leaves the address bar
+
+
+# ---------------------------------------------------------------------------
 # Requests made by the page
 
 

@@ -125,9 +125,10 @@ def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gate
     wait(browser, lambda d: ann in find(d, "roster-csv").get_attribute("value"), message="the file did not fill the form")
     find(browser, "roster-import").click()
     wait(browser, EC.text_to_be_present_in_element(
-        by_testid("roster-result"), "2 accounts created, 1 existing students added, 3 lines refused."))
+        by_testid("roster-result"), "2 accounts created, 1 existing students invited, 3 lines refused."))
     result = find(browser, "roster-result").text
-    assert f"Added: {existing}" in result, result
+    # An existing account is invited, never added: it joins when its student accepts.
+    assert f"Invited (they join when they accept on their page): {existing}" in result, result
     links = browser.execute_script("""return Object.fromEntries(Array.from(document.querySelectorAll('[data-testid="setup-link-row"]'))
         .map(r => [r.dataset.username, r.querySelector('[data-testid="setup-link"]').value]))""")
     assert sorted(links) == [ann, bob], links  # usernames are lowercased
@@ -139,11 +140,14 @@ def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gate
         f"Line 6: '{ann}' is already on line 2",
         f"Line 7: '{teacher_name}' is an instructor account, not a student's",
     ], errors
-    # The roster below lists the three students and nobody from the refused lines.
-    for name in (ann, bob, existing):
+    # The roster below lists the two new students, the invitation apart, and nobody from the refused lines.
+    for name in (ann, bob):
         wait(browser, lambda d: member_row(d, name), message=f"{name} is not in the roster")
-    members = teacher.client.get(f"/api/classes/{klass['id']}/members").json()["data"]
-    assert sorted(m["username"] for m in members) == sorted([ann, bob, existing]), members
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-testid="invited-row"][data-username="{existing}"]'),
+         message=f"{existing} is not among the invited")
+    roster_now = teacher.client.get(f"/api/classes/{klass['id']}/members").json()
+    assert sorted(m["username"] for m in roster_now["data"]) == sorted([ann, bob]), roster_now
+    assert [i["username"] for i in roster_now["invited"]] == [existing], roster_now
     assert "bad name" not in gateway.admin_ok("user", "list")
 
     # Ann opens her link, sets a password (a mismatch first) and signs in on the chat page: she is in the class.
@@ -169,10 +173,10 @@ def test_roster_import_gives_set_up_links_that_let_new_students_in(browser, gate
 
 def test_usage_charts_show_a_students_requests_and_tokens(browser, gateway, instructor, console_student):
     base = gateway.base_url
-    name = console_student[0]
+    name, password = console_student
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(f"Usage {uuid.uuid4().hex[:6]}", transcript_visibility="usage")
-    user_id = add_member(teacher, klass["id"], name)
+    user_id = add_member(teacher, klass["id"], name, password)
     key = gateway.create_key(name, label="notebook")
 
     tokens = 0
@@ -221,7 +225,7 @@ def test_instructor_ends_a_session_disables_and_resets_a_students_password(brows
     tag = uuid.uuid4().hex[:6]
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(f"Accounts {tag}")
-    user_id = add_member(teacher, klass["id"], name)
+    user_id = add_member(teacher, klass["id"], name, password)
     agent = f"e2e-laptop-{tag}"
     laptop = session(base, name, password, agent=agent)
     key = gateway.create_key(name, label="laptop")
@@ -259,12 +263,17 @@ def test_instructor_ends_a_session_disables_and_resets_a_students_password(brows
     assert key_status(base, key)[0] == 401
     assert key_status(base, gateway.create_key(name, label="new"))[0] == 200
 
-    # 3. A reset link opens the set-up page; the new password replaces the old one and ends the sessions.
+    # 3. The student has signed in: only an administrator gives them a reset link, and the console says so.
+    assert not find(browser, "reset-link").is_enabled()
+    assert "has signed in already: only an administrator can reset their password" in find(browser, "reset-link-withheld").text
+    # The administrator's link opens the set-up page; the new password replaces the old one and ends the sessions.
     phone = session(base, name, password, agent="phone")
-    find(browser, "reset-link").click()
-    url = wait(browser, lambda d: d.find_elements(*by_testid("reset-link-url")), message="no reset link")[0].get_attribute("value")
+    admin = session(base, "admin", gateway.admin_password, agent="e2e-admin")
+    issued = admin.post(f"/api/admin/users/{user_id}/reset-link")
+    admin.close()
+    assert issued.status_code == 201, issued.text
+    url = issued.json()["url"]
     assert url.startswith(f"{base}/setup.html#token="), url
-    assert "works once" in find(browser, "reset-link-box").text
     new_password = f"a new password {tag}"
     set_password_on_setup_page(browser, url, new_password)
     assert login_status(base, name, password) == (401, "wrong username or password")
@@ -368,7 +377,7 @@ def test_admin_changes_a_role_disables_a_user_and_reads_the_audit_log(browser, g
     # The instructor reads a transcript of the student (an audited view).
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(f"Audited {tag}", transcript_visibility="full")
-    user_id = add_member(teacher, klass["id"], name)
+    user_id = add_member(teacher, klass["id"], name, password)
     own = session(base, name, password)
     conversation = own.post("/api/conversations", json={"model": TEXT})
     assert conversation.status_code == 201, conversation.text

@@ -57,7 +57,7 @@ def test_markup_from_users_and_models_is_text_throughout_the_console(browser, ga
     # An instructor's class with markup in its name and system prompt, sharing transcripts.
     teacher = InstructorAPI(base, *instructor)
     klass = teacher.create_class(class_name, transcript_visibility="full", system_prompt=PROMPT)
-    user_id = add_member(teacher, klass["id"], name)
+    user_id = add_member(teacher, klass["id"], name, password)
 
     # The student chats in it (the stub echoes the message back: the model's answer carries it too).
     own = session(base, name, password)

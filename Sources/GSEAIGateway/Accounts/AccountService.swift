@@ -153,6 +153,9 @@ public struct AccountService: Sendable {
         let now = Date()
         // Once a minute is precise enough for "last used"; the cache spares the rest of the lookups.
         if now.timeIntervalSince(record.lastUsedAt ?? .distantPast) > 60 { try await storage.apiKeys.touch(id: record.id, at: now) }
+        // A key in use is the account in use, as much as a login: its first use spends the set-up links made
+        // while nobody used it, and its instructor may no longer set its password.
+        if user.lastLoginAt == nil { try await storage.users.recordLogin(userID: user.id, at: now) }
         keyCache.remember(digest, since: generation) { _ in (record, user) }
         return (record, user)
     }

@@ -101,9 +101,12 @@ extension ClassController {
     /// What `caller` may do to the account of `student`, a member of `classSession`.
     func access(of caller: User, to student: User, in classSession: ClassSession) async throws -> MemberAccess {
         let shared = try await storage.classes.classes(ofMember: student.id).contains { $0.instructorID != classSession.instructorID }
+        // In use: signed in, or holding a key that could be (made with the `gseai` command, say).
+        let hasLiveKey = try await storage.apiKeys.list(userID: student.id).contains { $0.revokedAt == nil }
+        let inUse = student.lastLoginAt != nil || hasLiveKey
         return MemberAccess(callerIsAdmin: caller.role == .admin, username: student.username, className: classSession.name,
                             visibility: classSession.policy.transcriptVisibility, inAnotherInstructorsClass: shared,
-                            hasSignedIn: student.lastLoginAt != nil)
+                            hasSignedIn: inUse, memberIsStudent: student.role == .student)
     }
 }
 

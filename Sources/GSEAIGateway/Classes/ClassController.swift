@@ -148,7 +148,8 @@ public struct ClassController: Sendable {
             let own = usageByUser[entry.userID] ?? []
             let access = MemberAccess(callerIsAdmin: user.role == .admin, username: entry.username, className: classSession.name,
                                       visibility: classSession.policy.transcriptVisibility,
-                                      inAnotherInstructorsClass: entry.inAnotherInstructorsClass, hasSignedIn: entry.lastLoginAt != nil)
+                                      inAnotherInstructorsClass: entry.inAnotherInstructorsClass, hasSignedIn: entry.isInUse,
+                                      memberIsStudent: entry.role == .student)
             let input = own.reduce(0) { $0.addingSaturated($1.inputTokens) }
             let output = own.reduce(0) { $0.addingSaturated($1.outputTokens) }
             return MemberView(
@@ -161,7 +162,7 @@ public struct ClassController: Sendable {
                 // When they were last active anywhere: their account's activity, shown only as far as it is the
                 // instructor's to see.
                 last_seen_at: access.sessionsAndKeys ? entry.lastSeenAt : nil,
-                has_signed_in: entry.lastLoginAt != nil,
+                has_signed_in: entry.isInUse,
                 account: access
             )
         }

@@ -94,8 +94,8 @@ struct MemberView: ResponseEncodable {
     /// When the student last used the gateway (a login session seen, or a key used); absent when their
     /// account's activity is not the caller's to see (``MemberAccess/sessionsAndKeys``).
     var last_seen_at: Date?
-    /// Whether anyone has signed in to the account (a roster import's new accounts have not, until the
-    /// student uses their set-up link).
+    /// Whether anyone uses the account: signed in, or holds an API key (a roster import's new accounts do
+    /// not, until the student uses their set-up link).
     var has_signed_in: Bool
     /// What the caller may do to the member's account.
     var account: MemberAccess

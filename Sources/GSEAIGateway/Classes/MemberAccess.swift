@@ -26,11 +26,14 @@ struct MemberAccess: Sendable, Hashable, Encodable {
         case setupLink = "setup_link"
     }
 
+    /// `memberIsStudent`: an instructor manages only students' accounts; a member who has since become staff
+    /// is the administrators' to manage.
     init(callerIsAdmin: Bool, username: String, className: String, visibility: TranscriptVisibility,
-         inAnotherInstructorsClass shared: Bool, hasSignedIn: Bool) {
+         inAnotherInstructorsClass shared: Bool, hasSignedIn: Bool, memberIsStudent: Bool) {
         let sharedReason = "'\(username)' is also in another instructor's class: only an administrator manages their account"
+        let staffReason = memberIsStudent ? nil : "only an administrator manages the account of '\(username)'"
         func decide(_ power: Power, _ refusal: String?) -> Bool {
-            guard !callerIsAdmin, let refusal else { return true }
+            guard !callerIsAdmin, let refusal = staffReason ?? refusal else { return true }
             reasons[power] = refusal
             return false
         }

@@ -191,6 +191,8 @@ public struct RosterEntry: Sendable, Hashable {
     public var disabled: Bool
     /// When they last signed in, or `nil` if they never have.
     public var lastLoginAt: Date?
+    /// Whether they hold an API key that is not revoked.
+    public var hasLiveKey: Bool
     /// When they joined the class.
     public var joinedAt: Date
     /// The latest use of any of their login sessions or API keys, if any.
@@ -199,8 +201,12 @@ public struct RosterEntry: Sendable, Hashable {
     /// manage their account.
     public var inAnotherInstructorsClass: Bool
 
-    public init(userID: String, username: String, role: Role, disabled: Bool, lastLoginAt: Date?, joinedAt: Date,
-                lastSeenAt: Date?, inAnotherInstructorsClass: Bool) {
+    /// Whether anyone uses the account: a sign-in, or an API key that could be in use.
+    public var isInUse: Bool { lastLoginAt != nil || hasLiveKey }
+
+    public init(userID: String, username: String, role: Role, disabled: Bool, lastLoginAt: Date?, hasLiveKey: Bool = false,
+                joinedAt: Date, lastSeenAt: Date?, inAnotherInstructorsClass: Bool) {
+        self.hasLiveKey = hasLiveKey
         self.userID = userID
         self.username = username
         self.role = role

@@ -129,6 +129,8 @@ struct SQLClassRepository: ClassRepository {
     func roster(classID: String) async throws -> [RosterEntry] {
         try await self.database.raw("""
             SELECT users.id, users.username, users.role, users.disabled, users.last_login_at, class_members.joined_at,
+                CASE WHEN EXISTS (SELECT 1 FROM api_keys WHERE api_keys.user_id = users.id AND api_keys.revoked_at IS NULL)
+                    THEN 1 ELSE 0 END AS has_key,
                 (SELECT MAX(login_sessions.last_seen_at) FROM login_sessions WHERE login_sessions.user_id = users.id)
                     AS session_seen_at,
                 (SELECT MAX(api_keys.last_used_at) FROM api_keys WHERE api_keys.user_id = users.id) AS key_used_at,
@@ -153,6 +155,7 @@ struct SQLClassRepository: ClassRepository {
                     role: Role(rawValue: roleName) ?? .student,
                     disabled: try row.decode(column: "disabled", as: Bool.self),
                     lastLoginAt: try row.decodeOptionalDate(column: "last_login_at"),
+                    hasLiveKey: try row.decode(column: "has_key", as: Int.self) != 0,
                     joinedAt: try row.decodeDate(column: "joined_at"),
                     lastSeenAt: seen.compactMap { $0 }.max(),
                     inAnotherInstructorsClass: try row.decode(column: "shared", as: Int.self) != 0
