@@ -127,7 +127,7 @@ public struct Admission: Sendable {
 
     static func wrongKind(_ path: String) -> GatewayError {
         GatewayError(.notImplemented, type: .notImplemented,
-                     "\(path) is not available: no model server of this gateway speaks this API (they speak only the OpenAI-compatible one)")
+                     "\(path) is not available: no model server of this gateway speaks this API (each speaks only the OpenAI-compatible API)")
     }
 
     /// A refusal of the fair queue in words for the caller, with `Retry-After`.
