@@ -542,6 +542,10 @@ def run(options, folder: Path, processes: Processes) -> None:
     log = folder / "gateway.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GSEAI_")}
     environment["GSEAI_API_TOKEN"] = TOKEN
+    # The relay is measured, not the fair queue: the fixed upstream has no GPU to share, so its slots and one
+    # key's share of them are set far above the load (bench/fairness measures the queue).
+    environment["GSEAI_UPSTREAM_SLOTS"] = "1024"
+    environment["GSEAI_QUEUE_CONCURRENCY_PER_USER"] = "1024"
     gateway = processes.start(
         [options.gseai, "serve", "--upstream-url", f"http://127.0.0.1:{upstream_port}", "--upstream-kind", "lmstudio",
          "--database", str(database), "--host", "127.0.0.1", "--port", "0", "--env-file", "none",

@@ -160,7 +160,7 @@ public final class GSEAIClient: Sendable {
             // A stream's pieces come at most the idle limit apart; a whole answer's body may also come only
             // when the answer is ready.
             body: ResponseBodyStream(body: response.body, idle: streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle,
-                                     eventLoop: httpClient.eventLoopGroup.any())
+                                     eventLoop: httpClient.eventLoopGroup.any(), executor: request.bodyExecutor)
         )
     }
 
@@ -231,6 +231,9 @@ public struct RawRequest: Sendable {
     /// Whether the answer is expected to stream: its pieces may then be at most the idle limit apart,
     /// while a whole answer may take up to the first-byte limit to come.
     public var expectsStream = false
+    /// Where the answer's body is read (see ``ResponseBodyStream``): a server gives the event loop of the
+    /// caller's connection, so that no piece hops to Swift's global pool and back; `nil` for the global pool.
+    public var bodyExecutor: (any TaskExecutor)?
 
     /// Creates a request.
     public init(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: RawBody? = nil) {

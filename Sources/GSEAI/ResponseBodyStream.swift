@@ -16,15 +16,17 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
     private let body: HTTPClientResponse.Body
     private let idle: Duration
     private let eventLoop: any EventLoop
+    private let executor: (any TaskExecutor)?
 
-    init(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop) {
+    init(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop, executor: (any TaskExecutor)? = nil) {
         self.body = body
         self.idle = idle
         self.eventLoop = eventLoop
+        self.executor = executor
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(handle: ReaderHandle(BodyReader(body: body, idle: idle, eventLoop: eventLoop)))
+        AsyncIterator(handle: ReaderHandle(BodyReader(body: body, idle: idle, eventLoop: eventLoop, executor: executor)))
     }
 
     /// Reads the whole body, failing when it exceeds `limit` bytes.
@@ -94,12 +96,14 @@ private final class BodyReader: Sendable {
     private let body: HTTPClientResponse.Body
     private let idle: Duration
     private let eventLoop: any EventLoop
+    private let executor: (any TaskExecutor)?
     private let state = Mutex(State())
 
-    init(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop) {
+    init(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop, executor: (any TaskExecutor)?) {
         self.body = body
         self.idle = idle
         self.eventLoop = eventLoop
+        self.executor = executor
     }
 
     func next() async throws -> ByteBuffer? {
@@ -140,7 +144,7 @@ private final class BodyReader: Sendable {
         let timer = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] _ in
             self?.checkSilence(limit: limit)
         }
-        let task = Task { [body] in
+        let task = Task(executorPreference: executor) { [body] in
             var iterator = body.makeAsyncIterator()
             while true {
                 let piece: Result<ByteBuffer?, any Error>

@@ -169,7 +169,8 @@ struct FairQueueTests {
     }
 
     @Test func theChatPagesAnswerWaitsInTheSameLineAndSaysSo() async throws {
-        try await GatewayHarness.with(stubSlots: 1, serviceTime: .milliseconds(600), configure: { $0.upstreamSlots = 1 }) { gateway in
+        // The holder's answer takes long enough that the student's comes while it runs, even on a busy machine.
+        try await GatewayHarness.with(stubSlots: 1, serviceTime: .milliseconds(2500), configure: { $0.upstreamSlots = 1 }) { gateway in
             let (_, holder) = try await gateway.user("holder")
             let (_, student) = try await gateway.user("sam")
             let holding = Task { try await gateway.post("/v1/chat/completions", key: holder, json: Self.chat("hold")) }
@@ -248,7 +249,8 @@ struct FairQueueTests {
     }
 
     @Test func anUpstreamThatStopsLosesNoRequestThatHadNotStarted() async throws {
-        let stubs: [GatewayHarness.StubSpec] = [.init(slots: 1, serviceTime: .milliseconds(500)), .init(slots: 1, serviceTime: .milliseconds(500))]
+        // Long enough answers that all six are seen in flight, even on a busy machine.
+        let stubs: [GatewayHarness.StubSpec] = [.init(slots: 1, serviceTime: .milliseconds(1500)), .init(slots: 1, serviceTime: .milliseconds(1500))]
         try await GatewayHarness.with(stubs: stubs) { gateway in
             await gateway.gateway.pool.refreshAll()
             let keys = try await (0..<6).asyncMap { try await gateway.user("user\($0)").key }

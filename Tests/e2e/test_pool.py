@@ -17,7 +17,18 @@ from helpers import LLAMA_MODEL, WAIT, session
 from pages import choose_model, send, sign_in, wait, wait_for_answer
 
 # Each flood request asks for this many tokens: a few seconds of a model server, while the page waits.
-FLOOD_TOKENS = 96
+FLOOD_TOKENS = 160
+
+# Records every text the chat page's pending line takes, from now on.
+RECORD_PENDING = """
+window.__pendingTexts = [];
+const record = () => document.querySelectorAll('#messages .pending').forEach(p => {
+  const text = p.textContent;
+  if (window.__pendingTexts[window.__pendingTexts.length - 1] !== text) window.__pendingTexts.push(text);
+});
+new MutationObserver(record).observe(document.getElementById('messages'),
+  { subtree: true, childList: true, characterData: true });
+"""
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +129,16 @@ def test_the_chat_page_shows_its_place_in_line_while_a_script_floods(gateway_ove
             if all(u["busy"] == 1 for u in listed):
                 break
             threading.Event().wait(0.25)
+        assert all(u["busy"] == 1 for u in listed), (listed, failures)
         sign_in(browser, gateway.base_url, name, password)
         choose_model(browser, LLAMA_MODEL)
+        # A wait may be short (one flood answer's rest): every text the pending line shows is recorded as the
+        # page sets it, so none is missed between two polls.
+        browser.execute_script(RECORD_PENDING)
         send(browser, "Hello!")
-        pending = "return document.querySelector('#messages [data-role=\"assistant\"] .pending')?.innerText || ''"
-        said = wait(browser, lambda d: (text := d.execute_script(pending)).startswith("Waiting for the model") and text,
-                    timeout=60, message="the page never said it was waiting for the model")
+        seen = "return window.__pendingTexts.filter(t => t.startsWith('Waiting for the model'))[0] || ''"
+        said = wait(browser, lambda d: d.execute_script(seen), timeout=60,
+                    message="the page never said it was waiting for the model")
         assert re.fullmatch(r"Waiting for the model — (you are next|\d+ ahead of you)", said), said
         answer = wait_for_answer(browser, 1, timeout=240)
         assert answer["text"], answer

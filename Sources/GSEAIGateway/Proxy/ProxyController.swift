@@ -125,6 +125,7 @@ public struct ProxyController: Sendable {
         if let body { outgoing.body = .bytes(body) }
         let stream = inspection?.stream == true
         outgoing.expectsStream = stream
+        outgoing.bodyExecutor = context.channel.map { EventLoopTaskExecutor.of($0.eventLoop) }
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      classID: ticket.applied?.id, model: inspection?.model ?? "unknown",
                                      counted: endpoint.method == .post)
