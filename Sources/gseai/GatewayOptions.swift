@@ -20,8 +20,11 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Order of the queue for slots: fair or fifo (GSEAI_QUEUE_DISCIPLINE; default fair).")
     var queueDiscipline: String?
 
-    @Option(help: "SQLite database file, or :memory: (GSEAI_DATABASE; default data/gseai.sqlite).")
+    @Option(help: "SQLite database file, :memory:, or postgres://user@host:port/db for several replicas (GSEAI_DATABASE; default data/gseai.sqlite).")
     var database: String?
+
+    @Option(help: "The address at which the other replicas reach this one, with PostgreSQL (GSEAI_REPLICA_URL; default http://HOST:PORT).")
+    var replicaURL: String?
 
     @Option(help: "Listen address (GSEAI_HOST; default 127.0.0.1).")
     var host: String?
@@ -59,6 +62,7 @@ struct GatewayOptions: ParsableArguments {
         overrides["gseai.config.file"] = configFile
         overrides["gseai.queue.discipline"] = queueDiscipline
         overrides["gseai.database"] = database
+        overrides["gseai.replica.url"] = replicaURL
         overrides["gseai.host"] = host
         overrides["gseai.port"] = port.map(String.init)
         overrides["gseai.public.url"] = publicURL
@@ -75,7 +79,17 @@ struct GatewayOptions: ParsableArguments {
     }
 
     /// Opens the configured database (running its migrations).
-    func openStorage(_ configuration: GatewayConfiguration, logger: Logger) async throws -> Storage {
+    /// `asReplica`: the gateway itself, which registers as a replica (PostgreSQL) so that the others reach
+    /// its answers; an administrative command does not.
+    func openStorage(_ configuration: GatewayConfiguration, asReplica: Bool = false, logger: Logger) async throws -> Storage {
+        if configuration.usesPostgres {
+            do {
+                return try await PostgresStorage.open(url: configuration.databasePath,
+                                                      replicaURL: asReplica ? configuration.effectiveReplicaURL : nil, logger: logger)
+            } catch let error as StorageSetupError {
+                throw CLIError(error.description)
+            }
+        }
         let path = configuration.databasePath == ":memory:" ? nil : configuration.databasePath
         return try await SQLiteStorage.open(path: path, logger: logger)
     }

@@ -40,7 +40,7 @@ struct ServeCommand: AsyncParsableCommand {
         if configuration.upstreamToken.isEmpty {
             logger.warning("GSEAI_API_TOKEN is not set: the upstream will refuse requests that need its token")
         }
-        let storage = try await options.openStorage(configuration, logger: logger)
+        let storage = try await options.openStorage(configuration, asReplica: true, logger: logger)
         let gateway = try Gateway(configuration: configuration, storage: storage, logger: logger)
         let interrupted = try await gateway.recoverInterruptedAnswers()
         if interrupted > 0 { logger.notice("answers cut short by the last stop are marked interrupted", metadata: ["count": "\(interrupted)"]) }

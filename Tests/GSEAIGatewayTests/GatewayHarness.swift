@@ -6,6 +6,7 @@ import GSEAITestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// A gateway in front of stub upstreams (one, or a pool), on ports of their own, with an in-memory database.
 struct GatewayHarness: Sendable {
@@ -42,8 +43,11 @@ struct GatewayHarness: Sendable {
 
     /// Runs `body` with a fresh gateway in front of a pool of stubs named `up1`, `up2`… (one stub: the plain
     /// one-upstream configuration); the upstreams' slots are the stubs' (4 when a stub has no limit).
+    /// `postgresSchema`: the gateway is a replica on that schema of the PostgreSQL test database (open two
+    /// harnesses on one schema for two replicas).
     static func with<T: Sendable>(
         stubs specs: [StubSpec],
+        postgresSchema: String? = nil,
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         clock: @escaping @Sendable () -> Date = Date.init,
         _ body: (GatewayHarness) async throws -> T
@@ -52,7 +56,7 @@ struct GatewayHarness: Sendable {
         let outcome: Result<T, any Error>
         do {
             for spec in specs { stubs.append(try await StubUpstream.start(slots: spec.slots, serviceTime: spec.serviceTime, models: spec.models)) }
-            outcome = .success(try await run(stubs: stubs, specs: specs, configure: configure, clock: clock, body))
+            outcome = .success(try await run(stubs: stubs, specs: specs, postgresSchema: postgresSchema, configure: configure, clock: clock, body))
         } catch {
             outcome = .failure(error)
         }
@@ -61,7 +65,7 @@ struct GatewayHarness: Sendable {
     }
 
     private static func run<T: Sendable>(
-        stubs: [StubUpstream], specs: [StubSpec], configure: @Sendable (inout GatewayConfiguration) -> Void,
+        stubs: [StubUpstream], specs: [StubSpec], postgresSchema: String?, configure: @Sendable (inout GatewayConfiguration) -> Void,
         clock: @escaping @Sendable () -> Date, _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let stub = stubs[0]
@@ -80,7 +84,14 @@ struct GatewayHarness: Sendable {
             configuration.port = 0
             configure(&configuration)
             let logger = Logger(label: "gateway-test", factory: { _ in SwiftLogNoOpLogHandler() })
-            let storage = try await SQLiteStorage.open(path: nil, logger: logger)
+            let storage: Storage
+            if let postgresSchema {
+                // The other replicas reach this one at its own address: its port is chosen first.
+                configuration.port = try await FreePort.find()
+                storage = try await TestDatabase.openPostgres(schema: postgresSchema, replicaURL: configuration.effectiveReplicaURL, logger: logger)
+            } else {
+                storage = try await TestDatabase.open(logger: logger, replicaURL: "http://127.0.0.1:9")
+            }
             let gateway: Gateway
             let app: RunningApplication
             do {
@@ -186,3 +197,13 @@ struct HTTPResult: Sendable {
 
 /// A real 1×1 PNG, base64.
 let tinyPNGBase64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
+/// A free TCP port on 127.0.0.1, found by binding port 0.
+enum FreePort {
+    static func find() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
+}

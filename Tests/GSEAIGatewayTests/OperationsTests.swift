@@ -309,7 +309,7 @@ struct OperationsTests {
             handler.logLevel = .trace
             return handler
         }
-        let storage = try await SQLiteStorage.open(path: nil, logger: logger)
+        let storage = try await TestDatabase.open(logger: logger)
         let accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: 4))
         let (user, _) = try await accounts.createUser(username: "alice", password: "correct horse battery", role: .student)
         let (key, _) = try await accounts.createKey(for: user, label: "laptop")

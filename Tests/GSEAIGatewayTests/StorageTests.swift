@@ -440,8 +440,9 @@ import Testing
     let logger = Logger(label: "StorageTests", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// Runs `body` with storage that is closed afterwards, as a connection left open is a bug.
+    /// Without a path, on the engine the tests run on (``TestDatabase``); with one, a SQLite file.
     func withStorage(path: String? = nil, _ body: (Storage) async throws -> Void) async throws {
-        let storage = try await SQLiteStorage.open(path: path, logger: logger)
+        let storage = if let path { try await SQLiteStorage.open(path: path, logger: logger) } else { try await TestDatabase.open(logger: logger) }
         do {
             try await body(storage)
         } catch {

@@ -122,7 +122,7 @@ public struct AccountController: Sendable {
         guard let user = try await accounts.authenticate(username: body.username, password: body.password) else {
             throw GatewayError(.unauthorized, type: .authentication, "wrong username or password")
         }
-        await throttle.succeeded(username: body.username, address: context.remoteAddress)
+        try await throttle.succeeded(username: body.username, address: context.remoteAddress)
         let (token, session) = try await accounts.startSession(
             for: user, userAgent: request.headers[.userAgent], remoteAddress: context.remoteAddress
         )
@@ -134,7 +134,7 @@ public struct AccountController: Sendable {
 
     /// Counts a password attempt, or refuses it with 429 and `Retry-After` when there were too many.
     func admitPasswordAttempt(username: String, context: GatewayRequestContext, what: String = "failed logins") async throws {
-        guard let wait = await throttle.admit(username: username, address: context.remoteAddress) else { return }
+        guard let wait = try await throttle.admit(username: username, address: context.remoteAddress) else { return }
         let seconds = max(1, Int(wait.components.seconds))
         throw GatewayError(.tooManyRequests, type: .rateLimit, "too many \(what); try again in \(seconds) seconds",
                            headers: [.retryAfter: String(seconds)])
@@ -199,7 +199,7 @@ public struct AccountController: Sendable {
         guard try await accounts.authenticate(username: identity.user.username, password: body.current_password) != nil else {
             throw GatewayError(.forbidden, type: .permission, "the current password is wrong")
         }
-        await throttle.succeeded(username: identity.user.username, address: context.remoteAddress)
+        try await throttle.succeeded(username: identity.user.username, address: context.remoteAddress)
         do {
             _ = try await accounts.resetPassword(for: identity.user.username, to: body.new_password)
         } catch let error as AccountService.AccountError {

@@ -5,13 +5,26 @@ public struct AccountService: Sendable {
     public let storage: Storage
     public let hasher: PasswordHasher
     public let sessionLifetime: Duration
-    /// Recently checked API keys with their users, by the key's digest.
-    private let keyCache = ExpiringCache<(key: APIKey, user: User)>(lifetime: .seconds(2))
+    /// Recently checked API keys with their users, by the key's digest; forgotten whenever an account
+    /// changes, here or on another replica (``ChangeFeed``).
+    private let keyCache: ExpiringCache<(key: APIKey, user: User)>
 
     public init(storage: Storage, hasher: PasswordHasher, sessionLifetime: Duration = .seconds(7 * 24 * 3600)) {
         self.storage = storage
         self.hasher = hasher
         self.sessionLifetime = sessionLifetime
+        let keyCache = ExpiringCache<(key: APIKey, user: User)>(lifetime: .seconds(2))
+        self.keyCache = keyCache
+        storage.shared.changes.subscribe { topic in
+            if topic == .accounts { keyCache.forget() }
+        }
+    }
+
+    /// Forgets what every replica knows of accounts: a revoked key, a disabled user, a new role are
+    /// refused everywhere on the next request.
+    func accountsChanged() async {
+        keyCache.forget()
+        await storage.shared.changes.publish(.accounts)
     }
 
     /// What went wrong, in words for the person at the other end.
@@ -62,7 +75,7 @@ public struct AccountService: Sendable {
     /// student must not open an account that is staff now).
     public func setRole(_ role: Role, for username: String) async throws -> User {
         let user = try await storage.users.setRole(userID: try await user(named: username).id, to: role)
-        keyCache.forget { $0.user.id == user.id }
+        await accountsChanged()
         return user
     }
 
@@ -88,7 +101,7 @@ public struct AccountService: Sendable {
     /// same transaction.
     public func setDisabled(_ disabled: Bool, for username: String) async throws -> User {
         let user = try await storage.users.setDisabled(userID: try await user(named: username).id, disabled, at: Date())
-        keyCache.forget { $0.user.id == user.id }
+        await accountsChanged()
         return user
     }
 
@@ -180,6 +193,6 @@ public struct AccountService: Sendable {
             throw GatewayError.notFound("no such API key")
         }
         try await storage.apiKeys.revoke(id: key.id, at: Date())
-        keyCache.forget { $0.user.id == user.id }
+        await accountsChanged()
     }
 }

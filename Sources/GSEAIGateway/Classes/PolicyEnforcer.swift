@@ -1,7 +1,6 @@
 import Foundation
 import GSEAI
 import HTTPTypes
-import Synchronization
 
 /// Applies a class's policy to every request of its students, on every surface: the chat page's API and
 /// the forwarded APIs alike. It refuses what the policy forbids (a model, images, too many requests, a
@@ -10,32 +9,52 @@ import Synchronization
 public final class PolicyEnforcer: Sendable {
     /// Finds the class that applies.
     public let resolver: PolicyResolver
-    let meter: UsageMeter
+    /// The requests of the last minute, per student, in every replica.
+    let rates: any RateWindow
+    /// The tokens used and reserved today, per student and class, in every replica.
+    let budgets: any BudgetLedger
     let clock: @Sendable () -> Date
-    /// Each user's admitted requests of the last minute, oldest first.
-    private let recent = Mutex<[String: [Date]]>([:])
+
+    /// What a request reserves of a daily budget when its class sets no `max_output_tokens`.
+    static let defaultReservation = 1_024
+    /// How long a reservation counts when its request never settles it (its replica died).
+    static let reservationLifetime: TimeInterval = 600
 
     /// `clock` decides "now" for class dates, the rate window and the budget's day; tests move it.
-    public init(classes: any ClassRepository, meter: UsageMeter, clock: @escaping @Sendable () -> Date = Date.init) {
+    public init(classes: any ClassRepository, rates: any RateWindow, budgets: any BudgetLedger,
+                clock: @escaping @Sendable () -> Date = Date.init) {
         self.resolver = PolicyResolver(classes: classes, clock: clock)
-        self.meter = meter
+        self.rates = rates
+        self.budgets = budgets
         self.clock = clock
     }
 
+    /// What the policy decided for an admitted request: its class, and what it reserved of the class's budget.
+    struct Admitted: Sendable {
+        var applied: ClassSession
+        var reservation: BudgetReservation?
+    }
+
     /// Checks a request of `user` (to a forwarded endpoint whose body has `shape`, if it is one) against their
-    /// class's policy and counts it towards the rate limit; a request refused for any other reason is not
-    /// counted. Returns the class that applies, or `nil` when none does.
+    /// class's policy, reserves its largest answer in the class's daily budget and counts it towards the rate
+    /// limit; a request refused for any reason reserves and counts nothing. Returns the class that applies,
+    /// or `nil` when none does.
     func admit(user: User, model: String?, imageCount: Int, shape: ProxyEndpoint.PolicyShape = .none,
-               preferredClassID: String? = nil) async throws -> ClassSession? {
+               preferredClassID: String? = nil) async throws -> Admitted? {
         guard let applied = try await resolver.applicableClass(for: user, preferredClassID: preferredClassID) else { return nil }
         try Self.checkModel(model, in: applied)
         if imageCount > 0 && !applied.policy.imagesAllowed {
             throw GatewayError.badRequest("images are not allowed in your class '\(applied.name)'")
         }
         try Self.checkShape(shape, in: applied)
-        try await checkBudget(user: user, in: applied)
-        try checkRate(user: user, in: applied)
-        return applied
+        let reservation = try await reserveBudget(user: user, in: applied)
+        do {
+            try await checkRate(user: user, in: applied)
+        } catch {
+            await reservation?.release()
+            throw error
+        }
+        return Admitted(applied: applied, reservation: reservation)
     }
 
     /// Refuses an endpoint the policy cannot be applied to: a raw prompt has no place for a system prompt,
@@ -52,13 +71,18 @@ public final class PolicyEnforcer: Sendable {
         throw GatewayError(.forbidden, type: .permission, "the model '\(model ?? "")' is not available in your class '\(applied.name)'")
     }
 
-    private func checkBudget(user: User, in applied: ClassSession) async throws {
-        guard let budget = applied.policy.dailyTokenBudget else { return }
+    private func reserveBudget(user: User, in applied: ClassSession) async throws -> BudgetReservation? {
+        guard let budget = applied.policy.dailyTokenBudget else { return nil }
         let now = clock()
-        let day = UsageRecorder.day(now)
         // What the student used in this class: each class's budget is its own.
-        let used = try await meter.total(userID: user.id, classID: applied.id, day: day)
-        guard used >= budget else { return }
+        let key = BudgetKey(userID: user.id, classID: applied.id, day: UsageRecorder.day(now))
+        let tokens = applied.policy.maxOutputTokens ?? Self.defaultReservation
+        let decision = try await budgets.reserve(key, tokens: tokens, budget: budget, now: now,
+                                                 expires: now.addingTimeInterval(Self.reservationLifetime))
+        guard case .spent(let used) = decision else {
+            guard case .reserved(let id) = decision else { return nil }
+            return BudgetReservation(ledger: budgets, id: id, key: key)
+        }
         let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
         let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))
         throw GatewayError(
@@ -69,28 +93,17 @@ public final class PolicyEnforcer: Sendable {
         )
     }
 
-    private func checkRate(user: User, in applied: ClassSession) throws {
+    private func checkRate(user: User, in applied: ClassSession) async throws {
         // A policy is checked when written (a positive number); a zero or less read back from the database
         // would index before the window.
         guard let limit = applied.policy.requestsPerMinute, limit > 0 else { return }
-        let now = clock()
-        let refusal: (sent: Int, wait: Int)? = recent.withLock { recent in
-            var times = recent[user.id, default: []].filter { now.timeIntervalSince($0) < 60 }
-            defer { recent[user.id] = times }
-            guard times.count >= limit else {
-                times.append(now)
-                return nil
-            }
-            // The wait until enough of the last minute's requests have aged out to make room for one more.
-            let oldest = times[times.count - limit]
-            return (times.count, max(1, Int((60 - now.timeIntervalSince(oldest)).rounded(.up))))
-        }
-        guard let refusal else { return }
+        guard let refusal = try await rates.admit(key: "rate:" + user.id, limit: limit, window: 60, now: clock()) else { return }
+        let wait = max(1, Int(refusal.retryAfter.clamped(to: 0...60).rounded(.up)))
         throw GatewayError(
             .tooManyRequests, type: .rateLimit,
             "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(limit) — "
-                + "try again in \(refusal.wait) seconds",
-            headers: [.retryAfter: String(refusal.wait)]
+                + "try again in \(wait) seconds",
+            headers: [.retryAfter: String(wait)]
         )
     }
 

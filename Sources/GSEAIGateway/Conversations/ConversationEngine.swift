@@ -69,7 +69,7 @@ public struct ConversationEngine: Sendable {
             guard try await storage.images.isOwned(hash: hash, by: user.id) else { throw GatewayError.notFound("no such image: \(hash)") }
         }
         let history = try await storage.messages.list(conversationID: conversation.id)
-        if let last = history.last, last.status == .streaming, await hub.isGenerating(last.id) {
+        if let last = history.last, last.status == .streaming, await isGenerating(last) {
             throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it or wait")
         }
         // The class's policy: checked before anything is stored.
@@ -92,7 +92,7 @@ public struct ConversationEngine: Sendable {
         let conversation = try await conversation(conversationID, of: user)
         var messages = try await storage.messages.list(conversationID: conversation.id)
         let lastAnswer = messages.last.flatMap { $0.role == "assistant" ? $0 : nil }
-        if let lastAnswer, await hub.isGenerating(lastAnswer.id) {
+        if let lastAnswer, await isGenerating(lastAnswer) {
             throw GatewayError(.conflict, type: .invalidRequest, "an answer is still being generated; stop it first")
         }
         guard let userMessage = messages.dropLast(lastAnswer == nil ? 0 : 1).last, userMessage.role == "user" else {
@@ -113,13 +113,22 @@ public struct ConversationEngine: Sendable {
                                      previousResponseID: previous, user: user, ticket: ticket)
     }
 
-    /// Stops an answer being generated; its partial text is kept, marked stopped.
-    public func stop(user: User, conversationID: String, messageID: String) async throws {
+    /// Stops an answer being generated here; its partial text is kept, marked stopped. Returns the message
+    /// when this replica does not generate it (another replica may: the caller passes the stop on).
+    @discardableResult
+    public func stop(user: User, conversationID: String, messageID: String) async throws -> StoredMessage? {
         let conversation = try await conversation(conversationID, of: user)
         guard let message = try await storage.messages.find(id: messageID), message.conversationID == conversation.id else {
             throw GatewayError.notFound("no such message")
         }
-        await hub.stop(message.id)
+        return await hub.stop(message.id) == nil ? message : nil
+    }
+
+    /// Whether an answer is being generated, here or by another live replica.
+    func isGenerating(_ message: StoredMessage) async -> Bool {
+        if await hub.isGenerating(message.id) { return true }
+        guard message.status == .streaming, let replica = message.replica, replica != storage.shared.replicas.id else { return false }
+        return (try? await storage.shared.replicas.liveReplica(replica)) != nil
     }
 
     /// Deletes a conversation; an answer still being generated is stopped and written first, so that its
@@ -143,9 +152,12 @@ public struct ConversationEngine: Sendable {
 
     private func startAnswer(conversation: Conversation, history: [StoredMessage], userMessage: StoredMessage,
                              previousResponseID: String?, user: User, ticket: Admission.Ticket) async throws -> StoredMessage {
-        let assistant = try await storage.messages.append(StoredMessage(
+        var streaming = StoredMessage(
             conversationID: conversation.id, role: "assistant", text: "", imageHashes: [], status: .streaming, model: conversation.model
-        ))
+        )
+        // Owned by this replica: the others follow and stop it through this one while it lives.
+        streaming.replica = storage.shared.replicas.id
+        let assistant = try await storage.messages.append(streaming)
         let generation = Generation(engine: self, conversation: conversation, history: history, userMessage: userMessage,
                                     message: assistant, previousResponseID: previousResponseID, userID: user.id, ticket: ticket)
         await hub.start(assistant.id) { await generation.run() }
@@ -429,7 +441,7 @@ final class Generation: @unchecked Sendable {
         // Counted even when the answer could not be saved (its conversation deleted meanwhile, say).
         let recorder = UsageRecorder(storage: engine.storage, metrics: engine.metrics, meter: engine.usageMeter,
                                      userID: userID, classID: applied?.id, model: conversation.model, counted: true,
-                                     upstream: upstreamName)
+                                     upstream: upstreamName, reservation: ticket.reservation)
         do {
             try await recorder.record(responseIDs: message.responseID.map { [$0] } ?? [],
                                       inputTokens: inputTokens ?? 0, outputTokens: outputTokens ?? pieces)

@@ -14,7 +14,8 @@ public struct AnswerEvent: Sendable, Hashable {
 public actor GenerationHub {
     private struct Live {
         var events: [AnswerEvent] = []
-        var subscribers: [UUID: AsyncStream<AnswerEvent>.Continuation] = [:]
+        /// Each page following it, with the last event it already has (`Last-Event-ID`).
+        var subscribers: [UUID: (after: Int, continuation: AsyncStream<AnswerEvent>.Continuation)] = [:]
         /// The generation's task; `nil` once the answer is finished.
         var task: Task<Void, Never>?
         var finished: Bool { task == nil }
@@ -40,13 +41,14 @@ public actor GenerationHub {
         guard live[messageID]?.finished == false else { return }
         let event = AnswerEvent(id: live[messageID]!.events.count + 1, name: name, data: data)
         live[messageID]!.events.append(event)
-        for subscriber in live[messageID]!.subscribers.values { subscriber.yield(event) }
+        // A page that resumed after an id not reached yet (it followed another replica, say) gets what follows it.
+        for subscriber in live[messageID]!.subscribers.values where event.id > subscriber.after { subscriber.continuation.yield(event) }
     }
 
     /// Marks the answer finished (its `end` event is the last), and forgets it after the retention time.
     func finish(_ messageID: String) {
         guard live[messageID] != nil else { return }
-        for subscriber in live[messageID]!.subscribers.values { subscriber.finish() }
+        for subscriber in live[messageID]!.subscribers.values { subscriber.continuation.finish() }
         live[messageID]!.subscribers = [:]
         live[messageID]!.task = nil
         let retention = self.retention
@@ -81,7 +83,7 @@ public actor GenerationHub {
             return stream
         }
         let token = UUID()
-        live[messageID]!.subscribers[token] = continuation
+        live[messageID]!.subscribers[token] = (lastEventID, continuation)
         continuation.onTermination = { [weak self] _ in
             Task { await self?.unsubscribe(messageID, token) }
         }

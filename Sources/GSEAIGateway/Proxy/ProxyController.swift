@@ -128,7 +128,7 @@ public struct ProxyController: Sendable {
         outgoing.bodyExecutor = context.channel.map { EventLoopTaskExecutor.of($0.eventLoop) }
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      classID: ticket.applied?.id, model: inspection?.model ?? "unknown",
-                                     counted: endpoint.method == .post)
+                                     counted: endpoint.method == .post, reservation: ticket.reservation)
         let prepared = Prepared(endpoint: endpoint, ticket: ticket, outgoing: outgoing, stream: stream, recorder: recorder,
                                 listingClass: listingClass)
 

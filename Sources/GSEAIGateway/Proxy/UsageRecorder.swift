@@ -14,6 +14,9 @@ struct UsageRecorder: Sendable {
     let counted: Bool
     /// The upstream that answered, once known: stored response ids continue only there.
     var upstream: String?
+    /// What the request reserved of its class's daily budget: settled with the usage (written at once,
+    /// so that every replica's next check sees it).
+    var reservation: BudgetReservation?
 
     func record(_ observer: ResponseObserver) async throws {
         try await record(responseIDs: observer.responseIDs, inputTokens: observer.inputTokens, outputTokens: observer.outputTokens)
@@ -25,8 +28,12 @@ struct UsageRecorder: Sendable {
         // the totals.
         let inputTokens = Self.plausible(inputTokens), outputTokens = Self.plausible(outputTokens)
         if counted {
-            meter.record(userID: userID, classID: classID, model: model, day: Self.day(now), inputTokens: inputTokens,
-                         outputTokens: outputTokens)
+            if let reservation {
+                try await reservation.settle(model: model, inputTokens: inputTokens, outputTokens: outputTokens)
+            } else {
+                meter.record(userID: userID, classID: classID, model: model, day: Self.day(now), inputTokens: inputTokens,
+                             outputTokens: outputTokens)
+            }
             metrics.recordTokens(model: model, input: inputTokens, output: outputTokens)
         }
         for id in responseIDs {

@@ -41,7 +41,13 @@ public struct Gateway: Sendable {
                                      refreshInterval: configuration.upstreamRefresh, metrics: metrics, logger: logger)
         self.hub = GenerationHub()
         self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
-        self.policies = PolicyEnforcer(classes: storage.classes, meter: usageMeter, clock: clock)
+        if let local = storage.shared.budgets as? LocalBudgetLedger {
+            // One process: its budgets read the meter's totals, which include what is not written yet.
+            let meter = usageMeter
+            local.meter.withLock { $0 = meter }
+        }
+        self.policies = PolicyEnforcer(classes: storage.classes, rates: storage.shared.rates, budgets: storage.shared.budgets,
+                                       clock: clock)
         self.admission = Admission(policies: policies, pool: pool, metrics: metrics, defaultCap: configuration.concurrencyPerUser)
         var engine = ConversationEngine(storage: storage, admission: admission, hub: hub, metrics: metrics, usageMeter: usageMeter,
                                         logger: logger)
@@ -49,10 +55,12 @@ public struct Gateway: Sendable {
         self.engine = engine
     }
 
-    /// Marks answers that were being generated when the process last stopped as interrupted.
+    /// Marks answers that were being generated when the process last stopped as interrupted: every one for
+    /// a gateway alone; with replicas (PostgreSQL), only those of replicas no longer alive, never a live
+    /// sibling's. The replicas run it again every few seconds (``ReplicaSweeper``), for a sibling that died.
     @discardableResult
     public func recoverInterruptedAnswers() async throws -> Int {
-        try await storage.messages.markStreamingAsInterrupted()
+        try await storage.messages.markStreamingAsInterrupted(sparing: try await storage.shared.replicas.liveReplicaIDs())
     }
 
     /// The folder the page is served from: the configured one, else the copy built into the package.
@@ -79,7 +87,7 @@ public struct Gateway: Sendable {
             // Ready when at least one model server answers.
             (name: "upstream", check: { try await pool.anyAnswers() }),
         ], metrics: metrics).register(on: router)
-        AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow),
+        AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow, attempts: storage.shared.rates),
                           secureCookies: configuration.secureCookies, publicOrigin: configuration.publicOrigin).register(on: router)
         ConversationController(engine: engine, imageLimits: configuration.imageLimits).register(on: router)
         ProxyController(admission: admission, storage: storage, metrics: metrics, usageMeter: usageMeter,
@@ -115,7 +123,7 @@ public struct Gateway: Sendable {
             router: buildRouter(),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
-            services: [usageMeter, pool, ShutdownService(name: "storage", action: storage.close)],
+            services: [usageMeter, pool, ReplicaSweeper(gateway: self), ShutdownService(name: "storage", action: storage.close)],
             onServerRunning: onServerRunning,
             logger: logger
         )
@@ -150,5 +158,31 @@ struct ShutdownService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         try await action()
+    }
+}
+
+/// With several replicas, marks the answers of a replica that died (its heartbeat stopped) as interrupted,
+/// every few seconds; alone, it does nothing.
+struct ReplicaSweeper: Service {
+    let gateway: Gateway
+    var interval: Duration = .seconds(5)
+
+    func run() async throws {
+        // A service that returned would end the application: alone, it waits for the shutdown.
+        guard (try? await gateway.storage.shared.replicas.liveReplicaIDs()) ?? nil != nil else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                do {
+                    let count = try await gateway.recoverInterruptedAnswers()
+                    if count > 0 { gateway.engine.logger.notice("answers of a replica that stopped are marked interrupted", metadata: ["count": "\(count)"]) }
+                } catch {
+                    gateway.engine.logger.warning("could not check other replicas' answers", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 }

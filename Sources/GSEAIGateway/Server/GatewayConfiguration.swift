@@ -64,6 +64,8 @@ public struct GatewayConfiguration: Sendable {
     /// The URL people use to reach the gateway, for links and the CSRF origin check; derived from
     /// host and port when empty.
     public var publicURL = ""
+    /// Where the other replicas reach this one (to follow and stop its answers); empty: from host and port.
+    public var replicaURL = ""
     /// A PEM certificate chain and private key, to serve HTTPS directly.
     public var tlsCertificatePath: String?
     public var tlsKeyPath: String?
@@ -107,6 +109,16 @@ public struct GatewayConfiguration: Sendable {
         return "\(usesTLS ? "https" : "http")://\(displayHost):\(port)"
     }
 
+    /// Where the other replicas reach this one: explicit, or this process's own address.
+    public var effectiveReplicaURL: String {
+        if !replicaURL.isEmpty { return replicaURL.hasSuffix("/") ? String(replicaURL.dropLast()) : replicaURL }
+        let displayHost = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+        return "\(usesTLS ? "https" : "http")://\(displayHost):\(port)"
+    }
+
+    /// Whether the database is PostgreSQL (several replicas may share it) rather than a SQLite file.
+    public var usesPostgres: Bool { PostgresStorage.handles(databasePath) }
+
     /// The limits every image must keep, uploaded or inside a request.
     public var imageLimits: ImageLimits { ImageLimits(maxBytes: maxImageBytes, maxPixels: maxImagePixels) }
 
@@ -143,7 +155,8 @@ public struct GatewayConfiguration: Sendable {
         static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
         static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")
         static let upstreamRefresh = Setting("gseai.upstream.refresh.seconds", "how often upstreams' models and health are read (default 30)")
-        static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none)")
+        static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none), or postgres://user@host:port/db for several replicas")
+        static let replicaURL = Setting("gseai.replica.url", "address at which the other replicas reach this one (PostgreSQL; default http://HOST:PORT)")
         static let host = Setting("gseai.host", "listen address (default 127.0.0.1)")
         static let port = Setting("gseai.port", "listen port (default 8080)")
         static let publicURL = Setting("gseai.public.url", "URL people use to reach the gateway (links, CSRF origin check; https makes cookies Secure)")
@@ -168,7 +181,7 @@ public struct GatewayConfiguration: Sendable {
 
         /// Every setting, in the order `--help` lists them.
         public static let all: [Setting] = [
-            configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamRefresh, database, host, port, publicURL,
+            configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamRefresh, database, replicaURL, host, port, publicURL,
             tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
             sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
             queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser,
@@ -213,6 +226,7 @@ public struct GatewayConfiguration: Sendable {
         host = string(.host) ?? defaults.host
         port = try int(.port, defaults.port, range: 0...65535)
         publicURL = string(.publicURL) ?? ""
+        replicaURL = string(.replicaURL) ?? ""
         tlsCertificatePath = string(.tlsCertificate)
         tlsKeyPath = string(.tlsKey)
         if (tlsCertificatePath == nil) != (tlsKeyPath == nil) {

@@ -7,8 +7,9 @@ import Foundation
 /// Every change made through this repository (a class created, edited, closed or deleted, a member added
 /// or removed, an active class chosen) drops everything remembered before it returns, so a closed class
 /// refuses the very next request. A class's dates are checked against the clock on each request, so an end
-/// date needs no change at all. Changes made to the database by another process (another gateway on the
-/// same PostgreSQL database, say) take effect when the entries expire.
+/// date needs no change at all. Each write is announced on the ``ChangeFeed``: the other replicas on the same
+/// PostgreSQL database forget what they remember as soon as they hear it (`NOTIFY`), and the entries expire
+/// anyway should a notification be lost.
 final class CachedClassRepository: ClassRepository {
     /// What is known of one user; each part is read when first needed.
     private struct Entry: Sendable {
@@ -18,10 +19,15 @@ final class CachedClassRepository: ClassRepository {
 
     private let base: any ClassRepository
     private let cache: ExpiringCache<Entry>
+    private let changes: any ChangeFeed
 
-    init(_ base: any ClassRepository, lifetime: Duration = .seconds(2)) {
+    init(_ base: any ClassRepository, changes: any ChangeFeed = LocalChangeFeed(), lifetime: Duration = .seconds(2)) {
         self.base = base
-        cache = ExpiringCache(lifetime: lifetime)
+        let cache = ExpiringCache<Entry>(lifetime: lifetime)
+        self.cache = cache
+        self.changes = changes
+        // An account's change (disabled, deleted) may change its classes too.
+        changes.subscribe { _ in cache.forget() }
     }
 
     // MARK: Remembered reads
@@ -54,8 +60,15 @@ final class CachedClassRepository: ClassRepository {
     /// classes change rarely, and a change may concern any number of students.
     private func writing<R>(_ write: () async throws -> R) async throws -> R {
         cache.forget()
-        defer { cache.forget() }
-        return try await write()
+        do {
+            let result = try await write()
+            await changes.publish(.classes)
+            return result
+        } catch {
+            // A write that failed half-way may still have changed something.
+            await changes.publish(.classes)
+            throw error
+        }
     }
 
     // MARK: Writes

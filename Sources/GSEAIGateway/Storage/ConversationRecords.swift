@@ -86,6 +86,8 @@ public struct StoredMessage: Codable, Sendable, Hashable {
     public var createdAt: Date
     /// When it last changed.
     public var updatedAt: Date
+    /// The gateway replica generating it, while it is `streaming` (several replicas on one database).
+    public var replica: String? = nil
 
     /// A message; `sequence` is assigned when it is appended, and `updatedAt` defaults to `createdAt`.
     public init(id: String = UUID().uuidString.lowercased(), conversationID: String, sequence: Int = 0,

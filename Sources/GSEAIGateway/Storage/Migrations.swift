@@ -298,6 +298,11 @@ enum Migrations {
             // before this version have none (the gateway had one upstream).
             "ALTER TABLE response_owners ADD COLUMN upstream TEXT",
         ]),
+        Migration(version: 7, name: "the replica generating each answer", statements: [
+            // With several replicas on one database, an answer being generated belongs to the replica that runs
+            // it: the others follow and stop it through that one, and mark it interrupted only once it is dead.
+            "ALTER TABLE messages ADD COLUMN replica TEXT",
+        ]),
     ]
 
     /// Applies the migrations `database` lacks; returns the versions it applied.

@@ -118,6 +118,11 @@ public struct Storage: Sendable {
     public var classes: any ClassRepository
     public var audit: any AuditRepository
     public var setupTokens: any SetupTokenRepository
+    /// The state every replica must share (rate windows, budget reservations, cache invalidation,
+    /// replicas): in this process for SQLite, in the database for PostgreSQL.
+    public var shared: SharedState
+    /// `sqlite` or `postgresql`.
+    public var engine = "sqlite"
     /// Checks that the database answers (for `/readyz`).
     public var ping: @Sendable () async throws -> Void
     /// Closes the database.
@@ -127,7 +132,9 @@ public struct Storage: Sendable {
                 responses: any ResponseOwnershipRepository, usage: any UsageRepository,
                 conversations: any ConversationRepository, messages: any MessageRepository, images: any ImageRepository,
                 classes: any ClassRepository, audit: any AuditRepository, setupTokens: any SetupTokenRepository,
+                shared: SharedState? = nil,
                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
+        self.shared = shared ?? .inProcess(usage: usage)
         self.users = users
         self.sessions = sessions
         self.apiKeys = apiKeys

@@ -62,11 +62,18 @@ struct SQLMessageRepository: MessageRepository {
         try await self.database.delete(from: "messages").where("id", .equal, id).run()
     }
 
-    func markStreamingAsInterrupted() async throws -> Int {
+    func markStreamingAsInterrupted(sparing liveReplicas: [String]?) async throws -> Int {
         // The status as literals, not binds, so that the partial index `messages_streaming` serves the query.
         // `updated_at` stays: it is when the last of the answer was saved, the moment it was cut off.
-        try await self.database.raw("""
-            UPDATE messages SET status = 'interrupted' WHERE status = 'streaming' RETURNING id
+        guard let liveReplicas, !liveReplicas.isEmpty else {
+            return try await self.database.raw("""
+                UPDATE messages SET status = 'interrupted' WHERE status = 'streaming' RETURNING id
+                """).all().count
+        }
+        return try await self.database.raw("""
+            UPDATE messages SET status = 'interrupted'
+            WHERE status = 'streaming' AND (replica IS NULL OR replica NOT IN (\(binds: liveReplicas)))
+            RETURNING id
             """).all().count
     }
 
@@ -92,7 +99,7 @@ struct SQLMessageRepository: MessageRepository {
 
     private static let columns = [
         "id", "conversation_id", "sequence", "role", "text", "image_hashes", "reasoning", "output_items", "stats",
-        "response_id", "status", "error", "model", "created_at", "updated_at",
+        "response_id", "status", "error", "model", "created_at", "updated_at", "replica",
     ]
 
     private static func values(of message: StoredMessage) throws -> [any SQLExpression] {
@@ -102,7 +109,7 @@ struct SQLMessageRepository: MessageRepository {
             SQLBind(message.text), SQLBind(imageHashes), SQLBind(message.reasoning),
             SQLBind(message.outputItems?.jsonString), SQLBind(message.stats?.jsonString), SQLBind(message.responseID),
             SQLBind(message.status.rawValue), SQLBind(message.error), SQLBind(message.model),
-            SQLBind(message.createdAt.unixSeconds), SQLBind(message.updatedAt.unixSeconds),
+            SQLBind(message.createdAt.unixSeconds), SQLBind(message.updatedAt.unixSeconds), SQLBind(message.replica),
         ]
     }
 
@@ -137,6 +144,7 @@ extension StoredMessage {
             createdAt: try row.decodeDate(column: "created_at"),
             updatedAt: try row.decodeDate(column: "updated_at")
         )
+        self.replica = try row.decode(column: "replica", as: String?.self)
     }
 }
 

@@ -10,19 +10,22 @@ import SQLKit
 /// or a ``SQLDatabase/transaction(_:)`` where it needs more; either way it is durable (committed) when it returns.
 enum SQLStorage {
     /// The storage over `database`, which must already be migrated; `close` ends the connection.
-    static func make(database: any SQLDatabase, close: @escaping @Sendable () async throws -> Void) -> Storage {
-        Storage(
+    static func make(database: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
+        let usage = SQLUsageRepository(database: database)
+        let shared = shared ?? .inProcess(usage: usage)
+        return Storage(
             users: SQLUserRepository(database: database),
             sessions: SQLLoginSessionRepository(database: database),
             apiKeys: SQLAPIKeyRepository(database: database),
             responses: SQLResponseOwnershipRepository(database: database),
-            usage: SQLUsageRepository(database: database),
+            usage: usage,
             conversations: SQLConversationRepository(database: database),
             messages: SQLMessageRepository(database: database),
             images: SQLImageRepository(database: database),
-            classes: CachedClassRepository(SQLClassRepository(database: database)),
+            classes: CachedClassRepository(SQLClassRepository(database: database), changes: shared.changes),
             audit: SQLAuditRepository(database: database),
             setupTokens: SQLSetupTokenRepository(database: database),
+            shared: shared,
             ping: { try await database.raw("SELECT 1").run() },
             close: close
         )

@@ -17,6 +17,8 @@ public struct Admission: Sendable {
     struct Ticket: Sendable {
         /// The class whose policy applied, if one did.
         var applied: ClassSession?
+        /// What the request holds back of its class's daily budget until its usage is recorded.
+        var reservation: BudgetReservation?
         var key: FairnessKey
         /// The most slots the user holds at once.
         var cap: Int
@@ -50,10 +52,11 @@ public struct Admission: Sendable {
                 usesSlot: Bool, preferredClassID: String? = nil, preferredUpstream: String? = nil, path: String) async throws -> Ticket {
         guard case .candidates = pool.route(kinds: kinds, model: model) else { throw Self.wrongKind(path) }
         // Counted towards the rate limit only once everything else has passed.
-        let applied = usesSlot
+        let admitted = usesSlot
             ? try await policies.admit(user: user, model: model, imageCount: imageCount, shape: shape, preferredClassID: preferredClassID)
             : nil
-        return Ticket(applied: applied, key: FairnessKey(classID: applied?.id, userID: user.id),
+        let applied = admitted?.applied
+        return Ticket(applied: applied, reservation: admitted?.reservation, key: FairnessKey(classID: applied?.id, userID: user.id),
                       cap: applied?.policy.maxConcurrentRequests ?? defaultCap, kinds: kinds, model: model, usesSlot: usesSlot,
                       preferred: preferredUpstream)
     }

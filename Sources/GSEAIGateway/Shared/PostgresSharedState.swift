@@ -1,0 +1,249 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SQLKit
+import Synchronization
+
+/// The shared state of several replicas, in their PostgreSQL database: each decision is one statement (a
+/// function that takes an advisory lock on its key for the transaction), so that replicas deciding at the
+/// same moment decide one after the other; changes are announced with `NOTIFY`.
+final class PostgresSharedState: Sendable {
+    /// Tables and functions of the shared state, PostgreSQL only, made idempotently at every start (under
+    /// the migrations' lock). They hold nothing that must survive a restart of every replica.
+    static let schema: [SQLQueryString] = [
+        """
+        CREATE TABLE IF NOT EXISTS gseai_rate_events (
+            key TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS gseai_rate_events_key_at ON gseai_rate_events (key, at)",
+        """
+        CREATE OR REPLACE FUNCTION gseai_rate_admit(p_key TEXT, p_limit INTEGER, p_window DOUBLE PRECISION, p_now DOUBLE PRECISION)
+        RETURNS TABLE (sent BIGINT, oldest DOUBLE PRECISION) LANGUAGE plpgsql AS $$
+        DECLARE n BIGINT; o DOUBLE PRECISION;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('gseai_rate:' || p_key));
+            DELETE FROM gseai_rate_events WHERE key = p_key AND at <= p_now - p_window;
+            SELECT count(*) INTO n FROM gseai_rate_events WHERE key = p_key;
+            IF n >= p_limit THEN
+                SELECT e.at INTO o FROM gseai_rate_events e WHERE e.key = p_key ORDER BY e.at DESC OFFSET p_limit - 1 LIMIT 1;
+                RETURN QUERY SELECT n, o;
+            ELSE
+                INSERT INTO gseai_rate_events (key, at) VALUES (p_key, p_now);
+                RETURN QUERY SELECT n, NULL::DOUBLE PRECISION;
+            END IF;
+        END $$
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS gseai_budget_reservations (
+            id TEXT NOT NULL PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            class_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            tokens BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS gseai_budget_reservations_key ON gseai_budget_reservations (user_id, class_id, day)",
+        """
+        CREATE OR REPLACE FUNCTION gseai_budget_reserve(p_id TEXT, p_user TEXT, p_class TEXT, p_day TEXT, p_tokens BIGINT,
+                                                        p_budget BIGINT, p_now DOUBLE PRECISION, p_expires DOUBLE PRECISION)
+        RETURNS TABLE (admitted BOOLEAN, used BIGINT) LANGUAGE plpgsql AS $$
+        DECLARE total BIGINT;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('gseai_budget:' || p_user || '|' || p_class || '|' || p_day));
+            DELETE FROM gseai_budget_reservations
+                WHERE user_id = p_user AND class_id = p_class AND day = p_day AND expires_at <= p_now;
+            SELECT COALESCE((SELECT SUM(u.input_tokens + u.output_tokens) FROM usage_daily u
+                                WHERE u.user_id = p_user AND u.class_id = p_class AND u.day = p_day), 0)
+                 + COALESCE((SELECT SUM(r.tokens) FROM gseai_budget_reservations r
+                                WHERE r.user_id = p_user AND r.class_id = p_class AND r.day = p_day), 0)
+                INTO total;
+            IF total >= p_budget THEN
+                RETURN QUERY SELECT FALSE, total;
+            ELSE
+                INSERT INTO gseai_budget_reservations VALUES (p_id, p_user, p_class, p_day, p_tokens, p_expires);
+                RETURN QUERY SELECT TRUE, total;
+            END IF;
+        END $$
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS gseai_replicas (
+            id TEXT NOT NULL PRIMARY KEY,
+            url TEXT,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ]
+
+    /// A replica whose heartbeat is older than this is dead: its answers are interrupted.
+    static let replicaLifetime: Double = 15
+    /// How often a replica says it is alive.
+    static let heartbeatInterval: Duration = .seconds(3)
+
+    let state: SharedState
+    private let tasks: Mutex<[Task<Void, Never>]>
+    private let database: any SQLDatabase
+    /// This replica's id, when it is registered.
+    private let replica: String?
+
+    private init(state: SharedState, tasks: [Task<Void, Never>], database: any SQLDatabase, replica: String?) {
+        self.state = state
+        self.tasks = Mutex(tasks)
+        self.database = database
+        self.replica = replica
+    }
+
+    /// Registers this replica, and starts its heartbeat and its listener for changes.
+    static func start(client: PostgresClient, database: any SQLDatabase, replica: String, replicaURL: String?, channel: String,
+                      logger: Logger) async throws -> PostgresSharedState {
+        let registry = PostgresReplicaRegistry(database: database, id: replica, url: replicaURL)
+        let feed = PostgresChangeFeed(database: database, channel: channel)
+        var tasks = [Task { await feed.listen(client: client, logger: logger) }]
+        if replicaURL != nil {
+            try await registry.beat()
+            tasks.append(Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: heartbeatInterval)
+                    do { try await registry.beat() } catch { logger.warning("replica heartbeat failed", metadata: ["error": "\(error)"]) }
+                }
+            })
+        }
+        let state = SharedState(rates: PostgresRateWindow(database: database), budgets: PostgresBudgetLedger(database: database),
+                                changes: feed, replicas: registry)
+        return PostgresSharedState(state: state, tasks: tasks, database: database, replica: replicaURL == nil ? nil : replica)
+    }
+
+    /// Stops the heartbeat and the listener, and says this replica is gone (its answers have ended).
+    func stop() async {
+        let tasks = self.tasks.withLock { tasks in defer { tasks = [] }; return tasks }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+        if let replica { try? await database.raw("DELETE FROM gseai_replicas WHERE id = \(bind: replica)").run() }
+    }
+}
+
+struct PostgresRateWindow: RateWindow {
+    let database: any SQLDatabase
+
+    func admit(key: String, limit: Int, window: Double, now: Date) async throws -> RateRefusal? {
+        let row = try await database.raw("""
+            SELECT sent, oldest FROM gseai_rate_admit(\(bind: key), \(bind: Int32(clamping: limit)), \(bind: window), \(bind: now.unixSeconds))
+            """).first()
+        guard let row, let oldest = try row.decode(column: "oldest", as: Double?.self) else { return nil }
+        return RateRefusal(sent: try row.decode(column: "sent", as: Int.self), retryAfter: window - (now.unixSeconds - oldest))
+    }
+
+    func reset(key: String) async throws {
+        try await database.raw("DELETE FROM gseai_rate_events WHERE key = \(bind: key)").run()
+    }
+}
+
+struct PostgresBudgetLedger: BudgetLedger {
+    let database: any SQLDatabase
+
+    func reserve(_ key: BudgetKey, tokens: Int, budget: Int, now: Date, expires: Date) async throws -> BudgetDecision {
+        let id = UUID().uuidString
+        let row = try await database.raw("""
+            SELECT admitted, used FROM gseai_budget_reserve(\(bind: id), \(bind: key.userID), \(bind: key.classID), \(bind: key.day),
+                \(bind: Int64(max(0, tokens))), \(bind: Int64(budget)), \(bind: now.unixSeconds), \(bind: expires.unixSeconds))
+            """).first()
+        guard let row else { throw StorageError.notFound }
+        return try row.decode(column: "admitted", as: Bool.self) ? .reserved(id: id) : .spent(used: try row.decode(column: "used", as: Int.self))
+    }
+
+    /// The usage is written now, not once a second: the other replicas' next check must see it.
+    func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
+        try await database.transaction { session in
+            try await SQLUsageRepository(database: session).add(userID: key.userID, classID: key.classID, model: model, day: key.day,
+                                                                inputTokens: inputTokens, outputTokens: outputTokens)
+            try await session.raw("DELETE FROM gseai_budget_reservations WHERE id = \(bind: reservation)").run()
+        }
+    }
+
+    func release(_ reservation: String) async throws {
+        try await database.raw("DELETE FROM gseai_budget_reservations WHERE id = \(bind: reservation)").run()
+    }
+}
+
+/// `NOTIFY` to announce, one listening connection per replica to hear.
+final class PostgresChangeFeed: ChangeFeed {
+    private let database: any SQLDatabase
+    private let channel: String
+    private let handlers = Mutex<[@Sendable (ChangeTopic) -> Void]>([])
+
+    init(database: any SQLDatabase, channel: String) {
+        self.database = database
+        self.channel = channel
+    }
+
+    func publish(_ topic: ChangeTopic) async {
+        // Told here at once, whatever the database does: this replica's next request must see the change.
+        deliver(topic)
+        do {
+            try await database.raw("SELECT pg_notify(\(bind: channel), \(bind: topic.rawValue))").run()
+        } catch {
+            database.logger.warning("could not announce a change to the other replicas", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func subscribe(_ handler: @escaping @Sendable (ChangeTopic) -> Void) {
+        handlers.withLock { $0.append(handler) }
+    }
+
+    private func deliver(_ topic: ChangeTopic) {
+        for handler in handlers.withLock({ $0 }) { handler(topic) }
+    }
+
+    /// Listens until cancelled, reconnecting after a failure; after each (re)connection every cache is
+    /// forgotten, since changes may have come meanwhile.
+    func listen(client: PostgresClient, logger: Logger) async {
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: channel) { notifications in
+                        for topic in ChangeTopic.allCases { deliver(topic) }
+                        for try await notification in notifications {
+                            if let topic = ChangeTopic(rawValue: notification.payload) { deliver(topic) }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("listening for changes failed; caches expire on their own until it is back", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+/// Replicas say they are alive every few seconds; one whose word is older than ``PostgresSharedState/replicaLifetime``
+/// is dead.
+struct PostgresReplicaRegistry: ReplicaRegistry {
+    let database: any SQLDatabase
+    let id: String
+    let url: String?
+
+    func beat() async throws {
+        let now = Date().unixSeconds
+        try await database.raw("""
+            INSERT INTO gseai_replicas (id, url, started_at, heartbeat_at) VALUES (\(bind: id), \(bind: url), \(bind: now), \(bind: now))
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, url = EXCLUDED.url
+            """).run()
+    }
+
+    func liveReplica(_ id: String) async throws -> ReplicaInfo? {
+        let since = Date().unixSeconds - PostgresSharedState.replicaLifetime
+        guard let row = try await database.raw("""
+            SELECT id, url FROM gseai_replicas WHERE id = \(bind: id) AND heartbeat_at > \(bind: since)
+            """).first() else { return nil }
+        return ReplicaInfo(id: try row.decode(column: "id", as: String.self), url: try row.decode(column: "url", as: String?.self))
+    }
+
+    func liveReplicaIDs() async throws -> [String]? {
+        let since = Date().unixSeconds - PostgresSharedState.replicaLifetime
+        return try await database.raw("SELECT id FROM gseai_replicas WHERE heartbeat_at > \(bind: since)").all(decodingColumn: "id", as: String.self)
+    }
+}
