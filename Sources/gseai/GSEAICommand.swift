@@ -9,7 +9,7 @@ struct GSEAICommand: AsyncParsableCommand {
         discussion: "The API token comes from --token or the GSEAI_API_TOKEN environment variable.",
         subcommands: [
             ModelsCommand.self, ChatCommand.self, LoadCommand.self, UnloadCommand.self, DownloadCommand.self,
-            ServeCommand.self, UserCommand.self, KeyCommand.self,
+            ServeCommand.self, UserCommand.self, KeyCommand.self, DatabaseCommand.self,
         ]
     )
 }

@@ -67,22 +67,33 @@ struct ReplicaTests {
         try await withReplicas { a, b in
             let (instructor, _) = try await a.user("teacher", role: .instructor)
             let (student, key) = try await a.user("sam")
-            // Each request reserves 20 tokens; 50 admit three at once (0, 20, 40), whichever replica they reach.
+            // Each request reserves 20 tokens and uses more (its long prompt echoed): a budget of 50 admits three
+            // at once (0, 20, 40 reserved), two one after the other (the first's usage counted), never more,
+            // whichever replica each reaches.
             let course = ClassSession(instructorID: instructor.id, name: "Budgeted", joinCode: "BUDGET1",
                                       policy: ClassPolicy(maxOutputTokens: 20, dailyTokenBudget: 50))
             try await a.storage.classes.create(course)
             _ = try await a.storage.classes.addMember(classID: course.id, userID: student.id, at: Date())
-            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            let words = (1...40).map { "w\($0)" }.joined(separator: " ")
+            let results = try await withThrowingTaskGroup(of: HTTPResult.self) { group in
                 for index in 0..<8 {
                     let replica = index.isMultiple(of: 2) ? a : b
-                    group.addTask { try await replica.post("/v1/chat/completions", key: key, json: Self.chat("slow [[slow]] n\(index)")).status }
+                    group.addTask { try await replica.post("/v1/chat/completions", key: key, json: Self.chat("n\(index) \(words)")) }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(statuses.filter { $0 == 200 }.count == 3, "\(statuses)")
-            // What they used is written at once, where both replicas see it.
+            let admitted = results.filter { $0.status == 200 }.count
+            #expect((2...3).contains(admitted), "\(results.map(\.status))")
+            for refused in results where refused.status != 200 {
+                #expect(refused.status == 429)
+                #expect(refused.errorMessage?.contains("the daily budget of your class 'Budgeted' is 50 tokens") == true, "\(refused.text)")
+            }
+            // What they used is written at once, where both replicas see it: more than the budget only by what
+            // the requests admitted together used.
             let used = try await b.storage.usage.total(userID: student.id, classID: course.id, day: UsageRecorderDay.today())
-            #expect(used > 0)
+            #expect(used >= 50)
+            let refusal = try await a.post("/v1/chat/completions", key: key, json: Self.chat("one more"))
+            #expect(refusal.errorMessage?.hasPrefix("you have used \(used) tokens today") == true, "\(refusal.text)")
         }
     }
 

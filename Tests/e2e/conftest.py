@@ -270,6 +270,8 @@ class Gateway:
     # Username -> password and username -> API key (`gsk_…`) of the accounts created with the CLI.
     passwords: dict[str, str] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    # The `gseai serve` process.
+    process: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
@@ -317,13 +319,15 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _start_gateway(binary: Path, upstream: Server, kind: str, config: dict | None = None, name: str | None = None):
+def _start_gateway(binary: Path, upstream: Server, kind: str, config: dict | None = None, name: str | None = None,
+                   database: str | None = None, replica_of: "Gateway | None" = None):
     """Starts `gseai serve` on a fresh database in the scratch folder; a generator for a fixture. `config` is
-    written to a JSON configuration file (several upstreams, say)."""
+    written to a JSON configuration file (several upstreams, say). `database`: a postgres:// URL instead;
+    `replica_of`: a gateway already running on that database, whose accounts this replica shares."""
     SCRATCH.mkdir(exist_ok=True)
     name = name or kind
     folder = Path(tempfile.mkdtemp(prefix=f"gateway-{name}-", dir=SCRATCH))
-    database = folder / "gseai.sqlite"
+    database = database or folder / "gseai.sqlite"
     log_path = SCRATCH / f"gateway-{name}.log"
     log = open(log_path, "wb")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GSEAI_")}
@@ -371,10 +375,18 @@ def _start_gateway(binary: Path, upstream: Server, kind: str, config: dict | Non
                 password = match.group(1)
             if line.startswith("gseai gateway listening on http://127.0.0.1:"):
                 port = int(re.match(r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", line).group(1))
+        if replica_of is not None:
+            gateway = Gateway(host="127.0.0.1", port=port, admin_password=replica_of.admin_password, binary=binary,
+                              database=database, upstream=upstream, kind=kind, log_path=log_path,
+                              passwords=dict(replica_of.passwords), keys=dict(replica_of.keys))
+            gateway.process = process
+            yield gateway
+            return
         if password is None or seen[0] != "First run: created the administrator account.":
             pytest.fail(f"gseai serve did not report the first-run administrator: {seen!r}")
         gateway = Gateway(host="127.0.0.1", port=port, admin_password=password, binary=binary, database=database,
                           upstream=upstream, kind=kind, log_path=log_path)
+        gateway.process = process
         for name, role in GATEWAY_USERS.items():
             gateway.passwords[name] = gateway.add_user(name, role)
             gateway.keys[name] = gateway.create_key(name, label="e2e")

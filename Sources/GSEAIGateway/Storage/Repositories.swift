@@ -1,4 +1,5 @@
 import Foundation
+import SQLKit
 
 /// Why a storage operation was refused.
 public enum StorageError: Error, Sendable, Equatable {
@@ -123,6 +124,8 @@ public struct Storage: Sendable {
     public var shared: SharedState
     /// `sqlite` or `postgresql`.
     public var engine = "sqlite"
+    /// The database itself, for what goes beyond the repositories (copying a database whole).
+    var database: (any SQLDatabase)?
     /// Checks that the database answers (for `/readyz`).
     public var ping: @Sendable () async throws -> Void
     /// Closes the database.

@@ -13,7 +13,7 @@ enum SQLStorage {
     static func make(database: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
         let usage = SQLUsageRepository(database: database)
         let shared = shared ?? .inProcess(usage: usage)
-        return Storage(
+        var storage = Storage(
             users: SQLUserRepository(database: database),
             sessions: SQLLoginSessionRepository(database: database),
             apiKeys: SQLAPIKeyRepository(database: database),
@@ -29,6 +29,8 @@ enum SQLStorage {
             ping: { try await database.raw("SELECT 1").run() },
             close: close
         )
+        storage.database = database
+        return storage
     }
 }
 

@@ -1,0 +1,203 @@
+"""Two gateway replicas on one real PostgreSQL 15, behind a real nginx that balances round robin without
+stickiness: the real clients through nginx, a rate limit exact across both, a key revoked on one refused on the
+other within 100 ms, and a replica killed with `kill -9` mid-answer whose answer the other marks interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from conftest import SCRATCH, _start_gateway
+from helpers import WAIT, InstructorAPI, add_member, bearer, session
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL 15 of its own (scripts/postgres): its URL."""
+    SCRATCH.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=SCRATCH))
+    folder.chmod(0o755)
+    started = subprocess.run([str(ROOT / "scripts" / "postgres"), "start", str(folder / "pg")], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"PostgreSQL did not start: {started.stderr}")
+    yield started.stdout.strip()
+    subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", str(folder / "pg")], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def replicas(gseai_bin, stub, postgres):
+    """Two `gseai serve` on the same database: (first, second)."""
+    first_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-a", database=postgres)
+    first = next(first_run)
+    second_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-b", database=postgres, replica_of=first)
+    second = next(second_run)
+    yield first, second
+    for run in (second_run, first_run):
+        run.close()
+
+
+@pytest.fixture(scope="module")
+def balancer(replicas):
+    """nginx in front of both replicas, round robin: its base URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    folder = Path(tempfile.mkdtemp(prefix="nginx-", dir=SCRATCH))
+    port = _free_port()
+    (folder / "logs").mkdir()
+    (folder / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/logs/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    upstream gseai {{ server 127.0.0.1:{replicas[0].port}; server 127.0.0.1:{replicas[1].port}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 32m;
+        location / {{
+            proxy_pass http://gseai;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+""")
+    process = subprocess.Popen([nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            pytest.fail(f"nginx did not start: {process.stderr.read() if process.poll() is not None else 'no answer'}")
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _requests_seen(gateway) -> int:
+    """How many chat completions a replica answered, from its own metrics."""
+    text = httpx.get(f"{gateway.base_url}/metrics", timeout=WAIT).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("gseai_http_requests_total") and 'route="/v1/chat/completions"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def test_the_openai_client_through_nginx_reaches_both_replicas(replicas, balancer):
+    client = OpenAI(base_url=f"{balancer}/v1", api_key=replicas[0].keys["alice"], max_retries=0, timeout=WAIT)
+    before = [_requests_seen(r) for r in replicas]
+    for index in range(6):
+        answer = client.chat.completions.create(model="stub/echo-text", messages=[{"role": "user", "content": f"n{index}"}])
+        assert answer.choices[0].message.content == f"Echo: n{index}"
+    after = [_requests_seen(r) for r in replicas]
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+
+
+def test_requests_per_minute_hold_across_both_replicas(replicas, balancer):
+    first = replicas[0]
+    teacher = InstructorAPI(first.base_url, "ines", first.passwords["ines"])
+    name = f"rep{uuid.uuid4().hex[:8]}"
+    password = first.add_user(name, "student")
+    key = first.create_key(name, label="e2e")
+    course = teacher.create_class(f"Limited {name}", requests_per_minute=4)
+    add_member(teacher, course["id"], name, password)
+    statuses = []
+    for index in range(10):
+        answer = httpx.post(f"{balancer}/v1/chat/completions", headers=bearer(key), timeout=WAIT,
+                            json={"model": "stub/echo-text", "messages": [{"role": "user", "content": f"r{index}"}]})
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            assert "the limit for your class" in answer.json()["error"]["message"], answer.text
+    assert statuses.count(200) == 4 and statuses.count(429) == 6, statuses
+
+
+def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_100_ms(replicas):
+    first, second = replicas
+    name = f"rev{uuid.uuid4().hex[:8]}"
+    password = first.add_user(name, "student")
+    student = session(first.base_url, name, password)
+    try:
+        made = student.post("/auth/keys", json={"label": "script"})
+        assert made.status_code == 201, made.text
+        key, key_id = made.json()["key"], made.json()["api_key"]["id"]
+        # The other replica knows the key (and keeps it for a while).
+        assert httpx.get(f"{second.base_url}/v1/models", headers=bearer(key), timeout=WAIT).status_code == 200
+        revoked = student.delete(f"/auth/keys/{key_id}")
+        assert revoked.status_code == 204, revoked.text
+        started = time.monotonic()
+        while True:
+            status = httpx.get(f"{second.base_url}/v1/models", headers=bearer(key), timeout=WAIT).status_code
+            if status == 401:
+                break
+            assert time.monotonic() - started < 2, "the other replica still took the revoked key"
+        assert time.monotonic() - started < 0.1, time.monotonic() - started
+    finally:
+        student.close()
+
+
+def test_a_replica_killed_mid_answer_leaves_it_interrupted_and_the_other_serves_on(replicas, balancer):
+    """Last in this module: it kills the first replica."""
+    first, second = replicas
+    key = first.keys["alice"]
+    created = httpx.post(f"{first.base_url}/api/conversations", headers=bearer(key), json={"model": "stub/echo-text"}, timeout=WAIT)
+    assert created.status_code == 201, created.text
+    conversation = created.json()["id"]
+    words = " ".join(f"w{i}" for i in range(200))
+    sent = httpx.post(f"{first.base_url}/api/conversations/{conversation}/messages", headers=bearer(key),
+                      json={"text": f"[[slow]] {words}"}, timeout=WAIT)
+    assert sent.status_code == 202, sent.text
+    message = sent.json()["assistant_message"]["id"]
+    # The other replica sees it live (its owner is alive): not interrupted.
+    time.sleep(1)
+    detail = httpx.get(f"{second.base_url}/api/conversations/{conversation}", headers=bearer(key), timeout=WAIT).json()
+    assert detail["messages"][-1]["status"] == "streaming", detail
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    # Once its heartbeat is 15 s old, the other marks its answer interrupted (it sweeps every 5 s).
+    deadline = time.monotonic() + 40
+    status = "streaming"
+    while time.monotonic() < deadline and status == "streaming":
+        time.sleep(0.5)
+        detail = httpx.get(f"{second.base_url}/api/conversations/{conversation}", headers=bearer(key), timeout=WAIT).json()
+        status = next(m for m in detail["messages"] if m["id"] == message)["status"]
+    assert status == "interrupted", detail
+    # What was acknowledged is kept: the user's message is there.
+    assert detail["messages"][0]["text"].startswith("[[slow]] w0"), detail
+    # The other replica serves on.
+    client = OpenAI(base_url=f"{second.base_url}/v1", api_key=key, max_retries=0, timeout=WAIT)
+    answer = client.chat.completions.create(model="stub/echo-text", messages=[{"role": "user", "content": "still here"}])
+    assert answer.choices[0].message.content == "Echo: still here"
