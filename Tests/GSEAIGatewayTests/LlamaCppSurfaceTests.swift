@@ -18,15 +18,7 @@ struct LlamaCppSurfaceTests {
 
         /// The client core at the gateway's llama.cpp base.
         func withClient<T: Sendable>(key: String, _ body: (GSEAIClient) async throws -> T) async throws -> T {
-            let client = try GSEAIClient(apiToken: key, baseURL: gateway.baseURL + "/llamacpp")
-            do {
-                let result = try await body(client)
-                try await client.shutdown()
-                return result
-            } catch {
-                try? await client.shutdown()
-                throw error
-            }
+            try await gateway.withClient(key: key, basePath: "/llamacpp", body)
         }
 
         func call(_ method: HTTPMethod, _ path: String, key: String, _ body: JSONValue? = nil) async throws -> HTTPResult {

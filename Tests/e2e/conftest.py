@@ -171,22 +171,27 @@ def _start_llama(gguf_path: Path, name: str):
     )
     server = Server(host="127.0.0.1", port=port, token="x")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {process.returncode}: {_tail(log_path)}")
-            try:
-                if httpx.get(f"{server.base_url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not answer within 120 s: {_tail(log_path)}")
-            time.sleep(0.5)
+        _wait_until_answers(process, f"{server.base_url}/v1/models", "llama.cpp server", log_path)
         yield server
     finally:
         _stop(process)
         log.close()
+
+
+def _wait_until_answers(process: subprocess.Popen, url: str, what: str, log_path: Path, seconds: float = 120) -> None:
+    """Waits until `url` answers 200, failing the test if the process exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}: {_tail(log_path)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer within {seconds:.0f} s: {_tail(log_path)}")
+        time.sleep(0.5)
 
 
 def png_bytes(width: int = 2, height: int = 2) -> bytes:
@@ -443,18 +448,7 @@ def llama_cpp_server(gguf_path: Path):
     )
     server = Server(host="127.0.0.1", port=port, token="x")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited with {process.returncode}: {_tail(log_path)}")
-            try:
-                if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-server did not answer within 120 s: {_tail(log_path)}")
-            time.sleep(0.5)
+        _wait_until_answers(process, f"{server.base_url}/health", "llama-server", log_path)
         yield server
     finally:
         _stop(process)
