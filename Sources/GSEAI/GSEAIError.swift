@@ -2,8 +2,9 @@ import NIOHTTP1
 
 /// An error reported by the server in its JSON body.
 ///
-/// LM Studio, OpenAI and Anthropic shapes are all understood: `{"error": {"message", "type", "code"}}`,
-/// `{"error": "text"}` and `{"type": "error", "error": {"type", "message"}}`.
+/// LM Studio, OpenAI, Anthropic, llama.cpp and FastAPI (text-generation-webui) shapes are all understood:
+/// `{"error": {"message", "type", "code"}}`, `{"error": "text"}`, `{"type": "error", "error": {"type", "message"}}`
+/// and `{"detail": "text"}`.
 public struct ServerError: Sendable, Hashable, CustomStringConvertible {
     /// The human-readable message.
     public var message: String
@@ -39,7 +40,7 @@ public struct ServerError: Sendable, Hashable, CustomStringConvertible {
             self.init(message: text, body: json)
             return
         }
-        let message = error["message"]?.stringValue ?? json["message"]?.stringValue ?? json.jsonString
+        let message = error["message"]?.stringValue ?? json["message"]?.stringValue ?? json["detail"]?.stringValue ?? json.jsonString
         let code = error["code"].flatMap { $0.stringValue ?? $0.intValue.map(String.init) }
         self.init(message: message, type: error["type"]?.stringValue, code: code, body: json)
     }

@@ -33,7 +33,10 @@ struct ChatCommand: AsyncParsableCommand {
     @Flag(help: "Wait for the whole answer instead of streaming it.")
     var noStream = false
 
-    @Option(help: "The API to use: native (LM Studio /api/v1/chat) or openai (/v1/chat/completions).")
+    @Option(help: """
+        The API to use: native (LM Studio /api/v1/chat), openai or tgw (/v1/chat/completions), llamacpp (the model's \
+        chat template, then llama.cpp's /completion; the base URL is the llama.cpp server's or the gateway's …/llamacpp).
+        """)
     var api = APIChoice.native
 
     @Option(help: "The sampling temperature.")
@@ -44,13 +47,17 @@ struct ChatCommand: AsyncParsableCommand {
 
     func run() async throws {
         let dataURLs = try images.map(Self.readImage)
-        if api == .openai, previousResponseID != nil {
+        if api != .native, previousResponseID != nil {
             throw CLIError("--continue needs the native API (LM Studio's stateful chat)")
+        }
+        if api == .llamacpp, !dataURLs.isEmpty {
+            throw CLIError("--image needs the native, openai or tgw API (llama.cpp's /completion takes text)")
         }
         try await options.makeClient().run { client in
             switch api {
             case .native: try await chatNative(client, images: dataURLs)
-            case .openai: try await chatOpenAI(client, images: dataURLs)
+            case .openai, .tgw: try await chatOpenAI(client, images: dataURLs)
+            case .llamacpp: try await chatLlamaCpp(client)
             }
         }
     }
@@ -123,6 +130,33 @@ struct ChatCommand: AsyncParsableCommand {
                 Terminal.out(text)
             }
         }
+    }
+
+    /// The prompt through the model's chat template (`/apply-template`), then a native completion.
+    func chatLlamaCpp(_ client: GSEAIClient) async throws {
+        var messages: [ChatMessage] = []
+        if let system { messages.append(ChatMessage(role: "system", content: system)) }
+        messages.append(ChatMessage(role: "user", content: prompt))
+        var request = LlamaCompletionRequest(prompt: try await client.applyTemplate(messages), nPredict: maxTokens, temperature: temperature)
+        request["model"] = .string(model)
+        let result: LlamaCompletion
+        if noStream {
+            result = try await client.completion(request)
+            if options.json { return try Terminal.printJSON(result) }
+            Terminal.out(result.content + "\n")
+        } else {
+            var last: LlamaCompletion?
+            defer { if !options.json { Terminal.out("\n") } }
+            for try await chunk in try await client.completionStream(request) {
+                if options.json { try Terminal.printJSON(chunk, pretty: false) } else { Terminal.out(chunk.content) }
+                last = chunk
+            }
+            guard let last, !options.json else { return }
+            result = last
+        }
+        var parts = ["\(result.tokensEvaluated ?? 0) tokens in", "\(result.tokensPredicted ?? 0) out"]
+        if let speed = result.timings?["predicted_per_second"]?.doubleValue { parts.append(String(format: "%.1f tok/s", speed)) }
+        Terminal.err(parts.joined(separator: " · ") + "\n")
     }
 
     /// `12 tokens in · 30 out · 42.5 tok/s · first token 0.31 s`

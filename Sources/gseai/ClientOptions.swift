@@ -42,6 +42,11 @@ enum APIChoice: String, ExpressibleByArgument, CaseIterable {
     case native
     /// The OpenAI-compatible `/v1` (llama.cpp, LocalAI, vLLM, …).
     case openai
+    /// llama.cpp's own API (`/completion`, `/tokenize`, …), at the base URL: a llama.cpp server's address,
+    /// or the gateway's `…/llamacpp`.
+    case llamacpp
+    /// text-generation-webui's internal API (`/v1/internal/*`), and its `/v1` for chat.
+    case tgw
 }
 
 /// A failure explained in one line.

@@ -8,7 +8,7 @@ struct GSEAICommand: AsyncParsableCommand {
         abstract: "Talk to a GSE AI (LM Studio) server from the terminal, or run the gateway in front of it.",
         discussion: "The API token comes from --token or the GSEAI_API_TOKEN environment variable.",
         subcommands: [
-            ModelsCommand.self, ChatCommand.self, LoadCommand.self, UnloadCommand.self, DownloadCommand.self,
+            ModelsCommand.self, ChatCommand.self, TokenizeCommand.self, LoadCommand.self, UnloadCommand.self, DownloadCommand.self,
             ServeCommand.self, UserCommand.self, KeyCommand.self, DatabaseCommand.self,
         ]
     )

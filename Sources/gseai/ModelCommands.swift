@@ -14,8 +14,17 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Seconds of idleness after which the server unloads it.")
     var ttl: Int?
 
+    @Option(help: "The API: native (LM Studio /api/v1/models/load) or tgw (/v1/internal/model/load).")
+    var api = APIChoice.native
+
     func run() async throws {
+        guard api == .native || api == .tgw else { throw CLIError("load needs --api native or tgw (llama.cpp loads its model when it starts)") }
         try await options.makeClient().run { client in
+            if api == .tgw {
+                try await client.loadModel(named: model)
+                if options.json { return try Terminal.printJSON(try await client.modelInfo()) }
+                return Terminal.out("loaded \(model)\n")
+            }
             let result = try await client.loadModel(model, ttl: ttl)
             if options.json { return try Terminal.printJSON(result) }
             let time = result.loadTimeSeconds.map { String(format: " in %.2f s", $0) } ?? ""
@@ -33,8 +42,19 @@ struct UnloadCommand: AsyncParsableCommand {
     @Argument(help: "The model (or loaded instance) to unload.")
     var model: String
 
+    @Option(help: "The API: native (LM Studio /api/v1/models/unload) or tgw (/v1/internal/model/unload, when MODEL is the loaded one).")
+    var api = APIChoice.native
+
     func run() async throws {
+        guard api == .native || api == .tgw else { throw CLIError("unload needs --api native or tgw") }
         try await options.makeClient().run { client in
+            if api == .tgw {
+                // text-generation-webui unloads whatever is loaded: only when it is the model meant.
+                let loaded = try await client.modelInfo().modelName
+                guard loaded == model else { throw CLIError("\(model) is not loaded (the loaded model is \(loaded))") }
+                try await client.unloadModel()
+                return options.json ? try Terminal.printJSON(["unloaded": model]) : Terminal.out("unloaded \(model)\n")
+            }
             let result = try await client.unloadModel(model)
             if options.json { return try Terminal.printJSON(result) }
             Terminal.out("unloaded \(result.instanceID ?? model)\n")

@@ -8,7 +8,7 @@ struct ModelsCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
 
-    @Option(help: "The API to ask: native (LM Studio /api/v1) or openai (/v1).")
+    @Option(help: "The API to ask: native (LM Studio /api/v1), openai or llamacpp (/v1/models), tgw (/v1/internal/model/*).")
     var api = APIChoice.native
 
     func run() async throws {
@@ -25,10 +25,18 @@ struct ModelsCommand: AsyncParsableCommand {
                     ])
                 }
                 Terminal.out(table(rows))
-            case .openai:
+            case .openai, .llamacpp:
                 let list = try await client.listModelsOpenAI()
                 if options.json { return try Terminal.printJSON(list) }
                 Terminal.out(table([["MODEL"]] + list.data.map { [$0.id] }))
+            case .tgw:
+                async let names = client.modelList()
+                async let info = client.modelInfo()
+                let (models, loaded) = try await (names, info)
+                if options.json {
+                    return try Terminal.printJSON(["model_names": JSONValue.array(models.map(JSONValue.string)), "loaded": loaded.json])
+                }
+                Terminal.out(table([["MODEL", "LOADED"]] + models.map { [$0, $0 == loaded.modelName ? "yes" : "no"] }))
             }
         }
     }

@@ -130,14 +130,16 @@ struct GatewayHarness: Sendable {
         return (user, key)
     }
 
-    /// The client core pointed at the gateway with `key`, as a script would use it.
-    func client(key: String, timeouts: GSEAIClient.Timeouts = .init()) throws -> GSEAIClient {
-        try GSEAIClient(apiToken: key, baseURL: baseURL, timeouts: timeouts)
+    /// The client core pointed at the gateway with `key`, as a script would use it; `basePath` is where an API
+    /// is mounted on the gateway (`/llamacpp`).
+    func client(key: String, basePath: String = "", timeouts: GSEAIClient.Timeouts = .init()) throws -> GSEAIClient {
+        try GSEAIClient(apiToken: key, baseURL: baseURL + basePath, timeouts: timeouts)
     }
 
     /// Runs `body` with a client for `key`, shutting it down afterwards.
-    func withClient<T: Sendable>(key: String, timeouts: GSEAIClient.Timeouts = .init(), _ body: (GSEAIClient) async throws -> T) async throws -> T {
-        let client = try client(key: key, timeouts: timeouts)
+    func withClient<T: Sendable>(key: String, basePath: String = "", timeouts: GSEAIClient.Timeouts = .init(),
+                                 _ body: (GSEAIClient) async throws -> T) async throws -> T {
+        let client = try client(key: key, basePath: basePath, timeouts: timeouts)
         do {
             let result = try await body(client)
             try await client.shutdown()

@@ -45,6 +45,8 @@ struct StubRoutes: Sendable {
     static let generating: Set<String> = [
         "/api/v1/chat", "/v1/chat/completions", "/api/v0/chat/completions", "/v1/completions", "/api/v0/completions",
         "/v1/embeddings", "/api/v0/embeddings", "/v1/responses", "/v1/messages",
+        "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking", "/v1/rerank",
+        "/v1/reranking", "/v1/internal/logits",
     ]
 
     func register(on router: Router<StubRequestContext>) {
@@ -76,6 +78,8 @@ struct StubRoutes: Sendable {
         router.get("/v1/models") { request, _ in try await handle(request) { _ in try listModelsOpenAI() } }
         router.post("/v1/responses") { request, _ in try await handle(request, responses) }
         router.post("/v1/messages") { request, _ in try await handle(request, messages) }
+        registerLlamaCpp(on: router)
+        registerTextGenerationWebUI(on: router)
     }
 
     // MARK: Plumbing
@@ -96,26 +100,34 @@ struct StubRoutes: Sendable {
 
     /// Records the request, checks the token, parses the JSON body, and turns thrown
     /// ``StubHTTPError``s into JSON error responses.
-    func handle(_ request: Request, _ body: @Sendable (JSONValue) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, format: StubErrorFormat = .openAI,
+                _ body: @Sendable (JSONValue) async throws -> Response) async throws -> Response {
+        let failure = { (status: HTTPResponse.Status, message: String) in
+            switch format {
+            case .openAI: Self.error(status, message)
+            case .llamacpp: Self.llamaError(status, message)
+            case .fastAPI: Self.json(["detail": .string(message)], status: status)
+            }
+        }
         let buffer = try await request.body.collect(upTo: 32 << 20)
         let json = buffer.readableBytes > 0 ? try? JSONValue(parsing: buffer.readableBytesView) : nil
         let authorization = request.headers[.authorization]
         await state.record(.init(route: "\(request.method) \(request.uri.path)", authorization: authorization, body: json))
         guard authorization == "Bearer \(token)" else {
-            return Self.error(.unauthorized, "invalid or missing API token")
+            return failure(.unauthorized, "invalid or missing API token")
         }
         if buffer.readableBytes > 0, json == nil {
-            return Self.error(.badRequest, "request body is not valid JSON")
+            return failure(.badRequest, "request body is not valid JSON")
         }
         if String(buffer: buffer).contains("[[busy]]") { return Self.busy }
         if let model = json?["model"]?.stringValue, StubModels.all.contains(model), !served.contains(model) {
-            return Self.error(.notFound, "model '\(model)' not found")
+            return failure(.notFound, "model '\(model)' not found")
         }
         guard let load, request.method == .post, Self.generating.contains(request.uri.path) else {
             do {
                 return try await body(json ?? .object([:]))
             } catch let error as StubHTTPError {
-                return Self.error(error.status, error.message)
+                return failure(error.status, error.message)
             }
         }
         // A slot first, held until the answer is written; a whole answer comes after the service time, a
@@ -126,7 +138,7 @@ struct StubRoutes: Sendable {
             response = try await body(json ?? .object([:]))
         } catch let error as StubHTTPError {
             await load.leave()
-            return Self.error(error.status, error.message)
+            return failure(error.status, error.message)
         } catch {
             await load.leave()
             throw error
@@ -225,6 +237,14 @@ struct StubRoutes: Sendable {
     }
 
     static func words(_ text: String) -> Int { text.split(whereSeparator: \.isWhitespace).count }
+}
+
+/// How the stub writes an error: OpenAI's `{"error": {"message", "type"}}`, llama.cpp's
+/// `{"error": {"code", "message", "type"}}`, or FastAPI's `{"detail"}` (text-generation-webui's own endpoints).
+enum StubErrorFormat: Sendable {
+    case openAI
+    case llamacpp
+    case fastAPI
 }
 
 /// An error the stub answers as JSON with a status.

@@ -117,6 +117,10 @@ public actor StubState {
     public private(set) var loaded: Set<String> = []
     /// Download jobs: id → polls so far.
     private var downloads: [String: Int] = [:]
+    /// Its llama.cpp server's counters, slot and LoRA adapters.
+    var llama = StubLlamaState()
+    /// Its text-generation-webui's loaded model and LoRAs.
+    var textGenerationWebUI = StubTextGenerationWebUIState()
 
     func record(_ request: Recorded) { requests.append(request) }
     func streamAbandoned() { abandonedStreams += 1 }

@@ -171,22 +171,27 @@ def _start_llama(gguf_path: Path, name: str):
     )
     server = Server(host="127.0.0.1", port=port, token="x")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {process.returncode}: {_tail(log_path)}")
-            try:
-                if httpx.get(f"{server.base_url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not answer within 120 s: {_tail(log_path)}")
-            time.sleep(0.5)
+        _wait_until_answers(process, f"{server.base_url}/v1/models", "llama.cpp server", log_path)
         yield server
     finally:
         _stop(process)
         log.close()
+
+
+def _wait_until_answers(process: subprocess.Popen, url: str, what: str, log_path: Path, seconds: float = 120) -> None:
+    """Waits until `url` answers 200, failing the test if the process exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}: {_tail(log_path)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer within {seconds:.0f} s: {_tail(log_path)}")
+        time.sleep(0.5)
 
 
 def png_bytes(width: int = 2, height: int = 2) -> bytes:
@@ -407,6 +412,66 @@ def gateway_over_stub(gseai_bin: Path, stub: Server):
 def gateway_over_llama(gseai_bin: Path, llama: Server):
     """`gseai serve` in front of the llama.cpp server (kind openai), with the same accounts."""
     yield from _start_gateway(gseai_bin, llama, "openai")
+
+
+@pytest.fixture(scope="session")
+def gateway_over_stub_llamacpp(gseai_bin: Path, stub: Server):
+    """`gseai serve` in front of `gseai-stub` as a llama.cpp server (kind llamacpp): its native API at `/llamacpp`."""
+    yield from _start_gateway(gseai_bin, stub, "llamacpp", name="llamacpp-stub")
+
+
+@pytest.fixture(scope="session")
+def gateway_over_stub_tgw(gseai_bin: Path, stub: Server):
+    """`gseai serve` in front of `gseai-stub` as text-generation-webui (kind tgw): `/v1/internal/*` and `/v1`."""
+    yield from _start_gateway(gseai_bin, stub, "tgw", name="tgw-stub")
+
+
+# llama.cpp's own HTTP server, built from the sources llama-cpp-python's source package vendors (scripts/test).
+LLAMA_SERVER_BIN = Path(os.environ.get("LLAMA_SERVER_BIN") or REPO / ".cache/llama-server/bin/llama-server")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(gguf_path: Path):
+    """The C++ `llama-server` serving Gemma 3 270M as `gemma-3-270m`, with its metrics, property changes and slot
+    files on; skipped when scripts/test has not built it (LLAMA_SERVER_BIN names another build)."""
+    if not LLAMA_SERVER_BIN.is_file():
+        pytest.skip(f"{LLAMA_SERVER_BIN} is not built: run scripts/test, or set LLAMA_SERVER_BIN")
+    slots = Path(tempfile.mkdtemp(prefix="llama-slots-", dir=SCRATCH))
+    port = _free_port()
+    log_path = SCRATCH / "llama-cpp-server.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [
+            str(LLAMA_SERVER_BIN),
+            "--model", str(gguf_path),
+            "--alias", LLAMA_MODEL,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--ctx-size", "1024",
+            "--parallel", "1",
+            "--threads", "2",
+            "--metrics",
+            "--props",
+            "--slot-save-path", str(slots),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(host="127.0.0.1", port=port, token="x")
+    try:
+        _wait_until_answers(process, f"{server.base_url}/health", "llama-server", log_path)
+        yield server
+    finally:
+        _stop(process)
+        log.close()
+        shutil.rmtree(slots, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway_over_llama_cpp_server(gseai_bin: Path, llama_cpp_server: Server):
+    """`gseai serve` in front of the C++ `llama-server` (kind llamacpp)."""
+    yield from _start_gateway(gseai_bin, llama_cpp_server, "llamacpp", name="llamacpp-real")
 
 
 @pytest.fixture(scope="module")

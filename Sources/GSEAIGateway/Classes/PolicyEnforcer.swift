@@ -60,7 +60,7 @@ public final class PolicyEnforcer: Sendable {
     /// Refuses an endpoint the policy cannot be applied to: a raw prompt has no place for a system prompt,
     /// so a locked one could be sidestepped with plain completions.
     static func checkShape(_ shape: ProxyEndpoint.PolicyShape, in applied: ClassSession) throws {
-        guard shape == .completion, applied.policy.lockedSystemPrompt != nil else { return }
+        guard shape.isRawPrompt, applied.policy.lockedSystemPrompt != nil else { return }
         throw GatewayError(.forbidden, type: .permission,
                            "plain completions are not available in your class '\(applied.name)': its system prompt is fixed; use chat")
     }
@@ -141,6 +141,8 @@ public final class PolicyEnforcer: Sendable {
             supplyMessages(&body, policy)
         case .completion:
             clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
+        case .llamaCompletion:
+            clamp(&body, keys: ["n_predict", "max_tokens"], to: policy.maxOutputTokens)
         case .responses:
             clamp(&body, keys: ["max_output_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "instructions", policy)
@@ -150,20 +152,21 @@ public final class PolicyEnforcer: Sendable {
         case .anthropicMessages:
             clamp(&body, keys: ["max_tokens"], to: policy.maxOutputTokens)
             supplyField(&body, "system", policy)
-        case .none:
+        case .rawPrompt, .none:
             break
         }
         return body == original ? nil : .object(body)
     }
 
-    /// Sets the first of `keys` when none is there, and lowers any that is higher than the limit.
+    /// Sets the first of `keys` when none is there, and lowers any that is higher than the limit; a negative
+    /// count (llama.cpp's -1, "no limit") is higher than any.
     private static func clamp(_ body: inout [String: JSONValue], keys: [String], to limit: Int?) {
         guard let limit, let first = keys.first else { return }
         var present = false
         for key in keys {
             guard let value = body[key], value != .null else { continue }
             present = true
-            if let number = value.doubleValue, number <= Double(limit) { continue }
+            if let number = value.doubleValue, number >= 0, number <= Double(limit) { continue }
             body[key] = .number(Double(limit))
         }
         if !present { body[first] = .number(Double(limit)) }

@@ -67,7 +67,9 @@ public struct ProxyController: Sendable {
 
     func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
         let identity = try context.require(endpoint.minimumRole)
-        guard case .candidates = pool.route(kinds: endpoint.kinds, model: nil) else { throw Admission.wrongKind(endpoint.path) }
+        guard case .candidates = pool.route(kinds: endpoint.kinds, model: nil) else {
+            throw Admission.wrongKind(endpoint.path, needs: endpoint.kinds, present: pool.kinds)
+        }
         var request = request
         var inspection: RequestInspection?
         var body: ByteBuffer?
@@ -85,19 +87,29 @@ public struct ProxyController: Sendable {
         }
         if endpoint.method == .post {
             let bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
-            let (parsed, checked) = try await Self.inspect(bytes, images: images)
-            if endpoint.isStateful, let previous = checked.previousResponseID {
-                // Another user's id is answered exactly like an unknown one.
-                guard try await storage.responses.owner(of: previous) == identity.user.id else {
-                    throw GatewayError.notFound("response '\(previous)' not found")
+            if endpoint.body == .optionalJSON, let other = try Self.nonObjectBody(bytes) {
+                // Nothing, or JSON that is not an object (llama.cpp's LoRA scales): it names no model.
+                body = other.bytes
+                json = other.json
+            } else {
+                let (parsed, checked) = try await Self.inspect(bytes, images: images)
+                if endpoint.isStateful, let previous = checked.previousResponseID {
+                    // Another user's id is answered exactly like an unknown one.
+                    guard try await storage.responses.owner(of: previous) == identity.user.id else {
+                        throw GatewayError.notFound("response '\(previous)' not found")
+                    }
+                    // Only the upstream that issued it knows it.
+                    preferredUpstream = try await storage.responses.upstream(of: previous)
                 }
-                // Only the upstream that issued it knows it.
-                preferredUpstream = try await storage.responses.upstream(of: previous)
+                model = checked.model
+                inspection = checked
+                body = bytes
+                json = parsed
             }
-            model = checked.model
-            inspection = checked
-            body = bytes
-            json = parsed
+        }
+        if endpoint.model == .bodyOrServed, model == nil {
+            // The class's allowed models and the usage apply to the model the server serves.
+            model = await pool.servedModel(kinds: endpoint.kinds)
         }
         if endpoint.path == "/api/v1/models/download/status/:job", let job = context.parameters.get("job") {
             preferredUpstream = downloads.upstream(of: job)
@@ -110,7 +122,9 @@ public struct ProxyController: Sendable {
         }
         // Model management names its upstream when several could do it (`upstream`, the gateway's own field).
         if endpoint.minimumRole > .student, let json, let named = json["upstream"]?.stringValue {
-            guard pool.upstream(named: named)?.kind == .lmstudio else { throw GatewayError.notFound("no LM Studio upstream named '\(named)'") }
+            guard let upstream = pool.upstream(named: named), endpoint.kinds.contains(upstream.kind) else {
+                throw GatewayError.notFound("no model server named '\(named)' that speaks this API")
+            }
             ticket.preferred = named
             if case .object(var members) = json {
                 members["upstream"] = nil
@@ -118,7 +132,8 @@ public struct ProxyController: Sendable {
             }
         }
 
-        var outgoing = RawRequest(method: HTTPMethod(rawValue: endpoint.method.rawValue), path: request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
+        var outgoing = RawRequest(method: HTTPMethod(rawValue: endpoint.method.rawValue),
+                                  path: endpoint.upstreamPath(request.uri.path) + (request.uri.query.map { "?" + $0 } ?? ""))
         for name in Self.forwardedRequestHeaders {
             if let value = request.headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
         }
@@ -127,7 +142,7 @@ public struct ProxyController: Sendable {
         outgoing.expectsStream = stream
         outgoing.bodyExecutor = context.channel.map { EventLoopTaskExecutor.of($0.eventLoop) }
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
-                                     classID: ticket.applied?.id, model: inspection?.model ?? "unknown",
+                                     classID: ticket.applied?.id, model: model ?? "unknown",
                                      counted: endpoint.method == .post, reservation: ticket.reservation)
         let prepared = Prepared(endpoint: endpoint, ticket: ticket, outgoing: outgoing, stream: stream, recorder: recorder,
                                 listingClass: listingClass)
@@ -200,14 +215,14 @@ public struct ProxyController: Sendable {
                 let response = try await slot.upstream.client.send(prepared.outgoing)
                 metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
                 let others = !admission.candidates(prepared.ticket, excluding: tried.union([slot.upstream.name])).isEmpty
-                if response.status >= 500, others, prepared.endpoint.usesSlot {
+                if response.status >= 500, !isCallersError(response.status), others, prepared.endpoint.usesSlot {
                     // Its body is not read: leaving it cancels the request.
                     guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: "HTTP \(response.status)",
                                                                   tried: &tried, onPosition: onPosition) else { return (response, slot) }
                     slot = next
                     continue
                 }
-                if response.status < 500 { slot.upstream.markSucceeded() }
+                if response.status < 500 || isCallersError(response.status) { slot.upstream.markSucceeded() }
                 return (response, slot)
             } catch where Upstream.isUpstreamFault(error) && prepared.endpoint.usesSlot {
                 guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: GatewayError.upstream(error).message,
@@ -410,6 +425,17 @@ public struct ProxyController: Sendable {
         return try await withTaskExecutorPreference(globalConcurrentExecutor) { try parse() }
     }
 
+    /// A body that is empty, or JSON but not an object, with its JSON (`nil` when empty); `nil` for an object,
+    /// which ``inspect(_:images:)`` checks.
+    static func nonObjectBody(_ bytes: ByteBuffer) throws -> (bytes: ByteBuffer?, json: JSONValue?)? {
+        guard bytes.readableBytes > 0 else { return (nil, nil) }
+        guard let json = try? JSONValue(parsing: bytes.readableBytesView) else {
+            throw GatewayError.badRequest("the request body is not valid JSON")
+        }
+        if case .object = json { return nil }
+        return (bytes, json)
+    }
+
     /// From this size on, a request body is parsed off the event loop (about a millisecond of parsing).
     static let largeBody = 256 << 10
 
@@ -474,7 +500,7 @@ public struct ProxyController: Sendable {
     /// becomes a 502 in the caller's format.
     func upstreamFailure(_ collected: CollectedResponse, json: JSONValue?) throws -> Response {
         let status = collected.status
-        if (400..<500).contains(status), json != nil {
+        if Self.isCallersError(status), json != nil {
             var headers = Self.responseHeaders(collected.headers)
             headers[.contentType] = "application/json"
             return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: collected.body))
@@ -482,6 +508,12 @@ public struct ProxyController: Sendable {
         metrics.recordUpstreamError(kind: "status_\(status)")
         let detail = json.map { ServerError(json: $0).message } ?? "HTTP \(status)"
         throw GatewayError(.badGateway, type: .upstream, "the model server failed: \(detail)")
+    }
+
+    /// Whether an upstream's status speaks of the request rather than of the upstream's health: a client
+    /// error, or 501 (llama.cpp's "this server does not support …", a feature it was not started with).
+    static func isCallersError(_ status: Int) -> Bool {
+        (400..<500).contains(status) || status == 501
     }
 
     /// Whether a body failed because its upstream went away or fell silent (not because it was too large).

@@ -26,6 +26,13 @@ struct ProxyEndpoint: Sendable {
     var isStateful = false
     /// The event names (or `type`s) that end its streams.
     var finalEvents: Set<String> = []
+    /// A field whose `true` marks a stream's last event, for streams that end without a named event or
+    /// `[DONE]` (llama.cpp's `/completion`: `"stop": true`).
+    var finalFlag: String?
+    /// What its body may be.
+    var body = BodyRule.jsonObject
+    /// The gateway's prefix before the upstream's own path (`/llamacpp`), left out when forwarding.
+    var mountPoint = ""
 
     /// Where a request names its model.
     enum ModelSource: Sendable {
@@ -34,6 +41,18 @@ struct ProxyEndpoint: Sendable {
         case body
         /// The route's `**`.
         case path
+        /// The body's `model` when it names one, else the model its upstream serves (llama.cpp and
+        /// text-generation-webui serve one model at a time and need not be told).
+        case bodyOrServed
+    }
+
+    /// What a request body may be.
+    enum BodyRule: Sendable {
+        /// A JSON object.
+        case jsonObject
+        /// Nothing, or any JSON value (llama.cpp's `/lora-adapters` takes an array; slot erase, model
+        /// unload and stop-generation take nothing).
+        case optionalJSON
     }
 
     /// The shape of a request body, as a class's policy rewrites it.
@@ -45,6 +64,12 @@ struct ProxyEndpoint: Sendable {
         case openAIChat
         /// A raw prompt (`max_tokens`): it has no place for a system prompt, so a locked one refuses it.
         case completion
+        /// llama.cpp's raw prompt (`/completion`, `/infill`): `n_predict` (or its alias `max_tokens`), where
+        /// -1 means no limit; a locked system prompt refuses it.
+        case llamaCompletion
+        /// A raw prompt that generates nothing to count (text-generation-webui's logits): a locked system
+        /// prompt refuses it.
+        case rawPrompt
         /// OpenAI Responses: `max_output_tokens`, `instructions`, system items of `input`.
         case responses
         /// Anthropic messages: `max_tokens`, `system`.
@@ -92,7 +117,87 @@ struct ProxyEndpoint: Sendable {
         // Anthropic-compatible
         .init(method: .post, path: "/v1/messages", surface: .anthropic, model: .body, policy: .anthropicMessages, usesSlot: true,
               finalEvents: ["message_stop"]),
-    ]
+    ] + llamaCpp + textGenerationWebUI
+
+    /// llama.cpp's own API (`llama-server`), under ``APISurface/llamaCppBase``, with its OpenAI-compatible
+    /// endpoints there too, so that a client given that base URL finds everything it calls. Reading is for
+    /// everyone; what changes the server (its properties, slots, LoRA scales) is for staff, and
+    /// so is the list of slots, which shows every user's prompt.
+    static let llamaCpp: [ProxyEndpoint] = {
+        func endpoint(_ method: HTTPRequest.Method, _ path: String, role: Role = .student, model: ModelSource = .none,
+                      policy: PolicyShape = .none, modelList: ModelList? = nil, usesSlot: Bool = false, finalFlag: String? = nil,
+                      body: BodyRule = .jsonObject) -> ProxyEndpoint {
+            ProxyEndpoint(method: method, path: APISurface.llamaCppBase + path, surface: .llamacpp, minimumRole: role, kinds: [.llamacpp],
+                          model: model, policy: policy, modelList: modelList, usesSlot: usesSlot, finalFlag: finalFlag, body: body,
+                          mountPoint: APISurface.llamaCppBase)
+        }
+        var endpoints = [
+            endpoint(.get, "/health"),
+            endpoint(.get, "/props"),
+            endpoint(.post, "/props", role: .instructor, body: .optionalJSON),
+            endpoint(.get, "/metrics"),
+            endpoint(.post, "/tokenize"),
+            endpoint(.post, "/detokenize"),
+            endpoint(.post, "/apply-template"),
+            endpoint(.get, "/slots", role: .instructor),
+            endpoint(.post, "/slots/:id", role: .instructor, body: .optionalJSON),
+            endpoint(.get, "/lora-adapters"),
+            endpoint(.post, "/lora-adapters", role: .instructor, body: .optionalJSON),
+            endpoint(.get, "/v1/models", modelList: .openAI),
+            endpoint(.post, "/v1/chat/completions", model: .bodyOrServed, policy: .openAIChat, usesSlot: true),
+            endpoint(.post, "/v1/completions", model: .bodyOrServed, policy: .completion, usesSlot: true),
+            endpoint(.post, "/v1/embeddings", model: .bodyOrServed, usesSlot: true),
+        ]
+        for path in ["/completion", "/completions", "/infill"] {
+            endpoints.append(endpoint(.post, path, model: .bodyOrServed, policy: .llamaCompletion, usesSlot: true, finalFlag: "stop"))
+        }
+        for path in ["/embedding", "/embeddings", "/rerank", "/reranking", "/v1/rerank", "/v1/reranking"] {
+            endpoints.append(endpoint(.post, path, model: .bodyOrServed, usesSlot: true))
+        }
+        return endpoints
+    }()
+
+    /// text-generation-webui's internal endpoints (`/v1/internal/*`, beside its OpenAI-compatible `/v1/*`).
+    /// Loading and unloading models and LoRAs is for staff, and so is stop-generation, which stops every
+    /// generation the server is running, everyone's.
+    static let textGenerationWebUI: [ProxyEndpoint] = {
+        func endpoint(_ method: HTTPRequest.Method, _ path: String, role: Role = .student, model: ModelSource = .none,
+                      policy: PolicyShape = .none, usesSlot: Bool = false, body: BodyRule = .jsonObject) -> ProxyEndpoint {
+            ProxyEndpoint(method: method, path: "/v1/internal" + path, surface: .textGenerationWebUI, minimumRole: role, kinds: [.tgw],
+                          model: model, policy: policy, usesSlot: usesSlot, body: body)
+        }
+        return [
+            endpoint(.get, "/model/info"),
+            endpoint(.get, "/model/list"),
+            endpoint(.post, "/model/load", role: .instructor, body: .optionalJSON),
+            endpoint(.post, "/model/unload", role: .instructor, body: .optionalJSON),
+            endpoint(.post, "/encode"),
+            endpoint(.post, "/decode"),
+            endpoint(.post, "/token-count"),
+            endpoint(.post, "/logits", model: .bodyOrServed, policy: .rawPrompt, usesSlot: true),
+            endpoint(.post, "/stop-generation", role: .instructor, body: .optionalJSON),
+            endpoint(.get, "/lora/list"),
+            endpoint(.post, "/lora/load", role: .instructor, body: .optionalJSON),
+            endpoint(.post, "/lora/unload", role: .instructor, body: .optionalJSON),
+        ]
+    }()
 
     var isResponsesAPI: Bool { policy == .responses }
+
+    /// The path to ask of the upstream for `path` (the caller's): without the gateway's mount point.
+    func upstreamPath(_ path: String) -> String {
+        guard !mountPoint.isEmpty, path.hasPrefix(mountPoint) else { return path }
+        let rest = path.dropFirst(mountPoint.count)
+        return rest.isEmpty ? "/" : String(rest)
+    }
+}
+
+extension ProxyEndpoint.PolicyShape {
+    /// Whether the request is a raw prompt, with no place for a system prompt: a locked one refuses it.
+    var isRawPrompt: Bool {
+        switch self {
+        case .completion, .llamaCompletion, .rawPrompt: true
+        default: false
+        }
+    }
 }

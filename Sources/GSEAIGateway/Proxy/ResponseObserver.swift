@@ -14,7 +14,13 @@ struct ResponseObserver: Sendable {
     /// Whether a stream's final event went by (`chat.end`, `[DONE]`, `response.completed`, `message_stop`).
     private(set) var sawFinalEvent = false
 
-    init(endpoint: ProxyEndpoint) { self.endpoint = endpoint }
+    /// The bytes of `"<finalFlag>":true`, which mark the last event of a stream that ends on a field.
+    private let finalMarker: [UInt8]?
+
+    init(endpoint: ProxyEndpoint) {
+        self.endpoint = endpoint
+        self.finalMarker = endpoint.finalFlag.map { Array("\"\($0)\":true".utf8) }
+    }
 
     /// Reads a whole JSON answer.
     mutating func observe(json: JSONValue) {
@@ -40,6 +46,12 @@ struct ResponseObserver: Sendable {
         // usage or the end are parsed.
         let name = event.event
         if let name, endpoint.finalEvents.contains(name) { sawFinalEvent = true }
+        if let flag = endpoint.finalFlag, let finalMarker, Self.contains(event.data, finalMarker) {
+            guard let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
+            if json[flag]?.boolValue == true { sawFinalEvent = true }
+            absorb(json)
+            return
+        }
         let interesting = name.map { endpoint.finalEvents.contains($0) || $0 == "message_start" || $0 == "message_delta" || $0 == "response.created" }
             ?? (Self.contains(event.data, "\"usage\"") || Self.contains(event.data, "\"type\""))
         guard interesting, let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
@@ -49,7 +61,14 @@ struct ResponseObserver: Sendable {
 
     /// Whether `text` contains `needle`, by bytes (Foundation's `contains` costs more than the relay).
     static func contains(_ text: String, _ needle: StaticString) -> Bool {
-        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        contains(text, UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount))
+    }
+
+    static func contains(_ text: String, _ needle: [UInt8]) -> Bool {
+        needle.withUnsafeBufferPointer { contains(text, $0) }
+    }
+
+    private static func contains(_ text: String, _ pattern: UnsafeBufferPointer<UInt8>) -> Bool {
         var text = text
         return text.withUTF8 { bytes in
             guard bytes.count >= pattern.count, let first = pattern.first else { return false }
@@ -63,7 +82,8 @@ struct ResponseObserver: Sendable {
     }
 
     /// Finds ids and usage in LM Studio (`stats`, `response_id`, `result`), OpenAI (`usage`), Responses
-    /// (`response`, `id`) and Anthropic (`message`, `usage`) shapes.
+    /// (`response`, `id`), Anthropic (`message`, `usage`) and llama.cpp (`tokens_evaluated`,
+    /// `tokens_predicted`) shapes.
     private mutating func absorb(_ json: JSONValue) {
         if let result = json["result"] { absorb(result) }
         if let response = json["response"], response["object"]?.stringValue == "response" { absorb(response) }
@@ -74,6 +94,8 @@ struct ResponseObserver: Sendable {
             inputTokens = stats["input_tokens"]?.intValue ?? inputTokens
             outputTokens = stats["total_output_tokens"]?.intValue ?? outputTokens
         }
+        if let predicted = json["tokens_predicted"]?.intValue { outputTokens = predicted }
+        if let evaluated = json["tokens_evaluated"]?.intValue { inputTokens = evaluated }
         if let usage = json["usage"], usage != .null {
             inputTokens = usage["prompt_tokens"]?.intValue ?? usage["input_tokens"]?.intValue ?? inputTokens
             outputTokens = usage["completion_tokens"]?.intValue ?? usage["output_tokens"]?.intValue ?? outputTokens

@@ -66,12 +66,12 @@ enum StreamErrorEvents {
             return ServerSentEvent(event: "error", data: event.jsonString).encoded
                 + ServerSentEvent(event: "chat.end", data: end.jsonString).encoded
         case .anthropic:
-            return ServerSentEvent(event: "error", data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+            return ServerSentEvent(event: "error", data: endpoint.surface.errorBody(error.kind, error.message, status: error.status).jsonString).encoded
         case .openAI where endpoint.isResponsesAPI:
             let event: JSONValue = ["type": "error", "code": .string(error.kind.rawValue), "message": .string(error.message), "param": nil]
             return ServerSentEvent(event: "error", data: event.jsonString).encoded
         default:
-            return ServerSentEvent(data: endpoint.surface.errorBody(error.kind, error.message).jsonString).encoded
+            return ServerSentEvent(data: endpoint.surface.errorBody(error.kind, error.message, status: error.status).jsonString).encoded
         }
     }
 }

@@ -4,14 +4,15 @@ import GSEAI
 
 /// The kind of model server, which decides the API surfaces it serves.
 public enum UpstreamKind: String, Sendable, CaseIterable {
-    /// LM Studio (GSE AI): every surface.
+    /// LM Studio (GSE AI): LM Studio's, OpenAI's and Anthropic's surfaces.
     case lmstudio
     /// An OpenAI-compatible server (LocalAI, vLLM): `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
     /// `/v1/embeddings`.
     case openai
-    /// A llama.cpp server (`llama-server`, or llama-cpp-python's): the OpenAI-compatible surface.
+    /// A llama.cpp server (`llama-server`, or llama-cpp-python's): the OpenAI-compatible surface, and
+    /// llama.cpp's own under `/llamacpp` (which llama-cpp-python's server does not speak).
     case llamacpp
-    /// text-generation-webui: the OpenAI-compatible surface.
+    /// text-generation-webui: the OpenAI-compatible surface and its internal endpoints, `/v1/internal/*`.
     case tgw
 }
 
@@ -150,7 +151,7 @@ public struct GatewayConfiguration: Sendable {
 
         static let configFile = Setting("gseai.config.file", "a JSON configuration file, keys nested by their dots (none by default)")
         static let upstreamURL = Setting("gseai.upstream.url", "upstream base URL (default http://gseai.gse.buffalo.edu:11434)")
-        static let upstreamKind = Setting("gseai.upstream.kind", "lmstudio (every surface), openai, llamacpp or tgw (the /v1 OpenAI surface)")
+        static let upstreamKind = Setting("gseai.upstream.kind", "lmstudio (LM Studio's, OpenAI's and Anthropic's surfaces), openai (the /v1 OpenAI surface), llamacpp (/v1 and llama.cpp's own at /llamacpp) or tgw (/v1 and /v1/internal/*)")
         static let upstreamSlots = Setting("gseai.upstream.slots", "requests the upstream runs at once (default 4)")
         static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
         static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")

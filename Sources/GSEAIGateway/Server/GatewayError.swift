@@ -78,29 +78,46 @@ public enum APISurface: String, Sendable {
     case openAI
     /// Anthropic-compatible `/v1/messages`.
     case anthropic
+    /// llama.cpp's own API under `/llamacpp/*` (its OpenAI-compatible endpoints there too): errors as
+    /// `llama-server` writes them, with the status as `code`.
+    case llamacpp
+    /// text-generation-webui's internal endpoints `/v1/internal/*` (OpenAI error shapes).
+    case textGenerationWebUI = "tgw"
     /// The gateway's own JSON API (accounts, health).
     case gateway
+
+    /// Where llama.cpp's API is mounted on the gateway, so that its `/health` and `/metrics` do not meet
+    /// the gateway's own.
+    public static let llamaCppBase = "/llamacpp"
 
     /// The surface of a request path.
     public init(path: String) {
         if path == "/v1/messages" || path.hasPrefix("/v1/messages/") {
             self = .anthropic
+        } else if path.hasPrefix("/v1/internal/") {
+            self = .textGenerationWebUI
         } else if path.hasPrefix("/v1/") || path == "/v1" {
             self = .openAI
         } else if path.hasPrefix("/api/v1/") {
             self = .lmstudio
         } else if path.hasPrefix("/api/v0/") {
             self = .lmstudioV0
+        } else if path == Self.llamaCppBase || path.hasPrefix(Self.llamaCppBase + "/") {
+            self = .llamacpp
         } else {
             self = .gateway
         }
     }
 
-    /// The error body: Anthropic's `{"type":"error","error":{…}}`, everyone else's `{"error":{…}}`.
-    public func errorBody(_ kind: GatewayError.Kind, _ message: String, param: String? = nil) -> JSONValue {
+    /// The error body: Anthropic's `{"type":"error","error":{…}}`, llama.cpp's `{"error":{"code":<status>,…}}`,
+    /// everyone else's `{"error":{…}}`.
+    public func errorBody(_ kind: GatewayError.Kind, _ message: String, param: String? = nil,
+                          status: HTTPResponse.Status = .badRequest) -> JSONValue {
         switch self {
         case .anthropic:
             return ["type": "error", "error": ["type": .string(kind.anthropicType), "message": .string(message)]]
+        case .llamacpp:
+            return ["error": ["code": .number(Double(status.code)), "message": .string(message), "type": .string(kind.llamaCppType)]]
         default:
             var error: [String: JSONValue] = ["message": .string(message), "type": .string(kind.rawValue), "code": nil]
             if let param { error["param"] = .string(param) }
@@ -121,6 +138,19 @@ extension GatewayError.Kind {
         case .rateLimit: "rate_limit_error"
         case .upstream, .server: "api_error"
         case .timeout: "timeout_error"
+        }
+    }
+
+    /// llama.cpp's names (`llama-server`'s `error_type`), ours where it has none.
+    var llamaCppType: String {
+        switch self {
+        case .invalidRequest, .requestTooLarge: "invalid_request_error"
+        case .authentication: "authentication_error"
+        case .permission: "permission_error"
+        case .notFound: "not_found_error"
+        case .notImplemented: "not_supported_error"
+        case .rateLimit: "unavailable_error"
+        case .upstream, .server, .timeout: "server_error"
         }
     }
 }
@@ -165,6 +195,6 @@ public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
     public static func response(_ error: GatewayError, surface: APISurface) -> Response {
         var headers = error.headers
         headers[.contentType] = "application/json"
-        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message, param: error.param).jsonData)))
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message, param: error.param, status: error.status).jsonData)))
     }
 }

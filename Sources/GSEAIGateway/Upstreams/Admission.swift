@@ -50,7 +50,9 @@ public struct Admission: Sendable {
     /// `shape` is the request body's shape for the policy (forwarded requests), `.none` for the chat page.
     func ticket(user: User, model: String?, imageCount: Int, shape: ProxyEndpoint.PolicyShape, kinds: Set<UpstreamKind>,
                 usesSlot: Bool, preferredClassID: String? = nil, preferredUpstream: String? = nil, path: String) async throws -> Ticket {
-        guard case .candidates = pool.route(kinds: kinds, model: model) else { throw Self.wrongKind(path) }
+        guard case .candidates = pool.route(kinds: kinds, model: model) else {
+            throw Self.wrongKind(path, needs: kinds, present: pool.kinds)
+        }
         // Counted towards the rate limit only once everything else has passed.
         let admitted = usesSlot
             ? try await policies.admit(user: user, model: model, imageCount: imageCount, shape: shape, preferredClassID: preferredClassID)
@@ -128,9 +130,14 @@ public struct Admission: Sendable {
 
     // MARK: Refusals
 
-    static func wrongKind(_ path: String) -> GatewayError {
-        GatewayError(.notImplemented, type: .notImplemented,
-                     "\(path) is not available: no model server of this gateway speaks this API (each speaks only the OpenAI-compatible API)")
+    /// The 501 for an API that no model server of the gateway speaks: which kind would, and what is there.
+    static func wrongKind(_ path: String, needs: Set<UpstreamKind>, present: Set<UpstreamKind>) -> GatewayError {
+        let needed = needs.count == UpstreamKind.allCases.count ? "any" : needs.map(\.rawValue).sorted().joined(separator: " or ")
+        let speaks = present.contains(.lmstudio) ? "" : present.count == 1 && present.first == .openai
+            ? "; each speaks only the OpenAI-compatible API"
+            : "; each speaks the OpenAI-compatible API and its own (\(present.map(\.rawValue).sorted().joined(separator: ", ")))"
+        return GatewayError(.notImplemented, type: .notImplemented,
+                            "\(path) is not available: no model server of this gateway speaks this API (it needs an upstream of kind \(needed))\(speaks)")
     }
 
     /// A refusal of the fair queue in words for the caller, with `Retry-After`.

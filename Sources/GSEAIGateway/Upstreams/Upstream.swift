@@ -25,6 +25,8 @@ public final class Upstream: Sendable {
         public var lastError: String?
         /// Its models, by id, once read (`nil` until then: it may serve any).
         public var models: Set<String>?
+        /// The first model of its list: the one a llama.cpp server serves, text-generation-webui's loaded one.
+        public var firstModel: String?
         /// The models it has in memory now (LM Studio says; others: unknown, empty).
         public var loaded: Set<String> = []
         /// When its models were last read.
@@ -85,17 +87,21 @@ public final class Upstream: Sendable {
         do {
             var models: Set<String> = []
             var loaded: Set<String> = []
+            var first: String?
             if kind == .lmstudio {
                 for model in try await client.listModels().models {
                     models.insert(model.key)
                     if model.isLoaded { loaded.insert(model.key) }
                 }
             } else {
-                for model in try await client.listModelsOpenAI().data { models.insert(model.id) }
+                let listed = try await client.listModelsOpenAI().data
+                for model in listed { models.insert(model.id) }
+                first = listed.first?.id
             }
             state.withLock { status in
                 status.models = models
                 status.loaded = loaded
+                status.firstModel = first
                 status.refreshedAt = Date()
             }
             markSucceeded()

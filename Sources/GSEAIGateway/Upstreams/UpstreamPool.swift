@@ -30,6 +30,20 @@ public final class UpstreamPool: Service, Sendable {
         upstreams.first { $0.name == name }
     }
 
+    /// The kinds of its upstreams.
+    public var kinds: Set<UpstreamKind> { Set(upstreams.map(\.kind)) }
+
+    /// The model an upstream of `kinds` serves when a request names none (llama.cpp and text-generation-webui
+    /// serve one at a time): the first its list names, read now if it never was; `nil` when none answers.
+    func servedModel(kinds: Set<UpstreamKind>) async -> String? {
+        guard case .candidates(let upstreams) = route(kinds: kinds, model: nil) else { return nil }
+        for upstream in upstreams {
+            if upstream.status.refreshedAt == nil { await upstream.refresh() }
+            if let model = upstream.status.firstModel { return model }
+        }
+        return nil
+    }
+
     /// Where a request can go.
     enum Route {
         /// No upstream of the kinds the endpoint needs.
