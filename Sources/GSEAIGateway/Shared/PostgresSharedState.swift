@@ -11,26 +11,35 @@ final class PostgresSharedState: Sendable {
     /// Tables and functions of the shared state, PostgreSQL only, made idempotently at every start (under
     /// the migrations' lock). They hold nothing that must survive a restart of every replica.
     static let schema: [SQLQueryString] = [
+        // A window counts admitted events per whole second (at most `window` rows per key, whatever the limit):
+        // an event of second b counts while now - b < window.
+        "DROP FUNCTION IF EXISTS gseai_rate_admit(TEXT, INTEGER, DOUBLE PRECISION, DOUBLE PRECISION)",
+        "DROP TABLE IF EXISTS gseai_rate_events",
         """
-        CREATE TABLE IF NOT EXISTS gseai_rate_events (
+        CREATE TABLE IF NOT EXISTS gseai_rate_buckets (
             key TEXT NOT NULL,
-            at DOUBLE PRECISION NOT NULL
+            second BIGINT NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (key, second)
         )
         """,
-        "CREATE INDEX IF NOT EXISTS gseai_rate_events_key_at ON gseai_rate_events (key, at)",
         """
-        CREATE OR REPLACE FUNCTION gseai_rate_admit(p_key TEXT, p_limit INTEGER, p_window DOUBLE PRECISION, p_now DOUBLE PRECISION)
+        CREATE OR REPLACE FUNCTION gseai_rate_admit(p_key TEXT, p_limit BIGINT, p_window DOUBLE PRECISION, p_now DOUBLE PRECISION)
         RETURNS TABLE (sent BIGINT, oldest DOUBLE PRECISION) LANGUAGE plpgsql AS $$
-        DECLARE n BIGINT; o DOUBLE PRECISION;
+        DECLARE n BIGINT; o BIGINT;
         BEGIN
             PERFORM pg_advisory_xact_lock(hashtext('gseai_rate:' || p_key));
-            DELETE FROM gseai_rate_events WHERE key = p_key AND at <= p_now - p_window;
-            SELECT count(*) INTO n FROM gseai_rate_events WHERE key = p_key;
+            DELETE FROM gseai_rate_buckets b WHERE b.key = p_key AND b.second <= p_now - p_window;
+            SELECT COALESCE(SUM(b.count), 0) INTO n FROM gseai_rate_buckets b WHERE b.key = p_key;
             IF n >= p_limit THEN
-                SELECT e.at INTO o FROM gseai_rate_events e WHERE e.key = p_key ORDER BY e.at DESC OFFSET p_limit - 1 LIMIT 1;
-                RETURN QUERY SELECT n, o;
+                -- The second whose events must age out to make room for one more.
+                SELECT t.second INTO o FROM (
+                    SELECT b.second, SUM(b.count) OVER (ORDER BY b.second) AS running FROM gseai_rate_buckets b WHERE b.key = p_key
+                ) t WHERE t.running >= n - p_limit + 1 ORDER BY t.second LIMIT 1;
+                RETURN QUERY SELECT n, o::DOUBLE PRECISION;
             ELSE
-                INSERT INTO gseai_rate_events (key, at) VALUES (p_key, p_now);
+                INSERT INTO gseai_rate_buckets AS b (key, second, count) VALUES (p_key, floor(p_now)::BIGINT, 1)
+                    ON CONFLICT (key, second) DO UPDATE SET count = b.count + 1;
                 RETURN QUERY SELECT n, NULL::DOUBLE PRECISION;
             END IF;
         END $$
@@ -130,14 +139,14 @@ struct PostgresRateWindow: RateWindow {
 
     func admit(key: String, limit: Int, window: Double, now: Date) async throws -> RateRefusal? {
         let row = try await database.raw("""
-            SELECT sent, oldest FROM gseai_rate_admit(\(bind: key), \(bind: Int32(clamping: limit)), \(bind: window), \(bind: now.unixSeconds))
+            SELECT sent, oldest FROM gseai_rate_admit(\(bind: key), \(bind: Int64(limit)), \(bind: window), \(bind: now.unixSeconds))
             """).first()
         guard let row, let oldest = try row.decode(column: "oldest", as: Double?.self) else { return nil }
         return RateRefusal(sent: try row.decode(column: "sent", as: Int.self), retryAfter: window - (now.unixSeconds - oldest))
     }
 
     func reset(key: String) async throws {
-        try await database.raw("DELETE FROM gseai_rate_events WHERE key = \(bind: key)").run()
+        try await database.raw("DELETE FROM gseai_rate_buckets WHERE key = \(bind: key)").run()
     }
 }
 

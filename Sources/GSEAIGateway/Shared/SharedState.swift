@@ -101,9 +101,15 @@ public struct SharedState: Sendable {
 
 // MARK: In this process
 
-/// Windows kept in memory.
+/// Windows kept in memory, as counts per whole second (at most `window` entries per key, whatever the
+/// limit): an event of second b counts while now - b < window, as in PostgreSQL.
 public final class LocalRateWindow: RateWindow {
-    private let windows = Mutex<[String: [Date]]>([:])
+    private struct Bucket {
+        var second: Int
+        var count: Int
+    }
+
+    private let windows = Mutex<[String: [Bucket]]>([:])
     /// Above this many keys, keys with nothing in their window are dropped, so that many usernames tried
     /// do not grow the table for ever.
     private let pruneAbove = 10_000
@@ -111,19 +117,30 @@ public final class LocalRateWindow: RateWindow {
     public init() {}
 
     public func admit(key: String, limit: Int, window: Double, now: Date) -> RateRefusal? {
-        windows.withLock { windows in
+        let now = now.timeIntervalSince1970
+        // Whole seconds, within any date a request can carry (the clock is the server's).
+        let second = Int(now.rounded(.down).clamped(to: -1e15...1e15))
+        return windows.withLock { windows in
             if windows.count > pruneAbove {
-                windows = windows.filter { entry in entry.value.last.map { now.timeIntervalSince($0) < window } ?? false }
+                windows = windows.filter { entry in entry.value.last.map { now - Double($0.second) < window } ?? false }
             }
-            var times = windows[key, default: []].filter { now.timeIntervalSince($0) < window }
-            defer { windows[key] = times }
-            guard times.count >= limit else {
-                times.append(now)
+            var buckets = windows[key, default: []]
+            buckets.removeAll { now - Double($0.second) >= window }
+            defer { windows[key] = buckets.isEmpty ? nil : buckets }
+            let sent = buckets.reduce(0) { $0.addingSaturated($1.count) }
+            guard sent >= limit else {
+                if buckets.last?.second == second { buckets[buckets.count - 1].count += 1 } else { buckets.append(Bucket(second: second, count: 1)) }
                 return nil
             }
-            // The wait until enough of the window's events have aged out to make room for one more.
-            let oldest = times[times.count - limit]
-            return RateRefusal(sent: times.count, retryAfter: window - now.timeIntervalSince(oldest))
+            // The second whose events must age out to make room for one more.
+            var running = 0
+            for bucket in buckets {
+                running = running.addingSaturated(bucket.count)
+                if running >= sent - limit + 1 {
+                    return RateRefusal(sent: sent, retryAfter: Double(bucket.second) + window - now)
+                }
+            }
+            return RateRefusal(sent: sent, retryAfter: window)
         }
     }
 
