@@ -93,6 +93,8 @@ class Processes:
     """Every process started here, stopped in reverse order by `stop_all`."""
 
     started: list[subprocess.Popen] = field(default_factory=list)
+    # Run after the processes stop (a database server to stop, say).
+    cleanups: list = field(default_factory=list)
 
     def start(self, command: list[str], log: Path, **options) -> subprocess.Popen:
         handle = open(log, "wb")
@@ -112,6 +114,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 def read_lines_until(process: subprocess.Popen, pattern: str, timeout: float, what: str, log: Path) -> re.Match:
@@ -479,9 +483,15 @@ def main() -> None:
     parser.add_argument("--class-target", action="store_true",
                         help="also measure `gateway-class`: the gateway with a student in a class whose policy has a "
                              "daily token budget and a system prompt (the policy path; the budget is never reached)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="postgres: also measure the gateway on a PostgreSQL of its own (scripts/postgres), one "
+                             "replica and two behind nginx, for a student in a class with a budget and a rate limit, "
+                             "beside the same on SQLite (implies --class-target)")
     parser.add_argument("--floor-targets", default=",".join(FLOOR_TARGETS),
                         help=f"which floor targets, with --floor ({','.join(FLOOR_TARGETS)})")
     options = parser.parse_args()
+    if options.database == "postgres":
+        options.class_target = True
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} is not on PATH (bench/run installs it)")
@@ -506,6 +516,71 @@ def main() -> None:
             print(f"\nlogs and configurations kept in {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# The class of `gateway-class` (and of the PostgreSQL targets): a budget and a rate limit it never reaches, a
+# system prompt that is supplied: every request goes through the class's policy, budget and rate window.
+CLASS_POLICY = {"daily_token_budget": 10**12, "requests_per_minute": 10**7, "max_output_tokens": 64,
+                "system_prompt": "Be brief."}
+
+
+def start_postgres_targets(options, folder: Path, processes: Processes, upstream_port: int,
+                           environment: dict) -> list[Target]:
+    """A PostgreSQL of its own, two gateway replicas on it and nginx in front of both (round robin): the
+    targets `pg-class` (one replica) and `pg-2x-nginx` (both through nginx), for a student in a class."""
+    root = Path(__file__).resolve().parents[1]
+    pg_folder = folder / "postgres"
+    pg_folder.mkdir()
+    pg_folder.chmod(0o755)
+    started = subprocess.run([str(root / "scripts" / "postgres"), "start", str(pg_folder / "pg")], capture_output=True, text=True)
+    if started.returncode != 0:
+        sys.exit(f"bench: PostgreSQL did not start: {started.stderr}")
+    processes.cleanups.append(lambda: subprocess.run([str(root / "scripts" / "postgres"), "stop", str(pg_folder / "pg")],
+                                                     capture_output=True))
+    url = started.stdout.strip()
+    replicas = []
+    for index in (1, 2):
+        log = folder / f"replica{index}.log"
+        replica = processes.start(
+            [options.gseai, "serve", "--upstream-url", f"http://127.0.0.1:{upstream_port}", "--upstream-kind", "lmstudio",
+             "--database", url, "--host", "127.0.0.1", "--port", "0", "--env-file", "none",
+             "--log-level", options.gateway_log_level],
+            log, stdout=subprocess.PIPE, env=environment, cwd=folder,
+        )
+        port = int(read_lines_until(replica, r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", START_TIMEOUT,
+                                    f"gseai serve (replica {index})", log).group(1))
+        replicas.append((replica, port))
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([options.gseai, *args, "--database", url, "--env-file", "none"],
+                                capture_output=True, text=True, timeout=120, env=environment, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            sys.exit(f"bench: gseai {' '.join(args)} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    cli("user", "add", "bench-class", "--role", "student")
+    cli("user", "add", "bench-teacher", "--role", "instructor")
+    class_key = cli("key", "create", "bench-class", "--name", "bench")
+    teacher = cli("key", "create", "bench-teacher", "--name", "bench")
+    made = gateway_json(replicas[0][1], teacher, "POST", "/api/classes",
+                        json.dumps({"name": "Bench", "policy": CLASS_POLICY}).encode(), "application/json")
+    gateway_json(replicas[0][1], teacher, "POST", f"/api/classes/{made['id']}/roster", b"bench-class\n", "text/csv")
+    # An existing account is invited; it joins by accepting.
+    gateway_json(replicas[0][1], class_key, "POST", f"/api/classes/invitations/{made['id']}/accept", b"{}", "application/json")
+    block = """
+        location / {
+            proxy_pass http://replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }"""
+    balancer_port = start_nginx(processes, folder / "balancer", block, "auto", "nginx (balancer of the replicas)",
+                                http_extra=f"    upstream replicas {{ server 127.0.0.1:{replicas[0][1]}; "
+                                           f"server 127.0.0.1:{replicas[1][1]}; keepalive 64; }}")
+    return [
+        Target("pg-class", replicas[0][1], f"Bearer {class_key}", replicas[0][0].pid),
+        Target("pg-2x-nginx", balancer_port, f"Bearer {class_key}", processes.started[-1].pid),
+    ]
 
 
 def run(options, folder: Path, processes: Processes) -> None:
@@ -572,9 +647,11 @@ def run(options, folder: Path, processes: Processes) -> None:
         class_key = cli("key", "create", "bench-class", "--name", "bench")
         teacher = cli("key", "create", "bench-teacher", "--name", "bench")
         made = gateway_json(gateway_port, teacher, "POST", "/api/classes", json.dumps(
-            {"name": "Bench", "policy": {"daily_token_budget": 10**12, "system_prompt": "Be brief."}}).encode(),
+            {"name": "Bench", "policy": CLASS_POLICY}).encode(),
             "application/json")
         gateway_json(gateway_port, teacher, "POST", f"/api/classes/{made['id']}/roster", b"bench-class\n", "text/csv")
+        # An existing account is invited; it joins by accepting.
+        gateway_json(gateway_port, class_key, "POST", f"/api/classes/invitations/{made['id']}/accept", b"{}", "application/json")
 
     # nginx as the reverse proxy.
     block = f"""
@@ -598,6 +675,8 @@ def run(options, folder: Path, processes: Processes) -> None:
         targets.append(Target("gateway-class", gateway_port, f"Bearer {class_key}", gateway.pid))
     if options.floor:
         targets += start_floor(options, folder, processes, upstream_port)
+    if options.database == "postgres":
+        targets += start_postgres_targets(options, folder, processes, upstream_port, environment)
     script = folder / "post.lua"
     script.write_text(WRK_SCRIPT)
     modes = [m.strip() for m in options.modes.split(",") if m.strip()]
@@ -666,6 +745,18 @@ def report(modes: list[str], targets: list[Target], results) -> None:
             print(f"  {mode:6} throughput gateway-class/nginx {class_load.rps / nginx_load.rps:6.2f}   "
                   f"(a student in a class with a budget; gateway-class/gateway "
                   f"{class_load.rps / gateway_load.rps if gateway_load.rps else 0:.2f}) (information)")
+        if any(target.name == "pg-class" for target in targets):
+            sqlite_load, sqlite_probe = results[(mode, "gateway-class")]
+            for name in ("pg-class", "pg-2x-nginx"):
+                pg_load, pg_probe = results[(mode, name)]
+                ratio_pg = pg_load.rps / sqlite_load.rps if sqlite_load.rps else 0.0
+                added_pg = (pg_probe.first_p50_ms if mode == "stream" else pg_probe.total_p50_ms) - (
+                    direct_probe.first_p50_ms if mode == "stream" else direct_probe.total_p50_ms)
+                verdicts.extend([ratio_pg >= 0.7, added_pg <= 1.0])
+                print(f"  {mode:6} {name} / gateway-class (SQLite) throughput {ratio_pg:6.2f}   "
+                      f"({pg_load.rps:.0f} / {sqlite_load.rps:.0f} req/s)   {'PASS' if ratio_pg >= 0.7 else 'MISS'} (target >= 0.7)")
+                print(f"  {mode:6} {name} p50 added to the {measure:10} {added_pg:6.3f} ms   "
+                      f"{'PASS' if added_pg <= 1.0 else 'MISS'} (target <= 1 ms)")
         floors = [target.name for target in targets if target.name in FLOOR_TARGETS]
         if floors:
             print(f"  {mode:6} the floor, throughput / nginx (information):  gateway {ratio:.2f}  "
