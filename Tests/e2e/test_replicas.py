@@ -6,6 +6,7 @@ other within 100 ms, and a replica killed with `kill -9` mid-answer whose answer
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from openai import OpenAI
 
 from conftest import SCRATCH, _start_gateway
 from helpers import WAIT, InstructorAPI, add_member, bearer, session
+from pages import choose_model, send, sign_in, wait_for_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,11 +41,19 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def replicas(gseai_bin, stub, postgres):
-    """Two `gseai serve` on the same database: (first, second)."""
-    first_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-a", database=postgres)
+def balancer_port():
+    """The port nginx will listen on, known before the replicas start: people reach them at its URL."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def replicas(gseai_bin, stub, postgres, balancer_port):
+    """Two `gseai serve` on the same database, reached through the balancer's URL: (first, second)."""
+    config = {"gseai": {"public": {"url": f"http://127.0.0.1:{balancer_port}"}}}
+    first_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-a", database=postgres, config=config)
     first = next(first_run)
-    second_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-b", database=postgres, replica_of=first)
+    second_run = _start_gateway(gseai_bin, stub, "lmstudio", name="replica-b", database=postgres, replica_of=first,
+                                config=config)
     second = next(second_run)
     yield first, second
     for run in (second_run, first_run):
@@ -51,11 +61,11 @@ def replicas(gseai_bin, stub, postgres):
 
 
 @pytest.fixture(scope="module")
-def balancer(replicas):
+def balancer(replicas, balancer_port):
     """nginx in front of both replicas, round robin: its base URL."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     folder = Path(tempfile.mkdtemp(prefix="nginx-", dir=SCRATCH))
-    port = _free_port()
+    port = balancer_port
     (folder / "logs").mkdir()
     (folder / "nginx.conf").write_text(f"""
 worker_processes 1;
@@ -167,6 +177,26 @@ def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_100_ms(repl
         assert time.monotonic() - started < 0.1, time.monotonic() - started
     finally:
         student.close()
+
+
+def test_the_chat_page_through_nginx_never_sees_two_replicas(replicas, balancer, browser):
+    """Round robin without stickiness: the page's sign-in, its message and the answer's events go to both
+    replicas in turn, and the page sees one gateway."""
+    name = f"page{uuid.uuid4().hex[:8]}"
+    password = replicas[0].add_user(name, "student")
+    sign_in(browser, balancer, name, password)
+    choose_model(browser, "stub/echo-text")
+    # The second answer continues the first's upstream response (the stub says which turn it is), whichever
+    # replica stored it.
+    for index, (text, turn) in enumerate([("Hello through nginx [[slow]] one two three", ""),
+                                          ("And again [[slow]] four five", " (turn 2)")], start=1):
+        send(browser, text)
+        answer = wait_for_answer(browser, index, timeout=60)
+        assert answer["text"] == f"Echo: {text}{turn}", answer
+    # Both replicas served the page's conversation (its messages, its answers' events).
+    for replica in replicas:
+        text = httpx.get(f"{replica.base_url}/metrics", timeout=WAIT).text
+        assert re.search(r'route="/api/conversations/[^"]+"', text), replica.base_url
 
 
 def test_a_replica_killed_mid_answer_leaves_it_interrupted_and_the_other_serves_on(replicas, balancer):
