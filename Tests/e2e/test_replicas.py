@@ -199,7 +199,7 @@ def test_the_chat_page_through_nginx_never_sees_two_replicas(replicas, balancer,
         assert re.search(r'route="/api/conversations/[^"]+"', text), replica.base_url
 
 
-def test_a_replica_killed_mid_answer_leaves_it_interrupted_and_the_other_serves_on(replicas, balancer):
+def test_a_replica_killed_mid_answer_leaves_it_interrupted_and_the_other_serves_on(replicas, balancer, postgres):
     """Last in this module: it kills the first replica."""
     first, second = replicas
     key = first.keys["alice"]
@@ -231,3 +231,9 @@ def test_a_replica_killed_mid_answer_leaves_it_interrupted_and_the_other_serves_
     client = OpenAI(base_url=f"{second.base_url}/v1", api_key=key, max_retries=0, timeout=WAIT)
     answer = client.chat.completions.create(model="stub/echo-text", messages=[{"role": "user", "content": "still here"}])
     assert answer.choices[0].message.content == "Echo: still here"
+    # The database is whole: every table and index checked (PostgreSQL's amcheck).
+    amcheck = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_amcheck"))[-1]
+    host, port, user, database = re.match(r"postgres://([^@]+)@([^:]+):(\d+)/(\w+)", postgres).group(2, 3, 1, 4)
+    checked = subprocess.run([str(amcheck), "--install-missing", "--heapallindexed", "-h", host, "-p", port, "-U", user,
+                              "-d", database], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and not checked.stdout.strip(), (checked.stdout, checked.stderr)
