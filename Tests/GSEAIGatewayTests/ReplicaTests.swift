@@ -43,6 +43,18 @@ struct ReplicaTests {
         }
     }
 
+    @Test func eachReplicaQueuesForItsShareOfTheSlots() async throws {
+        let schema = TestDatabase.newSchema()
+        try await GatewayHarness.with(stubs: [.init(slots: 4)], postgresSchema: schema) { a in
+            try await eventually { a.gateway.pool.scheduler.usage()["default"]?.slots == 4 }
+            try await GatewayHarness.with(stubs: [.init(slots: 4)], postgresSchema: schema) { b in
+                // B shares at once; A when its next look at the replicas (every 5 s) finds B.
+                try await eventually { b.gateway.pool.scheduler.usage()["default"]?.slots == 2 }
+                try await eventually { a.gateway.pool.scheduler.usage()["default"]?.slots == 2 }
+            }
+        }
+    }
+
     @Test func requestsPerMinuteHoldAcrossBothReplicas() async throws {
         try await withReplicas { a, b in
             let (instructor, _) = try await a.user("teacher", role: .instructor)

@@ -161,28 +161,47 @@ struct ShutdownService: Service {
     }
 }
 
-/// With several replicas, marks the answers of a replica that died (its heartbeat stopped) as interrupted,
-/// every few seconds; alone, it does nothing.
+/// With several replicas: every few seconds, marks the answers of a replica that died (its heartbeat
+/// stopped) as interrupted, and shares each model server's slots among the live replicas (each queues for
+/// its share, at least one); alone, it does nothing.
 struct ReplicaSweeper: Service {
     let gateway: Gateway
     var interval: Duration = .seconds(5)
 
     func run() async throws {
         // A service that returned would end the application: alone, it waits for the shutdown.
-        guard (try? await gateway.storage.shared.replicas.liveReplicaIDs()) ?? nil != nil else {
+        guard let first = (try? await gateway.storage.shared.replicas.liveReplicaIDs()) ?? nil else {
             try? await gracefulShutdown()
             return
         }
+        let initial = share(among: first.count, previous: nil)
         await cancelWhenGracefulShutdown {
+            var shared = initial
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 do {
                     let count = try await gateway.recoverInterruptedAnswers()
                     if count > 0 { gateway.engine.logger.notice("answers of a replica that stopped are marked interrupted", metadata: ["count": "\(count)"]) }
+                    if let live = try await gateway.storage.shared.replicas.liveReplicaIDs() {
+                        shared = share(among: live.count, previous: shared)
+                    }
                 } catch {
-                    gateway.engine.logger.warning("could not check other replicas' answers", metadata: ["error": "\(error)"])
+                    gateway.engine.logger.warning("could not check the other replicas", metadata: ["error": "\(error)"])
                 }
             }
         }
+    }
+
+    /// Gives this replica its share of every upstream's slots when the number of replicas changed; returns
+    /// the number it shared among.
+    private func share(among replicas: Int, previous: Int?) -> Int {
+        let replicas = max(1, replicas)
+        guard replicas != previous else { return replicas }
+        for upstream in gateway.pool.upstreams {
+            let share = max(1, upstream.settings.slots / replicas)
+            gateway.pool.scheduler.setSlots(share, for: upstream.name)
+        }
+        gateway.engine.logger.notice("slots shared among replicas", metadata: ["replicas": "\(replicas)"])
+        return replicas
     }
 }
