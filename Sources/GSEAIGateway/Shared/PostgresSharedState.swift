@@ -129,7 +129,9 @@ final class PostgresSharedState: Sendable {
     func stop() async {
         let tasks = self.tasks.withLock { tasks in defer { tasks = [] }; return tasks }
         for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        // A listener in the middle of leasing or reading its connection may not notice at once: the close
+        // does not wait for it for ever.
+        for task in tasks { await task.value(within: .seconds(3)) }
         if let replica { try? await database.raw("DELETE FROM gseai_replicas WHERE id = \(bind: replica)").run() }
     }
 }
@@ -254,5 +256,25 @@ struct PostgresReplicaRegistry: ReplicaRegistry {
     func liveReplicaIDs() async throws -> [String]? {
         let since = Date().unixSeconds - PostgresSharedState.replicaLifetime
         return try await database.raw("SELECT id FROM gseai_replicas WHERE heartbeat_at > \(bind: since)").all(decodingColumn: "id", as: String.self)
+    }
+}
+
+extension Task where Success == Void, Failure == Never {
+    /// Waits for the task to end, but at most `limit`.
+    func value(within limit: Duration) async {
+        let resumed = Mutex(false)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resume: @Sendable () -> Void = {
+                if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
+            }
+            Task<Void, Never> {
+                await self.value
+                resume()
+            }
+            Task<Void, Never> {
+                try? await Task<Never, Never>.sleep(for: limit)
+                resume()
+            }
+        }
     }
 }

@@ -42,13 +42,13 @@ public enum PostgresStorage {
             var storage = SQLStorage.make(database: database, shared: shared.state) {
                 await shared.stop()
                 running.cancel()
-                await running.value
+                await running.value(within: .seconds(5))
             }
             storage.engine = "postgresql"
             return storage
         } catch {
             running.cancel()
-            await running.value
+            await running.value(within: .seconds(5))
             throw error
         }
     }
