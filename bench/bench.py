@@ -529,6 +529,8 @@ def start_postgres_targets(options, folder: Path, processes: Processes, upstream
     """A PostgreSQL of its own, two gateway replicas on it and nginx in front of both (round robin): the
     targets `pg-class` (one replica) and `pg-2x-nginx` (both through nginx), for a student in a class."""
     root = Path(__file__).resolve().parents[1]
+    # The server runs as the `postgres` user when the bench runs as root: it must reach its folder.
+    folder.chmod(0o755)
     pg_folder = folder / "postgres"
     pg_folder.mkdir()
     pg_folder.chmod(0o755)

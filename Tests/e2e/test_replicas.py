@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -137,22 +138,48 @@ def test_the_openai_client_through_nginx_reaches_both_replicas(replicas, balance
     assert all(a > b for a, b in zip(after, before)), (before, after)
 
 
-def test_requests_per_minute_hold_across_both_replicas(replicas, balancer):
-    first = replicas[0]
+def _student_in_class(first, **policy) -> tuple[str, str]:
+    """A fresh student with a key, in a fresh class of `ines` with `policy`: (key, class name)."""
     teacher = InstructorAPI(first.base_url, "ines", first.passwords["ines"])
     name = f"rep{uuid.uuid4().hex[:8]}"
     password = first.add_user(name, "student")
     key = first.create_key(name, label="e2e")
-    course = teacher.create_class(f"Limited {name}", requests_per_minute=4)
+    course = teacher.create_class(f"Class {name}", **policy)
     add_member(teacher, course["id"], name, password)
-    statuses = []
-    for index in range(10):
-        answer = httpx.post(f"{balancer}/v1/chat/completions", headers=bearer(key), timeout=WAIT,
-                            json={"model": "stub/echo-text", "messages": [{"role": "user", "content": f"r{index}"}]})
-        statuses.append(answer.status_code)
-        if answer.status_code == 429:
-            assert "the limit for your class" in answer.json()["error"]["message"], answer.text
+    return key, course["name"]
+
+
+def _concurrently(balancer: str, key: str, texts: list[str]) -> list[httpx.Response]:
+    """The requests at once, through nginx (so spread over both replicas)."""
+    def one(text: str) -> httpx.Response:
+        return httpx.post(f"{balancer}/v1/chat/completions", headers=bearer(key), timeout=WAIT,
+                          json={"model": "stub/echo-text", "messages": [{"role": "user", "content": text}]})
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        return list(pool.map(one, texts))
+
+
+def test_requests_per_minute_hold_across_both_replicas(replicas, balancer):
+    key, course = _student_in_class(replicas[0], requests_per_minute=4)
+    answers = _concurrently(balancer, key, [f"r{index}" for index in range(10)])
+    statuses = [answer.status_code for answer in answers]
     assert statuses.count(200) == 4 and statuses.count(429) == 6, statuses
+    for answer in answers:
+        if answer.status_code == 429:
+            assert f"the limit for your class '{course}' is 4" in answer.json()["error"]["message"], answer.text
+
+
+def test_a_daily_budget_holds_across_both_replicas(replicas, balancer):
+    # Each request reserves 20 tokens, and all eight arrive while the first answers still run (slowly): a budget
+    # of 50 admits exactly three (0, 20, 40 reserved), whichever replica each reaches. Replicas that each kept
+    # their own count would admit three each.
+    key, course = _student_in_class(replicas[0], max_output_tokens=20, daily_token_budget=50)
+    answers = _concurrently(balancer, key, [f"b{index} [[slow]] one two three four five six" for index in range(8)])
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 3, statuses
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 429, answer.text
+            assert f"the daily budget of your class '{course}' is 50 tokens" in answer.json()["error"]["message"], answer.text
 
 
 def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_100_ms(replicas):
