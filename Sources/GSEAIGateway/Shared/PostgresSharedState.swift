@@ -165,13 +165,20 @@ struct PostgresBudgetLedger: BudgetLedger {
         return try row.decode(column: "admitted", as: Bool.self) ? .reserved(id: id) : .spent(used: try row.decode(column: "used", as: Int.self))
     }
 
-    /// The usage is written now, not once a second: the other replicas' next check must see it.
+    /// The usage is written now, not once a second: the other replicas' next check must see it. One
+    /// statement (the reservation's delete and the usage's upsert together): a student's usage row is the same
+    /// for every request of the day, and a transaction of several round trips would hold its lock, one
+    /// request after the other, for all of them.
     func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
-        try await database.transaction { session in
-            try await SQLUsageRepository(database: session).add(userID: key.userID, classID: key.classID, model: model, day: key.day,
-                                                                inputTokens: inputTokens, outputTokens: outputTokens)
-            try await session.raw("DELETE FROM gseai_budget_reservations WHERE id = \(bind: reservation)").run()
-        }
+        try await database.raw("""
+            WITH ended AS (DELETE FROM gseai_budget_reservations WHERE id = \(bind: reservation))
+            INSERT INTO usage_daily (user_id, day, class_id, model, requests, input_tokens, output_tokens)
+            VALUES (\(bind: key.userID), \(bind: key.day), \(bind: key.classID), \(bind: model), 1, \(bind: inputTokens), \(bind: outputTokens))
+            ON CONFLICT (user_id, day, class_id, model) DO UPDATE SET
+                requests = usage_daily.requests + excluded.requests,
+                input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+                output_tokens = usage_daily.output_tokens + excluded.output_tokens
+            """).run()
     }
 
     func release(_ reservation: String) async throws {
