@@ -39,7 +39,7 @@ struct DatabaseCommand: AsyncParsableCommand {
                 throw error
             }
             do {
-                Terminal.out("copying \(configuration.databasePath) into \(PostgresStorage.redactedURL(to))\n")
+                Terminal.out("copying \(configuration.databasePath) into \(PostgresStorage.redacted(to))\n")
                 let counts = try await DatabaseCopy.copy(from: source, to: target) { table, rows in
                     Terminal.out("  \(table.padding(toLength: 18, withPad: " ", startingAt: 0)) \(rows) rows\n")
                 }

@@ -66,6 +66,23 @@ struct SharedStateTests {
         try await withReplicas { a, b in try await admitsExactly([a.shared.rates, b.shared.rates]) }
     }
 
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func passwordAttemptsAreCountedAcrossBothReplicas() async throws {
+        try await withReplicas { a, b in
+            let onA = LoginThrottle(limit: 2, window: .seconds(300), attempts: a.shared.rates)
+            let onB = LoginThrottle(limit: 2, window: .seconds(300), attempts: b.shared.rates)
+            #expect(try await onA.admit(username: "Alice", address: "10.0.0.1") == nil)
+            #expect(try await onB.admit(username: "alice", address: "10.0.0.1") == nil)
+            // The third guess, on either replica, waits.
+            let wait = try #require(try await onA.admit(username: "alice", address: "10.0.0.1"))
+            #expect(wait > .seconds(290) && wait <= .seconds(300))
+            // Another address is its own count; a right password on one replica starts the count again on both.
+            #expect(try await onB.admit(username: "alice", address: "10.0.0.2") == nil)
+            try await onB.succeeded(username: "alice", address: "10.0.0.1")
+            #expect(try await onA.admit(username: "alice", address: "10.0.0.1") == nil)
+        }
+    }
+
     // MARK: Budgets
 
     /// A budget of 100 tokens, each request reserving 30: four are admitted at once across both replicas

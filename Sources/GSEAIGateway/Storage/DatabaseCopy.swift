@@ -71,7 +71,6 @@ public enum DatabaseCopy {
             var counts: [(table: String, rows: Int)] = []
             for table in tables {
                 let rows = try await from.select().columns(table.columns.map { SQLIdentifier($0) }).from(table.name).all()
-                var copied = 0
                 // A few hundred rows per statement: well under PostgreSQL's 65,535 parameters.
                 for batch in stride(from: 0, to: rows.count, by: 200) {
                     var insert = session.insert(into: table.name).columns(table.columns)
@@ -80,7 +79,6 @@ public enum DatabaseCopy {
                     }
                     try await insert.run()
                 }
-                copied = rows.count
                 if table.name == "classes" {
                     // Now that the classes are in: each user's active class.
                     let actives = try await from.raw("SELECT id, active_class_id FROM users WHERE active_class_id IS NOT NULL").all()
@@ -91,8 +89,8 @@ public enum DatabaseCopy {
                             .run()
                     }
                 }
-                counts.append((table.name, copied))
-                progress(table.name, copied)
+                counts.append((table.name, rows.count))
+                progress(table.name, rows.count)
             }
             return counts
         }

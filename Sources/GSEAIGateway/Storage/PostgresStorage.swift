@@ -128,9 +128,7 @@ public enum PostgresStorage {
     }
 
     /// The URL without its password, for messages.
-    public static func redactedURL(_ url: String) -> String { redacted(url) }
-
-    static func redacted(_ url: String) -> String {
+    public static func redacted(_ url: String) -> String {
         guard var components = URLComponents(string: url), components.password != nil else { return url }
         components.password = "…"
         return components.string ?? "postgres://…"
