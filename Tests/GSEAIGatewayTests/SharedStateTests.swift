@@ -100,9 +100,14 @@ struct SharedStateTests {
         let reserved = decisions.compactMap { if case .reserved(let id) = $0 { id } else { nil } }
         #expect(reserved.count == 4)
         #expect(decisions.contains(.spent(used: 120)))
-        // Each used 10 tokens: 40 used, nothing reserved.
-        for (index, id) in reserved.enumerated() {
-            try await ledgers[index % ledgers.count].settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6)
+        // Each used 10 tokens: 40 used, nothing reserved (settled at once: on PostgreSQL in one statement,
+        // whose rows for the same student add up).
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, id) in reserved.enumerated() {
+                let ledger = ledgers[index % ledgers.count]
+                group.addTask { try await ledger.settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6) }
+            }
+            try await group.waitForAll()
         }
         #expect(try await usage.total(userID: user, classID: "c1", day: "2027-01-15") == 40)
         // Two more fit (40 + 30 = 70 < 100, then 70 + 30 = 100 is not below): a released one gives its room back.
@@ -130,6 +135,58 @@ struct SharedStateTests {
         try await withReplicas { a, b in
             let user = try await StorageTests().makeUser("budgeted", in: a)
             try await reservesExactly([a.shared.budgets, b.shared.budgets], usage: b.usage, user: user.id)
+        }
+    }
+
+    // MARK: A request's limits together
+
+    /// 12 requests at once, each asking a reservation of 30 of a budget of 100 and a place in a window of
+    /// 3: the window admits 3, and a request it refuses reserves nothing, so 90 stay reserved (one more
+    /// reservation fits) and the window holds exactly 3.
+    func limitsTogetherCountOnlyWhatTheyAdmit(_ limiters: [any RequestLimiter], ledger: any BudgetLedger, rates: any RateWindow,
+                                              user: String) async throws {
+        let key = BudgetKey(userID: user, classID: "c1", day: "2027-01-15")
+        let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:" + user, limit: 3, window: 60),
+                           budget: LimitAsk.Budget(key: key, tokens: 30, budget: 100, expires: now.addingTimeInterval(600)))
+        let decisions = try await withThrowingTaskGroup(of: LimitDecision.self) { group in
+            for index in 0..<12 {
+                let limiter = limiters[index % limiters.count]
+                group.addTask { try await limiter.admit(ask, now: now) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let admitted = decisions.compactMap { if case .admitted(let id) = $0 { id } else { nil } }
+        #expect(admitted.count == 3)
+        #expect(Set(admitted).count == 3)
+        for decision in decisions {
+            if case .rateLimited(let refusal) = decision { #expect(refusal.sent == 3 && refusal.retryAfter == 60) }
+        }
+        #expect(decisions.contains { if case .rateLimited = $0 { true } else { false } })
+        // 90 reserved: one more reservation of 10 fits, then the budget is spent; the window is full.
+        let budgetOnly = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 100, expires: now.addingTimeInterval(600)))
+        guard case .admitted(let more?) = try await limiters[0].admit(budgetOnly, now: now) else {
+            Issue.record("a refused request kept a reservation"); return
+        }
+        #expect(try await limiters.last!.admit(budgetOnly, now: now) == .overBudget(used: 100))
+        #expect(try await rates.admit(key: "rate:" + user, limit: 3, window: 60, now: now.addingTimeInterval(1))?.sent == 3)
+        try await ledger.release(more)
+    }
+
+    @Test func aRequestsLimitsInOneProcessCountOnlyWhatTheyAdmit() async throws {
+        try await StorageTests().withStorage { storage in
+            let user = try await StorageTests().makeUser("limited", in: storage)
+            let rates = LocalRateWindow(), ledger = LocalBudgetLedger(repository: storage.usage)
+            try await limitsTogetherCountOnlyWhatTheyAdmit([SequentialLimiter(rates: rates, budgets: ledger)], ledger: ledger, rates: rates,
+                                                           user: user.id)
+        }
+    }
+
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func aRequestsLimitsAcrossTwoReplicasCountOnlyWhatTheyAdmit() async throws {
+        try await withReplicas { a, b in
+            let user = try await StorageTests().makeUser("limited", in: a)
+            try await limitsTogetherCountOnlyWhatTheyAdmit([a.shared.limits, b.shared.limits], ledger: b.shared.budgets, rates: a.shared.rates,
+                                                           user: user.id)
         }
     }
 
@@ -177,5 +234,46 @@ struct SharedStateTests {
             try await a.close()
             #expect(try await b.shared.replicas.liveReplica(a.shared.replicas.id) == nil)
         }
+    }
+}
+
+/// The batches of concurrent callers.
+@Suite("Statement batcher")
+struct StatementBatcherTests {
+    @Test func concurrentCallersShareBatchesAndEachGetsItsOwnAnswer() async throws {
+        let sizes = Mutex<[Int]>([])
+        let batcher = StatementBatcher<Int, Int>(largest: 8) { items in
+            sizes.withLock { $0.append(items.count) }
+            try await Task.sleep(for: .milliseconds(20))
+            return items.map { $0 * 2 }
+        }
+        let answers = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for item in 0..<40 {
+                group.addTask { (item, try await batcher.submit(item)) }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(answers.count == 40)
+        #expect(answers.allSatisfy { $0.value == $0.key * 2 })
+        let batches = sizes.withLock { $0 }
+        #expect(batches.reduce(0, +) == 40)
+        #expect(batches.allSatisfy { $0 <= 8 })
+        // While the first batch runs, the others gather: far fewer batches than callers.
+        #expect(batches.count < 20, "\(batches)")
+        // Alone, a caller is served at once in a batch of its own.
+        #expect(try await batcher.submit(21) == 42)
+        #expect(sizes.withLock { $0.last } == 1)
+    }
+
+    @Test func aFailedBatchFailsItsCallersOnlyAndTheNextRuns() async throws {
+        struct Refused: Error {}
+        let batcher = StatementBatcher<Int, Int> { items in
+            if items.contains(13) { throw Refused() }
+            return items
+        }
+        await #expect(throws: Refused.self) { try await batcher.submit(13) }
+        #expect(try await batcher.submit(7) == 7)
+        let wrong = StatementBatcher<Int, Int> { _ in [] }
+        await #expect(throws: BatchAnswerMismatch.self) { try await wrong.submit(1) }
     }
 }

@@ -9,9 +9,10 @@ import HTTPTypes
 public final class PolicyEnforcer: Sendable {
     /// Finds the class that applies.
     public let resolver: PolicyResolver
-    /// The requests of the last minute, per student, in every replica.
-    let rates: any RateWindow
-    /// The tokens used and reserved today, per student and class, in every replica.
+    /// The requests of the last minute and the tokens used and reserved today, per student and class, in
+    /// every replica: asked together, in one round trip on PostgreSQL.
+    let limits: any RequestLimiter
+    /// Where reservations are settled.
     let budgets: any BudgetLedger
     let clock: @Sendable () -> Date
 
@@ -21,10 +22,10 @@ public final class PolicyEnforcer: Sendable {
     static let reservationLifetime: TimeInterval = 600
 
     /// `clock` decides "now" for class dates, the rate window and the budget's day; tests move it.
-    public init(classes: any ClassRepository, rates: any RateWindow, budgets: any BudgetLedger,
+    public init(classes: any ClassRepository, limits: any RequestLimiter, budgets: any BudgetLedger,
                 clock: @escaping @Sendable () -> Date = Date.init) {
         self.resolver = PolicyResolver(classes: classes, clock: clock)
-        self.rates = rates
+        self.limits = limits
         self.budgets = budgets
         self.clock = clock
     }
@@ -47,13 +48,7 @@ public final class PolicyEnforcer: Sendable {
             throw GatewayError.badRequest("images are not allowed in your class '\(applied.name)'")
         }
         try Self.checkShape(shape, in: applied)
-        let reservation = try await reserveBudget(user: user, in: applied)
-        do {
-            try await checkRate(user: user, in: applied)
-        } catch {
-            await reservation?.release()
-            throw error
-        }
+        let reservation = try await checkLimits(user: user, in: applied)
         return Admitted(applied: applied, reservation: reservation)
     }
 
@@ -71,40 +66,44 @@ public final class PolicyEnforcer: Sendable {
         throw GatewayError(.forbidden, type: .permission, "the model '\(model ?? "")' is not available in your class '\(applied.name)'")
     }
 
-    private func reserveBudget(user: User, in applied: ClassSession) async throws -> BudgetReservation? {
-        guard let budget = applied.policy.dailyTokenBudget else { return nil }
+    /// Reserves the request's largest answer in the class's daily budget and counts it in the student's
+    /// requests per minute, or refuses it (counting and reserving nothing) with the wait in words.
+    private func checkLimits(user: User, in applied: ClassSession) async throws -> BudgetReservation? {
         let now = clock()
+        var ask = LimitAsk()
         // What the student used in this class: each class's budget is its own.
-        let key = BudgetKey(userID: user.id, classID: applied.id, day: UsageRecorder.day(now))
-        let tokens = applied.policy.maxOutputTokens ?? Self.defaultReservation
-        let decision = try await budgets.reserve(key, tokens: tokens, budget: budget, now: now,
-                                                 expires: now.addingTimeInterval(Self.reservationLifetime))
-        guard case .spent(let used) = decision else {
-            guard case .reserved(let id) = decision else { return nil }
-            return BudgetReservation(ledger: budgets, id: id, key: key)
+        let budgetKey = BudgetKey(userID: user.id, classID: applied.id, day: UsageRecorder.day(now))
+        if let budget = applied.policy.dailyTokenBudget {
+            ask.budget = LimitAsk.Budget(key: budgetKey, tokens: applied.policy.maxOutputTokens ?? Self.defaultReservation, budget: budget,
+                                         expires: now.addingTimeInterval(Self.reservationLifetime))
         }
-        let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
-        let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))
-        throw GatewayError(
-            .tooManyRequests, type: .rateLimit,
-            "you have used \(used) tokens today; the daily budget of your class '\(applied.name)' is \(budget) tokens — "
-                + "it resets at midnight UTC, in \(Self.describe(seconds: seconds))",
-            headers: [.retryAfter: String(seconds)]
-        )
-    }
-
-    private func checkRate(user: User, in applied: ClassSession) async throws {
         // A policy is checked when written (a positive number); a zero or less read back from the database
         // would index before the window.
-        guard let limit = applied.policy.requestsPerMinute, limit > 0 else { return }
-        guard let refusal = try await rates.admit(key: "rate:" + user.id, limit: limit, window: 60, now: clock()) else { return }
-        let wait = max(1, Int(refusal.retryAfter.clamped(to: 0...60).rounded(.up)))
-        throw GatewayError(
-            .tooManyRequests, type: .rateLimit,
-            "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(limit) — "
-                + "try again in \(wait) seconds",
-            headers: [.retryAfter: String(wait)]
-        )
+        if let limit = applied.policy.requestsPerMinute, limit > 0 {
+            ask.rate = LimitAsk.Rate(key: "rate:" + user.id, limit: limit, window: 60)
+        }
+        guard ask.budget != nil || ask.rate != nil else { return nil }
+        switch try await limits.admit(ask, now: now) {
+        case .admitted(let reservation):
+            return reservation.map { BudgetReservation(ledger: budgets, id: $0, key: budgetKey) }
+        case .overBudget(let used):
+            let midnight = (now.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400
+            let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))
+            throw GatewayError(
+                .tooManyRequests, type: .rateLimit,
+                "you have used \(used) tokens today; the daily budget of your class '\(applied.name)' is \(ask.budget?.budget ?? 0) tokens — "
+                    + "it resets at midnight UTC, in \(Self.describe(seconds: seconds))",
+                headers: [.retryAfter: String(seconds)]
+            )
+        case .rateLimited(let refusal):
+            let wait = max(1, Int(refusal.retryAfter.clamped(to: 0...60).rounded(.up)))
+            throw GatewayError(
+                .tooManyRequests, type: .rateLimit,
+                "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(ask.rate?.limit ?? 0) — "
+                    + "try again in \(wait) seconds",
+                headers: [.retryAfter: String(wait)]
+            )
+        }
     }
 
     static func describe(seconds: Int) -> String {

@@ -46,7 +46,7 @@ public struct Gateway: Sendable {
             let meter = usageMeter
             local.meter.withLock { $0 = meter }
         }
-        self.policies = PolicyEnforcer(classes: storage.classes, rates: storage.shared.rates, budgets: storage.shared.budgets,
+        self.policies = PolicyEnforcer(classes: storage.classes, limits: storage.shared.limits, budgets: storage.shared.budgets,
                                        clock: clock)
         self.admission = Admission(policies: policies, pool: pool, metrics: metrics, defaultCap: configuration.concurrencyPerUser)
         var engine = ConversationEngine(storage: storage, admission: admission, hub: hub, metrics: metrics, usageMeter: usageMeter,

@@ -1,20 +1,23 @@
 import Foundation
+import GSEAIFormats
 import Logging
 import PostgresNIO
 import SQLKit
 import Synchronization
 
-/// The shared state of several replicas, in their PostgreSQL database: each decision is one statement (a
-/// function that takes an advisory lock on its key for the transaction), so that replicas deciding at the
-/// same moment decide one after the other; changes are announced with `NOTIFY`.
+/// The shared state of several replicas, in their PostgreSQL database: the limits' decisions are one
+/// function that takes the advisory locks of its keys for the transaction, so that replicas deciding at the
+/// same moment decide one after the other, and the decisions of concurrent requests go in one statement;
+/// changes are announced with `NOTIFY`.
 final class PostgresSharedState: Sendable {
     /// Tables and functions of the shared state, PostgreSQL only, made idempotently at every start (under
     /// the migrations' lock). They hold nothing that must survive a restart of every replica.
     static let schema: [SQLQueryString] = [
-        // A window counts admitted events per whole second (at most `window` rows per key, whatever the limit):
-        // an event of second b counts while now - b < window.
         "DROP FUNCTION IF EXISTS gseai_rate_admit(TEXT, INTEGER, DOUBLE PRECISION, DOUBLE PRECISION)",
         "DROP TABLE IF EXISTS gseai_rate_events",
+        // (`gseai_rate_admit(TEXT, BIGINT, …)` and `gseai_budget_reserve`, which earlier versions called, are
+        // left in place for replicas of an earlier version during a rolling upgrade: they take the same locks.)
+        // A window counts admitted events per whole second (at most `window` rows per key, whatever the limit).
         """
         CREATE TABLE IF NOT EXISTS gseai_rate_buckets (
             key TEXT NOT NULL,
@@ -22,27 +25,6 @@ final class PostgresSharedState: Sendable {
             count BIGINT NOT NULL,
             PRIMARY KEY (key, second)
         )
-        """,
-        """
-        CREATE OR REPLACE FUNCTION gseai_rate_admit(p_key TEXT, p_limit BIGINT, p_window DOUBLE PRECISION, p_now DOUBLE PRECISION)
-        RETURNS TABLE (sent BIGINT, oldest DOUBLE PRECISION) LANGUAGE plpgsql AS $$
-        DECLARE n BIGINT; o BIGINT;
-        BEGIN
-            PERFORM pg_advisory_xact_lock(hashtext('gseai_rate:' || p_key));
-            DELETE FROM gseai_rate_buckets b WHERE b.key = p_key AND b.second <= p_now - p_window;
-            SELECT COALESCE(SUM(b.count), 0) INTO n FROM gseai_rate_buckets b WHERE b.key = p_key;
-            IF n >= p_limit THEN
-                -- The second whose events must age out to make room for one more.
-                SELECT t.second INTO o FROM (
-                    SELECT b.second, SUM(b.count) OVER (ORDER BY b.second) AS running FROM gseai_rate_buckets b WHERE b.key = p_key
-                ) t WHERE t.running >= n - p_limit + 1 ORDER BY t.second LIMIT 1;
-                RETURN QUERY SELECT n, o::DOUBLE PRECISION;
-            ELSE
-                INSERT INTO gseai_rate_buckets AS b (key, second, count) VALUES (p_key, floor(p_now)::BIGINT, 1)
-                    ON CONFLICT (key, second) DO UPDATE SET count = b.count + 1;
-                RETURN QUERY SELECT n, NULL::DOUBLE PRECISION;
-            END IF;
-        END $$
         """,
         """
         CREATE TABLE IF NOT EXISTS gseai_budget_reservations (
@@ -55,26 +37,63 @@ final class PostgresSharedState: Sendable {
         )
         """,
         "CREATE INDEX IF NOT EXISTS gseai_budget_reservations_key ON gseai_budget_reservations (user_id, class_id, day)",
+        // The asks of a batch (a JSON array, see `PostgresRequestLimiter`), decided in their order; one row per
+        // ask, in the same order. Every key's advisory lock is taken first, in one order, so that two
+        // replicas' batches never wait for each other in a circle. A budget is checked first (what is used and
+        // reserved, below the budget), then the rate window (an event of second b counts while now - b <
+        // window); refused by either, nothing is counted or reserved.
         """
-        CREATE OR REPLACE FUNCTION gseai_budget_reserve(p_id TEXT, p_user TEXT, p_class TEXT, p_day TEXT, p_tokens BIGINT,
-                                                        p_budget BIGINT, p_now DOUBLE PRECISION, p_expires DOUBLE PRECISION)
-        RETURNS TABLE (admitted BOOLEAN, used BIGINT) LANGUAGE plpgsql AS $$
-        DECLARE total BIGINT;
+        CREATE OR REPLACE FUNCTION gseai_admit(p_asks JSONB)
+        RETURNS TABLE (outcome TEXT, sent BIGINT, oldest DOUBLE PRECISION, used BIGINT) LANGUAGE plpgsql AS $$
+        DECLARE a JSONB; h INTEGER; p_now DOUBLE PRECISION; n BIGINT; o BIGINT; total BIGINT;
         BEGIN
-            PERFORM pg_advisory_xact_lock(hashtext('gseai_budget:' || p_user || '|' || p_class || '|' || p_day));
-            DELETE FROM gseai_budget_reservations
-                WHERE user_id = p_user AND class_id = p_class AND day = p_day AND expires_at <= p_now;
-            SELECT COALESCE((SELECT SUM(u.input_tokens + u.output_tokens) FROM usage_daily u
-                                WHERE u.user_id = p_user AND u.class_id = p_class AND u.day = p_day), 0)
-                 + COALESCE((SELECT SUM(r.tokens) FROM gseai_budget_reservations r
-                                WHERE r.user_id = p_user AND r.class_id = p_class AND r.day = p_day), 0)
-                INTO total;
-            IF total >= p_budget THEN
-                RETURN QUERY SELECT FALSE, total;
-            ELSE
-                INSERT INTO gseai_budget_reservations VALUES (p_id, p_user, p_class, p_day, p_tokens, p_expires);
-                RETURN QUERY SELECT TRUE, total;
-            END IF;
+            FOR h IN
+                SELECT DISTINCT k.h FROM (
+                    SELECT hashtext('gseai_rate:' || (x->>'rate_key')) AS h FROM jsonb_array_elements(p_asks) x WHERE x ? 'rate_key'
+                    UNION ALL
+                    SELECT hashtext('gseai_budget:' || (x->>'user') || '|' || (x->>'class') || '|' || (x->>'day'))
+                        FROM jsonb_array_elements(p_asks) x WHERE x ? 'user'
+                ) k ORDER BY k.h
+            LOOP
+                PERFORM pg_advisory_xact_lock(h);
+            END LOOP;
+            FOR a IN SELECT e.value FROM jsonb_array_elements(p_asks) WITH ORDINALITY e ORDER BY e.ordinality LOOP
+                p_now := (a->>'now')::DOUBLE PRECISION;
+                IF a ? 'user' THEN
+                    DELETE FROM gseai_budget_reservations r
+                        WHERE r.user_id = a->>'user' AND r.class_id = a->>'class' AND r.day = a->>'day' AND r.expires_at <= p_now;
+                    SELECT COALESCE((SELECT SUM(u.input_tokens + u.output_tokens) FROM usage_daily u
+                                        WHERE u.user_id = a->>'user' AND u.class_id = a->>'class' AND u.day = a->>'day'), 0)
+                         + COALESCE((SELECT SUM(r.tokens) FROM gseai_budget_reservations r
+                                        WHERE r.user_id = a->>'user' AND r.class_id = a->>'class' AND r.day = a->>'day'), 0)
+                        INTO total;
+                    IF total >= (a->>'budget')::BIGINT THEN
+                        RETURN QUERY SELECT 'budget'::TEXT, NULL::BIGINT, NULL::DOUBLE PRECISION, total;
+                        CONTINUE;
+                    END IF;
+                END IF;
+                IF a ? 'rate_key' THEN
+                    DELETE FROM gseai_rate_buckets b
+                        WHERE b.key = a->>'rate_key' AND b.second <= p_now - (a->>'window')::DOUBLE PRECISION;
+                    SELECT COALESCE(SUM(b.count), 0) INTO n FROM gseai_rate_buckets b WHERE b.key = a->>'rate_key';
+                    IF n >= (a->>'limit')::BIGINT THEN
+                        -- The second whose events must age out to make room for one more.
+                        SELECT t.second INTO o FROM (
+                            SELECT b.second, SUM(b.count) OVER (ORDER BY b.second) AS running
+                                FROM gseai_rate_buckets b WHERE b.key = a->>'rate_key'
+                        ) t WHERE t.running >= n - (a->>'limit')::BIGINT + 1 ORDER BY t.second LIMIT 1;
+                        RETURN QUERY SELECT 'rate'::TEXT, n, o::DOUBLE PRECISION, NULL::BIGINT;
+                        CONTINUE;
+                    END IF;
+                    INSERT INTO gseai_rate_buckets AS b (key, second, count) VALUES (a->>'rate_key', floor(p_now)::BIGINT, 1)
+                        ON CONFLICT (key, second) DO UPDATE SET count = b.count + 1;
+                END IF;
+                IF a ? 'user' THEN
+                    INSERT INTO gseai_budget_reservations VALUES (a->>'id', a->>'user', a->>'class', a->>'day', (a->>'tokens')::BIGINT,
+                                                                  (a->>'expires')::DOUBLE PRECISION);
+                END IF;
+                RETURN QUERY SELECT 'admitted'::TEXT, NULL::BIGINT, NULL::DOUBLE PRECISION, NULL::BIGINT;
+            END LOOP;
         END $$
         """,
         """
@@ -120,8 +139,10 @@ final class PostgresSharedState: Sendable {
                 }
             })
         }
-        let state = SharedState(rates: PostgresRateWindow(database: database), budgets: PostgresBudgetLedger(database: database),
-                                changes: feed, replicas: registry)
+        let limiter = PostgresRequestLimiter(client: client, logger: logger)
+        let state = SharedState(rates: PostgresRateWindow(limiter: limiter, database: database),
+                                budgets: PostgresBudgetLedger(limiter: limiter, client: client, database: database, logger: logger),
+                                limits: limiter, changes: feed, replicas: registry)
         return PostgresSharedState(state: state, tasks: tasks, database: database, replica: replicaURL == nil ? nil : replica)
     }
 
@@ -136,15 +157,92 @@ final class PostgresSharedState: Sendable {
     }
 }
 
+/// The rate windows and budgets of every replica, decided in the database: the asks of concurrent requests
+/// go together in one statement (``StatementBatcher``), one round trip for all of them.
+final class PostgresRequestLimiter: RequestLimiter {
+    private let batcher: StatementBatcher<Ask, LimitDecision>
+
+    /// One ask as the statement reads it, with the reservation's id made here.
+    struct Ask: Sendable {
+        var ask: LimitAsk
+        var now: Date
+        var reservation: String?
+    }
+
+    init(client: PostgresClient, logger: Logger) {
+        batcher = StatementBatcher { asks in
+            let json = String(decoding: JSONValue.array(asks.map(Self.json)).jsonBytes, as: UTF8.self)
+            var decisions: [LimitDecision] = []
+            decisions.reserveCapacity(asks.count)
+            for try await (outcome, sent, oldest, used) in try await client.execute(AdmitStatement(asks: json), logger: logger) {
+                let ask = asks[min(decisions.count, asks.count - 1)]
+                switch outcome {
+                case "budget":
+                    decisions.append(.overBudget(used: Int(used ?? 0)))
+                case "rate":
+                    let window = ask.ask.rate?.window ?? 0
+                    let wait = oldest.map { window - (ask.now.unixSeconds - $0) } ?? window
+                    decisions.append(.rateLimited(RateRefusal(sent: Int(sent ?? 0), retryAfter: wait)))
+                default:
+                    decisions.append(.admitted(reservation: ask.reservation))
+                }
+            }
+            return decisions
+        }
+    }
+
+    /// The asks of a batch (a JSON array), one row of decision each in their order. Prepared once per
+    /// connection: parsing and planning it each time cost more than running it.
+    struct AdmitStatement: PostgresPreparedStatement {
+        static let sql = "SELECT outcome, sent, oldest, used FROM gseai_admit($1::jsonb)"
+        typealias Row = (String, Int64?, Double?, Int64?)
+        var asks: String
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(asks)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row {
+            try row.decode(Row.self)
+        }
+    }
+
+    func admit(_ ask: LimitAsk, now: Date) async throws -> LimitDecision {
+        try await batcher.submit(Ask(ask: ask, now: now, reservation: ask.budget == nil ? nil : UUID().uuidString))
+    }
+
+    /// Integers as strings: a budget may be beyond a double's exact integers.
+    private static func json(_ ask: Ask) -> JSONValue {
+        var object: [String: JSONValue] = ["now": .number(ask.now.unixSeconds)]
+        if let rate = ask.ask.rate {
+            object["rate_key"] = .string(rate.key)
+            object["limit"] = .string(String(rate.limit))
+            object["window"] = .number(rate.window)
+        }
+        if let budget = ask.ask.budget, let reservation = ask.reservation {
+            object["id"] = .string(reservation)
+            object["user"] = .string(budget.key.userID)
+            object["class"] = .string(budget.key.classID)
+            object["day"] = .string(budget.key.day)
+            object["tokens"] = .string(String(max(0, budget.tokens)))
+            object["budget"] = .string(String(budget.budget))
+            object["expires"] = .number(budget.expires.unixSeconds)
+        }
+        return .object(object)
+    }
+}
+
+/// The password attempts of every replica: one window of the same statement as a request's limits.
 struct PostgresRateWindow: RateWindow {
+    let limiter: PostgresRequestLimiter
     let database: any SQLDatabase
 
     func admit(key: String, limit: Int, window: Double, now: Date) async throws -> RateRefusal? {
-        let row = try await database.raw("""
-            SELECT sent, oldest FROM gseai_rate_admit(\(bind: key), \(bind: Int64(limit)), \(bind: window), \(bind: now.unixSeconds))
-            """).first()
-        guard let row, let oldest = try row.decode(column: "oldest", as: Double?.self) else { return nil }
-        return RateRefusal(sent: try row.decode(column: "sent", as: Int.self), retryAfter: window - (now.unixSeconds - oldest))
+        let decision = try await limiter.admit(LimitAsk(rate: LimitAsk.Rate(key: key, limit: limit, window: window)), now: now)
+        guard case .rateLimited(let refusal) = decision else { return nil }
+        return refusal
     }
 
     func reset(key: String) async throws {
@@ -153,32 +251,78 @@ struct PostgresRateWindow: RateWindow {
 }
 
 struct PostgresBudgetLedger: BudgetLedger {
+    let limiter: PostgresRequestLimiter
     let database: any SQLDatabase
+    /// The settlements of concurrent requests, written together.
+    let settlements: StatementBatcher<Settlement, Void>
 
-    func reserve(_ key: BudgetKey, tokens: Int, budget: Int, now: Date, expires: Date) async throws -> BudgetDecision {
-        let id = UUID().uuidString
-        let row = try await database.raw("""
-            SELECT admitted, used FROM gseai_budget_reserve(\(bind: id), \(bind: key.userID), \(bind: key.classID), \(bind: key.day),
-                \(bind: Int64(max(0, tokens))), \(bind: Int64(budget)), \(bind: now.unixSeconds), \(bind: expires.unixSeconds))
-            """).first()
-        guard let row else { throw StorageError.notFound }
-        return try row.decode(column: "admitted", as: Bool.self) ? .reserved(id: id) : .spent(used: try row.decode(column: "used", as: Int.self))
+    struct Settlement: Sendable {
+        var reservation: String
+        var key: BudgetKey
+        var model: String
+        var inputTokens: Int
+        var outputTokens: Int
     }
 
-    /// The usage is written now, not once a second: the other replicas' next check must see it. One
-    /// statement (the reservation's delete and the usage's upsert together): a student's usage row is the same
-    /// for every request of the day, and a transaction of several round trips would hold its lock, one
-    /// request after the other, for all of them.
-    func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
-        try await database.raw("""
-            WITH ended AS (DELETE FROM gseai_budget_reservations WHERE id = \(bind: reservation))
+    init(limiter: PostgresRequestLimiter, client: PostgresClient, database: any SQLDatabase, logger: Logger) {
+        self.limiter = limiter
+        self.database = database
+        settlements = StatementBatcher { batch in
+            let json = String(decoding: JSONValue.array(batch.map { settlement in
+                .object(["id": .string(settlement.reservation), "user_id": .string(settlement.key.userID), "class_id": .string(settlement.key.classID),
+                         "day": .string(settlement.key.day), "model": .string(settlement.model),
+                         "input": .string(String(settlement.inputTokens)), "output": .string(String(settlement.outputTokens))])
+            }).jsonBytes, as: UTF8.self)
+            for try await _ in try await client.execute(SettleStatement(settlements: json), logger: logger) {}
+            return Array(repeating: (), count: batch.count)
+        }
+    }
+
+    /// The settlements of a batch (a JSON array): one statement, the reservations' delete and the usage's
+    /// upsert together (a transaction of several round trips would hold the student's usage row, the same
+    /// for every request of the day), its rows in one order so that two replicas' batches never wait for
+    /// each other in a circle. Prepared once per connection.
+    struct SettleStatement: PostgresPreparedStatement {
+        static let sql = """
+            WITH settled AS (
+                SELECT * FROM jsonb_to_recordset($1::jsonb)
+                    AS s(id TEXT, user_id TEXT, class_id TEXT, day TEXT, model TEXT, input BIGINT, output BIGINT)
+            ), ended AS (
+                DELETE FROM gseai_budget_reservations WHERE id IN (SELECT id FROM settled)
+            )
             INSERT INTO usage_daily (user_id, day, class_id, model, requests, input_tokens, output_tokens)
-            VALUES (\(bind: key.userID), \(bind: key.day), \(bind: key.classID), \(bind: model), 1, \(bind: inputTokens), \(bind: outputTokens))
+            SELECT user_id, day, class_id, model, COUNT(*), SUM(input), SUM(output) FROM settled
+                GROUP BY user_id, day, class_id, model ORDER BY user_id, day, class_id, model
             ON CONFLICT (user_id, day, class_id, model) DO UPDATE SET
                 requests = usage_daily.requests + excluded.requests,
                 input_tokens = usage_daily.input_tokens + excluded.input_tokens,
                 output_tokens = usage_daily.output_tokens + excluded.output_tokens
-            """).run()
+            """
+        typealias Row = Void
+        var settlements: String
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(settlements)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws {}
+    }
+
+    func reserve(_ key: BudgetKey, tokens: Int, budget: Int, now: Date, expires: Date) async throws -> BudgetDecision {
+        let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: tokens, budget: budget, expires: expires))
+        switch try await limiter.admit(ask, now: now) {
+        case .admitted(let reservation?): return .reserved(id: reservation)
+        case .overBudget(let used): return .spent(used: used)
+        case .admitted(nil), .rateLimited: throw StorageError.notFound
+        }
+    }
+
+    /// The usage is written now, not once a second: the other replicas' next check must see it.
+    func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
+        try await settlements.submit(Settlement(reservation: reservation, key: key, model: model, inputTokens: inputTokens,
+                                                outputTokens: outputTokens))
     }
 
     func release(_ reservation: String) async throws {

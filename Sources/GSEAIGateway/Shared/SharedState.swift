@@ -39,6 +39,77 @@ public protocol BudgetLedger: Sendable {
     func release(_ reservation: String) async throws
 }
 
+/// A request's class limits decided together: its daily budget (reserving its largest answer) and its
+/// requests per minute. A request refused for either counts and reserves nothing.
+///
+/// In PostgreSQL both are one statement, and the admissions of concurrent requests are decided together
+/// in one round trip (``PostgresRequestLimiter``); in this process, one after the other.
+public protocol RequestLimiter: Sendable {
+    func admit(_ ask: LimitAsk, now: Date) async throws -> LimitDecision
+}
+
+/// What one request asks of its class's limits.
+public struct LimitAsk: Sendable, Equatable {
+    /// Its rate window: one more event of `key` when fewer than `limit` came in the last `window` seconds.
+    public var rate: Rate?
+    /// Its reservation in a daily budget: `tokens` when `key`'s used and reserved tokens are below `budget`.
+    public var budget: Budget?
+
+    public struct Rate: Sendable, Equatable {
+        public var key: String
+        public var limit: Int
+        public var window: Double
+    }
+
+    public struct Budget: Sendable, Equatable {
+        public var key: BudgetKey
+        public var tokens: Int
+        public var budget: Int
+        /// When the reservation stops counting if it is never settled (its replica died).
+        public var expires: Date
+    }
+}
+
+public enum LimitDecision: Sendable, Equatable {
+    /// Admitted, counted in the rate window, with the budget's reservation (when a budget was asked).
+    case admitted(reservation: String?)
+    /// Refused by the budget: the tokens used and reserved.
+    case overBudget(used: Int)
+    /// Refused by the rate window.
+    case rateLimited(RateRefusal)
+}
+
+/// The limits over a rate window and a budget ledger, asked one after the other: the budget first, its
+/// reservation released when the window refuses.
+public struct SequentialLimiter: RequestLimiter {
+    public let rates: any RateWindow
+    public let budgets: any BudgetLedger
+
+    public func admit(_ ask: LimitAsk, now: Date) async throws -> LimitDecision {
+        var reservation: String?
+        if let budget = ask.budget {
+            switch try await budgets.reserve(budget.key, tokens: budget.tokens, budget: budget.budget, now: now, expires: budget.expires) {
+            case .spent(let used): return .overBudget(used: used)
+            case .reserved(let id): reservation = id
+            }
+        }
+        if let rate = ask.rate {
+            let refusal: RateRefusal?
+            do {
+                refusal = try await rates.admit(key: rate.key, limit: rate.limit, window: rate.window, now: now)
+            } catch {
+                if let reservation { try? await budgets.release(reservation) }
+                throw error
+            }
+            if let refusal {
+                if let reservation { try? await budgets.release(reservation) }
+                return .rateLimited(refusal)
+            }
+        }
+        return .admitted(reservation: reservation)
+    }
+}
+
 /// A student's budget in one class on one day (`YYYY-MM-DD`, UTC).
 public struct BudgetKey: Sendable, Hashable {
     public var userID: String
@@ -89,13 +160,16 @@ public struct ReplicaInfo: Sendable, Equatable {
 public struct SharedState: Sendable {
     public var rates: any RateWindow
     public var budgets: any BudgetLedger
+    /// A request's rate window and budget together (over `rates` and `budgets`).
+    public var limits: any RequestLimiter
     public var changes: any ChangeFeed
     public var replicas: any ReplicaRegistry
 
     /// The state of one process alone, over its usage totals (`usage`, written once a second).
     public static func inProcess(usage: any UsageRepository) -> SharedState {
-        SharedState(rates: LocalRateWindow(), budgets: LocalBudgetLedger(repository: usage),
-                    changes: LocalChangeFeed(), replicas: LocalReplicaRegistry())
+        let rates = LocalRateWindow(), budgets = LocalBudgetLedger(repository: usage)
+        return SharedState(rates: rates, budgets: budgets, limits: SequentialLimiter(rates: rates, budgets: budgets),
+                           changes: LocalChangeFeed(), replicas: LocalReplicaRegistry())
     }
 }
 
