@@ -71,12 +71,17 @@ public final class GSEAIClient: Sendable {
 
     /// Creates a client for a base URL such as `https://gseai.example.edu` or `http://127.0.0.1:1234/prefix`.
     ///
-    /// - Parameter eventLoopGroup: the event loops to run on (by default NIO's shared ones).
+    /// - Parameters:
+    ///   - connections: how many connections to the server may be open at once; a request beyond them waits
+    ///     for one (up to the connect limit). Each answer being streamed holds one, so a gateway sets this to
+    ///     at least the requests it lets run at once.
+    ///   - eventLoopGroup: the event loops to run on (by default NIO's shared ones).
     public init(
         apiToken: String,
         baseURL: String,
         timeouts: Timeouts = Timeouts(),
         maxResponseBytes: Int = 64 << 20,
+        connections: Int = 64,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "gseai.client")
     ) throws {
@@ -86,7 +91,7 @@ public final class GSEAIClient: Sendable {
         self.authorization = "Bearer \(apiToken)"
         self.logger = logger
         let group = eventLoopGroup ?? HTTPClient.defaultEventLoopGroup
-        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts))
+        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, connections: connections))
     }
 
     /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
@@ -104,15 +109,15 @@ public final class GSEAIClient: Sendable {
     /// The AsyncHTTPClient configuration these time limits call for. Its read timeout runs while the response
     /// head is awaited too, so it is the first-byte limit plus the idle limit (the request's deadline ends the
     /// wait for the head at the first-byte limit); the body's own idle limit is checked per piece.
-    static func httpConfiguration(timeouts: Timeouts) -> HTTPClient.Configuration {
+    static func httpConfiguration(timeouts: Timeouts, connections: Int = 64) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .init(timeouts.connect), read: .init(timeouts.firstByte + timeouts.idle))
         )
         configuration.httpVersion = .automatic
         // A shared server behind the gateway serves many people at once: keep more than the default 8
-        // connections open to it.
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        // connections open to it (a 65th stream used to wait for a connection until the connect limit, then fail).
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, connections))
         // A refused connection fails at once instead of being tried again until the connect limit: a gateway
         // then sends the request to another server (a connection that does not answer still waits that limit).
         configuration.connectionPool.retryConnectionEstablishment = false

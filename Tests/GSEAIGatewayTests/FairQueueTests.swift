@@ -54,6 +54,31 @@ struct FairQueueTests {
         }
     }
 
+    /// An upstream with many slots gets as many answers at once: each holds a connection of its own while it
+    /// runs. (The client's pool used to stop at 64 connections per server: the 65th request waited for one until
+    /// the connect limit, then failed with 502.)
+    @Test func anUpstreamWithManySlotsRunsThatManyAnswersAtOnce() async throws {
+        try await GatewayHarness.with(stubSlots: 100, serviceTime: .milliseconds(1500), configure: {
+            $0.concurrencyPerUser = 200
+            $0.connectTimeout = .seconds(1)
+        }) { gateway in
+            let (_, key) = try await gateway.user("many")
+            let answers = try await withThrowingTaskGroup(of: (Int, HTTPResult).self) { group in
+                for index in 0..<90 {
+                    group.addTask { (index, try await gateway.post("/v1/chat/completions", key: key, json: Self.chat("many \(index)"))) }
+                }
+                return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            }
+            for (index, answer) in answers.sorted(by: { $0.key < $1.key }) {
+                #expect(answer.status == 200, "\(index): \(answer.status) \(answer.text.prefix(200))")
+                #expect(answer.json?["choices"]?.at(0)?["message"]?["content"]?.stringValue == "Echo: many \(index)")
+            }
+            #expect(answers.count == 90)
+            // All 90 ran at once on the model server.
+            #expect(await gateway.stub.load?.mostRunning == 90)
+        }
+    }
+
     @Test func firstComeFirstServedIsThereForComparison() async throws {
         try await GatewayHarness.with(stubSlots: 2, serviceTime: .milliseconds(300), configure: { $0.queueDiscipline = .fifo }) { gateway in
             let (_, flood) = try await gateway.user("flood")

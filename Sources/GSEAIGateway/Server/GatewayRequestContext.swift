@@ -33,26 +33,33 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
         channel = source.channel
     }
 
-    /// Runs `operation`, cancelling it when the caller's connection closes (checked four times a second by
-    /// the connection's event loop, which costs far less than a sleeping task): upstream work is not done
-    /// for someone who has gone.
+    /// Runs `operation`, cancelling it when the caller's connection closes (told by the connection's
+    /// ``CallerDepartureHandler``): upstream work is not done for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
+        let loop = channel.eventLoop
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
-        let task = Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
-        let watch = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { watch in
-            if !channel.isActive {
-                task.cancel()
-                watch.cancel()
+        let task = Task(executorPreference: EventLoopTaskExecutor.of(loop)) { try await operation() }
+        let watching = loop.submit { () -> Int? in
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else {
+                // Not a connection of the gateway's server (tests): nothing tells, nothing is cancelled.
+                return nil
+            }
+            return handler.watch { task.cancel() }
+        }
+        defer {
+            watching.whenSuccess { id in
+                guard let id else { return }
+                (try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self))?.unwatch(id)
             }
         }
-        defer { watch.cancel() }
         return try await withTaskCancellationHandler {
             try await task.value
         } onCancel: {
             task.cancel()
         }
     }
+
     /// The identity, or a 401 in the caller's API format.
     public func requireIdentity() throws -> Identity {
         guard let identity else { throw GatewayError.unauthenticated }

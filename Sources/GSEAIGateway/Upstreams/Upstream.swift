@@ -37,7 +37,10 @@ public final class Upstream: Sendable {
 
     public init(settings: UpstreamSettings, timeouts: GSEAIClient.Timeouts, logger: Logger) throws {
         self.settings = settings
-        self.client = try GSEAIClient(apiToken: settings.token, baseURL: settings.url, timeouts: timeouts, logger: logger)
+        // Every admitted request may hold a connection for as long as its answer streams, and listings and
+        // the like are not admitted: room for the slots and some more.
+        self.client = try GSEAIClient(apiToken: settings.token, baseURL: settings.url, timeouts: timeouts,
+                                      connections: max(64, settings.slots.addingSaturated(64)), logger: logger)
     }
 
     public var name: String { settings.name }
