@@ -9,6 +9,18 @@ import Testing
         try #require(ProxyEndpoint.all.first { $0.path == path && $0.method == .post })
     }
 
+    @Test func theByteSearchFindsANeedleAnywhereAndOnlyWhereItIs() {
+        #expect(ResponseObserver.contains("\"usage\":{}", "\"usage\""))
+        #expect(ResponseObserver.contains("{\"a\":1,\"usage\"", "\"usage\""))
+        #expect(ResponseObserver.contains("xx\"usa\"usage\"", "\"usage\""))
+        #expect(!ResponseObserver.contains("\"usag", "\"usage\""))
+        #expect(!ResponseObserver.contains("", "\"usage\""))
+        #expect(!ResponseObserver.contains("\"Usage\" \"usage \"", "\"usage\""))
+        #expect(ResponseObserver.contains("é\"type\"", "\"type\""))
+        #expect(ResponseObserver.contains("{\"done\":true}", Array("\"done\":true".utf8)))
+        #expect(!ResponseObserver.contains("{\"done\":false}", Array("\"done\":true".utf8)))
+    }
+
     @Test func aFinalEventWithoutItsBlankLineStillEndsTheStream() throws {
         for (path, last) in [("/v1/chat/completions", "data: [DONE]\n"),
                              ("/v1/messages", "event: message_stop\ndata: {\"type\":\"message_stop\"}\n"),

@@ -71,11 +71,19 @@ struct ResponseObserver: Sendable {
     private static func contains(_ text: String, _ pattern: UnsafeBufferPointer<UInt8>) -> Bool {
         var text = text
         return text.withUTF8 { bytes in
-            guard bytes.count >= pattern.count, let first = pattern.first else { return false }
-            var index = 0
-            while index <= bytes.count - pattern.count {
-                if bytes[index] == first, memcmp(bytes.baseAddress! + index, pattern.baseAddress!, pattern.count) == 0 { return true }
-                index += 1
+            guard bytes.count >= pattern.count, let base = bytes.baseAddress, let needle = pattern.baseAddress, !pattern.isEmpty else {
+                return false
+            }
+            // The first byte found by the C library's vectorized memchr, the rest compared: a loop over every
+            // byte here was most of the observer's cost per stream.
+            let first = Int32(needle.pointee)
+            var start = base
+            let last = base + (bytes.count - pattern.count)
+            while start <= last {
+                guard let found = memchr(start, first, last - start + 1) else { return false }
+                let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
+                if memcmp(candidate, needle, pattern.count) == 0 { return true }
+                start = candidate + 1
             }
             return false
         }
