@@ -118,6 +118,21 @@ class Processes:
             cleanup()
 
 
+def in_temporary_folder(prefix: str, keep: bool, body) -> None:
+    """Runs `body(folder, processes)` in a new temporary folder; then stops every process it started and removes
+    the folder (unless `keep`)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    processes = Processes()
+    try:
+        body(folder, processes)
+    finally:
+        processes.stop_all()
+        if keep:
+            print(f"\nlogs and configurations kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def read_lines_until(process: subprocess.Popen, pattern: str, timeout: float, what: str, log: Path) -> re.Match:
     """Reads the process's stdout (in a thread, kept draining) until a line matches `pattern`."""
     lines: queue.Queue = queue.Queue()
@@ -506,16 +521,7 @@ def main() -> None:
         if unknown:
             sys.exit(f"bench: unknown floor targets {sorted(unknown)}; known: {', '.join(FLOOR_TARGETS)}")
 
-    folder = Path(tempfile.mkdtemp(prefix="gseai-bench-"))
-    processes = Processes()
-    try:
-        run(options, folder, processes)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"\nlogs and configurations kept in {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+    in_temporary_folder("gseai-bench-", options.keep, lambda folder, processes: run(options, folder, processes))
 
 
 # The class of `gateway-class` (and of the PostgreSQL targets): a budget and a rate limit it never reaches, a

@@ -25,7 +25,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -121,16 +120,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most instructions of their own")
     options = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="gseai-callgrind-"))
-    processes = bench.Processes()
-    try:
-        run(options, folder, processes)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"kept {folder}")
-        else:
-            subprocess.run(["rm", "-rf", str(folder)])
+    bench.in_temporary_folder("gseai-callgrind-", options.keep, lambda folder, processes: run(options, folder, processes))
 
 
 def run(options, folder: Path, processes: bench.Processes) -> None:

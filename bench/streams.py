@@ -23,7 +23,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -182,26 +181,18 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     options = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if options.streams + 100 > hard:
         sys.exit(f"streams: {options.streams} streams need more than the {hard} open files a process may have here")
 
-    # The upstream in a process of its own: its event loop must not share a core's time with the clients'.
-    upstream_process = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(options.seconds)],
-                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    folder = Path(tempfile.mkdtemp(prefix="gseai-streams-"))
-    processes = bench.Processes()
-    processes.started.append(upstream_process)
-    try:
-        upstream_port = int(upstream_process.stdout.readline().decode().strip())
-        run(options, folder, processes, upstream_port)
-    finally:
-        processes.stop_all()
-        if not options.keep:
-            subprocess.run(["rm", "-rf", str(folder)])
-        else:
-            print(f"kept {folder}")
+    def body(folder: Path, processes: bench.Processes) -> None:
+        # The upstream in a process of its own: its event loop must not share a core's time with the clients'.
+        upstream_process = processes.start([sys.executable, __file__, "--serve-upstream", str(options.seconds)], folder / "upstream.log",
+                                           stdout=subprocess.PIPE)
+        run(options, folder, processes, int(upstream_process.stdout.readline().decode().strip()))
+
+    bench.in_temporary_folder("gseai-streams-", options.keep, body)
 
 
 def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -> None:
