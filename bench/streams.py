@@ -210,15 +210,24 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
         prefix = f"GSEAI_UPSTREAM_{name.upper()}_"
         environment.update({prefix + "URL": f"http://127.0.0.1:{upstream_port}", prefix + "KIND": "openai",
                             prefix + "SLOTS": "1000", prefix + "TOKEN": bench.TOKEN})
-    log = folder / "gateway.log"
-    launched = time.monotonic()
-    gateway = processes.start(
-        [options.gseai, "serve", "--database", str(database), "--host", "127.0.0.1", "--port", "0", "--env-file", "none",
-         "--log-level", "warning"],
-        log, stdout=subprocess.PIPE, env=environment, cwd=folder)
-    port = int(bench.read_lines_until(gateway, r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", 60, "gseai serve", log).group(1))
-    # From the start of the process to its first line saying it listens, on a new database (migrations run).
-    cold_start = time.monotonic() - launched
+    def start_gateway(run: int) -> tuple[subprocess.Popen, int, float]:
+        log = folder / f"gateway{run}.log"
+        launched = time.monotonic()
+        gateway = processes.start(
+            [options.gseai, "serve", "--database", str(database), "--host", "127.0.0.1", "--port", "0", "--env-file", "none",
+             "--log-level", "warning"],
+            log, stdout=subprocess.PIPE, env=environment, cwd=folder)
+        port = int(bench.read_lines_until(gateway, r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", 60, "gseai serve", log).group(1))
+        # From the start of the process to its first line saying it listens.
+        return gateway, port, time.monotonic() - launched
+
+    # The first start makes the database (migrations, the first administrator: a bcrypt hash); the second is a
+    # restart, as every start after the first.
+    first, _, first_start = start_gateway(1)
+    first.terminate()
+    first.wait(timeout=30)
+    gateway, port, cold_start = start_gateway(2)
+    log = folder / "gateway2.log"
 
     def cli(*args: str) -> str:
         result = subprocess.run([options.gseai, *args, "--database", str(database), "--env-file", "none"], capture_output=True,
@@ -258,7 +267,7 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
 
     print(f"{options.streams} streams of {options.seconds} pieces (one a second), started over {options.ramp:g} s, "
           f"through one gateway; {elapsed:.1f} s in all")
-    print(f"  gateway cold start (new database, {len(upstreams)} upstreams): {cold_start:.2f} s; "
+    print(f"  gateway start to listening: {cold_start:.2f} s (first start, new database: {first_start:.2f} s), {len(upstreams)} upstreams; "
           f"resident memory when idle after it: {idle_rss / 1024:.1f} MiB")
     print(f"  complete {tally.complete}, lost {tally.lost}" + (f" ({tally.reasons})" if tally.reasons else ""))
     print(f"  open at once (peak, as the clients saw it): {tally.peak_open}")
@@ -266,8 +275,10 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
           f"{(peak['rss'] - idle_rss) / max(1, tally.peak_open):.1f} KiB per open stream")
     print(f"  gateway CPU: {cpu:.1f} s for {tally.pieces} pieces relayed: {cpu / max(1, tally.pieces) * 1e6:.1f} µs per piece "
           f"(stream set-up included)")
-    verdict = "PASS" if tally.lost == 0 and peak["rss"] <= 300 * 1024 else "MISS"
+    verdict = "PASS" if tally.lost == 0 and peak["rss"] * 1024 <= 300 * 10**6 else "MISS"
     print(f"  target: none lost and at most 300 MB at the peak: {verdict}")
+    print(f"  target: a start within 0.3 s: {'PASS' if cold_start <= 0.3 else 'MISS'}; "
+          f"at most 40 MB resident when idle: {'PASS' if idle_rss * 1024 <= 40 * 10**6 else 'MISS'}")
 
 
 if __name__ == "__main__":
