@@ -64,4 +64,35 @@ struct DatabaseCopyTests {
         try await source.close()
         try await target.close()
     }
+
+    /// A source that an older gateway left on an earlier schema is refused before anything is written, with
+    /// both versions named and what to do.
+    @Test func aSourceOnAnotherSchemaVersionIsRefusedAndNothingIsWritten() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("copy-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let source = try await SQLiteStorage.open(path: file, logger: logger)
+        let target = try await TestDatabase.openPostgres(schema: TestDatabase.newSchema(), logger: logger)
+        do {
+            try await source.users.create(User(username: "old", passwordHash: nil, role: .student, createdAt: Date()))
+            let database = try #require(source.database)
+            let latest = try #require(try await database.raw("SELECT MAX(version) AS version FROM schema_migrations")
+                .first(decodingColumn: "version", as: Int.self))
+            try await database.raw("DELETE FROM schema_migrations WHERE version = \(bind: latest)").run()
+
+            let error = await #expect(throws: DatabaseCopy.CopyError.self) { try await DatabaseCopy.copy(from: source, to: target) }
+            if case .schemaMismatch(let from, let to)? = error {
+                #expect(from == latest - 1 && to == latest)
+            } else {
+                Issue.record("expected a schema mismatch, got \(String(describing: error))")
+            }
+            #expect(error?.description == "the source has schema version \(latest - 1) and the target \(latest): run this gateway on the source first")
+            #expect(try await target.users.find(username: "old") == nil)
+        } catch {
+            try? await source.close()
+            try? await target.close()
+            throw error
+        }
+        try await source.close()
+        try await target.close()
+    }
 }
