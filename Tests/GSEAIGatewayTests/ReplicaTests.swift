@@ -1,5 +1,8 @@
 import Foundation
 import GSEAI
+import HTTPTypes
+import Hummingbird
+import NIOCore
 import Testing
 
 @testable import GSEAIGateway
@@ -138,5 +141,40 @@ struct ReplicaTests {
             // A sibling's answer is not another replica's to interrupt.
             #expect(try await b.gateway.recoverInterruptedAnswers() == 0)
         }
+    }
+}
+
+/// The relay to the replica that generates an answer, when that replica is gone between the look-up (it was
+/// alive) and the call: a 502 in words, not a hang or a crash.
+@Suite("Replica relay")
+struct ReplicaRelayTests {
+    struct AlwaysAlive: ReplicaRegistry {
+        let id = "this"
+        var url: String? { "http://127.0.0.1:1" }
+        func liveReplica(_ id: String) -> ReplicaInfo? { ReplicaInfo(id: id, url: "http://127.0.0.1:9") }
+        func liveReplicaIDs() -> [String]? { ["this", "owner"] }
+    }
+
+    @Test func anOwnerThatDiedAfterTheLookUpAnswers502InWords() async throws {
+        let relay = ReplicaRelay(replicas: AlwaysAlive())
+        var message = StoredMessage(conversationID: "c", role: "assistant", text: "", status: .streaming)
+        message.replica = "owner"
+        let owner = try #require(try await relay.owner(of: message))
+        #expect(owner.url == "http://127.0.0.1:9")
+        // Nothing listens on port 9 of this host: the owner died after it was looked up.
+        let request = Request(head: HTTPRequest(method: .get, scheme: "http", authority: "127.0.0.1", path: "/api/conversations/c/events"),
+                              body: RequestBody(buffer: ByteBuffer()))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: GatewayError.self) { try await relay.forward(request, to: owner) }
+        #expect(error?.status == .badGateway)
+        #expect(error?.message == "the replica generating this answer did not answer; try again")
+        // At once: a refused connection is not tried again until the time limit (it was: 10 s).
+        #expect(ContinuousClock.now - started < .seconds(3), "\(ContinuousClock.now - started)")
+        // An answer this replica runs, or one that ended, is not relayed.
+        message.replica = "this"
+        #expect(try await relay.owner(of: message) == nil)
+        message.replica = "owner"
+        message.status = .complete
+        #expect(try await relay.owner(of: message) == nil)
     }
 }
