@@ -11,12 +11,25 @@ import Testing
 struct DatabaseCopyTests {
     let logger = Logger(label: "DatabaseCopyTests", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    @Test func everyRowArrivesAndASecondCopyIsRefused() async throws {
+    /// Runs `body` with a new SQLite source and an empty PostgreSQL target, and closes both whatever happens.
+    func withSourceAndTarget(_ body: (Storage, Storage) async throws -> Void) async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("copy-\(UUID().uuidString).sqlite").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         let source = try await SQLiteStorage.open(path: file, logger: logger)
         let target = try await TestDatabase.openPostgres(schema: TestDatabase.newSchema(), logger: logger)
         do {
+            try await body(source, target)
+        } catch {
+            try? await source.close()
+            try? await target.close()
+            throw error
+        }
+        try await source.close()
+        try await target.close()
+    }
+
+    @Test func everyRowArrivesAndASecondCopyIsRefused() async throws {
+        try await withSourceAndTarget { source, target in
             let now = Date(timeIntervalSince1970: 1_800_000_000.25)
             let teacher = User(username: "teacher", passwordHash: "$2b$hash", role: .instructor, createdAt: now)
             let student = User(username: "sam", passwordHash: nil, role: .student, createdAt: now)
@@ -56,23 +69,13 @@ struct DatabaseCopyTests {
             #expect(try await target.apiKeys.find(prefix: "gsk_abcdefgh")?.createdAt == now)
 
             await #expect(throws: DatabaseCopy.CopyError.self) { try await DatabaseCopy.copy(from: source, to: target) }
-        } catch {
-            try? await source.close()
-            try? await target.close()
-            throw error
         }
-        try await source.close()
-        try await target.close()
     }
 
     /// A source that an older gateway left on an earlier schema is refused before anything is written, with
     /// both versions named and what to do.
     @Test func aSourceOnAnotherSchemaVersionIsRefusedAndNothingIsWritten() async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("copy-\(UUID().uuidString).sqlite").path
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        let source = try await SQLiteStorage.open(path: file, logger: logger)
-        let target = try await TestDatabase.openPostgres(schema: TestDatabase.newSchema(), logger: logger)
-        do {
+        try await withSourceAndTarget { source, target in
             try await source.users.create(User(username: "old", passwordHash: nil, role: .student, createdAt: Date()))
             let database = try #require(source.database)
             let latest = try #require(try await database.raw("SELECT MAX(version) AS version FROM schema_migrations")
@@ -87,12 +90,6 @@ struct DatabaseCopyTests {
             }
             #expect(error?.description == "the source has schema version \(latest - 1) and the target \(latest): run this gateway on the source first")
             #expect(try await target.users.find(username: "old") == nil)
-        } catch {
-            try? await source.close()
-            try? await target.close()
-            throw error
         }
-        try await source.close()
-        try await target.close()
     }
 }

@@ -58,9 +58,11 @@ struct FairQueueTests {
     /// runs. (The client's pool used to stop at 64 connections per server: the 65th request waited for one until
     /// the connect limit, then failed with 502.)
     @Test func anUpstreamWithManySlotsRunsThatManyAnswersAtOnce() async throws {
-        try await GatewayHarness.with(stubSlots: 100, serviceTime: .milliseconds(1500), configure: {
+        // Each answer takes 5 s, so that all 90 overlap even when a busy machine is slow to send them; a request
+        // waiting for a connection would fail after 2 s.
+        try await GatewayHarness.with(stubSlots: 100, serviceTime: .seconds(5), configure: {
             $0.concurrencyPerUser = 200
-            $0.connectTimeout = .seconds(1)
+            $0.connectTimeout = .seconds(2)
         }) { gateway in
             let (_, key) = try await gateway.user("many")
             let answers = try await withThrowingTaskGroup(of: (Int, HTTPResult).self) { group in
@@ -74,8 +76,10 @@ struct FairQueueTests {
                 #expect(answer.json?["choices"]?.at(0)?["message"]?["content"]?.stringValue == "Echo: many \(index)")
             }
             #expect(answers.count == 90)
-            // All 90 ran at once on the model server.
-            #expect(await gateway.stub.load?.mostRunning == 90)
+            // More than the old 64 ran at once on the model server (all 90, unless the machine was too slow to
+            // send them within one answer's time).
+            let most = await gateway.stub.load?.mostRunning ?? 0
+            #expect(most > 64 && most <= 90, "\(most) at once")
         }
     }
 
