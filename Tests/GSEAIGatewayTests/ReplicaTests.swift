@@ -98,8 +98,10 @@ struct ReplicaTests {
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
+            // Never more than three; fewer when the first answer is written before the others are decided (a busy
+            // machine sends them late), and its usage alone spends the budget.
             let admitted = results.filter { $0.status == 200 }.count
-            #expect((2...3).contains(admitted), "\(results.map(\.status))")
+            #expect((1...3).contains(admitted), "\(results.map(\.status))")
             for refused in results where refused.status != 200 {
                 #expect(refused.status == 429)
                 #expect(refused.errorMessage?.contains("the daily budget of your class 'Budgeted' is 50 tokens") == true, "\(refused.text)")

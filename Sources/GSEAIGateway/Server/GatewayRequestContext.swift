@@ -41,10 +41,13 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
         let task = Task(executorPreference: EventLoopTaskExecutor.of(loop)) { try await operation() }
         let watching = loop.submit { () -> Int? in
-            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else {
-                // Not a connection of the gateway's server (tests): nothing tells, nothing is cancelled.
+            // A caller gone before this runs (its connection closed, its pipeline taken down) is not told again.
+            guard channel.isActive else {
+                task.cancel()
                 return nil
             }
+            // Not a connection of the gateway's server (tests): nothing tells, nothing is cancelled.
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
             return handler.watch { task.cancel() }
         }
         defer {
