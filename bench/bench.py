@@ -286,6 +286,14 @@ def tree_cpu_seconds(root: int) -> float | None:
     return sum(stats[pid][1] for pid in members) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process that must be running (and its children); exits if it is gone."""
+    seconds = tree_cpu_seconds(pid)
+    if seconds is None:
+        sys.exit(f"bench: process {pid} is gone")
+    return seconds
+
+
 def run_wrk(script: Path, port: int, stream: bool, auth: str, seconds: float, threads: int, connections: int) -> Load:
     environment = dict(os.environ, BENCH_BODY=body(stream).decode(), BENCH_AUTH=auth,
                        BENCH_ACCEPT="text/event-stream" if stream else "application/json")

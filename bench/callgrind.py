@@ -5,10 +5,9 @@ the machine is doing, so two builds compare to the instruction (bench/README.md,
 The gateway (bench/profile: `gseai serve` from a synchronous main, see its Package.swift) runs under callgrind
 with instrumentation off; the fixed-bytes upstream of bench.py answers (nginx, not measured). For each
 scenario, after a warm-up, the counters are zeroed, N requests are sent one after the other on one keep-alive
-connection, and the counts are dumped. Each dump is read with `callgrind_annotate --inclusive=yes` and the
-instructions per request are printed in all and per part of the gateway (inclusive counts of the functions
-whose names carry the part's type, counted once per part; async functions are counted up to each suspension,
-so a part's figure is its own work, not what it awaits).
+connection, and the counts are dumped. Each dump is read with `callgrind_annotate` and the instructions per
+request are printed in all and by who runs them: each function's own instructions (not those of what it
+calls) go to its library, the gateway's own functions to the part their type belongs to.
 
 Then the same binary runs without valgrind and its CPU time per request over one connection is read from
 /proc, which gives the time one instruction of this program takes on this machine (including the kernel's
@@ -190,13 +189,13 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
     request = bench.request_bytes(port, False, f"Bearer {key}")
     for _ in range(500):
         connection.exchange(request)
-    before = cpu_seconds(plain.pid)
+    before = bench.process_cpu_seconds(plain.pid)
     count = 3000
     for _ in range(count):
         status, _, _, _ = connection.exchange(request)
         if status != 200:
             sys.exit(f"callgrind: the gateway answered {status}")
-    cpu_us = (cpu_seconds(plain.pid) - before) / count * 1e6
+    cpu_us = (bench.process_cpu_seconds(plain.pid) - before) / count * 1e6
     connection.close()
     plain.terminate()
     plain.wait(timeout=30)
@@ -242,7 +241,7 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
             if counted / options.requests >= 500:
                 print(line(group, counted / options.requests))
         own = sum(by_part.values()) + by_group.get("request log (swift-log)", 0) + by_group.get("metrics (swift-metrics, swift-prometheus)", 0)
-        print(f"  of which the gateway's own work (its code, its log line and metrics; not the runtime's share):")
+        print("  of which the gateway's own work (its code, its log line and metrics; not the runtime's share):")
         for part, counted in sorted(by_part.items(), key=lambda item: -item[1]):
             print(line("  " + part, counted / options.requests))
         print(line("  request log line (swift-log)", by_group.get("request log (swift-log)", 0) / options.requests))
@@ -260,10 +259,6 @@ def control(argument: str, pid: int) -> None:
     subprocess.run(["callgrind_control", argument, str(pid)], capture_output=True, check=True, timeout=120)
     time.sleep(0.2)
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

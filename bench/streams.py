@@ -167,10 +167,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -210,7 +206,7 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
         prefix = f"GSEAI_UPSTREAM_{name.upper()}_"
         environment.update({prefix + "URL": f"http://127.0.0.1:{upstream_port}", prefix + "KIND": "openai",
                             prefix + "SLOTS": "1000", prefix + "TOKEN": bench.TOKEN})
-    def start_gateway(run: int) -> tuple[subprocess.Popen, int, float]:
+    def start_gateway(run: int) -> tuple[subprocess.Popen, int, float, Path]:
         log = folder / f"gateway{run}.log"
         launched = time.monotonic()
         gateway = processes.start(
@@ -219,15 +215,14 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
             log, stdout=subprocess.PIPE, env=environment, cwd=folder)
         port = int(bench.read_lines_until(gateway, r"gseai gateway listening on http://127\.0\.0\.1:(\d+)", 60, "gseai serve", log).group(1))
         # From the start of the process to its first line saying it listens.
-        return gateway, port, time.monotonic() - launched
+        return gateway, port, time.monotonic() - launched, log
 
     # The first start makes the database (migrations, the first administrator: a bcrypt hash); the second is a
     # restart, as every start after the first.
-    first, _, first_start = start_gateway(1)
+    first, _, first_start, _ = start_gateway(1)
     first.terminate()
     first.wait(timeout=30)
-    gateway, port, cold_start = start_gateway(2)
-    log = folder / "gateway2.log"
+    gateway, port, cold_start, log = start_gateway(2)
 
     def cli(*args: str) -> str:
         result = subprocess.run([options.gseai, *args, "--database", str(database), "--env-file", "none"], capture_output=True,
@@ -254,12 +249,12 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    cpu_before = cpu_seconds(gateway.pid)
+    cpu_before = bench.process_cpu_seconds(gateway.pid)
     tally = Tally()
     started = time.monotonic()
     asyncio.run(clients(port, [f"Bearer {key}" for key in keys], options.streams, options.seconds, options.ramp, tally))
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(gateway.pid) - cpu_before
+    cpu = bench.process_cpu_seconds(gateway.pid) - cpu_before
     stop.set()
     sampler.join()
     if gateway.poll() is not None:

@@ -109,7 +109,7 @@ public final class GSEAIClient: Sendable {
     /// The AsyncHTTPClient configuration these time limits call for. Its read timeout runs while the response
     /// head is awaited too, so it is the first-byte limit plus the idle limit (the request's deadline ends the
     /// wait for the head at the first-byte limit); the body's own idle limit is checked per piece.
-    static func httpConfiguration(timeouts: Timeouts, connections: Int = 64) -> HTTPClient.Configuration {
+    static func httpConfiguration(timeouts: Timeouts, connections: Int) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .init(timeouts.connect), read: .init(timeouts.firstByte + timeouts.idle))

@@ -73,13 +73,15 @@ public final class PolicyEnforcer: Sendable {
         var ask = LimitAsk()
         // What the student used in this class: each class's budget is its own.
         let budgetKey = BudgetKey(userID: user.id, classID: applied.id, day: UsageRecorder.day(now))
-        if let budget = applied.policy.dailyTokenBudget {
+        let budget = applied.policy.dailyTokenBudget
+        if let budget {
             ask.budget = LimitAsk.Budget(key: budgetKey, tokens: applied.policy.maxOutputTokens ?? Self.defaultReservation, budget: budget,
                                          expires: now.addingTimeInterval(Self.reservationLifetime))
         }
         // A policy is checked when written (a positive number); a zero or less read back from the database
         // would index before the window.
-        if let limit = applied.policy.requestsPerMinute, limit > 0 {
+        let limit = applied.policy.requestsPerMinute.flatMap { $0 > 0 ? $0 : nil }
+        if let limit {
             ask.rate = LimitAsk.Rate(key: "rate:" + user.id, limit: limit, window: 60)
         }
         guard ask.budget != nil || ask.rate != nil else { return nil }
@@ -91,7 +93,7 @@ public final class PolicyEnforcer: Sendable {
             let seconds = max(1, Int((midnight - now.timeIntervalSince1970).rounded(.up)))
             throw GatewayError(
                 .tooManyRequests, type: .rateLimit,
-                "you have used \(used) tokens today; the daily budget of your class '\(applied.name)' is \(ask.budget?.budget ?? 0) tokens — "
+                "you have used \(used) tokens today; the daily budget of your class '\(applied.name)' is \(budget ?? 0) tokens — "
                     + "it resets at midnight UTC, in \(Self.describe(seconds: seconds))",
                 headers: [.retryAfter: String(seconds)]
             )
@@ -99,7 +101,7 @@ public final class PolicyEnforcer: Sendable {
             let wait = max(1, Int(refusal.retryAfter.clamped(to: 0...60).rounded(.up)))
             throw GatewayError(
                 .tooManyRequests, type: .rateLimit,
-                "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(ask.rate?.limit ?? 0) — "
+                "you have sent \(refusal.sent) requests in the last minute; the limit for your class '\(applied.name)' is \(limit ?? 0) — "
                     + "try again in \(wait) seconds",
                 headers: [.retryAfter: String(wait)]
             )

@@ -171,10 +171,10 @@ final class PostgresRequestLimiter: RequestLimiter {
 
     init(client: PostgresClient, logger: Logger) {
         batcher = StatementBatcher { asks in
-            let json = String(decoding: JSONValue.array(asks.map(Self.json)).jsonBytes, as: UTF8.self)
+            let json = JSONValue.array(asks.map(Self.json)).jsonString
             var decisions: [LimitDecision] = []
             decisions.reserveCapacity(asks.count)
-            for try await (outcome, sent, oldest, used) in try await client.execute(AdmitStatement(asks: json), logger: logger) {
+            for try await (outcome, sent, oldest, used) in try await client.execute(AdmitStatement(json: json), logger: logger) {
                 let ask = asks[min(decisions.count, asks.count - 1)]
                 switch outcome {
                 case "budget":
@@ -193,16 +193,10 @@ final class PostgresRequestLimiter: RequestLimiter {
 
     /// The asks of a batch (a JSON array), one row of decision each in their order. Prepared once per
     /// connection: parsing and planning it each time cost more than running it.
-    struct AdmitStatement: PostgresPreparedStatement {
+    struct AdmitStatement: JSONBatchStatement {
         static let sql = "SELECT outcome, sent, oldest, used FROM gseai_admit($1::jsonb)"
         typealias Row = (String, Int64?, Double?, Int64?)
-        var asks: String
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            bindings.append(asks)
-            return bindings
-        }
+        var json: String
 
         func decodeRow(_ row: PostgresRow) throws -> Row {
             try row.decode(Row.self)
@@ -231,6 +225,19 @@ final class PostgresRequestLimiter: RequestLimiter {
             object["expires"] = .number(budget.expires.unixSeconds)
         }
         return .object(object)
+    }
+}
+
+/// A prepared statement whose one parameter is a batch as a JSON array (`$1::jsonb`).
+protocol JSONBatchStatement: PostgresPreparedStatement {
+    var json: String { get }
+}
+
+extension JSONBatchStatement {
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(json)
+        return bindings
     }
 }
 
@@ -268,12 +275,12 @@ struct PostgresBudgetLedger: BudgetLedger {
         self.limiter = limiter
         self.database = database
         settlements = StatementBatcher { batch in
-            let json = String(decoding: JSONValue.array(batch.map { settlement in
+            let json = JSONValue.array(batch.map { settlement in
                 .object(["id": .string(settlement.reservation), "user_id": .string(settlement.key.userID), "class_id": .string(settlement.key.classID),
                          "day": .string(settlement.key.day), "model": .string(settlement.model),
                          "input": .string(String(settlement.inputTokens)), "output": .string(String(settlement.outputTokens))])
-            }).jsonBytes, as: UTF8.self)
-            for try await _ in try await client.execute(SettleStatement(settlements: json), logger: logger) {}
+            }).jsonString
+            for try await _ in try await client.execute(SettleStatement(json: json), logger: logger) {}
             return Array(repeating: (), count: batch.count)
         }
     }
@@ -282,7 +289,7 @@ struct PostgresBudgetLedger: BudgetLedger {
     /// upsert together (a transaction of several round trips would hold the student's usage row, the same
     /// for every request of the day), its rows in one order so that two replicas' batches never wait for
     /// each other in a circle. Prepared once per connection.
-    struct SettleStatement: PostgresPreparedStatement {
+    struct SettleStatement: JSONBatchStatement {
         static let sql = """
             WITH settled AS (
                 SELECT * FROM jsonb_to_recordset($1::jsonb)
@@ -299,13 +306,7 @@ struct PostgresBudgetLedger: BudgetLedger {
                 output_tokens = usage_daily.output_tokens + excluded.output_tokens
             """
         typealias Row = Void
-        var settlements: String
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            bindings.append(settlements)
-            return bindings
-        }
+        var json: String
 
         func decodeRow(_ row: PostgresRow) throws {}
     }
