@@ -33,6 +33,9 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
         watchers[id] = nil
     }
 
+    /// How many requests are watching now (none once they have ended).
+    var watching: Int { watchers.count }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             context.close(promise: nil)

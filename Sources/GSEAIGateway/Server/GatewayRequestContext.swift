@@ -40,7 +40,7 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
         let loop = channel.eventLoop
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
         let task = Task(executorPreference: EventLoopTaskExecutor.of(loop)) { try await operation() }
-        let watching = loop.submit { () -> Int? in
+        let register: @Sendable () -> Int? = {
             // A caller gone before this runs (its connection closed, its pipeline taken down) is not told again.
             guard channel.isActive else {
                 task.cancel()
@@ -50,6 +50,8 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
             guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
             return handler.watch { task.cancel() }
         }
+        // On the connection's loop: at once when the handler runs there (the usual case), else by a hop.
+        let watching = loop.inEventLoop ? loop.makeSucceededFuture(register()) : loop.submit(register)
         defer {
             watching.whenSuccess { id in
                 guard let id else { return }
