@@ -122,21 +122,27 @@ struct TransportTests {
 
     @Test func abandoningAStreamCancelsTheUpstreamRequest() async throws {
         try await withClient { client, stub in
+            // Cancelled once its first event has come, so that the stub is surely writing (a fixed wait could
+            // cancel a request not yet sent on a busy machine: nothing to abandon then).
+            let (started, startedSignal) = AsyncStream<Void>.makeStream()
             let task = Task {
+                defer { startedSignal.finish() }
                 var seen = 0
                 for try await _ in try await client.chatStream(
                     ChatRequest(model: "stub/echo-text", input: "a b c d e f g h i j [[slow]]")
                 ) {
                     seen += 1
+                    if seen == 1 { startedSignal.yield() }
                 }
                 return seen
             }
-            try await Task.sleep(for: .milliseconds(500))
+            for await _ in started { break }
             task.cancel()
             _ = await task.result
-            // The stub notices at its next write, 200 ms later at most.
+            // The stub notices at its next write, 200 ms later at most (given 10 s: a machine busy with the
+            // other suites may be slow to run it).
             var abandoned = 0
-            for _ in 0..<30 where abandoned == 0 {
+            for _ in 0..<100 where abandoned == 0 {
                 try await Task.sleep(for: .milliseconds(100))
                 abandoned = await stub.state.abandonedStreams
             }
