@@ -502,6 +502,8 @@ def main() -> None:
     parser.add_argument("--modes", default="plain,stream", help="plain,stream (default both)")
     parser.add_argument("--gateway-log-level", default="info", help="gseai serve --log-level (info, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configs)")
+    parser.add_argument("--engine", choices=["nio", "async-http-client"],
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     parser.add_argument("--floor", help="the bench/floor binary: also measure the floor targets (off by default)")
     parser.add_argument("--class-target", action="store_true",
                         help="also measure `gateway-class`: the gateway with a student in a class whose policy has a "
@@ -637,6 +639,8 @@ def run(options, folder: Path, processes: Processes) -> None:
     # key's share of them are set far above the load (bench/fairness measures the queue).
     environment["GSEAI_UPSTREAM_SLOTS"] = "1024"
     environment["GSEAI_QUEUE_CONCURRENCY_PER_USER"] = "1024"
+    if options.engine:
+        environment["GSEAI_UPSTREAM_ENGINE"] = options.engine
     gateway = processes.start(
         [options.gseai, "serve", "--upstream-url", f"http://127.0.0.1:{upstream_port}", "--upstream-kind", "lmstudio",
          "--database", str(database), "--host", "127.0.0.1", "--port", "0", "--env-file", "none",

@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per scenario under callgrind (300)")
     parser.add_argument("--warmup", type=int, default=100, help="requests before counting (100)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (dumps, logs)")
+    parser.add_argument("--engine", choices=["nio", "async-http-client"],
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most instructions of their own")
     options = parser.parse_args()
 
@@ -148,6 +150,8 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
         "GSEAI_UPSTREAM_KIND": "lmstudio", "GSEAI_DATABASE": str(database), "GSEAI_HOST": "127.0.0.1",
         "GSEAI_UPSTREAM_SLOTS": "1024", "GSEAI_QUEUE_CONCURRENCY_PER_USER": "1024",
     })
+    if options.engine:
+        environment["GSEAI_UPSTREAM_ENGINE"] = options.engine
 
     def cli(*args: str) -> str:
         result = subprocess.run([options.gseai, *args, "--database", str(database), "--env-file", "none"], capture_output=True,

@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30, help="pieces per stream, one a second (30)")
     parser.add_argument("--ramp", type=float, default=10, help="seconds over which the streams start (10)")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--engine", choices=["nio", "async-http-client"],
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     options = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -202,6 +204,8 @@ def run(options, folder: Path, processes: bench.Processes, upstream_port: int) -
     environment.update({"GSEAI_POOL": ",".join(upstreams), "GSEAI_QUEUE_CONCURRENCY_PER_USER": "1024",
                         "GSEAI_QUEUE_MAX_WAITING": str(options.streams + 100),
                         "GSEAI_QUEUE_MAX_WAITING_PER_USER": str(options.streams + 100)})
+    if options.engine:
+        environment["GSEAI_UPSTREAM_ENGINE"] = options.engine
     for name in upstreams:
         prefix = f"GSEAI_UPSTREAM_{name.upper()}_"
         environment.update({prefix + "URL": f"http://127.0.0.1:{upstream_port}", prefix + "KIND": "openai",

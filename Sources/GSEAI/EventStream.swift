@@ -59,6 +59,7 @@ public enum EventStep<Event: Sendable>: Sendable {
 public struct EventStream<Event: Sendable>: AsyncSequence, Sendable {
     public typealias Element = Event
 
+    private let body: ResponseBodyStream
     private let events: ServerSentEventStream<ResponseBodyStream>
     private let decode: @Sendable (ServerSentEvent) throws -> EventStep<Event>
 
@@ -66,21 +67,29 @@ public struct EventStream<Event: Sendable>: AsyncSequence, Sendable {
         body: ResponseBodyStream,
         decode: @escaping @Sendable (ServerSentEvent) throws -> EventStep<Event>
     ) {
+        self.body = body
         self.events = ServerSentEventStream(body)
         self.decode = decode
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(events: events.makeAsyncIterator(), decode: decode)
+        AsyncIterator(body: body, events: events.makeAsyncIterator(), decode: decode)
     }
 
     /// The iterator.
     public struct AsyncIterator: AsyncIteratorProtocol {
+        let body: ResponseBodyStream
         var events: ServerSentEventStream<ResponseBodyStream>.AsyncIterator
         let decode: @Sendable (ServerSentEvent) throws -> EventStep<Event>
         var done = false
 
         public mutating func next() async throws -> Event? {
+            if done {
+                // After the final event, what may follow it (the body's end) is awaited, so that the connection
+                // carries the next request.
+                await body.discardRest()
+                return nil
+            }
             while !done {
                 guard let event = try await events.next() else {
                     throw GSEAIError.streamInterrupted
@@ -91,6 +100,7 @@ public struct EventStream<Event: Sendable>: AsyncSequence, Sendable {
                 case .finish(let value):
                     done = true
                     if let value { return value }
+                    await body.discardRest()
                 }
             }
             return nil

@@ -35,6 +35,24 @@ public final class GSEAIClient: Sendable {
         }
     }
 
+    /// How the client talks HTTP.
+    public enum Engine: String, Sendable, Hashable, CaseIterable {
+        /// The client's own transport on SwiftNIO (``NIOTransport``): `http://` servers only.
+        case nio
+        /// AsyncHTTPClient: any server, HTTPS included.
+        case asyncHTTPClient = "async-http-client"
+
+        /// The engine for a base URL: SwiftNIO for `http://`, AsyncHTTPClient for `https://` (TLS).
+        public static func automatic(for baseURL: String) -> Engine {
+            baseURL.lowercased().hasPrefix("https:") ? .asyncHTTPClient : .nio
+        }
+    }
+
+    private enum Transport: Sendable {
+        case nio(NIOTransport)
+        case asyncHTTPClient(HTTPClient)
+    }
+
     /// The server's base URL, such as `http://gseai.gse.buffalo.edu:11434`.
     public let baseURL: String
     /// The time limits.
@@ -42,9 +60,11 @@ public final class GSEAIClient: Sendable {
     /// The largest non-streamed response body the typed methods read.
     public let maxResponseBytes: Int
     private let authorization: String
-    /// One client for every call; its connections' read timeout is long enough for a response head to take
-    /// the first-byte limit, and a body's idle limit is checked by ``ResponseBodyStream``.
-    private let httpClient: HTTPClient
+    /// The engine in use.
+    public let engine: Engine
+    /// One transport for every call. AsyncHTTPClient's connections' read timeout is long enough for a response
+    /// head to take the first-byte limit, and a body's idle limit is checked by ``ResponseBodyStream``.
+    private let transport: Transport
     private let logger: Logger
 
     /// Creates a client for `scheme://host:port`, with the Python client's defaults.
@@ -75,6 +95,8 @@ public final class GSEAIClient: Sendable {
     ///   - connections: how many connections to the server may be open at once; a request beyond them waits
     ///     for one (up to the connect limit). Each answer being streamed holds one, so a gateway sets this to
     ///     at least the requests it lets run at once.
+    ///   - engine: how to talk HTTP; by default ``Engine/automatic(for:)``. SwiftNIO cannot reach an `https://`
+    ///     server.
     ///   - eventLoopGroup: the event loops to run on (by default NIO's shared ones).
     public init(
         apiToken: String,
@@ -82,6 +104,7 @@ public final class GSEAIClient: Sendable {
         timeouts: Timeouts = Timeouts(),
         maxResponseBytes: Int = 64 << 20,
         connections: Int = 64,
+        engine: Engine? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "gseai.client")
     ) throws {
@@ -91,7 +114,18 @@ public final class GSEAIClient: Sendable {
         self.authorization = "Bearer \(apiToken)"
         self.logger = logger
         let group = eventLoopGroup ?? HTTPClient.defaultEventLoopGroup
-        self.httpClient = HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, connections: connections))
+        let engine = engine ?? .automatic(for: self.baseURL)
+        self.engine = engine
+        switch engine {
+        case .nio:
+            guard Engine.automatic(for: self.baseURL) == .nio else {
+                throw GSEAIError.invalidArgument("the SwiftNIO engine speaks plain HTTP only: \(baseURL)")
+            }
+            transport = .nio(try NIOTransport(baseURL: self.baseURL, timeouts: timeouts, connections: connections, group: group))
+        case .asyncHTTPClient:
+            transport = .asyncHTTPClient(
+                HTTPClient(eventLoopGroup: group, configuration: Self.httpConfiguration(timeouts: timeouts, connections: connections)))
+        }
     }
 
     /// Checks that `baseURL` is an http(s) URL with a host, and drops trailing slashes.
@@ -126,7 +160,10 @@ public final class GSEAIClient: Sendable {
 
     /// Shuts down the HTTP clients.
     public func shutdown() async throws {
-        try await httpClient.shutdown()
+        switch transport {
+        case .nio(let transport): await transport.shutdown()
+        case .asyncHTTPClient(let httpClient): try await httpClient.shutdown()
+        }
     }
 
     // MARK: Raw calls
@@ -138,11 +175,20 @@ public final class GSEAIClient: Sendable {
     }
 
     func send(_ request: RawRequest, streaming: Bool) async throws -> RawResponse {
+        switch transport {
+        case .nio(let transport):
+            return try await transport.send(request, authorization: authorization, streaming: streaming)
+        case .asyncHTTPClient(let httpClient):
+            return try await send(request, streaming: streaming, on: httpClient)
+        }
+    }
+
+    private func send(_ request: RawRequest, streaming: Bool, on httpClient: HTTPClient) async throws -> RawResponse {
         var outgoing = HTTPClientRequest(url: baseURL + request.path)
         outgoing.method = request.method
         outgoing.headers = request.headers
         outgoing.headers.replaceOrAdd(name: "Authorization", value: authorization)
-        outgoing.body = request.body?.body
+        outgoing.body = request.body?.asyncHTTPClientBody
         let response: HTTPClientResponse
         do {
             response = try await httpClient.execute(
@@ -239,6 +285,9 @@ public struct RawRequest: Sendable {
     /// Where the answer's body is read (see ``ResponseBodyStream``): a server gives the event loop of the
     /// caller's connection, so that no piece hops to Swift's global pool and back; `nil` for the global pool.
     public var bodyExecutor: (any TaskExecutor)?
+    /// The event loop the caller runs on (a server's caller connection): the NIO transport then uses a
+    /// connection of that loop, so the answer is read and relayed on one thread; `nil` for any.
+    public var eventLoop: (any EventLoop)?
 
     /// Creates a request.
     public init(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: RawBody? = nil) {
@@ -261,17 +310,36 @@ public struct RawRequest: Sendable {
 
 /// A request body for ``RawRequest``: bytes in hand, or a stream forwarded as it arrives.
 public struct RawBody: Sendable {
-    let body: HTTPClientRequest.Body
+    enum Content: Sendable {
+        case bytes(ByteBuffer)
+        /// Its length when known, and a function that hands each piece to a writer.
+        case stream(length: Int?, @Sendable (_ write: (ByteBuffer) async throws -> Void) async throws -> Void)
+    }
+
+    let content: Content
+    /// The same for AsyncHTTPClient.
+    let asyncHTTPClientBody: HTTPClientRequest.Body
+
+    /// Whether it can be sent again (a second try on a new connection).
+    var isReplayable: Bool {
+        if case .bytes = content { return true }
+        return false
+    }
 
     /// A body from bytes in hand.
     public static func bytes(_ buffer: ByteBuffer) -> RawBody {
-        RawBody(body: .bytes(buffer))
+        RawBody(content: .bytes(buffer), asyncHTTPClientBody: .bytes(buffer))
     }
 
     /// A body streamed from `sequence`; `length` is sent as `Content-Length` when known.
     public static func stream<S: AsyncSequence & Sendable>(_ sequence: S, length: Int?) -> RawBody
     where S.Element == ByteBuffer {
-        RawBody(body: .stream(sequence, length: length.map { .known(Int64($0)) } ?? .unknown))
+        RawBody(
+            content: .stream(length: length) { write in
+                for try await piece in sequence { try await write(piece) }
+            },
+            asyncHTTPClientBody: .stream(sequence, length: length.map { .known(Int64($0)) } ?? .unknown)
+        )
     }
 }
 

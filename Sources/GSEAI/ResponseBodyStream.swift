@@ -13,24 +13,48 @@ import Synchronization
 public struct ResponseBodyStream: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
 
-    private let body: HTTPClientResponse.Body
-    private let idle: Duration
-    private let eventLoop: any EventLoop
-    private let executor: (any TaskExecutor)?
+    private enum Source: Sendable {
+        case asyncHTTPClient(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop, executor: (any TaskExecutor)?)
+        case exchange(ExchangeHandle)
+    }
+
+    private let source: Source
 
     init(body: HTTPClientResponse.Body, idle: Duration, eventLoop: any EventLoop, executor: (any TaskExecutor)? = nil) {
-        self.body = body
-        self.idle = idle
-        self.eventLoop = eventLoop
-        self.executor = executor
+        source = .asyncHTTPClient(body: body, idle: idle, eventLoop: eventLoop, executor: executor)
+    }
+
+    /// The body of an exchange of the NIO transport (which keeps the time limits itself).
+    init(exchange: UpstreamExchange) {
+        source = .exchange(ExchangeHandle(exchange))
+    }
+
+    /// The NIO transport's exchange behind it, if that is where it comes from.
+    var exchange: UpstreamExchange? {
+        if case .exchange(let handle) = source { return handle.exchange }
+        return nil
+    }
+
+    /// The reader needs no more of it (a stream's final event came): what still comes is dropped until the
+    /// body ends (at most a second), so that the connection carries the reader's next request. (With
+    /// AsyncHTTPClient, the body is let go as before.)
+    func discardRest() async {
+        await exchange?.discardRest(within: .seconds(1))
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(handle: ReaderHandle(BodyReader(body: body, idle: idle, eventLoop: eventLoop, executor: executor)))
+        switch source {
+        case .asyncHTTPClient(let body, let idle, let eventLoop, let executor):
+            AsyncIterator(reader: .asyncHTTPClient(ReaderHandle(BodyReader(body: body, idle: idle, eventLoop: eventLoop, executor: executor))))
+        case .exchange(let handle):
+            AsyncIterator(reader: .exchange(handle))
+        }
     }
 
     /// Reads the whole body, failing when it exceeds `limit` bytes.
     public func collect(upTo limit: Int) async throws -> ByteBuffer {
+        // An exchange gathers it where it arrives, and hands it over once.
+        if case .exchange(let handle) = source { return try await handle.exchange.collect(upTo: limit) }
         var collected = ByteBuffer()
         for try await var piece in self {
             guard collected.readableBytes + piece.readableBytes <= limit else {
@@ -43,11 +67,33 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
 
     /// The iterator.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        fileprivate let handle: ReaderHandle
+        fileprivate enum Reader {
+            case asyncHTTPClient(ReaderHandle)
+            case exchange(ExchangeHandle)
+        }
+
+        fileprivate let reader: Reader
 
         public mutating func next() async throws -> ByteBuffer? {
-            try await handle.reader.next()
+            switch reader {
+            case .asyncHTTPClient(let handle): try await handle.reader.next()
+            case .exchange(let handle): try await handle.exchange.next()
+            }
         }
+    }
+}
+
+/// The hold of a body (and its iterators) on an exchange: a body let go before its end stops the exchange
+/// and closes its connection (a no-op once the answer is complete).
+private final class ExchangeHandle: Sendable {
+    let exchange: UpstreamExchange
+
+    init(_ exchange: UpstreamExchange) {
+        self.exchange = exchange
+    }
+
+    deinit {
+        exchange.cancel()
     }
 }
 

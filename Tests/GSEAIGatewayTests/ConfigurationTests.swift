@@ -46,6 +46,32 @@ struct ConfigurationTests {
         } catch let error as ConfigurationError {
             #expect(error.description == "gseai.upstream.url is not an http(s) URL: ftp://x")
         }
+        do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.upstream.engine": "curl"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.upstream.engine must be nio or async-http-client, not 'curl'")
+        }
+        do {
+            _ = try await GatewayConfiguration.load(
+                overrides: ["gseai.upstream.engine": "nio", "gseai.upstream.url": "https://gpu.example.edu"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.upstream.engine nio speaks plain HTTP only, and upstream default is https://gpu.example.edu")
+        }
+    }
+
+    @Test func theUpstreamEngineFollowsTheSchemeUnlessSet() async throws {
+        let automatic = try await GatewayConfiguration.load(overrides: ["gseai.upstream.url": "http://127.0.0.1:1"], environmentFile: nil)
+        #expect(automatic.upstreams.map(\.engine) == [nil])
+        let upstream = try Upstream(settings: automatic.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
+        #expect(upstream.client.engine == .nio)
+        try await upstream.client.shutdown()
+        let chosen = try await GatewayConfiguration.load(
+            overrides: ["gseai.upstream.url": "http://127.0.0.1:1", "gseai.upstream.engine": "async-http-client"], environmentFile: nil)
+        let set = try Upstream(settings: chosen.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
+        #expect(set.client.engine == .asyncHTTPClient)
+        try await set.client.shutdown()
     }
 }
 

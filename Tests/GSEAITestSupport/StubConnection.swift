@@ -1,5 +1,6 @@
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// The stub's request context: the connection too, so that a handler can notice its caller leaving.
 public struct StubRequestContext: RequestContext {
@@ -33,5 +34,26 @@ final class StubHangUpHandler: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event { context.close(promise: nil) }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Counts the connections a stub accepts.
+final class StubConnectionCounter: Sendable {
+    private let accepted = Atomic(0)
+
+    var count: Int { accepted.load(ordering: .relaxed) }
+
+    /// Counts its connection when it is added to the connection's pipeline.
+    final class Handler: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = NIOAny
+        private let counter: StubConnectionCounter
+
+        init(_ counter: StubConnectionCounter) {
+            self.counter = counter
+        }
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            counter.accepted.add(1, ordering: .relaxed)
+        }
     }
 }

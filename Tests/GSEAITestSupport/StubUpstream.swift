@@ -24,17 +24,22 @@ public final class StubUpstream: Sendable {
     /// Its slots and service time, when it has a limit.
     public let load: StubLoad?
     private let running: RunningApplication
+    private let counter: StubConnectionCounter
+
+    /// How many connections it has accepted (a client that keeps its connections alive opens few).
+    public var connectionsAccepted: Int { counter.count }
 
     /// The port it listens on (127.0.0.1).
     public var port: Int { running.port }
     /// The base URL, such as `http://127.0.0.1:50123`.
     public var baseURL: String { running.baseURL }
 
-    private init(token: String, state: StubState, load: StubLoad?, running: RunningApplication) {
+    private init(token: String, state: StubState, load: StubLoad?, running: RunningApplication, counter: StubConnectionCounter) {
         self.token = token
         self.state = state
         self.load = load
         self.running = running
+        self.counter = counter
     }
 
     /// Starts a stub on `port` (0 picks a free one) and returns once it accepts connections. With `slots`,
@@ -54,16 +59,17 @@ public final class StubUpstream: Sendable {
         router.add(middleware: StubConnectionMiddleware())
         let routes = StubRoutes(token: token, state: state, load: load, served: models)
         routes.register(on: router)
+        let counter = StubConnectionCounter()
         let running = try await RunningApplication.start(logger: logger) { onServerRunning in
             Application(
                 router: router,
-                server: .http1(configuration: .init(additionalChannelHandlers: [StubHangUpHandler()])),
+                server: .http1(configuration: .init(additionalChannelHandlers: [StubHangUpHandler(), StubConnectionCounter.Handler(counter)])),
                 configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "stub-upstream"),
                 onServerRunning: onServerRunning,
                 logger: logger
             )
         }
-        return StubUpstream(token: token, state: state, load: load, running: running)
+        return StubUpstream(token: token, state: state, load: load, running: running, counter: counter)
     }
 
     /// Stops the stub.

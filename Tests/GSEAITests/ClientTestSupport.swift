@@ -5,12 +5,13 @@ import GSEAITestSupport
 /// Runs `body` with a started stub and a client for it; both are shut down afterwards.
 @discardableResult
 func withClient<T: Sendable>(
+    engine: GSEAIClient.Engine? = nil,
     timeouts: GSEAIClient.Timeouts = .init(),
     token: String = "stub-token",
     _ body: (GSEAIClient, StubUpstream) async throws -> T
 ) async throws -> T {
     try await StubUpstream.with { stub in
-        let client = try GSEAIClient(apiToken: token, baseURL: stub.baseURL, timeouts: timeouts)
+        let client = try GSEAIClient(apiToken: token, baseURL: stub.baseURL, timeouts: timeouts, engine: engine)
         do {
             let result = try await body(client, stub)
             try await client.shutdown()

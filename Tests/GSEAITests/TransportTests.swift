@@ -4,10 +4,12 @@ import GSEAITestSupport
 import NIOCore
 import Testing
 
+/// Both engines keep the same promises: every test here runs on SwiftNIO and on AsyncHTTPClient.
 @Suite("Transport: raw calls, time limits, cancellation")
 struct TransportTests {
-    @Test func rawCallStreamsTheBodyAndReturnsErrorsAsIs() async throws {
-        try await withClient { client, stub in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func rawCallStreamsTheBodyAndReturnsErrorsAsIs(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine) { client, stub in
             var request = try RawRequest(
                 method: .POST, path: "/v1/chat/completions",
                 json: ["model": "stub/echo-text", "stream": true, "messages": [["role": "user", "content": "raw"]]] as JSONValue
@@ -28,8 +30,9 @@ struct TransportTests {
         }
     }
 
-    @Test func firstEventArrivesBeforeTheUpstreamFinishes() async throws {
-        try await withClient { client, stub in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func firstEventArrivesBeforeTheUpstreamFinishes(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine) { client, stub in
             var iterator = try await client.chatStream(
                 ChatRequest(model: "stub/echo-text", input: .text("one two three four five six [[slow]]"))
             ).makeAsyncIterator()
@@ -43,8 +46,9 @@ struct TransportTests {
         }
     }
 
-    @Test func idleTimeBetweenEventsIsLimited() async throws {
-        try await withClient(timeouts: .init(idle: .seconds(1))) { client, _ in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func idleTimeBetweenEventsIsLimited(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine, timeouts: .init(idle: .seconds(1))) { client, _ in
             var types: [String] = []
             await #expect(throws: GSEAIError.timeout(.idle)) {
                 for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang]]")) {
@@ -56,16 +60,18 @@ struct TransportTests {
         }
     }
 
-    @Test func timeToFirstByteIsLimited() async throws {
-        try await withClient(timeouts: .init(firstByte: .milliseconds(300))) { client, _ in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func timeToFirstByteIsLimited(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine, timeouts: .init(firstByte: .milliseconds(300))) { client, _ in
             await #expect(throws: GSEAIError.timeout(.firstByte)) {
                 try await client.chat(ChatRequest(model: "stub/echo-text", input: "[[hang-head]]"))
             }
         }
     }
 
-    @Test func aStreamWhoseHeadNeverComesIsAFirstByteTimeout() async throws {
-        try await withClient(timeouts: .init(firstByte: .milliseconds(600), idle: .milliseconds(300))) { client, _ in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func aStreamWhoseHeadNeverComesIsAFirstByteTimeout(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine, timeouts: .init(firstByte: .milliseconds(600), idle: .milliseconds(300))) { client, _ in
             let started = ContinuousClock.now
             await #expect(throws: GSEAIError.timeout(.firstByte)) {
                 for try await _ in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "[[hang-head]]")) {}
@@ -76,9 +82,10 @@ struct TransportTests {
         }
     }
 
-    @Test func aStreamsHeadMayTakeTheFirstByteLimitAndItsPiecesTheIdleLimit() async throws {
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func aStreamsHeadMayTakeTheFirstByteLimitAndItsPiecesTheIdleLimit(engine: GSEAIClient.Engine) async throws {
         // The head comes after a second, three idle limits: a model being loaded is not a silence.
-        try await withClient(timeouts: .init(firstByte: .seconds(5), idle: .milliseconds(300))) { client, _ in
+        try await withClient(engine: engine, timeouts: .init(firstByte: .seconds(5), idle: .milliseconds(300))) { client, _ in
             var deltas: [String] = []
             for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "slow start [[late-head]]")) {
                 if let delta = event.delta { deltas.append(delta) }
@@ -95,8 +102,9 @@ struct TransportTests {
         }
     }
 
-    @Test func leavingAStreamMidWayCancelsItsReadAndTheUpstreamRequest() async throws {
-        try await withClient { client, stub in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func leavingAStreamMidWayCancelsItsReadAndTheUpstreamRequest(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine) { client, stub in
             var seen = 0
             for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "a b c d e f g h [[slow]]")) {
                 if event.delta != nil { seen += 1 }
@@ -112,16 +120,18 @@ struct TransportTests {
         }
     }
 
-    @Test func refusedConnectionIsAConnectionError() async throws {
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func refusedConnectionIsAConnectionError(engine: GSEAIClient.Engine) async throws {
         // Port 1 on loopback has no listener.
-        let client = try GSEAIClient(apiToken: "t", baseURL: "http://127.0.0.1:1")
+        let client = try GSEAIClient(apiToken: "t", baseURL: "http://127.0.0.1:1", engine: engine)
         let error = await #expect(throws: GSEAIError.self) { try await client.listModels() }
         if case .connection = error {} else { Issue.record("expected a connection error, got \(String(describing: error))") }
         try await client.shutdown()
     }
 
-    @Test func abandoningAStreamCancelsTheUpstreamRequest() async throws {
-        try await withClient { client, stub in
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func abandoningAStreamCancelsTheUpstreamRequest(engine: GSEAIClient.Engine) async throws {
+        try await withClient(engine: engine) { client, stub in
             // Cancelled once its first event has come, so that the stub is surely writing (a fixed wait could
             // cancel a request not yet sent on a busy machine: nothing to abandon then).
             let (started, startedSignal) = AsyncStream<Void>.makeStream()
@@ -159,6 +169,12 @@ struct TransportTests {
         #expect(client.baseURL == "http://gseai.gse.buffalo.edu:11434")
         let https = GSEAIClient(apiToken: "t", host: "example.edu", port: 443, scheme: "https")
         #expect(https.baseURL == "https://example.edu:443")
+        // SwiftNIO for plain HTTP, AsyncHTTPClient for TLS; SwiftNIO cannot be asked to speak TLS.
+        #expect(client.engine == .nio)
+        #expect(https.engine == .asyncHTTPClient)
+        #expect(throws: GSEAIError.invalidArgument("the SwiftNIO engine speaks plain HTTP only: https://example.edu")) {
+            try GSEAIClient(apiToken: "t", baseURL: "https://example.edu", engine: .nio)
+        }
         Task { try await client.shutdown(); try await https.shutdown() }
     }
 }

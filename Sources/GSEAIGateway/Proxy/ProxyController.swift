@@ -141,6 +141,7 @@ public struct ProxyController: Sendable {
         let stream = inspection?.stream == true
         outgoing.expectsStream = stream
         outgoing.bodyExecutor = context.channel.map { EventLoopTaskExecutor.of($0.eventLoop) }
+        outgoing.eventLoop = context.channel?.eventLoop
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      classID: ticket.applied?.id, model: model ?? "unknown",
                                      counted: endpoint.method == .post, reservation: ticket.reservation)

@@ -27,13 +27,16 @@ public struct UpstreamSettings: Sendable, Hashable {
     public var token: String
     /// How many requests it runs at once (LM Studio's "max concurrent predictions", llama.cpp's `--parallel`).
     public var slots: Int
+    /// How the gateway talks HTTP to it (`nil`: SwiftNIO for `http://`, AsyncHTTPClient for `https://`).
+    public var engine: GSEAIClient.Engine?
 
-    public init(name: String, url: String, kind: UpstreamKind, token: String, slots: Int) {
+    public init(name: String, url: String, kind: UpstreamKind, token: String, slots: Int, engine: GSEAIClient.Engine? = nil) {
         self.name = name
         self.url = url
         self.kind = kind
         self.token = token
         self.slots = slots
+        self.engine = engine
     }
 }
 
@@ -80,6 +83,8 @@ public struct GatewayConfiguration: Sendable {
     public var connectTimeout = Duration.seconds(10)
     public var firstByteTimeout = Duration.seconds(300)
     public var idleTimeout = Duration.seconds(120)
+    /// How the gateway talks HTTP to every upstream (`nil`: by its URL's scheme).
+    public var upstreamEngine: GSEAIClient.Engine?
     /// How long a login session lasts.
     public var sessionLifetime = Duration.seconds(7 * 24 * 3600)
     /// Failed logins allowed per username and address in ``loginWindow``.
@@ -130,9 +135,14 @@ public struct GatewayConfiguration: Sendable {
 
     /// The model servers: the pool, or the one upstream (named `default`).
     public var upstreams: [UpstreamSettings] {
-        pool.isEmpty
+        let upstreams = pool.isEmpty
             ? [UpstreamSettings(name: "default", url: upstreamURL, kind: upstreamKind, token: upstreamToken, slots: upstreamSlots)]
             : pool
+        return upstreams.map { upstream in
+            var upstream = upstream
+            upstream.engine = upstream.engine ?? upstreamEngine
+            return upstream
+        }
     }
 
     /// One setting: its key (the environment variable follows from it) and what it means, for `--help` and
@@ -155,6 +165,7 @@ public struct GatewayConfiguration: Sendable {
         static let upstreamSlots = Setting("gseai.upstream.slots", "requests the upstream runs at once (default 4)")
         static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
         static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")
+        static let upstreamEngine = Setting("gseai.upstream.engine", "nio (the gateway's own HTTP/1.1 client, http:// only) or async-http-client (also https://); default: nio for http://, async-http-client for https://")
         static let upstreamRefresh = Setting("gseai.upstream.refresh.seconds", "how often upstreams' models and health are read (default 30)")
         static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none), or postgres://user@host:port/db for several replicas")
         static let replicaURL = Setting("gseai.replica.url", "address at which the other replicas reach this one (PostgreSQL; default http://HOST:PORT)")
@@ -182,7 +193,7 @@ public struct GatewayConfiguration: Sendable {
 
         /// Every setting, in the order `--help` lists them.
         public static let all: [Setting] = [
-            configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamRefresh, database, replicaURL, host, port, publicURL,
+            configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamEngine, upstreamRefresh, database, replicaURL, host, port, publicURL,
             tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
             sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
             queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser,
@@ -223,6 +234,12 @@ public struct GatewayConfiguration: Sendable {
         upstreamToken = string(.apiToken, isSecret: true) ?? ""
         upstreamSlots = try int(.upstreamSlots, defaults.upstreamSlots, range: 1...1024)
         upstreamRefresh = .seconds(try int(.upstreamRefresh, 30, range: 1...3600))
+        if let engine = string(.upstreamEngine) {
+            guard let parsed = GSEAIClient.Engine(rawValue: engine) else {
+                throw ConfigurationError("\(Setting.upstreamEngine.key) must be nio or async-http-client, not '\(engine)'")
+            }
+            upstreamEngine = parsed
+        }
         databasePath = string(.database) ?? defaults.databasePath
         host = string(.host) ?? defaults.host
         port = try int(.port, defaults.port, range: 0...65535)
@@ -259,6 +276,9 @@ public struct GatewayConfiguration: Sendable {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
         pool = try Self.pool(reader)
+        if upstreamEngine == .nio, let tls = upstreams.first(where: { GSEAIClient.Engine.automatic(for: $0.url) != .nio }) {
+            throw ConfigurationError("\(Setting.upstreamEngine.key) nio speaks plain HTTP only, and upstream \(tls.name) is \(tls.url)")
+        }
     }
 
     /// The upstreams named by `gseai.pool`, each from `gseai.upstream.NAME.*`.

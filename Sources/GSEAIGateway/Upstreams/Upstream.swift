@@ -40,7 +40,8 @@ public final class Upstream: Sendable {
         // Every admitted request may hold a connection for as long as its answer streams, and listings and
         // the like are not admitted: room for the slots and some more.
         self.client = try GSEAIClient(apiToken: settings.token, baseURL: settings.url, timeouts: timeouts,
-                                      connections: settings.slots.addingSaturated(64), logger: logger)
+                                      connections: settings.slots.addingSaturated(64), engine: settings.engine,
+                                      logger: logger)
     }
 
     public var name: String { settings.name }

@@ -1,0 +1,351 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// The client's HTTP/1.1 transport on SwiftNIO, for `http://` servers.
+///
+/// Kept-alive connections are pooled per event loop: a request that names its event loop
+/// (``RawRequest/eventLoop``, a server's caller connection) gets a connection of that loop, so the answer is
+/// read, handed over and written on one thread. The request body is sent as it is given (in hand, or
+/// streamed with each piece's write awaited); the answer comes back with backpressure (``UpstreamExchange``);
+/// every time limit of ``GSEAIClient/Timeouts`` holds; a reader that leaves closes the connection.
+final class NIOTransport: Sendable {
+    let group: any EventLoopGroup
+    let host: String
+    let port: Int
+    /// The base URL's path, without a trailing slash (`""` for none).
+    let basePath: String
+    /// The `Host` header: the base URL's host and port as written.
+    let authority: String
+    let timeouts: GSEAIClient.Timeouts
+    let pool: ConnectionPool
+
+    init(baseURL: String, timeouts: GSEAIClient.Timeouts, connections: Int, group: any EventLoopGroup) throws {
+        guard let components = URLComponents(string: baseURL), var host = components.host, !host.isEmpty else {
+            throw GSEAIError.invalidArgument("not an http(s) base URL: \(baseURL)")
+        }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.group = group
+        self.host = host
+        self.port = components.port ?? 80
+        self.basePath = components.percentEncodedPath
+        let written = components.percentEncodedHost ?? host
+        self.authority = components.port.map { "\(written):\($0)" } ?? written
+        self.timeouts = timeouts
+        self.pool = ConnectionPool(limit: max(1, connections), idleTimeout: .seconds(60))
+    }
+
+    func shutdown() async {
+        for connection in pool.shutDown() {
+            try? await connection.channel.close()
+        }
+    }
+
+    /// Hop-by-hop headers: this transport frames the request itself.
+    private static let framingHeaders = ["Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Upgrade",
+                                         "Content-Length", "Host", "Authorization"]
+
+    func send(_ request: RawRequest, authorization: String, streaming: Bool) async throws -> RawResponse {
+        var headers = request.headers
+        for name in Self.framingHeaders { headers.remove(name: name) }
+        headers.add(name: "Host", value: authority)
+        headers.add(name: "Authorization", value: authorization)
+        switch request.body?.content {
+        case .bytes(let bytes):
+            headers.add(name: "Content-Length", value: String(bytes.readableBytes))
+        case .stream(let length?, _):
+            headers.add(name: "Content-Length", value: String(length))
+        case .stream(nil, _):
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+        case nil:
+            if [.POST, .PUT, .PATCH].contains(request.method) { headers.add(name: "Content-Length", value: "0") }
+        }
+        let head = HTTPRequestHead(version: .http1_1, method: request.method, uri: basePath + request.path, headers: headers)
+        // A stream's pieces come at most the idle limit apart; a whole answer's body may also come only when
+        // the answer is ready.
+        let idle = streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle
+        var mayTryAgain = true
+        while true {
+            let (connection, reused) = try await connection(preferring: request.eventLoop)
+            let exchange = UpstreamExchange(channel: connection.channel, firstByte: timeouts.firstByte, idle: idle)
+            do {
+                let answer = try await withTaskCancellationHandler {
+                    try await Self.run(exchange, on: connection, head: head, body: request.body)
+                } onCancel: {
+                    exchange.cancel()
+                }
+                return RawResponse(status: Int(answer.status.code), headers: answer.headers, body: ResponseBodyStream(exchange: exchange))
+            } catch UpstreamExchange.Failure.closedBeforeAnswer {
+                // A kept-alive connection the server had just closed: once more on a new one, if the body can
+                // be sent again.
+                if reused, mayTryAgain, request.body?.isReplayable ?? true {
+                    mayTryAgain = false
+                    continue
+                }
+                throw GSEAIError.connection("the server closed the connection before answering")
+            } catch is CancellationError {
+                throw CancellationError()
+            }
+        }
+    }
+
+    /// Sends the request on `connection` and waits for the answer's head.
+    private static func run(_ exchange: UpstreamExchange, on connection: UpstreamConnection, head: HTTPRequestHead,
+                            body: RawBody?) async throws -> HTTPResponseHead {
+        switch body?.content {
+        case .stream(_, let pieces):
+            connection.onLoop { $0.begin(exchange, head: head, body: nil, complete: false) }
+            do {
+                try await pieces { piece in
+                    try await connection.channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(piece))).get()
+                }
+                connection.onLoop { $0.endRequest() }
+            } catch {
+                exchange.sendingFailed(error)
+            }
+        case .bytes(let bytes):
+            connection.onLoop { $0.begin(exchange, head: head, body: bytes, complete: true) }
+        case nil:
+            connection.onLoop { $0.begin(exchange, head: head, body: nil, complete: true) }
+        }
+        return try await exchange.head.futureResult.get()
+    }
+
+    /// A connection for a request: one of the caller's event loop when it names one (see
+    /// ``ConnectionPool/lease(preferring:strictly:wait:)``), waiting at most the connect limit.
+    private func connection(preferring preferred: (any EventLoop)?) async throws -> (UpstreamConnection, reused: Bool) {
+        let loop = preferred ?? group.any()
+        switch try await pool.lease(preferring: loop, strictly: preferred != nil, wait: TimeAmount(timeouts.connect)) {
+        case .idle(let connection):
+            return (connection, true)
+        case .open:
+            do {
+                return (try await connect(on: loop), false)
+            } catch {
+                pool.openFailed()
+                throw Self.connectError(error)
+            }
+        }
+    }
+
+    private func connect(on loop: any EventLoop) async throws -> UpstreamConnection {
+        let bootstrap = (ClientBootstrap(validatingGroup: loop) ?? ClientBootstrap(group: group))
+            .connectTimeout(TimeAmount(timeouts.connect))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnectionHandler())
+                }
+            }
+        let channel = try await bootstrap.connect(host: host, port: port).get()
+        let pool = self.pool
+        let idleTimeout = pool.idleTimeout
+        return try await channel.eventLoop.submit {
+            let handler = try channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self)
+            let connection = UpstreamConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+            handler.onIdle = { [weak connection] in
+                guard let connection, pool.returned(connection) else { return }
+                connection.handler.value.closeWhenIdle(for: idleTimeout)
+            }
+            pool.opened(connection)
+            channel.closeFuture.whenComplete { [weak connection] _ in
+                if let connection { pool.closed(connection) } else { pool.closedUnknown() }
+            }
+            return connection
+        }.get()
+    }
+
+    private static func connectError(_ error: any Error) -> any Error {
+        switch error {
+        case let error as GSEAIError: return error
+        case is CancellationError: return CancellationError()
+        case ChannelError.connectTimeout: return GSEAIError.timeout(.connect)
+        default: return GSEAIError.connection(String(describing: error))
+        }
+    }
+}
+
+/// An open connection: its channel and its handler (used on the channel's event loop only).
+final class UpstreamConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<UpstreamConnectionHandler>
+
+    init(channel: any Channel, handler: NIOLoopBound<UpstreamConnectionHandler>) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    /// Runs `body` with the handler on the connection's event loop: at once when already there.
+    func onLoop(_ body: @escaping @Sendable (UpstreamConnectionHandler) -> Void) {
+        if channel.eventLoop.inEventLoop {
+            body(handler.value)
+        } else {
+            channel.eventLoop.execute { body(self.handler.value) }
+        }
+    }
+}
+
+/// The open connections to one server, at most `limit`: the idle ones by event loop, and the requests
+/// waiting for one when all are busy.
+final class ConnectionPool: Sendable {
+    /// What a request gets: an idle connection, or the right to open a new one.
+    enum Lease {
+        case idle(UpstreamConnection)
+        case open
+    }
+
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Lease, any Error>
+    }
+
+    private struct State {
+        var idle: [ObjectIdentifier: [UpstreamConnection]] = [:]
+        var idleCount = 0
+        /// Open or being opened.
+        var open = 0
+        var all: [ObjectIdentifier: UpstreamConnection] = [:]
+        var waiters: [Waiter] = []
+        /// Waiters that gave up before they were queued.
+        var abandoned: Set<UInt64> = []
+        var nextWaiter: UInt64 = 0
+        var shutDown = false
+    }
+
+    let limit: Int
+    let idleTimeout: TimeAmount
+    private let state = Mutex(State())
+
+    init(limit: Int, idleTimeout: TimeAmount) {
+        self.limit = limit
+        self.idleTimeout = idleTimeout
+    }
+
+    /// How many connections are open (or being opened), and how many of them are idle.
+    var counts: (open: Int, idle: Int) {
+        state.withLock { ($0.open, $0.idleCount) }
+    }
+
+    /// A connection for a request on `loop`: an idle one of that loop; else (unless `strictly`) an idle one of
+    /// another; else a new one, while fewer than the limit are open; else an idle one of another loop; else the
+    /// first given back, waiting at most `wait`.
+    func lease(preferring loop: any EventLoop, strictly: Bool, wait: TimeAmount) async throws -> Lease {
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+                let now: Result<Lease, any Error>? = state.withLock { state in
+                    if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
+                    if state.abandoned.remove(id) != nil { return .failure(CancellationError()) }
+                    if let connection = Self.takeIdle(on: ObjectIdentifier(loop), &state) { return .success(.idle(connection)) }
+                    if !strictly, let any = state.idle.keys.first, let connection = Self.takeIdle(on: any, &state) {
+                        return .success(.idle(connection))
+                    }
+                    if state.open < limit {
+                        state.open += 1
+                        return .success(.open)
+                    }
+                    if let any = state.idle.keys.first, let connection = Self.takeIdle(on: any, &state) {
+                        return .success(.idle(connection))
+                    }
+                    state.waiters.append(Waiter(id: id, continuation: continuation))
+                    return nil
+                }
+                if let now { return continuation.resume(with: now) }
+                loop.scheduleTask(in: wait) { [weak self] () -> Void in self?.abandon(id, GSEAIError.timeout(.connect)) }
+            }
+        } onCancel: {
+            self.abandon(id, CancellationError())
+        }
+    }
+
+    private static func takeIdle(on loop: ObjectIdentifier, _ state: inout State) -> UpstreamConnection? {
+        guard var list = state.idle[loop], let connection = list.popLast() else { return nil }
+        state.idle[loop] = list.isEmpty ? nil : list
+        state.idleCount -= 1
+        return connection
+    }
+
+    private func abandon(_ id: UInt64, _ error: any Error) {
+        let waiter: Waiter? = state.withLock { state in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                if error is CancellationError, state.nextWaiter >= id { state.abandoned.insert(id) }
+                return nil
+            }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    func opened(_ connection: UpstreamConnection) {
+        state.withLock { $0.all[ObjectIdentifier(connection)] = connection }
+    }
+
+    /// A connection may carry another request: to a waiter, or kept idle (`true`: then it closes after the
+    /// idle timeout).
+    func returned(_ connection: UpstreamConnection) -> Bool {
+        let (waiter, close): (Waiter?, Bool) = state.withLock { state in
+            if state.shutDown { return (nil, true) }
+            if !state.waiters.isEmpty { return (state.waiters.removeFirst(), false) }
+            state.idle[ObjectIdentifier(connection.channel.eventLoop), default: []].append(connection)
+            state.idleCount += 1
+            return (nil, false)
+        }
+        if close { connection.channel.close(promise: nil) }
+        if let waiter {
+            waiter.continuation.resume(returning: .idle(connection))
+            return false
+        }
+        return !close
+    }
+
+    /// A connection closed: its place goes to the first waiter.
+    func closed(_ connection: UpstreamConnection) {
+        let waiter: Waiter? = state.withLock { state in
+            state.all[ObjectIdentifier(connection)] = nil
+            let loop = ObjectIdentifier(connection.channel.eventLoop)
+            if let index = state.idle[loop]?.firstIndex(where: { $0 === connection }) {
+                state.idle[loop]?.remove(at: index)
+                state.idleCount -= 1
+            }
+            return Self.placeFreed(&state)
+        }
+        waiter?.continuation.resume(returning: .open)
+    }
+
+    /// A connection closed that was never handed out (its set-up failed).
+    func closedUnknown() {
+        let waiter = state.withLock { Self.placeFreed(&$0) }
+        waiter?.continuation.resume(returning: .open)
+    }
+
+    /// Opening a connection failed: its place goes to the first waiter.
+    func openFailed() {
+        closedUnknown()
+    }
+
+    private static func placeFreed(_ state: inout State) -> Waiter? {
+        state.open -= 1
+        guard !state.waiters.isEmpty, !state.shutDown else { return nil }
+        state.open += 1
+        return state.waiters.removeFirst()
+    }
+
+    /// Refuses new requests and fails the waiting ones; returns every open connection, to close.
+    func shutDown() -> [UpstreamConnection] {
+        let (waiters, connections): ([Waiter], [UpstreamConnection]) = state.withLock { state in
+            state.shutDown = true
+            let waiters = state.waiters
+            state.waiters = []
+            return (waiters, Array(state.all.values))
+        }
+        for waiter in waiters { waiter.continuation.resume(throwing: GSEAIError.connection("the client is shut down")) }
+        return connections
+    }
+}

@@ -1,0 +1,446 @@
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// One request and its answer on one connection of the NIO transport.
+///
+/// The connection's handler tells it what arrives (on the connection's event loop); the sender awaits the
+/// head, and the reader takes the body piece by piece, or whole (``collect(upTo:)``: gathered on the event
+/// loop, one hand-over at the end). Reading from the socket stops while more than ``highWater`` bytes wait
+/// for the reader, and starts again when they are taken (backpressure). It keeps the time limits: the head
+/// within the first-byte limit, then no silence of the server longer than the idle limit while the reader
+/// wants more. Cancelling it closes the connection, which stops the server's work.
+final class UpstreamExchange: Sendable {
+    /// More than this many bytes waiting for the reader stop the reads from the socket.
+    static let highWater = 256 << 10
+    /// Reads start again when the bytes waiting for the reader are down to this.
+    static let lowWater = 64 << 10
+
+    /// Why an exchange failed before its answer began, for the transport to decide on a second try.
+    enum Failure: Error {
+        /// The server closed the connection before any byte of its answer (a kept-alive connection it had just
+        /// closed, typically: the request can go again on a new one).
+        case closedBeforeAnswer
+    }
+
+    private struct Gathering {
+        var limit: Int
+        var buffer: ByteBuffer
+        var continuation: CheckedContinuation<ByteBuffer, any Error>
+    }
+
+    private struct State {
+        var gotHead = false
+        var pieces = CircularBuffer<ByteBuffer>()
+        var waitingBytes = 0
+        /// The reader waiting for the next piece.
+        var reader: CheckedContinuation<ByteBuffer?, any Error>?
+        var gathering: Gathering?
+        /// How the body ended (`nil` while it goes on).
+        var ending: Result<Void, any Error>?
+        /// Whether reads from the socket stopped for a slow reader.
+        var paused = false
+        /// When the server last sent something, or the reader last asked after a pause.
+        var lastActivity = NIODeadline.now()
+        var timer: Scheduled<Void>?
+        /// The reader is done though the body is not: what still comes is dropped, and the connection kept.
+        var discarding = false
+        /// Who waits for the body's end while it is discarded.
+        var endWaiter: CheckedContinuation<Void, Never>?
+    }
+
+    let channel: any Channel
+    let head: EventLoopPromise<HTTPResponseHead>
+    private let firstByte: TimeAmount
+    private let idle: TimeAmount
+    private let state = Mutex(State())
+
+    init(channel: any Channel, firstByte: Duration, idle: Duration) {
+        self.channel = channel
+        self.head = channel.eventLoop.makePromise()
+        self.firstByte = TimeAmount(firstByte)
+        self.idle = TimeAmount(idle)
+    }
+
+    // MARK: From the connection (on its event loop)
+
+    /// The request is on its way: the wait for the head begins.
+    func started() {
+        let timer = channel.eventLoop.scheduleTask(in: firstByte) { [weak self] () -> Void in self?.headTookTooLong() }
+        state.withLock { $0.timer = timer }
+    }
+
+    func received(_ head: HTTPResponseHead) {
+        let timer: Scheduled<Void>? = state.withLock { state in
+            state.gotHead = true
+            state.lastActivity = .now()
+            let old = state.timer
+            state.timer = channel.eventLoop.scheduleTask(in: idle) { [weak self] () -> Void in self?.checkSilence() }
+            return old
+        }
+        timer?.cancel()
+        self.head.succeed(head)
+    }
+
+    func received(_ piece: ByteBuffer) {
+        var tooLarge: (CheckedContinuation<ByteBuffer, any Error>, Int)?
+        let reader: CheckedContinuation<ByteBuffer?, any Error>? = state.withLock { state in
+            state.lastActivity = .now()
+            if state.discarding { return nil }
+            if var gathering = state.gathering {
+                guard gathering.buffer.readableBytes <= gathering.limit - piece.readableBytes else {
+                    state.gathering = nil
+                    state.ending = .failure(GSEAIError.responseTooLarge(limit: gathering.limit))
+                    tooLarge = (gathering.continuation, gathering.limit)
+                    return nil
+                }
+                var piece = piece
+                gathering.buffer.writeBuffer(&piece)
+                state.gathering = gathering
+                return nil
+            }
+            if let reader = state.reader {
+                state.reader = nil
+                return reader
+            }
+            state.pieces.append(piece)
+            state.waitingBytes += piece.readableBytes
+            return nil
+        }
+        if let (continuation, limit) = tooLarge {
+            channel.close(promise: nil)
+            continuation.resume(throwing: GSEAIError.responseTooLarge(limit: limit))
+        }
+        reader?.resume(returning: piece)
+    }
+
+    /// The body is complete.
+    func ended() {
+        finish(.success(()))
+    }
+
+    /// The connection broke or failed.
+    func failed(_ error: any Error) {
+        let gotHead = state.withLock { $0.gotHead }
+        if !gotHead { head.fail(error) }
+        finish(.failure(gotHead ? GSEAIError.streamInterrupted : error))
+    }
+
+    /// Whether to read more from the socket now; `false` pauses the reads until the reader catches up.
+    func wantsMore() -> Bool {
+        state.withLock { state in
+            guard state.ending == nil else { return false }
+            if !state.gotHead || state.gathering != nil || state.waitingBytes <= Self.highWater { return true }
+            state.paused = true
+            return false
+        }
+    }
+
+    private func finish(_ ending: Result<Void, any Error>) {
+        var endWaiter: CheckedContinuation<Void, Never>?
+        let (reader, gathering, timer): (CheckedContinuation<ByteBuffer?, any Error>?, Gathering?, Scheduled<Void>?) = state.withLock { state in
+            guard state.ending == nil else { return (nil, nil, nil) }
+            state.ending = ending
+            let reader = state.pieces.isEmpty ? state.reader : nil
+            if reader != nil { state.reader = nil }
+            let gathering = state.gathering
+            state.gathering = nil
+            let timer = state.timer
+            state.timer = nil
+            endWaiter = state.endWaiter
+            state.endWaiter = nil
+            return (reader, gathering, timer)
+        }
+        timer?.cancel()
+        endWaiter?.resume()
+        reader?.resume(with: ending.map { nil })
+        if let gathering { gathering.continuation.resume(with: ending.map { gathering.buffer }) }
+    }
+
+    private func headTookTooLong() {
+        guard !state.withLock({ $0.gotHead || $0.ending != nil }) else { return }
+        failed(GSEAIError.timeout(.firstByte))
+        channel.close(promise: nil)
+    }
+
+    /// Fails the answer when the server has been silent longer than the idle limit while the reader wanted
+    /// more; otherwise looks again when the limit could next be reached.
+    private func checkSilence() {
+        let now = NIODeadline.now()
+        let silent: Bool = state.withLock { state in
+            guard state.ending == nil else { return false }
+            if state.paused {
+                state.timer = channel.eventLoop.scheduleTask(in: idle) { [weak self] () -> Void in self?.checkSilence() }
+                return false
+            }
+            let due = state.lastActivity + idle
+            guard now < due else { return true }
+            state.timer = channel.eventLoop.scheduleTask(deadline: due) { [weak self] () -> Void in self?.checkSilence() }
+            return false
+        }
+        guard silent else { return }
+        finish(.failure(GSEAIError.timeout(.idle)))
+        channel.close(promise: nil)
+    }
+
+    /// The bytes that have come and wait for the reader.
+    var waitingBytes: Int { state.withLock { $0.waitingBytes } }
+
+    // MARK: From the reader
+
+    /// The next piece of the body, `nil` at its end.
+    func next() async throws -> ByteBuffer? {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
+                var resume = false
+                let answer: Result<ByteBuffer?, any Error>? = state.withLock { state in
+                    if let piece = state.pieces.popFirst() {
+                        state.waitingBytes -= piece.readableBytes
+                        resume = Self.unpause(&state)
+                        return .success(piece)
+                    }
+                    if let ending = state.ending { return ending.map { nil } }
+                    state.reader = continuation
+                    resume = Self.unpause(&state)
+                    return nil
+                }
+                if resume { readMore() }
+                if let answer { continuation.resume(with: answer) }
+            }
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// The whole body, failing when it exceeds `limit` bytes.
+    func collect(upTo limit: Int) async throws -> ByteBuffer {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer, any Error>) in
+                var resume = false
+                let answer: Result<ByteBuffer, any Error>? = state.withLock { state in
+                    var buffer = ByteBuffer()
+                    while var piece = state.pieces.popFirst() {
+                        guard buffer.readableBytes <= limit - piece.readableBytes else {
+                            state.ending = .failure(GSEAIError.responseTooLarge(limit: limit))
+                            return .failure(GSEAIError.responseTooLarge(limit: limit))
+                        }
+                        buffer.writeBuffer(&piece)
+                    }
+                    state.waitingBytes = 0
+                    if let ending = state.ending { return ending.map { buffer } }
+                    state.gathering = Gathering(limit: limit, buffer: buffer, continuation: continuation)
+                    resume = Self.unpause(&state)
+                    return nil
+                }
+                if case .failure = answer { channel.close(promise: nil) }
+                if resume { readMore() }
+                if let answer { continuation.resume(with: answer) }
+            }
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// The reader has all it needs (a stream's final event came) though the body may not have ended: what
+    /// still comes is read and dropped, and this returns at the body's end, the connection then back in the
+    /// pool for the reader's next request; or after `grace`, the connection closed.
+    func discardRest(within grace: TimeAmount) async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let (ended, resume): (Bool, Bool) = state.withLock { state in
+                guard state.ending == nil, !state.discarding else { return (true, false) }
+                state.discarding = true
+                state.endWaiter = waiter
+                state.pieces.removeAll()
+                state.waitingBytes = 0
+                return (false, Self.unpause(&state))
+            }
+            if ended { return waiter.resume() }
+            if resume { readMore() }
+            channel.eventLoop.scheduleTask(in: grace) { [weak self] () -> Void in self?.cancel(evenIfDiscarding: true) }
+        }
+    }
+
+    /// The reader gave up: the connection is closed (the server stops), and whoever waits is told.
+    func cancel() {
+        cancel(evenIfDiscarding: false)
+    }
+
+    private func cancel(evenIfDiscarding: Bool) {
+        var endWaiter: CheckedContinuation<Void, Never>?
+        let (reader, gathering, timer, wasRunning): (CheckedContinuation<ByteBuffer?, any Error>?, Gathering?, Scheduled<Void>?, Bool) =
+            state.withLock { state in
+                guard state.ending == nil, evenIfDiscarding || !state.discarding else { return (nil, nil, nil, false) }
+                state.ending = .failure(CancellationError())
+                let reader = state.reader
+                state.reader = nil
+                let gathering = state.gathering
+                state.gathering = nil
+                let timer = state.timer
+                state.timer = nil
+                endWaiter = state.endWaiter
+                state.endWaiter = nil
+                return (reader, gathering, timer, true)
+            }
+        guard wasRunning else { return }
+        timer?.cancel()
+        endWaiter?.resume()
+        head.fail(CancellationError())
+        channel.close(promise: nil)
+        reader?.resume(throwing: CancellationError())
+        gathering?.continuation.resume(throwing: CancellationError())
+    }
+
+    /// Sending the request's body failed. A connection that closed has told the exchange already (and an answer
+    /// the server sent before closing still counts); otherwise the body's own source failed, and so does the
+    /// exchange, with `error`.
+    func sendingFailed(_ error: any Error) {
+        guard channel.isActive else { return }
+        if !state.withLock({ $0.gotHead }) { head.fail(error) }
+        cancel()
+    }
+
+    private static func unpause(_ state: inout State) -> Bool {
+        guard state.paused, state.waitingBytes <= lowWater else { return false }
+        state.paused = false
+        state.lastActivity = .now()
+        return true
+    }
+
+    private func readMore() {
+        if channel.eventLoop.inEventLoop {
+            channel.read()
+        } else {
+            channel.eventLoop.execute { [channel] in channel.read() }
+        }
+    }
+}
+
+/// The handler at the end of an upstream connection's pipeline: hands what arrives to the exchange under way,
+/// reads only as fast as its reader takes (the channel does not read by itself), and gives the connection back
+/// to the pool once an answer is complete and the server keeps it open.
+final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var exchange: UpstreamExchange?
+    private var keepAlive = true
+    private var requestWritten = false
+    private var responseEnded = false
+    private var answered = false
+    private var idleTimer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    /// Called when an exchange has ended and the connection may carry another.
+    var onIdle: (() -> Void)?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Sends a request (head, body in hand, and its end when `complete`) for `exchange`.
+    func begin(_ exchange: UpstreamExchange, head: HTTPRequestHead, body: ByteBuffer?, complete: Bool) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        guard let context, context.channel.isActive else {
+            exchange.failed(UpstreamExchange.Failure.closedBeforeAnswer)
+            return
+        }
+        self.exchange = exchange
+        keepAlive = head.isKeepAlive
+        requestWritten = false
+        responseEnded = false
+        answered = false
+        exchange.started()
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        if complete { endRequest() } else { context.flush() }
+        context.read()
+    }
+
+    /// Ends the request whose body was streamed.
+    func endRequest() {
+        guard let context else { return }
+        let exchange = self.exchange
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
+            guard let self, self.exchange === exchange else { return }
+            switch result {
+            case .success:
+                self.requestWritten = true
+                self.finishIfDone()
+            case .failure(let error):
+                self.exchange = nil
+                exchange?.failed(GSEAIError.connection(String(describing: error)))
+                self.context?.close(promise: nil)
+            }
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    /// Closes the connection when it has been idle for `timeout`.
+    func closeWhenIdle(for timeout: TimeAmount) {
+        guard let context else { return }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.exchange == nil else { return }
+            self.context?.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            // An interim answer (100 Continue) is not the answer.
+            guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
+            answered = true
+            keepAlive = keepAlive && head.isKeepAlive
+            exchange?.received(head)
+        case .body(let piece):
+            exchange?.received(piece)
+        case .end:
+            responseEnded = true
+            // The connection is given back before the reader hears of the end, so that the reader's next
+            // request finds it.
+            let exchange = self.exchange
+            finishIfDone()
+            exchange?.ended()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if exchange?.wantsMore() == true { context.read() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        if let exchange {
+            self.exchange = nil
+            exchange.failed(answered ? GSEAIError.streamInterrupted : UpstreamExchange.Failure.closedBeforeAnswer)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let exchange {
+            self.exchange = nil
+            exchange.failed(answered ? GSEAIError.streamInterrupted : GSEAIError.connection(String(describing: error)))
+        }
+        context.close(promise: nil)
+    }
+
+    /// After an answer is complete and the request fully sent: the connection goes back to the pool if the
+    /// server keeps it open, and is closed otherwise.
+    private func finishIfDone() {
+        guard requestWritten, responseEnded, exchange != nil else { return }
+        exchange = nil
+        if keepAlive, let onIdle {
+            // A read stays pending while it is idle, so that the server closing it is seen at once.
+            context?.read()
+            onIdle()
+        } else {
+            context?.close(promise: nil)
+        }
+    }
+}
