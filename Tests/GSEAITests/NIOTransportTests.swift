@@ -117,6 +117,19 @@ struct NIOTransportTests {
         }
     }
 
+    @Test func aBodyEndedByTheServerClosingIsWholeAndTheNextRequestTakesANewConnection() async throws {
+        try await RawHTTPServer.with(answer: { _ in .untilClosed("no length, then the end") }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            for _ in 1...2 {
+                let response = try await client.send(RawRequest(method: .GET, path: "/"))
+                #expect(response.headers["Content-Length"].isEmpty)
+                #expect(String(buffer: try await response.body.collect(upTo: 100)) == "no length, then the end")
+            }
+            #expect(server.connectionsAccepted == 2)
+        }
+    }
+
     @Test func aStreamedBodyIsNotSentTwice() async throws {
         try await RawHTTPServer.with(answer: { index in index == 1 ? .text("fine") : .close }) { server in
             let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
@@ -150,6 +163,8 @@ final class RawHTTPServer: Sendable {
         case large(Int)
         /// No answer: the connection is closed.
         case close
+        /// A text body without a length, ended by closing the connection (HTTP/1.0 style).
+        case untilClosed(String)
     }
 
     private let channel: any Channel
@@ -208,6 +223,14 @@ final class RawHTTPServer: Sendable {
                 context.close(promise: nil)
             case .text(let text):
                 write(context, length: text.utf8.count, pieces: [ByteBuffer(string: text)])
+            case .untilClosed(let text):
+                // HTTP/1.0: no chunked framing is added; the body ends with the connection.
+                let head = HTTPResponseHead(version: .http1_0, status: .ok)
+                context.write(wrapOutboundOut(.head(head)), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
             case .large(let size):
                 let piece = ByteBuffer(repeating: 0x61, count: 64 << 10)
                 write(context, length: size, pieces: Array(repeating: piece, count: size / piece.readableBytes))
