@@ -37,14 +37,21 @@ public final class GSEAIClient: Sendable {
 
     /// How the client talks HTTP.
     public enum Engine: String, Sendable, Hashable, CaseIterable {
-        /// The client's own transport on SwiftNIO (``NIOTransport``): `http://` servers only.
+        /// The client's own transport on SwiftNIO (``NIOTransport``): `http://` servers only; chosen explicitly.
         case nio
-        /// AsyncHTTPClient: any server, HTTPS included.
+        /// AsyncHTTPClient: any server, HTTPS included; the default.
         case asyncHTTPClient = "async-http-client"
 
-        /// The engine for a base URL: SwiftNIO for `http://`, AsyncHTTPClient for `https://` (TLS).
+        /// The engine used when none is chosen: AsyncHTTPClient, for every server. (The SwiftNIO transport is to
+        /// become the default for `http://` servers once it has passed the end-to-end suite as such: on its first
+        /// run there, one chat-page answer under load came back empty, not understood yet.)
         public static func automatic(for baseURL: String) -> Engine {
-            baseURL.lowercased().hasPrefix("https:") ? .asyncHTTPClient : .nio
+            .asyncHTTPClient
+        }
+
+        /// Whether this engine can reach `baseURL` (SwiftNIO speaks plain HTTP only).
+        public func reaches(_ baseURL: String) -> Bool {
+            self == .asyncHTTPClient || !baseURL.lowercased().hasPrefix("https:")
         }
     }
 
@@ -95,8 +102,8 @@ public final class GSEAIClient: Sendable {
     ///   - connections: how many connections to the server may be open at once; a request beyond them waits
     ///     for one (up to the connect limit). Each answer being streamed holds one, so a gateway sets this to
     ///     at least the requests it lets run at once.
-    ///   - engine: how to talk HTTP; by default ``Engine/automatic(for:)``. SwiftNIO cannot reach an `https://`
-    ///     server.
+    ///   - engine: how to talk HTTP; by default ``Engine/automatic(for:)`` (AsyncHTTPClient). SwiftNIO cannot
+    ///     reach an `https://` server.
     ///   - eventLoopGroup: the event loops to run on (by default NIO's shared ones).
     public init(
         apiToken: String,
@@ -118,7 +125,7 @@ public final class GSEAIClient: Sendable {
         self.engine = engine
         switch engine {
         case .nio:
-            guard Engine.automatic(for: self.baseURL) == .nio else {
+            guard engine.reaches(self.baseURL) else {
                 throw GSEAIError.invalidArgument("the SwiftNIO engine speaks plain HTTP only: \(baseURL)")
             }
             transport = .nio(try NIOTransport(baseURL: self.baseURL, timeouts: timeouts, connections: connections, group: group))

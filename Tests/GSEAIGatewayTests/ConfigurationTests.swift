@@ -61,16 +61,16 @@ struct ConfigurationTests {
         }
     }
 
-    @Test func theUpstreamEngineFollowsTheSchemeUnlessSet() async throws {
+    @Test func theUpstreamEngineIsAsyncHTTPClientUnlessSet() async throws {
         let automatic = try await GatewayConfiguration.load(overrides: ["gseai.upstream.url": "http://127.0.0.1:1"], environmentFile: nil)
         #expect(automatic.upstreams.map(\.engine) == [nil])
         let upstream = try Upstream(settings: automatic.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
-        #expect(upstream.client.engine == .nio)
+        #expect(upstream.client.engine == .asyncHTTPClient)
         try await upstream.client.shutdown()
         let chosen = try await GatewayConfiguration.load(
-            overrides: ["gseai.upstream.url": "http://127.0.0.1:1", "gseai.upstream.engine": "async-http-client"], environmentFile: nil)
+            overrides: ["gseai.upstream.url": "http://127.0.0.1:1", "gseai.upstream.engine": "nio"], environmentFile: nil)
         let set = try Upstream(settings: chosen.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
-        #expect(set.client.engine == .asyncHTTPClient)
+        #expect(set.client.engine == .nio)
         try await set.client.shutdown()
     }
 }

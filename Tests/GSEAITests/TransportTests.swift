@@ -161,7 +161,7 @@ struct TransportTests {
         }
     }
 
-    @Test func baseURLsAreValidated() {
+    @Test func baseURLsAreValidated() throws {
         #expect(throws: GSEAIError.invalidArgument("not an http(s) base URL: ftp://x")) {
             try GSEAIClient(apiToken: "t", baseURL: "ftp://x")
         }
@@ -169,12 +169,14 @@ struct TransportTests {
         #expect(client.baseURL == "http://gseai.gse.buffalo.edu:11434")
         let https = GSEAIClient(apiToken: "t", host: "example.edu", port: 443, scheme: "https")
         #expect(https.baseURL == "https://example.edu:443")
-        // SwiftNIO for plain HTTP, AsyncHTTPClient for TLS; SwiftNIO cannot be asked to speak TLS.
-        #expect(client.engine == .nio)
+        // AsyncHTTPClient unless SwiftNIO is chosen; SwiftNIO cannot be asked to speak TLS.
+        #expect(client.engine == .asyncHTTPClient)
         #expect(https.engine == .asyncHTTPClient)
+        let nio = try GSEAIClient(apiToken: "t", baseURL: "http://example.edu", engine: .nio)
+        #expect(nio.engine == .nio)
         #expect(throws: GSEAIError.invalidArgument("the SwiftNIO engine speaks plain HTTP only: https://example.edu")) {
             try GSEAIClient(apiToken: "t", baseURL: "https://example.edu", engine: .nio)
         }
-        Task { try await client.shutdown(); try await https.shutdown() }
+        Task { try await client.shutdown(); try await https.shutdown(); try await nio.shutdown() }
     }
 }

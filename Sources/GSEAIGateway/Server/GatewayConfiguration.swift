@@ -27,7 +27,7 @@ public struct UpstreamSettings: Sendable, Hashable {
     public var token: String
     /// How many requests it runs at once (LM Studio's "max concurrent predictions", llama.cpp's `--parallel`).
     public var slots: Int
-    /// How the gateway talks HTTP to it (`nil`: SwiftNIO for `http://`, AsyncHTTPClient for `https://`).
+    /// How the gateway talks HTTP to it (`nil`: the client's default, AsyncHTTPClient).
     public var engine: GSEAIClient.Engine?
 
     public init(name: String, url: String, kind: UpstreamKind, token: String, slots: Int, engine: GSEAIClient.Engine? = nil) {
@@ -83,7 +83,7 @@ public struct GatewayConfiguration: Sendable {
     public var connectTimeout = Duration.seconds(10)
     public var firstByteTimeout = Duration.seconds(300)
     public var idleTimeout = Duration.seconds(120)
-    /// How the gateway talks HTTP to every upstream (`nil`: by its URL's scheme).
+    /// How the gateway talks HTTP to every upstream (`nil`: the client's default, AsyncHTTPClient).
     public var upstreamEngine: GSEAIClient.Engine?
     /// How long a login session lasts.
     public var sessionLifetime = Duration.seconds(7 * 24 * 3600)
@@ -165,7 +165,7 @@ public struct GatewayConfiguration: Sendable {
         static let upstreamSlots = Setting("gseai.upstream.slots", "requests the upstream runs at once (default 4)")
         static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
         static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")
-        static let upstreamEngine = Setting("gseai.upstream.engine", "nio (the gateway's own HTTP/1.1 client, http:// only) or async-http-client (also https://); default: nio for http://, async-http-client for https://")
+        static let upstreamEngine = Setting("gseai.upstream.engine", "nio (the gateway's own HTTP/1.1 client on SwiftNIO, http:// only) or async-http-client (also https://; the default)")
         static let upstreamRefresh = Setting("gseai.upstream.refresh.seconds", "how often upstreams' models and health are read (default 30)")
         static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none), or postgres://user@host:port/db for several replicas")
         static let replicaURL = Setting("gseai.replica.url", "address at which the other replicas reach this one (PostgreSQL; default http://HOST:PORT)")
@@ -276,7 +276,7 @@ public struct GatewayConfiguration: Sendable {
             throw ConfigurationError("gseai.upstream.url is not an http(s) URL: \(upstreamURL)")
         }
         pool = try Self.pool(reader)
-        if upstreamEngine == .nio, let tls = upstreams.first(where: { GSEAIClient.Engine.automatic(for: $0.url) != .nio }) {
+        if let engine = upstreamEngine, let tls = upstreams.first(where: { !engine.reaches($0.url) }) {
             throw ConfigurationError("\(Setting.upstreamEngine.key) nio speaks plain HTTP only, and upstream \(tls.name) is \(tls.url)")
         }
     }

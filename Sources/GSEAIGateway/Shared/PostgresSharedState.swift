@@ -153,7 +153,13 @@ final class PostgresSharedState: Sendable {
         // A listener in the middle of leasing or reading its connection may not notice at once: the close
         // does not wait for it for ever.
         for task in tasks { await task.value(within: .seconds(3)) }
-        if let replica { try? await database.raw("DELETE FROM gseai_replicas WHERE id = \(bind: replica)").run() }
+        // Bounded too: with no connection to be had from the pool (one still held by a listener that did not
+        // stop in time), this waited for ever and the shutdown with it. The row is then left for the other
+        // replicas' sweep, as after a crash.
+        if let replica {
+            let database = self.database
+            await Task { try? await database.raw("DELETE FROM gseai_replicas WHERE id = \(bind: replica)").run() }.value(within: .seconds(3))
+        }
     }
 }
 
