@@ -43,8 +43,8 @@ public final class GSEAIClient: Sendable {
         case asyncHTTPClient = "async-http-client"
 
         /// The engine used when none is chosen: AsyncHTTPClient, for every server. (The SwiftNIO transport is to
-        /// become the default for `http://` servers once it has passed the end-to-end suite as such: on its first
-        /// run there, one chat-page answer under load came back empty, not understood yet.)
+        /// become the default for `http://` servers once it passes every suite as such: as the default, two gateway
+        /// tests failed once with it, not understood yet.)
         public static func automatic(for baseURL: String) -> Engine {
             .asyncHTTPClient
         }
