@@ -2,6 +2,7 @@ import Foundation
 import GSEAI
 import GSEAIGateway
 import GSEAITestSupport
+import NIOCore
 import Testing
 
 /// Streams, disconnects, upstream faults and bad input.
@@ -210,6 +211,45 @@ struct ProxyFaultTests {
             #expect(unknown.status == 404)
             #expect(unknown.errorMessage == "no such endpoint")
             #expect(await gateway.stub.state.requests.isEmpty)
+        }
+    }
+}
+
+@Suite("Gateway on the SwiftNIO upstream transport")
+struct NIOEngineGatewayTests {
+    /// `gseai.upstream.engine = nio`: whole answers and streams through the gateway, on kept-alive connections
+    /// to the model server, and a caller who leaves still cancels the upstream request.
+    @Test func answersStreamsAndLeavingCallersWorkOnTheNIOEngine() async throws {
+        try await GatewayHarness.with(configure: { $0.upstreamEngine = .nio }) { gateway in
+            #expect(gateway.gateway.pool.upstreams.map(\.client.engine) == [.nio])
+            let (_, key) = try await gateway.user("alice")
+            for round in 1...3 {
+                let whole = try await gateway.post("/v1/chat/completions", key: key, json: [
+                    "model": "stub/echo-text", "messages": [["role": "user", "content": .string("round \(round)")]],
+                ])
+                #expect(whole.json?["choices"]?.arrayValue?.first?["message"]?["content"] == .string("Echo: round \(round)"))
+            }
+            try await gateway.withClient(key: key) { client in
+                var text = ""
+                for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "streamed")) {
+                    text += event.delta ?? ""
+                }
+                #expect(text == "Echo: streamed")
+                for try await event in try await client.chatStream(
+                    ChatRequest(model: "stub/echo-text", input: "a b c d e f g h [[slow]]")
+                ) where event.type == "message.start" {
+                    break
+                }
+            }
+            var abandoned = 0
+            for _ in 0..<40 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await gateway.stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            // Five requests one after another: at most one kept-alive connection per event loop of the gateway
+            // (NIO's shared group: one per core), not one per request.
+            #expect(gateway.stub.connectionsAccepted <= min(5, System.coreCount))
         }
     }
 }

@@ -124,7 +124,7 @@ final class NIOTransport: Sendable {
             do {
                 return (try await connect(on: loop), false)
             } catch {
-                pool.openFailed()
+                pool.closedUnknown()
                 throw Self.connectError(error)
             }
         }
@@ -225,11 +225,6 @@ final class ConnectionPool: Sendable {
         self.idleTimeout = idleTimeout
     }
 
-    /// How many connections are open (or being opened), and how many of them are idle.
-    var counts: (open: Int, idle: Int) {
-        state.withLock { ($0.open, $0.idleCount) }
-    }
-
     /// A connection for a request on `loop`: an idle one of that loop; else (unless `strictly`) an idle one of
     /// another; else a new one, while fewer than the limit are open; else an idle one of another loop; else the
     /// first given back, waiting at most `wait`.
@@ -319,15 +314,10 @@ final class ConnectionPool: Sendable {
         waiter?.continuation.resume(returning: .open)
     }
 
-    /// A connection closed that was never handed out (its set-up failed).
+    /// A connection closed that was never handed out, or failed to open: its place goes to the first waiter.
     func closedUnknown() {
         let waiter = state.withLock { Self.placeFreed(&$0) }
         waiter?.continuation.resume(returning: .open)
-    }
-
-    /// Opening a connection failed: its place goes to the first waiter.
-    func openFailed() {
-        closedUnknown()
     }
 
     private static func placeFreed(_ state: inout State) -> Waiter? {

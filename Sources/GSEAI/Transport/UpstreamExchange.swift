@@ -137,24 +137,35 @@ final class UpstreamExchange: Sendable {
     }
 
     private func finish(_ ending: Result<Void, any Error>) {
+        guard let waiting = state.withLock({ Self.end(&$0, with: ending, evenIfDiscarding: true) }) else { return }
+        waiting.timer?.cancel()
+        waiting.endWaiter?.resume()
+        waiting.reader?.resume(with: ending.map { nil })
+        if let gathering = waiting.gathering { gathering.continuation.resume(with: ending.map { gathering.buffer }) }
+    }
+
+    /// Who waits on an exchange as it ends.
+    private struct Waiting {
+        var reader: CheckedContinuation<ByteBuffer?, any Error>?
+        var gathering: Gathering?
+        var timer: Scheduled<Void>?
         var endWaiter: CheckedContinuation<Void, Never>?
-        let (reader, gathering, timer): (CheckedContinuation<ByteBuffer?, any Error>?, Gathering?, Scheduled<Void>?) = state.withLock { state in
-            guard state.ending == nil else { return (nil, nil, nil) }
-            state.ending = ending
-            let reader = state.pieces.isEmpty ? state.reader : nil
-            if reader != nil { state.reader = nil }
-            let gathering = state.gathering
+    }
+
+    /// Ends the exchange with `ending` and takes who waits, to be told outside the lock; `nil` when it had
+    /// ended already (or is discarding and `evenIfDiscarding` is not set). A reader with pieces still to take
+    /// is not waiting: it finds the ending after them.
+    private static func end(_ state: inout State, with ending: Result<Void, any Error>, evenIfDiscarding: Bool) -> Waiting? {
+        guard state.ending == nil, evenIfDiscarding || !state.discarding else { return nil }
+        state.ending = ending
+        defer {
+            state.reader = nil
             state.gathering = nil
-            let timer = state.timer
             state.timer = nil
-            endWaiter = state.endWaiter
             state.endWaiter = nil
-            return (reader, gathering, timer)
         }
-        timer?.cancel()
-        endWaiter?.resume()
-        reader?.resume(with: ending.map { nil })
-        if let gathering { gathering.continuation.resume(with: ending.map { gathering.buffer }) }
+        return Waiting(reader: state.pieces.isEmpty ? state.reader : nil, gathering: state.gathering, timer: state.timer,
+                       endWaiter: state.endWaiter)
     }
 
     private func headTookTooLong() {
@@ -266,28 +277,14 @@ final class UpstreamExchange: Sendable {
     }
 
     private func cancel(evenIfDiscarding: Bool) {
-        var endWaiter: CheckedContinuation<Void, Never>?
-        let (reader, gathering, timer, wasRunning): (CheckedContinuation<ByteBuffer?, any Error>?, Gathering?, Scheduled<Void>?, Bool) =
-            state.withLock { state in
-                guard state.ending == nil, evenIfDiscarding || !state.discarding else { return (nil, nil, nil, false) }
-                state.ending = .failure(CancellationError())
-                let reader = state.reader
-                state.reader = nil
-                let gathering = state.gathering
-                state.gathering = nil
-                let timer = state.timer
-                state.timer = nil
-                endWaiter = state.endWaiter
-                state.endWaiter = nil
-                return (reader, gathering, timer, true)
-            }
-        guard wasRunning else { return }
-        timer?.cancel()
-        endWaiter?.resume()
+        let ending = Result<Void, any Error>.failure(CancellationError())
+        guard let waiting = state.withLock({ Self.end(&$0, with: ending, evenIfDiscarding: evenIfDiscarding) }) else { return }
+        waiting.timer?.cancel()
+        waiting.endWaiter?.resume()
         head.fail(CancellationError())
         channel.close(promise: nil)
-        reader?.resume(throwing: CancellationError())
-        gathering?.continuation.resume(throwing: CancellationError())
+        waiting.reader?.resume(throwing: CancellationError())
+        waiting.gathering?.continuation.resume(throwing: CancellationError())
     }
 
     /// Sending the request's body failed. A connection that closed has told the exchange already (and an answer
