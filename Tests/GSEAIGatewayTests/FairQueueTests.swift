@@ -170,7 +170,9 @@ struct FairQueueTests {
     }
 
     @Test func aWaitingStreamHearsItsPlaceInLineAndAWholeAnswerHowLongItWaited() async throws {
-        try await GatewayHarness.with(stubSlots: 1, serviceTime: .milliseconds(700), configure: { $0.upstreamSlots = 1 }) { gateway in
+        // The holder's answer takes long enough that the waiter's request comes while it runs, even on a busy
+        // machine (700 ms was once too short in the whole suite).
+        try await GatewayHarness.with(stubSlots: 1, serviceTime: .milliseconds(2000), configure: { $0.upstreamSlots = 1 }) { gateway in
             let (_, holder) = try await gateway.user("holder")
             let (_, waiter) = try await gateway.user("waiter")
             let holding = Task { try await gateway.post("/v1/chat/completions", key: holder, json: Self.chat("hold")) }

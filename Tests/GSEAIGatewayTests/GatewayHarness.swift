@@ -83,7 +83,12 @@ struct GatewayHarness: Sendable {
             }
             configuration.port = 0
             configure(&configuration)
-            let logger = Logger(label: "gateway-test", factory: { _ in SwiftLogNoOpLogHandler() })
+            // GSEAI_TEST_LOG=1 prints the gateway's log (debug and up, the service group's included) to stderr.
+            let logs = ProcessInfo.processInfo.environment["GSEAI_TEST_LOG"] != nil
+            var logger = Logger(label: "gateway-test", factory: { label in
+                logs ? StreamLogHandler.standardError(label: label) : SwiftLogNoOpLogHandler() as any LogHandler
+            })
+            if logs { logger.logLevel = .debug }
             let storage: Storage
             if let postgresSchema {
                 // The other replicas reach this one at its own address: its port is chosen first.

@@ -8,8 +8,9 @@ import Testing
 @Suite("Shutting down")
 struct ShutdownTests {
     /// The usage meter writes every second; what it counted in the last second is written by its final flush at
-    /// shutdown, which needs the database still open: the storage's service must stop after the meter's (with
-    /// the two swapped in the application's services, this fails: the count is lost).
+    /// shutdown, which needs the database still open: the storage's service must stop after the meter's. The
+    /// meter's interval is an hour here, so that only the final write can have written the count (with the
+    /// storage closed first, as it once was, this fails every time).
     @Test func theLastSecondsUsageIsWrittenAtShutdown() async throws {
         let logger = Logger(label: "shutdown-test", factory: { _ in SwiftLogNoOpLogHandler() })
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gseai-shutdown-\(UUID())")
@@ -27,6 +28,7 @@ struct ShutdownTests {
             configuration.upstreamURL = stub.baseURL
             configuration.upstreamToken = stub.token
             configuration.port = 0
+            configuration.usageFlushInterval = .seconds(3600)
             let gateway = try Gateway(configuration: configuration, storage: try await open(), passwordCost: 4, logger: logger)
             let app = try await RunningApplication.start(logger: logger) { onServerRunning in
                 try gateway.buildApplication(onServerRunning: onServerRunning, logger: logger)

@@ -8,10 +8,12 @@ public final class RunningApplication: Sendable {
     /// The port it listens on (127.0.0.1).
     public let port: Int
     private let task: Task<Void, any Error>
+    private let group: ServiceGroup
 
-    private init(port: Int, task: Task<Void, any Error>) {
+    private init(port: Int, task: Task<Void, any Error>, group: ServiceGroup) {
         self.port = port
         self.task = task
+        self.group = group
     }
 
     /// The base URL, such as `http://127.0.0.1:50123`.
@@ -28,8 +30,8 @@ public final class RunningApplication: Sendable {
             continuation.yield(channel.localAddress?.port ?? 0)
             continuation.finish()
         }
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let task = Task {
-            let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
             try await withTaskCancellationHandler {
                 try await group.run()
             } onCancel: {
@@ -41,11 +43,20 @@ public final class RunningApplication: Sendable {
             task.cancel()
             throw DidNotStart()
         }
-        return RunningApplication(port: port, task: task)
+        return RunningApplication(port: port, task: task, group: group)
     }
 
-    /// Stops the application and waits for it to finish.
+    /// Stops the application as a SIGTERM stops the gateway, and waits for it to finish: a graceful shutdown,
+    /// which stops its services one after another in the order the application gives (cancelling the task
+    /// instead would stop them all at once, in no order).
     public func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+
+    /// Stops the application at once, as a crash would, cancelling what it is doing (a fake server's answers
+    /// that hang on purpose), and waits for it to finish.
+    public func kill() async {
         task.cancel()
         _ = await task.result
     }

@@ -74,7 +74,7 @@ public final class StubUpstream: Sendable {
 
     /// Stops the stub.
     public func stop() async {
-        await running.stop()
+        await running.kill()
     }
 
     /// Runs `body` with a started stub and stops it afterwards.

@@ -164,6 +164,11 @@ def _start_llama(gguf_path: Path, name: str):
             # Small on purpose: this is a base model that never ends its turn, and the chat page asks for no
             # token limit, so a page's answer runs until the context is full (512: about 15 s here).
             "--n_ctx", "512",
+            # llama-cpp-python ends a stream early, with a plain `[DONE]`, whenever another request waits for the
+            # model, even a model listing (the gateway reads every upstream's models every second in the pool
+            # tests): an answer cut before its first word looks complete and empty. LM Studio and llama.cpp's
+            # own server queue instead; so does this, with the option off.
+            "--interrupt_requests", "false",
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

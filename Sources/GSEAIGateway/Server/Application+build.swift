@@ -40,7 +40,7 @@ public struct Gateway: Sendable {
                                      scheduler: FairScheduler(limits: configuration.queueLimits, discipline: configuration.queueDiscipline),
                                      refreshInterval: configuration.upstreamRefresh, metrics: metrics, logger: logger)
         self.hub = GenerationHub()
-        self.usageMeter = UsageMeter(repository: storage.usage, logger: logger)
+        self.usageMeter = UsageMeter(repository: storage.usage, interval: configuration.usageFlushInterval, logger: logger)
         if let local = storage.shared.budgets as? LocalBudgetLedger {
             // One process: its budgets read the meter's totals, which include what is not written yet.
             let meter = usageMeter
@@ -123,7 +123,10 @@ public struct Gateway: Sendable {
             router: buildRouter(),
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
-            services: [usageMeter, pool, ReplicaSweeper(gateway: self), ShutdownService(name: "storage", action: storage.close)],
+            // A service group stops its services one after another, the last first (and the server, which
+            // Hummingbird puts after these, before them all): the usage meter's final write, then the upstream
+            // pool and the replica sweeper, and only then the storage they all write to.
+            services: [ShutdownService(name: "storage", action: storage.close), ReplicaSweeper(gateway: self), pool, usageMeter],
             onServerRunning: onServerRunning,
             logger: logger
         )

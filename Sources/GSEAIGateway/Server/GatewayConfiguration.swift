@@ -98,6 +98,9 @@ public struct GatewayConfiguration: Sendable {
     public var queueDiscipline = FairScheduler.Discipline.fair
     public var queueLimits = FairScheduler.Limits()
     public var concurrencyPerUser = 2
+    /// How often the counted token usage is written (and once more at shutdown). Not a setting of the
+    /// environment: a crash loses at most this much of the counts; tests lengthen it to see the final write.
+    public var usageFlushInterval = Duration.seconds(1)
 
     public init() {}
 

@@ -1,5 +1,8 @@
 import Foundation
+import Logging
+import NIOCore
 import SQLKit
+import Synchronization
 
 /// The repositories over any ``SQLDatabase``, so that a PostgreSQL database can later use the same code.
 ///
@@ -10,7 +13,11 @@ import SQLKit
 /// or a ``SQLDatabase/transaction(_:)`` where it needs more; either way it is durable (committed) when it returns.
 enum SQLStorage {
     /// The storage over `database`, which must already be migrated; `close` ends the connection.
-    static func make(database: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
+    /// Once closed, every statement throws ``StorageClosedError`` at once: a service still writing after the
+    /// storage closed (a shutdown in the wrong order) fails visibly instead of racing the close (SQLite) or
+    /// waiting on a pool that no longer runs (PostgreSQL).
+    static func make(database base: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
+        let database = ClosableSQLDatabase(base: base)
         let usage = SQLUsageRepository(database: database)
         let shared = shared ?? .inProcess(usage: usage)
         var storage = Storage(
@@ -27,10 +34,51 @@ enum SQLStorage {
             setupTokens: SQLSetupTokenRepository(database: database),
             shared: shared,
             ping: { try await database.raw("SELECT 1").run() },
-            close: close
+            close: {
+                database.closed.close()
+                try await close()
+            }
         )
         storage.database = database
         return storage
+    }
+}
+
+/// What a statement on a closed storage throws.
+public struct StorageClosedError: Error, CustomStringConvertible, Sendable {
+    public var description: String { "the storage is closed" }
+}
+
+/// Forwards to a database until it is closed.
+private struct ClosableSQLDatabase: SQLDatabase {
+    let base: any SQLDatabase
+    let closed = SharedFlag()
+
+    final class SharedFlag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func close() { value.store(true, ordering: .releasing) }
+        func load() -> Bool { value.load(ordering: .acquiring) }
+    }
+
+    var logger: Logger { base.logger }
+    var eventLoop: any EventLoop { base.eventLoop }
+    var version: (any SQLDatabaseReportedVersion)? { base.version }
+    var dialect: any SQLDialect { base.dialect }
+    var queryLogLevel: Logger.Level? { base.queryLogLevel }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        guard !closed.load() else { return eventLoop.makeFailedFuture(StorageClosedError()) }
+        return base.execute(sql: query, onRow)
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        guard !closed.load() else { throw StorageClosedError() }
+        try await base.execute(sql: query, onRow)
+    }
+
+    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        guard !closed.load() else { throw StorageClosedError() }
+        return try await base.withSession(closure)
     }
 }
 
