@@ -503,7 +503,7 @@ def main() -> None:
     parser.add_argument("--gateway-log-level", default="info", help="gseai serve --log-level (info, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configs)")
     parser.add_argument("--engine", choices=["nio", "async-http-client"],
-                        help="the gateway's upstream client (gseai.upstream.engine; by default async-http-client)")
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     parser.add_argument("--floor", help="the bench/floor binary: also measure the floor targets (off by default)")
     parser.add_argument("--class-target", action="store_true",
                         help="also measure `gateway-class`: the gateway with a student in a class whose policy has a "

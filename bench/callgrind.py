@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100, help="requests before counting (100)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (dumps, logs)")
     parser.add_argument("--engine", choices=["nio", "async-http-client"],
-                        help="the gateway's upstream client (gseai.upstream.engine; by default async-http-client)")
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most instructions of their own")
     options = parser.parse_args()
 

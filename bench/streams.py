@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=10, help="seconds over which the streams start (10)")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--engine", choices=["nio", "async-http-client"],
-                        help="the gateway's upstream client (gseai.upstream.engine; by default async-http-client)")
+                        help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     options = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -61,16 +61,20 @@ struct ConfigurationTests {
         }
     }
 
-    @Test func theUpstreamEngineIsAsyncHTTPClientUnlessSet() async throws {
+    @Test func theUpstreamEngineFollowsTheSchemeUnlessSet() async throws {
         let automatic = try await GatewayConfiguration.load(overrides: ["gseai.upstream.url": "http://127.0.0.1:1"], environmentFile: nil)
         #expect(automatic.upstreams.map(\.engine) == [nil])
         let upstream = try Upstream(settings: automatic.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
-        #expect(upstream.client.engine == .asyncHTTPClient)
+        #expect(upstream.client.engine == .nio)
         try await upstream.client.shutdown()
+        let secure = try await GatewayConfiguration.load(overrides: ["gseai.upstream.url": "https://127.0.0.1:1"], environmentFile: nil)
+        let tls = try Upstream(settings: secure.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
+        #expect(tls.client.engine == .asyncHTTPClient)
+        try await tls.client.shutdown()
         let chosen = try await GatewayConfiguration.load(
-            overrides: ["gseai.upstream.url": "http://127.0.0.1:1", "gseai.upstream.engine": "nio"], environmentFile: nil)
+            overrides: ["gseai.upstream.url": "http://127.0.0.1:1", "gseai.upstream.engine": "async-http-client"], environmentFile: nil)
         let set = try Upstream(settings: chosen.upstreams[0], timeouts: .init(), logger: .init(label: "test"))
-        #expect(set.client.engine == .nio)
+        #expect(set.client.engine == .asyncHTTPClient)
         try await set.client.shutdown()
     }
 }

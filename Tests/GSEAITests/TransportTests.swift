@@ -169,14 +169,16 @@ struct TransportTests {
         #expect(client.baseURL == "http://gseai.gse.buffalo.edu:11434")
         let https = GSEAIClient(apiToken: "t", host: "example.edu", port: 443, scheme: "https")
         #expect(https.baseURL == "https://example.edu:443")
-        // AsyncHTTPClient unless SwiftNIO is chosen; SwiftNIO cannot be asked to speak TLS.
-        #expect(client.engine == .asyncHTTPClient)
+        // SwiftNIO for http://, AsyncHTTPClient for https:// unless chosen; SwiftNIO cannot be asked to speak TLS.
+        #expect(client.engine == .nio)
         #expect(https.engine == .asyncHTTPClient)
         let nio = try GSEAIClient(apiToken: "t", baseURL: "http://example.edu", engine: .nio)
         #expect(nio.engine == .nio)
+        let chosen = try GSEAIClient(apiToken: "t", baseURL: "http://example.edu", engine: .asyncHTTPClient)
+        #expect(chosen.engine == .asyncHTTPClient)
         #expect(throws: GSEAIError.invalidArgument("the SwiftNIO engine speaks plain HTTP only: https://example.edu")) {
             try GSEAIClient(apiToken: "t", baseURL: "https://example.edu", engine: .nio)
         }
-        Task { try await client.shutdown(); try await https.shutdown(); try await nio.shutdown() }
+        Task { try await client.shutdown(); try await https.shutdown(); try await nio.shutdown(); try await chosen.shutdown() }
     }
 }

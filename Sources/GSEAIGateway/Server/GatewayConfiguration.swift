@@ -27,7 +27,7 @@ public struct UpstreamSettings: Sendable, Hashable {
     public var token: String
     /// How many requests it runs at once (LM Studio's "max concurrent predictions", llama.cpp's `--parallel`).
     public var slots: Int
-    /// How the gateway talks HTTP to it (`nil`: the client's default, AsyncHTTPClient).
+    /// How the gateway talks HTTP to it (`nil`: the client's default, SwiftNIO for `http://`, AsyncHTTPClient for `https://`).
     public var engine: GSEAIClient.Engine?
 
     public init(name: String, url: String, kind: UpstreamKind, token: String, slots: Int, engine: GSEAIClient.Engine? = nil) {
@@ -83,7 +83,7 @@ public struct GatewayConfiguration: Sendable {
     public var connectTimeout = Duration.seconds(10)
     public var firstByteTimeout = Duration.seconds(300)
     public var idleTimeout = Duration.seconds(120)
-    /// How the gateway talks HTTP to every upstream (`nil`: the client's default, AsyncHTTPClient).
+    /// How the gateway talks HTTP to every upstream (`nil`: the client's default, SwiftNIO for `http://`, AsyncHTTPClient for `https://`).
     public var upstreamEngine: GSEAIClient.Engine?
     /// How long a login session lasts.
     public var sessionLifetime = Duration.seconds(7 * 24 * 3600)
@@ -168,7 +168,7 @@ public struct GatewayConfiguration: Sendable {
         static let upstreamSlots = Setting("gseai.upstream.slots", "requests the upstream runs at once (default 4)")
         static let apiToken = Setting("gseai.api.token", "upstream bearer token, kept on the server")
         static let pool = Setting("gseai.pool", "names of several upstreams, each with gseai.upstream.NAME.url, .kind, .slots, .token (replaces the one upstream)")
-        static let upstreamEngine = Setting("gseai.upstream.engine", "nio (the gateway's own HTTP/1.1 client on SwiftNIO, http:// only) or async-http-client (also https://; the default)")
+        static let upstreamEngine = Setting("gseai.upstream.engine", "nio (the gateway's own HTTP/1.1 client on SwiftNIO, http:// only; the default for http://) or async-http-client (also https://; the default for https://)")
         static let upstreamRefresh = Setting("gseai.upstream.refresh.seconds", "how often upstreams' models and health are read (default 30)")
         static let database = Setting("gseai.database", "SQLite file (default data/gseai.sqlite; :memory: for none), or postgres://user@host:port/db for several replicas")
         static let replicaURL = Setting("gseai.replica.url", "address at which the other replicas reach this one (PostgreSQL; default http://HOST:PORT)")
