@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
 /// `gseai serve`: runs the gateway.
 struct ServeCommand: AsyncParsableCommand {
@@ -25,7 +26,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = GatewayLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
@@ -54,7 +55,12 @@ struct ServeCommand: AsyncParsableCommand {
             let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue), \($0.slots) slots) at \($0.url)" }.joined(separator: ", ")
             Terminal.out("gseai gateway listening on \(configuration.usesTLS ? "https" : "http")://\(configuration.host):\(port) (public URL \(url)), upstreams \(upstreams)\n")
         }, logger: logger)
-        try await app.runService()
+        // A stop lets the requests in progress end, then stops the rest in order (Gateway.buildApplication); a
+        // request still running after the grace (a long stream) is cut, and the rest stops at once.
+        var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        group.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: group).run()
     }
 }
 

@@ -47,6 +47,14 @@ struct ConfigurationTests {
             #expect(error.description == "gseai.upstream.url is not an http(s) URL: ftp://x")
         }
         do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.shutdown.grace.seconds": "0"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.shutdown.grace.seconds must be a whole number in 1…3600, not '0'")
+        }
+        #expect(try await GatewayConfiguration.load(overrides: [:], environmentFile: nil).shutdownGrace == .seconds(30))
+        #expect(try await GatewayConfiguration.load(overrides: ["gseai.shutdown.grace.seconds": "5"], environmentFile: nil).shutdownGrace == .seconds(5))
+        do {
             _ = try await GatewayConfiguration.load(overrides: ["gseai.upstream.engine": "curl"], environmentFile: nil)
             Issue.record("expected an error")
         } catch let error as ConfigurationError {

@@ -88,7 +88,11 @@ struct GatewayHarness: Sendable {
             var logger = Logger(label: "gateway-test", factory: { label in
                 logs ? StreamLogHandler.standardError(label: label) : SwiftLogNoOpLogHandler() as any LogHandler
             })
-            if logs { logger.logLevel = .debug }
+            if logs {
+                logger.logLevel = .debug
+                // Which gateway a line is from, when several run at once.
+                logger[metadataKey: "test.gateway"] = .string(String(UUID().uuidString.prefix(8)))
+            }
             let storage: Storage
             if let postgresSchema {
                 // The other replicas reach this one at its own address: its port is chosen first.
@@ -111,7 +115,9 @@ struct GatewayHarness: Sendable {
             let harness = GatewayHarness(stubs: stubs, gateway: gateway, app: app)
             do {
                 let result = try await body(harness)
+                logger.info("test body ended; stopping")
                 await app.stop()
+                logger.info("stopped")
                 try await storage.close()
                 return result
             } catch {

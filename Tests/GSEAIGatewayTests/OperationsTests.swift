@@ -1,5 +1,8 @@
 import CompressNIO
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import GSEAI
 import Hummingbird
 import HummingbirdTesting
@@ -300,6 +303,36 @@ struct OperationsTests {
         for secret in ["key_secret123", "token=abc", "sk-very-secret", "s3cr3t"] {
             #expect(!everything.contains(secret))
         }
+    }
+
+    @Test func theLogLineIsStreamLogHandlersWithSortedKeysAndAWholeWrite() throws {
+        var pipe: [Int32] = [0, 0]
+        #expect(Glibc.pipe(&pipe) == 0)
+        defer { close(pipe[0]) }
+        var handler = GatewayLogHandler(label: "gseai", descriptor: pipe[1], metadataProvider: nil)
+        handler.metadata = ["hb.request.id": "r1", "shadowed": "handler"]
+        var logger = Logger(label: "gseai") { _ in handler }
+        logger.logLevel = .info
+        logger.debug("not written")
+        logger.info("request", metadata: ["http.status": .stringConvertible(200), "shadowed": "line", "a": ["x", "y"]])
+        close(pipe[1])
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while case let count = read(pipe[0], &buffer, buffer.count), count > 0 { bytes += buffer[..<count] }
+        let line = String(decoding: bytes, as: UTF8.self)
+        let time = try #require(line.split(separator: " ").first)
+        #expect(time.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000/) != nil, "\(line)")
+        #expect(line.dropFirst(time.count) == #" info gseai: a=["x", "y"] hb.request.id=r1 http.status=200 shadowed=line [GSEAIGatewayTests] request"# + "\n")
+        #expect(GatewayLogHandler.SecondClock.format(951_868_799) == "2000-02-29T23:59:59+0000")
+        #expect(GatewayLogHandler.SecondClock.format(0) == "1970-01-01T00:00:00+0000")
+    }
+
+    @Test(arguments: [
+        (Duration.zero, "0.00"), (.microseconds(4), "0.00"), (.microseconds(5), "0.01"), (.milliseconds(12), "12.00"),
+        (.microseconds(1_234_567), "1234.57"), (.seconds(-3), "0.00"), (.seconds(Int64.max), "92233720368547758.07"),
+    ])
+    func durationsAreLoggedInMillisecondsToTwoDecimals(_ duration: Duration, _ expected: String) {
+        #expect(Milliseconds(duration).description == expected)
     }
 
     @Test func evenTraceLogsShowNoStoredSecrets() async throws {

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -30,7 +31,12 @@ public final class RunningApplication: Sendable {
             continuation.yield(channel.localAddress?.port ?? 0)
             continuation.finish()
         }
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+        var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: logger)
+        // As `gseai serve` does, with shorter limits: a graceful stop that does not end becomes a cancellation,
+        // and a cancellation that does not end a crash that names itself, instead of a test run that hangs.
+        configuration.maximumGracefulShutdownDuration = Self.gracefulStopLimit
+        configuration.maximumCancellationDuration = .seconds(15)
+        let group = ServiceGroup(configuration: configuration)
         let task = Task {
             try await withTaskCancellationHandler {
                 try await group.run()
@@ -50,9 +56,17 @@ public final class RunningApplication: Sendable {
     /// which stops its services one after another in the order the application gives (cancelling the task
     /// instead would stop them all at once, in no order).
     public func stop() async {
+        let started = ContinuousClock.now
         await group.triggerGracefulShutdown()
         _ = await task.result
+        if ContinuousClock.now - started >= Self.gracefulStopLimit {
+            // Not a failure of the test that stopped it (it may be any), but never silent.
+            FileHandle.standardError.write(Data("RunningApplication: the graceful stop did not end in \(Self.gracefulStopLimit); its services were cancelled\n".utf8))
+        }
     }
+
+    /// How long a graceful stop may take before the services are cancelled.
+    static let gracefulStopLimit = Duration.seconds(20)
 
     /// Stops the application at once, as a crash would, cancelling what it is doing (a fake server's answers
     /// that hang on purpose), and waits for it to finish.

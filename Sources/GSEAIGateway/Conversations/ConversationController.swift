@@ -86,19 +86,9 @@ public struct ConversationController: Sendable {
         return ModelsView(data: models)
     }
 
-    /// The chat models of one upstream, as the page shows them.
+    /// The chat models of one upstream, as the page shows them (as the pool last read them, when lately).
     static func models(of upstream: Upstream) async throws -> [ModelView] {
-        switch upstream.kind {
-        case .lmstudio:
-            let list = try await upstream.client.listModels()
-            return list.models.filter { $0.type != "embedding" && $0.type != "embeddings" }.map {
-                ModelView(id: $0.key, display_name: $0.displayName ?? $0.key, vision: $0.supportsVision, loaded: $0.isLoaded)
-            }
-        case .openai, .llamacpp, .tgw:
-            return try await upstream.client.listModelsOpenAI().data.map {
-                ModelView(id: $0.id, display_name: $0.id, vision: false, loaded: true)
-            }
-        }
+        try await upstream.chatModels().map { ModelView(id: $0.id, display_name: $0.displayName, vision: $0.vision, loaded: $0.loaded) }
     }
 
     // MARK: Conversations

@@ -20,11 +20,20 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     public static var requestIDHeader: HTTPField.Name { HTTPField.Name("X-Request-Id")! }
 
     let level: Logger.Level
+    /// The peer's address, when the context knows it (decided once here, not by a cast per request).
+    let remoteAddress: @Sendable (Context) -> String?
 
     /// Creates the middleware.
     /// - Parameter level: the level of the per-request line.
     public init(level: Logger.Level = .info) {
         self.level = level
+        self.remoteAddress = { _ in nil }
+    }
+
+    /// Creates the middleware for a context that knows the peer's address, which the line then holds.
+    public init(level: Logger.Level = .info) where Context: RemoteAddressProviding {
+        self.level = level
+        self.remoteAddress = { $0.remoteAddress }
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -61,18 +70,31 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             "http.method": .string(request.method.rawValue),
             "http.route": .string(GatewayMetrics.routeLabel(endpointPath: context.endpointPath)),
             "http.status": .stringConvertible(status.code),
-            "duration_ms": .stringConvertible(Self.milliseconds(ContinuousClock.now - start)),
+            "duration_ms": .stringConvertible(Milliseconds(ContinuousClock.now - start)),
         ]
-        if let remoteAddress = (context as? any RemoteAddressProviding)?.remoteAddress {
+        if let remoteAddress = remoteAddress(context) {
             metadata["client.address"] = .string(remoteAddress)
         }
         context.logger.log(level: level, "request", metadata: metadata)
     }
 
-    /// Milliseconds to two decimals: finer digits are noise in a log line.
-    static func milliseconds(_ duration: Duration) -> Double {
+}
+
+/// A duration in milliseconds to two decimals (finer digits are noise in a log line), written by integer
+/// arithmetic: `Double`'s shortest-digits printing cost more than the rest of the line.
+struct Milliseconds: CustomStringConvertible, Sendable {
+    /// Hundredths of a millisecond, rounded; at least 0.
+    let hundredths: Int
+
+    init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
-        let milliseconds = Double(seconds) * 1000 + Double(attoseconds) / 1e15
-        return (milliseconds * 100).rounded() / 100
+        // 10 µs are 10^13 attoseconds; a duration of more than about 2.9 million years is clamped.
+        let (whole, overflow) = Int(max(0, seconds)).multipliedReportingOverflow(by: 100_000)
+        hundredths = overflow ? .max : whole.addingSaturated(Int((max(0, attoseconds) + 5_000_000_000_000) / 10_000_000_000_000))
+    }
+
+    var description: String {
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 }

@@ -101,6 +101,8 @@ public struct GatewayConfiguration: Sendable {
     /// How often the counted token usage is written (and once more at shutdown). Not a setting of the
     /// environment: a crash loses at most this much of the counts; tests lengthen it to see the final write.
     public var usageFlushInterval = Duration.seconds(1)
+    /// How long a stop (`SIGTERM`, `SIGINT`) lets the requests in progress end before it cancels what is left.
+    public var shutdownGrace = Duration.seconds(30)
 
     public init() {}
 
@@ -192,6 +194,7 @@ public struct GatewayConfiguration: Sendable {
         static let queueMaxWaitingPerUser = Setting("gseai.queue.max.waiting.per.user", "requests one user may have waiting before 429 (default 20)")
         static let queueMaxWait = Setting("gseai.queue.max.wait.seconds", "longest wait for a slot before 503 (default 180)")
         static let queueAnticipation = Setting("gseai.queue.anticipation.ms", "how long a freed slot is kept for a student who asks again at once (default 50)")
+        static let shutdownGrace = Setting("gseai.shutdown.grace.seconds", "how long a stop (SIGTERM) lets requests in progress end before it cuts them (default 30)")
         static let concurrencyPerUser = Setting("gseai.queue.concurrency.per.user", "slots a user holds at most when no class sets it (default 2)")
 
         /// Every setting, in the order `--help` lists them.
@@ -199,7 +202,7 @@ public struct GatewayConfiguration: Sendable {
             configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamEngine, upstreamRefresh, database, replicaURL, host, port, publicURL,
             tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
             sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
-            queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser,
+            queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser, shutdownGrace,
         ]
     }
 
@@ -259,6 +262,7 @@ public struct GatewayConfiguration: Sendable {
         connectTimeout = .seconds(try int(.connectTimeout, 10, range: 1...600))
         firstByteTimeout = .seconds(try int(.firstByteTimeout, 300, range: 1...3600))
         idleTimeout = .seconds(try int(.idleTimeout, 120, range: 1...3600))
+        shutdownGrace = .seconds(try int(.shutdownGrace, 30, range: 1...3600))
         sessionLifetime = .seconds(3600 * (try int(.sessionHours, 168, range: 1...8760)))
         loginAttempts = try int(.loginAttempts, defaults.loginAttempts, range: 1...1000)
         publicDirectory = string(.publicDirectory) ?? defaults.publicDirectory

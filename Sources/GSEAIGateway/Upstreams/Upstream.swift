@@ -31,6 +31,16 @@ public final class Upstream: Sendable {
         public var loaded: Set<String> = []
         /// When its models were last read.
         public var refreshedAt: Date?
+        /// Its chat models as the chat page lists them, from the same read.
+        public var chatModels: [ChatModel] = []
+    }
+
+    /// A chat model as the chat page shows it.
+    public struct ChatModel: Sendable, Hashable {
+        public var id: String
+        public var displayName: String
+        public var vision: Bool
+        public var loaded: Bool
     }
 
     private let state = Mutex(Status())
@@ -86,20 +96,45 @@ public final class Upstream: Sendable {
         }
     }
 
+    /// Its chat models for the chat page: as last read if that was at most `maxAge` ago, else read now. A
+    /// page load does not wait on the model server (busy generating, a llama.cpp server answers a listing only
+    /// between two answers) when the pool has read the list lately.
+    func chatModels(maxAge: TimeInterval = 30, now: Date = Date()) async throws -> [ChatModel] {
+        let known = state.withLock { status in
+            status.refreshedAt.map { now.timeIntervalSince($0) <= maxAge } == true ? status.chatModels : nil
+        }
+        if let known { return known }
+        try await read()
+        return status.chatModels
+    }
+
     /// Reads its models (and, from LM Studio, which are loaded); a failure marks it down.
     func refresh() async {
+        try? await read()
+    }
+
+    /// ``refresh()``, throwing what failed.
+    private func read() async throws {
         do {
             var models: Set<String> = []
             var loaded: Set<String> = []
             var first: String?
+            var chatModels: [ChatModel] = []
             if kind == .lmstudio {
                 for model in try await client.listModels().models {
                     models.insert(model.key)
                     if model.isLoaded { loaded.insert(model.key) }
+                    if model.type != "embedding" && model.type != "embeddings" {
+                        chatModels.append(ChatModel(id: model.key, displayName: model.displayName ?? model.key, vision: model.supportsVision,
+                                                    loaded: model.isLoaded))
+                    }
                 }
             } else {
                 let listed = try await client.listModelsOpenAI().data
-                for model in listed { models.insert(model.id) }
+                for model in listed {
+                    models.insert(model.id)
+                    chatModels.append(ChatModel(id: model.id, displayName: model.id, vision: false, loaded: true))
+                }
                 first = listed.first?.id
             }
             state.withLock { status in
@@ -107,10 +142,13 @@ public final class Upstream: Sendable {
                 status.loaded = loaded
                 status.firstModel = first
                 status.refreshedAt = Date()
+                status.chatModels = chatModels
             }
             markSucceeded()
         } catch {
-            markFailed(GatewayError.upstream(error).message)
+            // A caller that left (a page closed mid-listing) says nothing of the model server.
+            if !(error is CancellationError || Task.isCancelled) { markFailed(GatewayError.upstream(error).message) }
+            throw error
         }
     }
 

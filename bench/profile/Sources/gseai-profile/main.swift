@@ -6,7 +6,7 @@ import Logging
 // `gseai serve` on SQLite from a synchronous `main` (see Package.swift): the configuration comes from the
 // `GSEAI_*` environment as for `gseai serve --env-file none`; the first line printed is the address.
 LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
+    var handler = GatewayLogHandler.standardError(label: label)
     handler.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["GSEAI_PROFILE_LOG_LEVEL"] ?? "info") ?? .info
     return handler
 }

@@ -1,0 +1,136 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import Synchronization
+
+/// The gateway's log lines on standard error, in swift-log's `StreamLogHandler` format
+/// (`<time> <level> <label>: <key=value …> [<source>] <message>`, the keys sorted), written for a line per
+/// request: the time's text is made once a second (UTC) rather than per line, the metadata is formatted
+/// into one string without merging dictionaries, and the line goes out in one `write(2)` (whole, not
+/// interleaved with another thread's; nothing buffered to lose in a crash).
+public struct GatewayLogHandler: LogHandler {
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    private let label: String
+    private let descriptor: Int32
+
+    /// A handler writing to standard error.
+    public static func standardError(label: String) -> GatewayLogHandler {
+        GatewayLogHandler(label: label, descriptor: 2)
+    }
+
+    init(label: String, descriptor: Int32, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
+        self.label = label
+        self.descriptor = descriptor
+        self.metadataProvider = metadataProvider
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = Self.line(time: Self.clock.now(), level: event.level, label: label, metadata: effectiveMetadata(event),
+                             source: event.source, message: event.message.description)
+        line.withUTF8 { bytes in
+            var rest = UnsafeRawBufferPointer(bytes)
+            while !rest.isEmpty {
+                let written = write(descriptor, rest.baseAddress, rest.count)
+                if written > 0 {
+                    rest = UnsafeRawBufferPointer(rebasing: rest[written...])
+                } else if written < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return  // Nowhere to log that logging failed.
+                }
+            }
+        }
+    }
+
+    /// The handler's metadata, the provider's and the line's (each overriding the one before), and the
+    /// error's, as sorted pairs.
+    private func effectiveMetadata(_ event: LogEvent) -> [(String, Logger.Metadata.Value)] {
+        let provided = metadataProvider?.get() ?? [:]
+        let explicit = event.metadata ?? [:]
+        var pairs: [(String, Logger.Metadata.Value)] = []
+        pairs.reserveCapacity(metadata.count + provided.count + explicit.count + 2)
+        for (key, value) in metadata where provided[key] == nil && explicit[key] == nil { pairs.append((key, value)) }
+        for (key, value) in provided where explicit[key] == nil { pairs.append((key, value)) }
+        for (key, value) in explicit { pairs.append((key, value)) }
+        if let error = event.error {
+            pairs.removeAll { $0.0 == "error.message" || $0.0 == "error.type" }
+            pairs.append(("error.message", .string("\(error)")))
+            pairs.append(("error.type", .string(String(reflecting: type(of: error)))))
+        }
+        pairs.sort { $0.0 < $1.0 }
+        return pairs
+    }
+
+    /// One line, ending in a newline.
+    static func line(time: String, level: Logger.Level, label: String, metadata: [(String, Logger.Metadata.Value)],
+                     source: String, message: String) -> String {
+        var line = ""
+        line.reserveCapacity(96 + message.utf8.count + metadata.count * 24)
+        line += time
+        line += " "
+        line += level.rawValue
+        if !label.isEmpty {
+            line += " "
+            line += label
+        }
+        line += ":"
+        for (key, value) in metadata {
+            line += " "
+            line += key
+            line += "="
+            append(value, to: &line)
+        }
+        line += " ["
+        line += source
+        line += "] "
+        line += message
+        line += "\n"
+        return line
+    }
+
+    private static func append(_ value: Logger.Metadata.Value, to line: inout String) {
+        switch value {
+        case .string(let string): line += string
+        case .stringConvertible(let convertible): line += convertible.description
+        default: line += value.description
+        }
+    }
+
+    /// The time's text, remade when the second changes.
+    static let clock = SecondClock()
+
+    final class SecondClock: Sendable {
+        private let cached = Mutex<(second: Int, text: String)>((-1, ""))
+
+        func now() -> String {
+            var spec = timespec()
+            clock_gettime(CLOCK_REALTIME, &spec)
+            let second = Int(spec.tv_sec)
+            if let text = cached.withLock({ $0.second == second ? $0.text : nil }) { return text }
+            let text = Self.format(second)
+            cached.withLock { $0 = (second, text) }
+            return text
+        }
+
+        /// `YYYY-MM-DDTHH:MM:SS+0000`: `StreamLogHandler`'s form, in UTC.
+        static func format(_ second: Int) -> String {
+            var time = time_t(second)
+            var parts = tm()
+            guard gmtime_r(&time, &parts) != nil else { return "<unknown>" }
+            func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+            return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))+0000"
+        }
+    }
+}
