@@ -59,8 +59,16 @@ struct ServeCommand: AsyncParsableCommand {
         // request still running after the grace (a long stream) is cut, and the rest stops at once.
         var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownGrace
-        group.maximumCancellationDuration = .seconds(5)
-        try await ServiceGroup(configuration: group).run()
+        group.maximumCancellationDuration = .seconds(10)
+        do {
+            try await ServiceGroup(configuration: group).run()
+        } catch {
+            await gateway.finishAfterStop()
+            throw error
+        }
+        // After a stop that had to cancel (the services then stop at once, in no order), the last usage and the
+        // close, in order; after a graceful one, nothing is left to do.
+        await gateway.finishAfterStop()
     }
 }
 

@@ -2,13 +2,35 @@ import NIOCore
 import NIOHTTP1
 import Foundation
 import GSEAI
-import GSEAIGateway
+@testable import GSEAIGateway
 import GSEAITestSupport
 import Testing
 
 /// The conversation engine through its JSON API, as the page and scripts use it.
 @Suite("Conversations")
 struct ConversationTests {
+    /// The chat page's model list does not wait on the model server once read: as last read while fresh;
+    /// when stale, still the last read at once, and one read in the background for the next page.
+    @Test func theModelListIsServedAsLastReadAndReadAgainInTheBackground() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("sam")
+            let upstream = gateway.gateway.pool.upstreams[0]
+            await upstream.refresh()
+            let read = await gateway.stub.state.requests(to: "GET /api/v1/models").count
+            let page = try await gateway.request(.GET, "/api/models", headers: [("Authorization", "Bearer \(key)")])
+            #expect(page.json?["data"]?.arrayValue?.compactMap { $0["id"]?.stringValue }.contains("stub/echo-text") == true, "\(page.text)")
+            #expect(await gateway.stub.state.requests(to: "GET /api/v1/models").count == read)
+            let stale = try await upstream.chatModels(maxAge: 0)
+            #expect(stale == upstream.status.chatModels && !stale.isEmpty)
+            var again = read
+            for _ in 0..<200 where again == read {
+                try await Task.sleep(for: .milliseconds(10))
+                again = await gateway.stub.state.requests(to: "GET /api/v1/models").count
+            }
+            #expect(again == read + 1)
+        }
+    }
+
     struct Chat {
         let gateway: GatewayHarness
         let client: GSEAIClient

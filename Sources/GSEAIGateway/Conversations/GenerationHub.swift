@@ -72,6 +72,15 @@ public actor GenerationHub {
         return task
     }
 
+    /// At shutdown: stops every generation still running (each is written `stopped`, its partial answer and
+    /// usage kept) and waits for them to be written, at most `limit` in all.
+    func stopAll(within limit: Duration) async {
+        let tasks = live.values.compactMap(\.task)
+        for task in tasks { task.cancel() }
+        let deadline = ContinuousClock.now + limit
+        for task in tasks { await task.value(within: max(.zero, deadline - .now)) }
+    }
+
     /// The events after `lastEventID`, then the live ones until the end; `nil` when the hub no longer
     /// knows the answer (the page then reads it whole from the database).
     func subscribe(_ messageID: String, after lastEventID: Int) -> AsyncStream<AnswerEvent>? {

@@ -124,12 +124,23 @@ public struct Gateway: Sendable {
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
             // A service group stops its services one after another, the last first (and the server, which
-            // Hummingbird puts after these, before them all): the usage meter's final write, then the upstream
-            // pool and the replica sweeper, and only then the storage they all write to.
-            services: [ShutdownService(name: "storage", action: storage.close), ReplicaSweeper(gateway: self), pool, usageMeter],
+            // Hummingbird puts after these, before them all): the chat page's answers still being generated
+            // (stopped and written, their usage counted), then the upstream pool, then the usage meter's final
+            // write, then the replica sweeper, and only then the storage they all write to.
+            services: [
+                ShutdownService(name: "storage", action: storage.close), ReplicaSweeper(gateway: self), usageMeter, pool,
+                ShutdownService(name: "answers", action: { [hub] in await hub.stopAll(within: .seconds(5)) }),
+            ],
             onServerRunning: onServerRunning,
             logger: logger
         )
+    }
+
+    /// After the application has stopped, however it stopped: writes the usage still counted and closes the
+    /// storage (both harmless when the graceful stop did them already).
+    public func finishAfterStop() async {
+        await usageMeter.flush()
+        try? await storage.close()
     }
 
     /// On the first start (no users), creates the `admin` account with a generated password and returns
@@ -154,12 +165,19 @@ extension GatewayConfiguration {
 }
 
 /// A service that does nothing until shutdown, then runs `action`: for resources the application owns.
+/// Does `action` when the application stops gracefully, in its turn. Cancelled instead (every service at
+/// once, in no order: a graceful stop that outlasted its limit), it does nothing: whoever ran the application
+/// then finishes the work in order (``Gateway/finishAfterStop()``).
 struct ShutdownService: Service {
     let name: String
     let action: @Sendable () async throws -> Void
 
     func run() async throws {
-        try? await gracefulShutdown()
+        do {
+            try await gracefulShutdown()
+        } catch {
+            return
+        }
         try await action()
     }
 }

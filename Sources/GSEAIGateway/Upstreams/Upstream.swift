@@ -96,17 +96,30 @@ public final class Upstream: Sendable {
         }
     }
 
-    /// Its chat models for the chat page: as last read if that was at most `maxAge` ago, else read now. A
-    /// page load does not wait on the model server (busy generating, a llama.cpp server answers a listing only
-    /// between two answers) when the pool has read the list lately.
+    /// Its chat models for the chat page, without waiting on the model server (busy generating, a llama.cpp
+    /// server answers a listing only between two answers) once they were read: as last read; when that was
+    /// more than `maxAge` ago, one read starts in the background for the next page. Read now only the first
+    /// time.
     func chatModels(maxAge: TimeInterval = 30, now: Date = Date()) async throws -> [ChatModel] {
-        let known = state.withLock { status in
-            status.refreshedAt.map { now.timeIntervalSince($0) <= maxAge } == true ? status.chatModels : nil
+        let (known, stale) = state.withLock { status -> ([ChatModel]?, Bool) in
+            guard let at = status.refreshedAt else { return (nil, false) }
+            return (status.chatModels, now.timeIntervalSince(at) > maxAge)
         }
-        if let known { return known }
-        try await read()
-        return status.chatModels
+        guard let known else {
+            try await read()
+            return status.chatModels
+        }
+        if stale, backgroundRead.withLock({ running in defer { running = true }; return !running }) {
+            Task {
+                await self.refresh()
+                self.backgroundRead.withLock { $0 = false }
+            }
+        }
+        return known
     }
+
+    /// Whether a background read of the models runs now (one at a time).
+    private let backgroundRead = Mutex(false)
 
     /// Reads its models (and, from LM Studio, which are loaded); a failure marks it down.
     func refresh() async {
