@@ -60,15 +60,12 @@ struct ServeCommand: AsyncParsableCommand {
         var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = configuration.shutdownGrace
         group.maximumCancellationDuration = .seconds(10)
-        do {
-            try await ServiceGroup(configuration: group).run()
-        } catch {
-            await gateway.finishAfterStop()
-            throw error
-        }
+        var failure: (any Error)?
+        do { try await ServiceGroup(configuration: group).run() } catch { failure = error }
         // After a stop that had to cancel (the services then stop at once, in no order), the last usage and the
         // close, in order; after a graceful one, nothing is left to do.
         await gateway.finishAfterStop()
+        if let failure { throw failure }
     }
 }
 
