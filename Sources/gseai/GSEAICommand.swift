@@ -1,7 +1,7 @@
 import ArgumentParser
 
-/// The `gseai` command: a client for a GSE AI server and, with `serve`, the gateway in front of it.
-@main
+/// The `gseai` command: a client for a GSE AI server and, with `serve`, the gateway in front of it (started by
+/// main.swift).
 struct GSEAICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gseai",

@@ -35,7 +35,7 @@ struct ServeCommand: AsyncParsableCommand {
         if loaded.port == 0 {
             // Pick the free port now, so that every link the gateway makes (the first-run login, set-up
             // links, the CSRF origin) names the port it really listens on.
-            loaded.port = try FreePort.find(host: loaded.host)
+            loaded.port = try await FreePort.find(host: loaded.host)
         }
         let configuration = loaded
         if configuration.upstreamToken.isEmpty {
@@ -71,11 +71,12 @@ struct ServeCommand: AsyncParsableCommand {
 
 /// A free TCP port on a host, found by binding port 0 and reading what the system chose.
 enum FreePort {
-    static func find(host: String) throws -> Int {
-        let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: host, port: 0).wait()
-        defer { try? socket.close().wait() }
-        guard let port = socket.localAddress?.port else { throw CLIError("cannot find a free port on \(host)") }
+    static func find(host: String) async throws -> Int {
+        // Not `wait()`: Swift's tasks may run on the event loops (main.swift), where waiting is forbidden.
+        let socket = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: host, port: 0).get()
+        let port = socket.localAddress?.port
+        try? await socket.close().get()
+        guard let port else { throw CLIError("cannot find a free port on \(host)") }
         return port
     }
 }

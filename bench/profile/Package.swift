@@ -13,6 +13,7 @@ let package = Package(
         // named after its folder, and a clone may have any name).
         .package(path: ".build-root/gseai"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
@@ -20,6 +21,8 @@ let package = Package(
             dependencies: [
                 .product(name: "GSEAIGateway", package: "gseai"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
     ]

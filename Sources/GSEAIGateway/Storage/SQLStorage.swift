@@ -35,7 +35,9 @@ enum SQLStorage {
             shared: shared,
             ping: { try await database.raw("SELECT 1").run() },
             close: {
-                database.closed.close()
+                // Once: a graceful stop closes it in its turn and `gseai serve` once more after the stop (for a
+                // stop that had to cancel); sqlite-nio's second close dereferences the freed handle.
+                guard database.closed.close() else { return }
                 try await close()
             }
         )
@@ -56,7 +58,8 @@ private struct ClosableSQLDatabase: SQLDatabase {
 
     final class SharedFlag: Sendable {
         private let value = Atomic<Bool>(false)
-        func close() { value.store(true, ordering: .releasing) }
+        /// Marks it closed; `true` for the first call only.
+        func close() -> Bool { value.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged }
         func load() -> Bool { value.load(ordering: .acquiring) }
     }
 

@@ -10,7 +10,8 @@ public enum SQLiteStorage {
     ///
     /// One connection serves the process: SQLite allows one writer at a time anyway, and sqlite-nio runs each
     /// statement on its thread pool, off the event loops. Call ``Storage/close`` when done: sqlite-nio asserts,
-    /// in debug builds, that a connection is closed before it is released. Closing twice is harmless.
+    /// in debug builds, that a connection is closed before it is released. Closing twice is harmless (the second
+    /// does nothing).
     public static func open(path: String?, logger: Logger) async throws -> Storage {
         let connection = try await self.connect(path: path, logger: logger)
         do {

@@ -2,6 +2,8 @@ import Dispatch
 import Foundation
 import GSEAIGateway
 import Logging
+import NIOCore
+import NIOPosix
 
 // `gseai serve` on SQLite from a synchronous `main` (see Package.swift): the configuration comes from the
 // `GSEAI_*` environment as for `gseai serve --env-file none`; the first line printed is the address.
@@ -10,6 +12,8 @@ LoggingSystem.bootstrap { label in
     handler.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["GSEAI_PROFILE_LOG_LEVEL"] ?? "info") ?? .info
     return handler
 }
+// As in `gseai serve` (Sources/gseai/main.swift): tasks run on the event loops.
+NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
 let done = DispatchSemaphore(value: 0)
 let failure = LockedBox()
 // Detached: top-level code is on the main actor, whose queue the waiting main thread never runs.
