@@ -1,4 +1,6 @@
 import NIOCore
+import Logging
+import NIOPosix
 import NIOHTTP1
 import Foundation
 import GSEAI
@@ -29,6 +31,33 @@ struct ConversationTests {
             }
             #expect(again == read + 1)
         }
+    }
+
+    /// A page that leaves while the model list is being read (a model server that accepts and says nothing)
+    /// says nothing of that server: it stays up. A listing that fails (nothing listens) marks it down.
+    @Test(.timeLimit(.minutes(1))) func aModelListingThePageLeftDoesNotMarkTheServerDown() async throws {
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let nothing = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let closedPort = try #require(nothing.localAddress?.port)
+        try await nothing.close()
+        func upstream(_ port: Int) throws -> Upstream {
+            try Upstream(settings: UpstreamSettings(name: "gpu", url: "http://127.0.0.1:\(port)", kind: .lmstudio, token: "t", slots: 1),
+                         timeouts: .init(), logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        }
+
+        let waited = try upstream(try #require(silent.localAddress?.port))
+        let page = Task { try await waited.chatModels() }
+        try await Task.sleep(for: .milliseconds(300))
+        page.cancel()
+        await #expect(throws: (any Error).self) { try await page.value }
+        #expect(waited.status.up && waited.status.lastError == nil, "\(waited.status)")
+        try await silent.close()
+
+        let refused = try upstream(closedPort)
+        await #expect(throws: (any Error).self) { try await refused.chatModels() }
+        #expect(!refused.status.up && refused.status.lastError != nil, "\(refused.status)")
     }
 
     struct Chat {

@@ -118,11 +118,12 @@ struct GatewayHarness: Sendable {
                 logger.info("test body ended; stopping")
                 await app.stop()
                 logger.info("stopped")
-                try await storage.close()
+                // As `gseai serve` ends: the last usage and the close, done already by a graceful stop.
+                await gateway.finishAfterStop()
                 return result
             } catch {
                 await app.stop()
-                try? await storage.close()
+                await gateway.finishAfterStop()
                 throw error
             }
         }

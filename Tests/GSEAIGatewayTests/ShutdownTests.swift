@@ -39,6 +39,7 @@ struct ShutdownTests {
             let (key, _) = try await gateway.accounts.createKey(for: user, label: "test")
             try await body(gateway, app, user.id, key, open)
             await app.stop()
+            await gateway.finishAfterStop()
         }
     }
 

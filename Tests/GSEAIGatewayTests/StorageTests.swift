@@ -456,6 +456,18 @@ import Testing
         await #expect(throws: StorageClosedError.self) { try await storage.ping() }
     }
 
+    /// The same on the engine the tests run on (SQLite, or PostgreSQL and its client's pool): closed as a
+    /// stop closes it, twice and at once, then refusing statements.
+    @Test func theStorageClosesTwiceAndAtOnceHarmlessly() async throws {
+        let storage = try await TestDatabase.open(logger: logger)
+        try await storage.ping()
+        async let first: Void = storage.close()
+        async let second: Void = storage.close()
+        _ = try await (first, second)
+        try await storage.close()
+        await #expect(throws: StorageClosedError.self) { try await storage.ping() }
+    }
+
     // MARK: Helpers
 
     /// Silent: the migrations log each step at `info`, once per test.

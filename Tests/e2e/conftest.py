@@ -57,14 +57,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen, timeout: float = 10) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`; the exit status when it ended by itself, else None."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+            return None
+    return process.returncode
 
 
 def _stop_gateway(process: subprocess.Popen, log_path: Path) -> None:
@@ -73,12 +76,8 @@ def _stop_gateway(process: subprocess.Popen, log_path: Path) -> None:
     A gateway a test killed on purpose is left as it is."""
     if process.poll() is not None:
         return
-    process.terminate()
-    try:
-        status = process.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    status = _stop(process, timeout=45)
+    if status is None:
         pytest.fail(f"gseai serve did not stop within 45 s of SIGTERM\nlog: {_tail(log_path)}")
     if status != 0:
         pytest.fail(f"gseai serve ended with exit status {status} on SIGTERM\nlog: {_tail(log_path, 60)}")

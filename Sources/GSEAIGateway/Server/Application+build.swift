@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
 /// The gateway's parts, wired in one place.
 public struct Gateway: Sendable {
@@ -164,10 +165,10 @@ extension GatewayConfiguration {
     }
 }
 
-/// A service that does nothing until shutdown, then runs `action`: for resources the application owns.
-/// Does `action` when the application stops gracefully, in its turn. Cancelled instead (every service at
-/// once, in no order: a graceful stop that outlasted its limit), it does nothing: whoever ran the application
-/// then finishes the work in order (``Gateway/finishAfterStop()``).
+/// A service that does nothing until the application stops gracefully, then runs `action` in its turn: for
+/// resources the application owns. Cancelled instead (every service at once, in no order: a graceful stop that
+/// outlasted its limit), it does nothing: whoever ran the application then finishes the work in order
+/// (``Gateway/finishAfterStop()``).
 struct ShutdownService: Service {
     let name: String
     let action: @Sendable () async throws -> Void
@@ -179,6 +180,27 @@ struct ShutdownService: Service {
             return
         }
         try await action()
+    }
+}
+
+/// Bounded waits, for the steps of a stop (the storage's, the answers', a replica's): none may hold it for ever.
+extension Task where Success == Void, Failure == Never {
+    /// Waits for the task to end, but at most `limit`.
+    func value(within limit: Duration) async {
+        let resumed = Mutex(false)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resume: @Sendable () -> Void = {
+                if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
+            }
+            Task<Void, Never> {
+                await self.value
+                resume()
+            }
+            Task<Void, Never> {
+                try? await Task<Never, Never>.sleep(for: limit)
+                resume()
+            }
+        }
     }
 }
 

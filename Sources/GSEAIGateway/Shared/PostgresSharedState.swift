@@ -416,23 +416,3 @@ struct PostgresReplicaRegistry: ReplicaRegistry {
         return try await database.raw("SELECT id FROM gseai_replicas WHERE heartbeat_at > \(bind: since)").all(decodingColumn: "id", as: String.self)
     }
 }
-
-extension Task where Success == Void, Failure == Never {
-    /// Waits for the task to end, but at most `limit`.
-    func value(within limit: Duration) async {
-        let resumed = Mutex(false)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resume: @Sendable () -> Void = {
-                if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
-            }
-            Task<Void, Never> {
-                await self.value
-                resume()
-            }
-            Task<Void, Never> {
-                try? await Task<Never, Never>.sleep(for: limit)
-                resume()
-            }
-        }
-    }
-}
