@@ -385,7 +385,9 @@ struct OperationsTests {
         }
     }
 
-    @Test func readyzIsUnreadyWhenACheckFailsOrHangs() async throws {
+    /// The hanging check never ends by itself: an answer that waited for it would run into the time limit,
+    /// whatever else the machine does meanwhile (a bound in seconds on the wall clock failed on a busy CI).
+    @Test(.timeLimit(.minutes(1))) func readyzIsUnreadyWhenACheckFailsOrHangs() async throws {
         struct SecretBearingError: Error, CustomStringConvertible {
             var description: String { "connect to postgres://admin:hunter2@db failed" }
         }
@@ -395,13 +397,12 @@ struct OperationsTests {
                 ("database", { throw SecretBearingError() }),
                 ("upstream", { throw GSEAIError.connection("refused") }),
                 ("cache", {}),
-                ("slow", { try await Task.sleep(for: .seconds(30)) }),
+                ("slow", { try await Task.sleep(for: .seconds(24 * 3600)) }),
             ],
             metrics: GatewayMetrics(),
             timeout: .milliseconds(200)
         ).register(on: router)
         try await Application(router: router).test(.router) { client in
-            let start = ContinuousClock.now
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
                 let body = try JSONValue(parsing: Data(buffer: response.body))
@@ -412,7 +413,6 @@ struct OperationsTests {
                 #expect(body["checks"]?["slow"]?.stringValue?.hasPrefix("timed out") == true)
                 #expect(!String(buffer: response.body).contains("hunter2"))
             }
-            #expect(ContinuousClock.now - start < .seconds(5))
         }
     }
 
