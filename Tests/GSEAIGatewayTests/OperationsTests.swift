@@ -474,3 +474,41 @@ struct RequestBodyInspectionTests {
         }
     }
 }
+
+@Suite("Answering in a task of its own")
+struct SeparateTaskResponderTests {
+    /// The task a piece of code runs in, as a number to compare.
+    static func currentTask() -> Int { withUnsafeCurrentTask { $0?.hashValue ?? 0 } }
+
+    /// Which task handled a request and which wrote its body, through `responder`.
+    static func tasks<R: HTTPResponder>(through responder: (Router<BasicRequestContext>) -> R) async throws -> (handler: Int, body: Int)
+    where R.Context == BasicRequestContext {
+        let seen = Mutex<[String: Int]>([:])
+        let router = Router(context: BasicRequestContext.self)
+        router.get("/") { _, _ in
+            seen.withLock { $0["handler"] = currentTask() }
+            return Response(status: .ok, body: ResponseBody { writer in
+                seen.withLock { $0["body"] = currentTask() }
+                try await writer.write(ByteBuffer(string: "written"))
+                try await writer.finish(nil)
+            })
+        }
+        // The router test framework answers and then writes the body in one task, as a connection's task does.
+        try await Application(responder: responder(router)).test(.router) { client in
+            try await client.execute(uri: "/", method: .get) { response in
+                #expect(String(buffer: response.body) == "written")
+            }
+        }
+        return seen.withLock { (handler: $0["handler"] ?? -1, body: $0["body"] ?? -2) }
+    }
+
+    /// The handling (middleware, router, handler) runs in a child task, which has ended when the body is
+    /// written by the caller's task: what the handling needed is not kept while a stream is open.
+    @Test func theHandlingRunsInAChildTaskNotInTheOneThatWritesTheBody() async throws {
+        let separate = try await Self.tasks { SeparateTaskResponder($0.buildResponder()) }
+        #expect(separate.handler != separate.body)
+        // Without it, both in the one task (the comparison shows that the test can tell).
+        let direct = try await Self.tasks { $0.buildResponder() }
+        #expect(direct.handler == direct.body)
+    }
+}

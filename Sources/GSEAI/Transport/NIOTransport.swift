@@ -135,6 +135,9 @@ final class NIOTransport: Sendable {
             .connectTimeout(TimeAmount(timeouts.connect))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
+            // Reads start at 512 bytes instead of 2 KiB (a stream's pieces are small; the size doubles as
+            // reads fill it): a connection keeps its last read's buffer for the next while a stream is open.
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 1 << 16))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()

@@ -20,6 +20,9 @@ final class StreamRelay: @unchecked Sendable {
         self.metrics = metrics
     }
 
+    /// Every stream keeps this function's asynchronous frame while it is open, so what is seldom needed (the
+    /// usage written, an error event) sits in functions of its own, whose frames exist only while they run.
+    @inline(never)
     func run(_ body: ResponseBodyStream) async throws {
         var failure: GSEAIError?
         var recorded = false
@@ -30,7 +33,7 @@ final class StreamRelay: @unchecked Sendable {
                     // Written before the caller sees the final event, which carries the response id and
                     // ends the stream for the clients: an acknowledged id is never lost, and a caller who
                     // continues from it at once finds it recorded.
-                    try await recorder.record(observer)
+                    try await record()
                     recorded = true
                 }
                 try await writer.write(piece)
@@ -41,17 +44,26 @@ final class StreamRelay: @unchecked Sendable {
             failure = error
         } catch {
             // The caller left or could not be written to: record what was spent, then stop.
-            if !recorded { try? await recorder.record(observer) }
+            if !recorded { try? await record() }
             throw error
         }
-        if let failure {
-            metrics.recordUpstreamError(kind: ProxyController.errorKind(failure))
-            let error = GatewayError.upstream(failure)
-            try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
-        }
+        if let failure { try await fail(failure) }
         // Written before the stream's end: an acknowledged response id is never lost.
-        if !recorded { try await recorder.record(observer) }
+        if !recorded { try await record() }
         try await writer.finish(nil)
+    }
+
+    @inline(never)
+    private func record() async throws {
+        try await recorder.record(observer)
+    }
+
+    /// Ends the caller's stream with an error event in their API's form.
+    @inline(never)
+    private func fail(_ failure: GSEAIError) async throws {
+        metrics.recordUpstreamError(kind: ProxyController.errorKind(failure))
+        let error = GatewayError.upstream(failure)
+        try await writer.write(ByteBuffer(string: StreamErrorEvents.render(error, endpoint: endpoint)))
     }
 }
 

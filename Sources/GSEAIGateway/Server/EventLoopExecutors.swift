@@ -42,8 +42,14 @@ struct EventLoopPreferringHTTP1: ServerChildChannel {
     let inner: HTTP1Channel
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger)
+        // A channel keeps its last read's buffer for the next: reads start at 512 bytes instead of 2 KiB
+        // (a request's head and a short body fit; the size doubles as reads fill it), which a stream's
+        // connection keeps while it is open.
+        try? channel.syncOptions?.setOption(.recvAllocator, value: Self.reads)
+        return inner.setup(channel: channel, logger: logger)
     }
+
+    static let reads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 1 << 16)
 
     func handle(value: Value, logger: Logger) async {
         await withTaskExecutorPreference(EventLoopTaskExecutor.of(value.channel.eventLoop)) {

@@ -39,13 +39,11 @@ public enum PostgresStorage {
             try await migrate(database, logger: logger)
             let shared = try await PostgresSharedState.start(client: client, database: database, replica: replica, replicaURL: replicaURL,
                                                              channel: "gseai_changes_" + (settings.schema ?? "public"), logger: logger)
-            var storage = SQLStorage.make(database: database, shared: shared.state) {
+            return SQLStorage.make(database: database, shared: shared.state, engine: "postgresql") {
                 await shared.stop()
                 running.cancel()
                 await running.value(within: .seconds(5))
             }
-            storage.engine = "postgresql"
-            return storage
         } catch {
             running.cancel()
             await running.value(within: .seconds(5))

@@ -107,37 +107,39 @@ extension UsageRepository {
 }
 
 /// Everything the gateway stores, behind protocols so that PostgreSQL can follow SQLite.
-public struct Storage: Sendable {
-    public var users: any UserRepository
-    public var sessions: any LoginSessionRepository
-    public var apiKeys: any APIKeyRepository
-    public var responses: any ResponseOwnershipRepository
-    public var usage: any UsageRepository
-    public var conversations: any ConversationRepository
-    public var messages: any MessageRepository
-    public var images: any ImageRepository
-    public var classes: any ClassRepository
-    public var audit: any AuditRepository
-    public var setupTokens: any SetupTokenRepository
+public final class Storage: Sendable {
+    public let users: any UserRepository
+    public let sessions: any LoginSessionRepository
+    public let apiKeys: any APIKeyRepository
+    public let responses: any ResponseOwnershipRepository
+    public let usage: any UsageRepository
+    public let conversations: any ConversationRepository
+    public let messages: any MessageRepository
+    public let images: any ImageRepository
+    public let classes: any ClassRepository
+    public let audit: any AuditRepository
+    public let setupTokens: any SetupTokenRepository
     /// The state every replica must share (rate windows, budget reservations, cache invalidation,
     /// replicas): in this process for SQLite, in the database for PostgreSQL.
-    public var shared: SharedState
+    public let shared: SharedState
     /// `sqlite` or `postgresql`.
-    public var engine = "sqlite"
+    public let engine: String
     /// The database itself, for what goes beyond the repositories (copying a database whole).
-    var database: (any SQLDatabase)?
+    let database: (any SQLDatabase)?
     /// Checks that the database answers (for `/readyz`).
-    public var ping: @Sendable () async throws -> Void
+    public let ping: @Sendable () async throws -> Void
     /// Closes the database.
-    public var close: @Sendable () async throws -> Void
+    public let close: @Sendable () async throws -> Void
 
     public init(users: any UserRepository, sessions: any LoginSessionRepository, apiKeys: any APIKeyRepository,
                 responses: any ResponseOwnershipRepository, usage: any UsageRepository,
                 conversations: any ConversationRepository, messages: any MessageRepository, images: any ImageRepository,
                 classes: any ClassRepository, audit: any AuditRepository, setupTokens: any SetupTokenRepository,
-                shared: SharedState? = nil,
+                shared: SharedState? = nil, engine: String = "sqlite", database: (any SQLDatabase)? = nil,
                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
         self.shared = shared ?? .inProcess(usage: usage)
+        self.engine = engine
+        self.database = database
         self.users = users
         self.sessions = sessions
         self.apiKeys = apiKeys

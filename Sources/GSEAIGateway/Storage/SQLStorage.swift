@@ -16,11 +16,11 @@ enum SQLStorage {
     /// Once closed, every statement throws ``StorageClosedError`` at once: a service still writing after the
     /// storage closed (a shutdown in the wrong order) fails visibly instead of racing the close (SQLite) or
     /// waiting on a pool that no longer runs (PostgreSQL).
-    static func make(database base: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
+    static func make(database base: any SQLDatabase, shared: SharedState? = nil, engine: String = "sqlite", close: @escaping @Sendable () async throws -> Void) -> Storage {
         let database = ClosableSQLDatabase(base: base)
         let usage = SQLUsageRepository(database: database)
         let shared = shared ?? .inProcess(usage: usage)
-        var storage = Storage(
+        return Storage(
             users: SQLUserRepository(database: database),
             sessions: SQLLoginSessionRepository(database: database),
             apiKeys: SQLAPIKeyRepository(database: database),
@@ -33,6 +33,8 @@ enum SQLStorage {
             audit: SQLAuditRepository(database: database),
             setupTokens: SQLSetupTokenRepository(database: database),
             shared: shared,
+            engine: engine,
+            database: database,
             ping: { try await database.raw("SELECT 1").run() },
             close: {
                 // Once: a graceful stop closes it in its turn and `gseai serve` once more after the stop (for a
@@ -41,8 +43,6 @@ enum SQLStorage {
                 try await close()
             }
         )
-        storage.database = database
-        return storage
     }
 }
 
