@@ -21,6 +21,26 @@ import Testing
         #expect(!ResponseObserver.contains("{\"done\":false}", Array("\"done\":true".utf8)))
     }
 
+    /// The search starts from the pattern's rarest byte, wherever it is in the pattern: it must agree with a
+    /// plain search for patterns anchored at their start, middle and end, near both ends of the text.
+    @Test func theByteSearchAgreesWithAPlainSearch() {
+        func plain(_ text: [UInt8], _ pattern: [UInt8]) -> Bool {
+            guard text.count >= pattern.count else { return false }
+            return (0...(text.count - pattern.count)).contains { Array(text[$0..<($0 + pattern.count)]) == pattern }
+        }
+        var generator = SeededGenerator(seed: 15)
+        let alphabet = Array("\"usagetypz:1 ".utf8)
+        let patterns = ["\"usage\"", "\"type\"", "z", "\"done\":true", "zu", "uz", "a\"z"].map { Array($0.utf8) }
+        for _ in 0..<4000 {
+            let length = Int(generator.next() % 24)
+            let text = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
+            for pattern in patterns {
+                let string = String(decoding: text, as: UTF8.self)
+                #expect(ResponseObserver.contains(string, pattern) == plain(text, pattern), "\(string) \(String(decoding: pattern, as: UTF8.self))")
+            }
+        }
+    }
+
     @Test func aFinalEventWithoutItsBlankLineStillEndsTheStream() throws {
         for (path, last) in [("/v1/chat/completions", "data: [DONE]\n"),
                              ("/v1/messages", "event: message_stop\ndata: {\"type\":\"message_stop\"}\n"),
@@ -42,5 +62,18 @@ import Testing
         observer.observe(streamPiece: ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel"))
         observer.finishStream()
         #expect(!observer.sawFinalEvent)
+    }
+}
+
+/// A repeatable generator for tests (SplitMix64).
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -74,20 +74,38 @@ struct ResponseObserver: Sendable {
             guard bytes.count >= pattern.count, let base = bytes.baseAddress, let needle = pattern.baseAddress, !pattern.isEmpty else {
                 return false
             }
-            // The first byte found by the C library's vectorized memchr, the rest compared: a loop over every
-            // byte here was most of the observer's cost per stream.
-            let first = Int32(needle.pointee)
-            var start = base
-            let last = base + (bytes.count - pattern.count)
+            // The C library's vectorized memchr finds the pattern's rarest byte (in JSON text), the rest is
+            // compared: a search for its first byte, a quote, stopped at every key and string of an event.
+            var anchor = 0
+            for index in 1..<pattern.count where commonness[Int(needle[index])] < commonness[Int(needle[anchor])] {
+                anchor = index
+            }
+            let byte = Int32(needle[anchor])
+            var start = base + anchor
+            let last = base + (bytes.count - pattern.count + anchor)
             while start <= last {
-                guard let found = memchr(start, first, last - start + 1) else { return false }
+                guard let found = memchr(start, byte, last - start + 1) else { return false }
                 let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
-                if memcmp(candidate, needle, pattern.count) == 0 { return true }
+                if memcmp(candidate - anchor, needle, pattern.count) == 0 { return true }
                 start = candidate + 1
             }
             return false
         }
     }
+
+    /// How common each byte is in the JSON of an event, higher for more common: JSON's punctuation, digits,
+    /// then letters in the order of their frequency in English text, everything else below.
+    private static let commonness: [UInt8] = {
+        var table = [UInt8](repeating: 10, count: 256)
+        for byte in "\"".utf8 { table[Int(byte)] = 100 }
+        for byte in ":,{}[] ".utf8 { table[Int(byte)] = 90 }
+        for byte in "0123456789".utf8 { table[Int(byte)] = 85 }
+        for (rank, byte) in "etaoinsrhldcumfpgwybvkxjqz".utf8.enumerated() {
+            table[Int(byte)] = UInt8(80 - rank)
+            table[Int(byte) - 32] = UInt8(40 - rank)  // capitals, rarer
+        }
+        return table
+    }()
 
     /// Finds ids and usage in LM Studio (`stats`, `response_id`, `result`), OpenAI (`usage`), Responses
     /// (`response`, `id`), Anthropic (`message`, `usage`) and llama.cpp (`tokens_evaluated`,
