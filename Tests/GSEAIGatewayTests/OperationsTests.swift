@@ -219,6 +219,31 @@ struct OperationsTests {
         #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip([]))
     }
 
+    @Test func aBearerTokenIsReadWhateverTheSchemesCaseAndTheSpacesAround() {
+        #expect(AuthenticationMiddleware.bearerToken("Bearer gse_abc") == "gse_abc")
+        #expect(AuthenticationMiddleware.bearerToken("bEARER  gse_abc \t") == "gse_abc")
+        #expect(AuthenticationMiddleware.bearerToken("Bearer a b") == "a b")
+        #expect(AuthenticationMiddleware.bearerToken("Bearer é") == "é")
+        for refused in ["", "Bearer", "Bearer ", "Bearer  \t ", "Bearergse_abc", "Basic Z3NlOmFiYw==", "Béarer x", " Bearer x"] {
+            #expect(AuthenticationMiddleware.bearerToken(refused) == nil, "\(refused)")
+        }
+    }
+
+    @Test func contentTypesAndCacheControlAreReadWhateverTheirCaseAndSpaces() {
+        typealias Gzip = GzipMiddleware<BasicRequestContext>
+        #expect(Gzip.isCompressible(contentType: "Application/JSON; charset=utf-8"))
+        #expect(Gzip.isCompressible(contentType: " TEXT/html ;q=1"))
+        #expect(Gzip.isCompressible(contentType: "image/svg+xml"))
+        #expect(!Gzip.isCompressible(contentType: "Text/Event-Stream; charset=utf-8"))
+        #expect(!Gzip.isCompressible(contentType: "image/png"))
+        #expect(!Gzip.isCompressible(contentType: ""))
+        #expect(!Gzip.isCompressible(contentType: "application/jsonx"))
+        #expect(Gzip.containsIgnoringCase("public, No-Transform", "no-transform"))
+        #expect(Gzip.containsIgnoringCase("no-transform", "no-transform"))
+        #expect(!Gzip.containsIgnoringCase("no-cache, no-store", "no-transform"))
+        #expect(!Gzip.containsIgnoringCase("no-transfor", "no-transform"))
+    }
+
     @Test func metricsLabelRequestsByRoutePattern() async throws {
         let metrics = GatewayMetrics()
         let app = Application(router: operationsRouter(metrics: metrics))

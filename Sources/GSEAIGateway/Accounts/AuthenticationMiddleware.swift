@@ -51,12 +51,26 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     }
 
     static func presentedKey(_ request: Request) -> String? {
-        if let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
-            let key = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
-            if !key.isEmpty { return key }
-        }
-        if let key = request.headers[HTTPField.Name("x-api-key")!], !key.isEmpty { return key }
+        if let authorization = request.headers[.authorization], let key = bearerToken(authorization) { return key }
+        if let key = request.headers[.xAPIKey], !key.isEmpty { return key }
         return nil
+    }
+
+    /// The token of `Bearer <token>` (the scheme in any case, spaces and tabs around the token dropped), or
+    /// `nil`; by bytes, as it is read on every request.
+    static func bearerToken(_ authorization: String) -> String? {
+        let bytes = authorization.utf8
+        var index = bytes.startIndex
+        for expected in "bearer ".utf8 {
+            guard index != bytes.endIndex else { return nil }
+            let byte = bytes[index]
+            guard (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 == expected : byte == expected else { return nil }
+            bytes.formIndex(after: &index)
+        }
+        var token = bytes[index...]
+        while let first = token.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { token = token.dropFirst() }
+        while let last = token.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { token = token.dropLast() }
+        return token.isEmpty ? nil : String(Substring(token))
     }
 
     static func isUnsafe(_ method: HTTPRequest.Method) -> Bool {
@@ -66,7 +80,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// Unsafe cookie requests must come from this site's pages.
     func checkCSRF(_ request: Request, session: LoginSession) throws {
         try checkOrigin(request)
-        guard let token = request.headers[HTTPField.Name("x-csrf-token")!], Secrets.constantTimeEquals(token, session.csrfToken) else {
+        guard let token = request.headers[.xCSRFToken], Secrets.constantTimeEquals(token, session.csrfToken) else {
             throw GatewayError(.forbidden, type: .permission, "missing or wrong X-CSRF-Token header")
         }
     }

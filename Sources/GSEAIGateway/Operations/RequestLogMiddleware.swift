@@ -17,7 +17,7 @@ public protocol RemoteAddressProviding {
 /// paths carry ids, so the route pattern stands in for the path.
 public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     /// The response header carrying the request id.
-    public static var requestIDHeader: HTTPField.Name { HTTPField.Name("X-Request-Id")! }
+    public static var requestIDHeader: HTTPField.Name { .xRequestID }
 
     let level: Logger.Level
     /// The peer's address, when the context knows it (decided once here, not by a cast per request).

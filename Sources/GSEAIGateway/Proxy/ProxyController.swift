@@ -257,7 +257,7 @@ public struct ProxyController: Sendable {
                                     endpoint: prepared.endpoint, recorder: recorder)
         }
         headers[.cacheControl] = "no-cache"
-        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        headers[.xAccelBuffering] = "no"
         let endpoint = prepared.endpoint
         let responseBody = ResponseBody { writer in
             metrics.streamStarted()
@@ -323,7 +323,7 @@ public struct ProxyController: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
-        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        headers[.xAccelBuffering] = "no"
         return Response(status: .ok, headers: headers, body: responseBody)
     }
 
