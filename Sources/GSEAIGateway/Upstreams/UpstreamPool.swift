@@ -64,6 +64,9 @@ public final class UpstreamPool: Service, Sendable {
             serving = known.isEmpty ? remaining.filter { $0.mayServe(model) } : known
             if serving.isEmpty { serving = remaining }
         }
+        // One (a department's one model server) or none: nothing to order. The route is asked several times
+        // per request.
+        guard serving.count > 1 else { return .candidates(serving) }
         let usage = scheduler.usage()
         let now = Date()
         let ordered = serving.map { upstream in
