@@ -74,8 +74,8 @@ struct ResponseObserver: Sendable {
             guard bytes.count >= pattern.count, let base = bytes.baseAddress, let needle = pattern.baseAddress, !pattern.isEmpty else {
                 return false
             }
-            // The C library's vectorized memchr finds the pattern's rarest byte (in JSON text), the rest is
-            // compared: a search for its first byte, a quote, stopped at every key and string of an event.
+            // The C library's vectorized memchr finds the pattern's rarest byte (in JSON text), and the rest is
+            // compared (a search for its first byte, a quote, would stop at every key and string of an event).
             var anchor = 0
             for index in 1..<pattern.count where commonness[Int(needle[index])] < commonness[Int(needle[anchor])] {
                 anchor = index

@@ -77,7 +77,7 @@ public struct Gateway: Sendable {
         let publicOrigin = configuration.publicOrigin
         let metrics = self.metrics
         // One stack of one type rather than one layer each (`add(middleware:)` wraps each in closures behind
-        // an existential): fewer asynchronous frames per request, which a stream's connection keeps.
+        // an existential): fewer asynchronous frames and calls per request.
         router.addMiddleware {
             RequestLogMiddleware()
             MetricsMiddleware(metrics: metrics)
