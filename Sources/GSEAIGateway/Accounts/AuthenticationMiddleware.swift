@@ -59,17 +59,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// The token of `Bearer <token>` (the scheme in any case, spaces and tabs around the token dropped), or
     /// `nil`; by bytes, as it is read on every request.
     static func bearerToken(_ authorization: String) -> String? {
+        let scheme = "bearer ".utf8
         let bytes = authorization.utf8
-        var index = bytes.startIndex
-        for expected in "bearer ".utf8 {
-            guard index != bytes.endIndex else { return nil }
-            let byte = bytes[index]
-            guard (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 == expected : byte == expected else { return nil }
-            bytes.formIndex(after: &index)
-        }
-        var token = bytes[index...]
-        while let first = token.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { token = token.dropFirst() }
-        while let last = token.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { token = token.dropLast() }
+        guard bytes.starts(with: scheme, by: { ASCII.lowercased($0) == $1 }) else { return nil }
+        let token = ASCII.trimmed(bytes.dropFirst(scheme.count))
         return token.isEmpty ? nil : String(Substring(token))
     }
 

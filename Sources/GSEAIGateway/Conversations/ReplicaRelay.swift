@@ -14,7 +14,7 @@ struct ReplicaRelay: Sendable {
     /// The request headers that go along: the caller's credentials, the CSRF check's inputs, and where a
     /// page resumes.
     static let passed: [HTTPField.Name] = [
-        .authorization, .cookie, .origin, HTTPField.Name("X-CSRF-Token")!, HTTPField.Name("Last-Event-ID")!, .userAgent,
+        .authorization, .cookie, .origin, .xCSRFToken, .lastEventID, .userAgent,
     ]
 
     /// Its own client: a refused connection (an owner that died since it was looked up) fails at once,

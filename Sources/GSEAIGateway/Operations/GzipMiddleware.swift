@@ -57,7 +57,7 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
         default: return false
         }
         guard response.headers[.contentEncoding] == nil, response.headers[.contentRange] == nil else { return false }
-        if let cacheControl = response.headers[.cacheControl], Self.containsIgnoringCase(cacheControl, "no-transform") {
+        if let cacheControl = response.headers[.cacheControl], ASCII.contains(ASCII.lowercased(cacheControl.utf8), "no-transform") {
             return false
         }
         if let length = response.body.contentLength, length < minimumLength { return false }
@@ -67,12 +67,8 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
 
     /// Whether a `Content-Type` names text-like content; `text/event-stream` never counts.
     static func isCompressible(contentType: String) -> Bool {
-        // The media type (before any parameter, without spaces, in lower case), by bytes: it is read on every
-        // answer.
-        var bytes = contentType.utf8.prefix { $0 != UInt8(ascii: ";") }
-        while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes = bytes.dropFirst() }
-        while let last = bytes.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { bytes = bytes.dropLast() }
-        let mediaType = String(decoding: bytes.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }, as: UTF8.self)
+        // The media type: before any parameter, without spaces, in lower case (read on every answer).
+        let mediaType = ASCII.lowercased(ASCII.trimmed(contentType.utf8.prefix { $0 != UInt8(ascii: ";") }))
         if mediaType == "text/event-stream" { return false }
         if mediaType.hasPrefix("text/") { return true }
         switch mediaType {
@@ -104,19 +100,6 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
             }
         }
         return (gzipQuality ?? wildcardQuality ?? 0) > 0
-    }
-
-    /// Whether `text` contains `needle` (in lower case, ASCII), whatever the case of `text`'s ASCII letters.
-    static func containsIgnoringCase(_ text: String, _ needle: StaticString) -> Bool {
-        let needle = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
-        let text = Array(text.utf8)
-        guard !needle.isEmpty, text.count >= needle.count else { return needle.isEmpty }
-        return (0...(text.count - needle.count)).contains { start in
-            needle.indices.allSatisfy { offset in
-                let byte = text[start + offset]
-                return ((UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte) == needle[offset]
-            }
-        }
     }
 
     static func addVaryAcceptEncoding(to headers: inout HTTPFields) {

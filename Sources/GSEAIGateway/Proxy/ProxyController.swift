@@ -46,7 +46,7 @@ public struct ProxyController: Sendable {
 
     /// Headers worth passing upstream; everything else (cookies, the caller's key) stays here.
     static let forwardedRequestHeaders: [HTTPField.Name] = [
-        .contentType, .accept, HTTPField.Name("anthropic-version")!, HTTPField.Name("anthropic-beta")!,
+        .contentType, .accept, .anthropicVersion, .anthropicBeta,
     ]
     /// Headers worth passing back; hop-by-hop and length headers are the server's own business. The SDKs
     /// wait as long as `Retry-After` says before they try again.

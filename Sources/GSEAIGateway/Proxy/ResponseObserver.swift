@@ -46,66 +46,18 @@ struct ResponseObserver: Sendable {
         // usage or the end are parsed.
         let name = event.event
         if let name, endpoint.finalEvents.contains(name) { sawFinalEvent = true }
-        if let flag = endpoint.finalFlag, let finalMarker, Self.contains(event.data, finalMarker) {
+        if let flag = endpoint.finalFlag, let finalMarker, ASCII.contains(event.data, finalMarker) {
             guard let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
             if json[flag]?.boolValue == true { sawFinalEvent = true }
             absorb(json)
             return
         }
         let interesting = name.map { endpoint.finalEvents.contains($0) || $0 == "message_start" || $0 == "message_delta" || $0 == "response.created" }
-            ?? (Self.contains(event.data, "\"usage\"") || Self.contains(event.data, "\"type\""))
+            ?? (ASCII.contains(event.data, "\"usage\"") || ASCII.contains(event.data, "\"type\""))
         guard interesting, let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
         if let type = json["type"]?.stringValue, endpoint.finalEvents.contains(type) { sawFinalEvent = true }
         absorb(json)
     }
-
-    /// Whether `text` contains `needle`, by bytes (Foundation's `contains` costs more than the relay).
-    static func contains(_ text: String, _ needle: StaticString) -> Bool {
-        contains(text, UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount))
-    }
-
-    static func contains(_ text: String, _ needle: [UInt8]) -> Bool {
-        needle.withUnsafeBufferPointer { contains(text, $0) }
-    }
-
-    private static func contains(_ text: String, _ pattern: UnsafeBufferPointer<UInt8>) -> Bool {
-        var text = text
-        return text.withUTF8 { bytes in
-            guard bytes.count >= pattern.count, let base = bytes.baseAddress, let needle = pattern.baseAddress, !pattern.isEmpty else {
-                return false
-            }
-            // The C library's vectorized memchr finds the pattern's rarest byte (in JSON text), and the rest is
-            // compared (a search for its first byte, a quote, would stop at every key and string of an event).
-            var anchor = 0
-            for index in 1..<pattern.count where commonness[Int(needle[index])] < commonness[Int(needle[anchor])] {
-                anchor = index
-            }
-            let byte = Int32(needle[anchor])
-            var start = base + anchor
-            let last = base + (bytes.count - pattern.count + anchor)
-            while start <= last {
-                guard let found = memchr(start, byte, last - start + 1) else { return false }
-                let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
-                if memcmp(candidate - anchor, needle, pattern.count) == 0 { return true }
-                start = candidate + 1
-            }
-            return false
-        }
-    }
-
-    /// How common each byte is in the JSON of an event, higher for more common: JSON's punctuation, digits,
-    /// then letters in the order of their frequency in English text, everything else below.
-    private static let commonness: [UInt8] = {
-        var table = [UInt8](repeating: 10, count: 256)
-        for byte in "\"".utf8 { table[Int(byte)] = 100 }
-        for byte in ":,{}[] ".utf8 { table[Int(byte)] = 90 }
-        for byte in "0123456789".utf8 { table[Int(byte)] = 85 }
-        for (rank, byte) in "etaoinsrhldcumfpgwybvkxjqz".utf8.enumerated() {
-            table[Int(byte)] = UInt8(80 - rank)
-            table[Int(byte) - 32] = UInt8(40 - rank)  // capitals, rarer
-        }
-        return table
-    }()
 
     /// Finds ids and usage in LM Studio (`stats`, `response_id`, `result`), OpenAI (`usage`), Responses
     /// (`response`, `id`), Anthropic (`message`, `usage`) and llama.cpp (`tokens_evaluated`,

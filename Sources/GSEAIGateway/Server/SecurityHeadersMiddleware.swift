@@ -4,8 +4,6 @@ import Hummingbird
 /// Adds the headers that keep the page safe to every response: a strict Content-Security-Policy (no
 /// inline script or style, nothing from elsewhere), no MIME sniffing, no framing, no referrer.
 public struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
-    public static var contentSecurityPolicy: String { SecurityHeaders.contentSecurityPolicy }
-
     public init() {}
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -31,16 +29,4 @@ enum SecurityHeaders {
         HTTPField(name: .xFrameOptions, value: "DENY"),
         HTTPField(name: .referrerPolicy, value: "no-referrer"),
     ]
-}
-
-/// The gateway's names of fields that HTTPTypes does not name, made once rather than at every use (a
-/// name is checked when it is made).
-extension HTTPField.Name {
-    static let xFrameOptions = HTTPField.Name("X-Frame-Options")!
-    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
-    static let xAccelBuffering = HTTPField.Name("X-Accel-Buffering")!
-    static let xRequestID = HTTPField.Name("X-Request-Id")!
-    static let xAPIKey = HTTPField.Name("x-api-key")!
-    static let xCSRFToken = HTTPField.Name("x-csrf-token")!
-    static let lastEventID = HTTPField.Name("Last-Event-ID")!
 }
