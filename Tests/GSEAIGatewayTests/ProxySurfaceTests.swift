@@ -30,6 +30,22 @@ struct ProxySurfaceTests {
         }
     }
 
+    /// A body far larger than a connection's first read (512 bytes, growing as reads fill it), and above the
+    /// size that is parsed off the event loop, reaches the model server whole, and so does its echo back.
+    @Test func aLargeRequestAndItsLargeAnswerCrossWhole() async throws {
+        try await GatewayHarness.with { gateway in
+            let (_, key) = try await gateway.user("alice")
+            let text = (0..<40_000).map { "w\($0)" }.joined(separator: " ")
+            #expect(text.utf8.count > 256 << 10)  // ProxyController.largeBody
+            let answer = try await gateway.post("/v1/chat/completions", key: key,
+                                                json: ["model": "stub/echo-text", "messages": [["role": "user", "content": .string(text)]]])
+            #expect(answer.status == 200)
+            #expect(answer.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue == "Echo: " + text)
+            let sent = await gateway.stub.state.requests(to: "POST /v1/chat/completions").first?.body
+            #expect(sent?["messages"]?.arrayValue?.first?["content"]?.stringValue == text)
+        }
+    }
+
     @Test func nativeStreamRelaysEventsAndRecordsTheStreamedResponseID() async throws {
         try await GatewayHarness.with { gateway in
             let (alice, key) = try await gateway.user("alice")
