@@ -190,6 +190,48 @@ struct SharedStateTests {
         }
     }
 
+    /// The tables every request writes skip the write-ahead log: made so, and altered so when an earlier
+    /// version made them as ordinary tables, keeping what they hold.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func theLimitsTablesAreUnloggedAlsoInADatabaseOfAnEarlierVersion() async throws {
+        let schema = TestDatabase.newSchema()
+        func persistence(_ storage: Storage) async throws -> [String: String] {
+            let database = try #require(storage.database)
+            let rows = try await database.raw("""
+                SELECT relname, relpersistence::TEXT AS persistence FROM pg_class
+                WHERE oid IN (to_regclass('gseai_rate_buckets'), to_regclass('gseai_budget_reservations'))
+                """).all()
+            return try Dictionary(uniqueKeysWithValues: rows.map {
+                (try $0.decode(column: "relname", as: String.self), try $0.decode(column: "persistence", as: String.self))
+            })
+        }
+        let first = try await TestDatabase.openPostgres(schema: schema, logger: logger)
+        do {
+            #expect(try await persistence(first) == ["gseai_rate_buckets": "u", "gseai_budget_reservations": "u"])
+            // As an earlier version left them: ordinary tables, a window with one request in it.
+            #expect(try await first.shared.rates.admit(key: "rate:old", limit: 1, window: 60, now: now) == nil)
+            let database = try #require(first.database)
+            try await database.raw("ALTER TABLE gseai_rate_buckets SET LOGGED").run()
+            try await database.raw("ALTER TABLE gseai_budget_reservations SET LOGGED").run()
+            #expect(try await persistence(first) == ["gseai_rate_buckets": "p", "gseai_budget_reservations": "p"])
+        } catch {
+            try? await first.close()
+            throw error
+        }
+        try await first.close()
+        let second = try await TestDatabase.openPostgres(schema: schema, logger: logger)
+        do {
+            #expect(try await persistence(second) == ["gseai_rate_buckets": "u", "gseai_budget_reservations": "u"])
+            // The window kept its request: the next one waits.
+            let refusal = try await second.shared.rates.admit(key: "rate:old", limit: 1, window: 60, now: now.addingTimeInterval(1))
+            #expect(refusal?.sent == 1)
+        } catch {
+            try? await second.close()
+            throw error
+        }
+        try await second.close()
+    }
+
     // MARK: Changes and replicas
 
     @Test(.enabled(if: TestDatabase.postgresURL != nil))

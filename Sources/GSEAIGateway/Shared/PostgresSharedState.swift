@@ -12,6 +12,12 @@ import Synchronization
 final class PostgresSharedState: Sendable {
     /// Tables and functions of the shared state, PostgreSQL only, made idempotently at every start (under
     /// the migrations' lock). They hold nothing that must survive a restart of every replica.
+    ///
+    /// The rate windows and the budget reservations are `UNLOGGED`: written by every request, they skip the
+    /// write-ahead log and its flush at every commit (measured in bench/README.md). A crash of the database
+    /// server (not of a replica) empties them: the rate windows start again, and the answers admitted before
+    /// it are no longer reserved (their settlements still write their real usage), so a budget can then be
+    /// passed by at most what those answers were allowed, the bound the limits keep anyway.
     static let schema: [SQLQueryString] = [
         "DROP FUNCTION IF EXISTS gseai_rate_admit(TEXT, INTEGER, DOUBLE PRECISION, DOUBLE PRECISION)",
         "DROP TABLE IF EXISTS gseai_rate_events",
@@ -19,7 +25,7 @@ final class PostgresSharedState: Sendable {
         // left in place for replicas of an earlier version during a rolling upgrade: they take the same locks.)
         // A window counts admitted events per whole second (at most `window` rows per key, whatever the limit).
         """
-        CREATE TABLE IF NOT EXISTS gseai_rate_buckets (
+        CREATE UNLOGGED TABLE IF NOT EXISTS gseai_rate_buckets (
             key TEXT NOT NULL,
             second BIGINT NOT NULL,
             count BIGINT NOT NULL,
@@ -27,7 +33,7 @@ final class PostgresSharedState: Sendable {
         )
         """,
         """
-        CREATE TABLE IF NOT EXISTS gseai_budget_reservations (
+        CREATE UNLOGGED TABLE IF NOT EXISTS gseai_budget_reservations (
             id TEXT NOT NULL PRIMARY KEY,
             user_id TEXT NOT NULL,
             class_id TEXT NOT NULL,
@@ -37,6 +43,18 @@ final class PostgresSharedState: Sendable {
         )
         """,
         "CREATE INDEX IF NOT EXISTS gseai_budget_reservations_key ON gseai_budget_reservations (user_id, class_id, day)",
+        // Made by an earlier version as ordinary tables: altered once (a rewrite of a few rows), not at every start.
+        """
+        DO $$
+        DECLARE t TEXT;
+        BEGIN
+            FOREACH t IN ARRAY ARRAY['gseai_rate_buckets', 'gseai_budget_reservations'] LOOP
+                IF (SELECT relpersistence FROM pg_class WHERE oid = to_regclass(t)) = 'p' THEN
+                    EXECUTE format('ALTER TABLE %I SET UNLOGGED', t);
+                END IF;
+            END LOOP;
+        END $$
+        """,
         // The asks of a batch (a JSON array, see `PostgresRequestLimiter`), decided in their order; one row per
         // ask, in the same order. Every key's advisory lock is taken first, in one order, so that two
         // replicas' batches never wait for each other in a circle. A budget is checked first (what is used and
