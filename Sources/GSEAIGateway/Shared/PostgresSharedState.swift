@@ -218,6 +218,7 @@ final class PostgresRequestLimiter: RequestLimiter {
     /// The asks of a batch (a JSON array), one row of decision each in their order. Prepared once per
     /// connection: parsing and planning it each time cost more than running it.
     struct AdmitStatement: JSONBatchStatement {
+        static let name = "gseai_admit"
         static let sql = "SELECT outcome, sent, oldest, used FROM gseai_admit($1::jsonb)"
         typealias Row = (String, Int64?, Double?, Int64?)
         var json: String
@@ -252,7 +253,8 @@ final class PostgresRequestLimiter: RequestLimiter {
     }
 }
 
-/// A prepared statement whose one parameter is a batch as a JSON array (`$1::jsonb`).
+/// A prepared statement whose one parameter is a batch as a JSON array (`$1::jsonb`). Each names itself
+/// (`name`): PostgresNIO's default name reflects the type's full name at every execution.
 protocol JSONBatchStatement: PostgresPreparedStatement {
     var json: String { get }
 }
@@ -314,6 +316,7 @@ struct PostgresBudgetLedger: BudgetLedger {
     /// for every request of the day), its rows in one order so that two replicas' batches never wait for
     /// each other in a circle. Prepared once per connection.
     struct SettleStatement: JSONBatchStatement {
+        static let name = "gseai_settle"
         static let sql = """
             WITH settled AS (
                 SELECT * FROM jsonb_to_recordset($1::jsonb)
