@@ -17,8 +17,12 @@ import Testing
         #expect(!ASCII.contains("", "\"usage\""))
         #expect(!ASCII.contains("\"Usage\" \"usage \"", "\"usage\""))
         #expect(ASCII.contains("é\"type\"", "\"type\""))
-        #expect(ASCII.contains("{\"done\":true}", Array("\"done\":true".utf8)))
-        #expect(!ASCII.contains("{\"done\":false}", Array("\"done\":true".utf8)))
+        #expect(ASCII.contains("{\"done\":true}", ASCII.Pattern(Array("\"done\":true".utf8))))
+        #expect(!ASCII.contains("{\"done\":false}", ASCII.Pattern(Array("\"done\":true".utf8))))
+        // An empty pattern is found nowhere (and making it does not trap).
+        #expect(!ASCII.contains("abc", ""))
+        // The search starts from the rarest byte, chosen when the pattern is made: the g of "usage".
+        #expect(ASCII.Pattern("\"usage\"").anchor == 4)
     }
 
     /// The search starts from the pattern's rarest byte, wherever it is in the pattern: it must agree with a
@@ -36,7 +40,7 @@ import Testing
             let text = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
             for pattern in patterns {
                 let string = String(decoding: text, as: UTF8.self)
-                #expect(ASCII.contains(string, pattern) == plain(text, pattern), "\(string) \(String(decoding: pattern, as: UTF8.self))")
+                #expect(ASCII.contains(string, ASCII.Pattern(pattern)) == plain(text, pattern), "\(string) \(String(decoding: pattern, as: UTF8.self))")
             }
         }
     }

@@ -57,7 +57,7 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
         default: return false
         }
         guard response.headers[.contentEncoding] == nil, response.headers[.contentRange] == nil else { return false }
-        if let cacheControl = response.headers[.cacheControl], ASCII.contains(ASCII.lowercased(cacheControl.utf8), "no-transform") {
+        if let cacheControl = response.headers[.cacheControl], ASCII.contains(ASCII.lowercased(cacheControl.utf8), noTransform) {
             return false
         }
         if let length = response.body.contentLength, length < minimumLength { return false }
@@ -169,3 +169,6 @@ extension GzipMiddleware {
         }
     }
 }
+
+/// The `Cache-Control` directive that forbids compressing an answer (searched in its lower-cased value).
+private let noTransform: ASCII.Pattern = "no-transform"

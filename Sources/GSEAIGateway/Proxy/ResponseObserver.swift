@@ -15,11 +15,14 @@ struct ResponseObserver: Sendable {
     private(set) var sawFinalEvent = false
 
     /// The bytes of `"<finalFlag>":true`, which mark the last event of a stream that ends on a field.
-    private let finalMarker: [UInt8]?
+    private let finalMarker: ASCII.Pattern?
+    /// What an unnamed event that may carry usage or its type holds (searched in every such event).
+    private static let usageKey: ASCII.Pattern = "\"usage\""
+    private static let typeKey: ASCII.Pattern = "\"type\""
 
     init(endpoint: ProxyEndpoint) {
         self.endpoint = endpoint
-        self.finalMarker = endpoint.finalFlag.map { Array("\"\($0)\":true".utf8) }
+        self.finalMarker = endpoint.finalFlag.map { ASCII.Pattern(Array("\"\($0)\":true".utf8)) }
     }
 
     /// Reads a whole JSON answer.
@@ -53,7 +56,7 @@ struct ResponseObserver: Sendable {
             return
         }
         let interesting = name.map { endpoint.finalEvents.contains($0) || $0 == "message_start" || $0 == "message_delta" || $0 == "response.created" }
-            ?? (ASCII.contains(event.data, "\"usage\"") || ASCII.contains(event.data, "\"type\""))
+            ?? (ASCII.contains(event.data, Self.usageKey) || ASCII.contains(event.data, Self.typeKey))
         guard interesting, let json = try? JSONValue(parsing: Array(event.data.utf8)) else { return }
         if let type = json["type"]?.stringValue, endpoint.finalEvents.contains(type) { sawFinalEvent = true }
         absorb(json)

@@ -23,37 +23,49 @@ enum ASCII {
         return bytes
     }
 
-    /// Whether `text` contains `needle`, byte for byte.
-    static func contains(_ text: String, _ needle: StaticString) -> Bool {
-        contains(text, UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount))
-    }
+    /// Bytes to search for, with the byte the search starts from: the pattern's rarest (by ``commonness``),
+    /// chosen once when the pattern is made rather than at every search. A search for the first byte of
+    /// `"usage"`, a quote, would stop at every key and string of an event.
+    struct Pattern: Sendable, ExpressibleByStringLiteral {
+        let bytes: [UInt8]
+        /// The index in `bytes` of the byte the C library's `memchr` looks for.
+        let anchor: Int
 
-    static func contains(_ text: String, _ needle: [UInt8]) -> Bool {
-        needle.withUnsafeBufferPointer { contains(text, $0) }
-    }
-
-    private static func contains(_ text: String, _ pattern: UnsafeBufferPointer<UInt8>) -> Bool {
-        var text = text
-        return text.withUTF8 { bytes in
-            guard bytes.count >= pattern.count, let base = bytes.baseAddress, let needle = pattern.baseAddress, !pattern.isEmpty else {
-                return false
-            }
-            // The C library's vectorized memchr finds the pattern's rarest byte, and the rest is compared (a
-            // search for the first byte of `"usage"`, a quote, would stop at every key and string of an event).
+        init(_ bytes: [UInt8]) {
+            self.bytes = bytes
             var anchor = 0
-            for index in 1..<pattern.count where commonness[Int(needle[index])] < commonness[Int(needle[anchor])] {
+            for index in bytes.indices.dropFirst() where commonness[Int(bytes[index])] < commonness[Int(bytes[anchor])] {
                 anchor = index
             }
-            let byte = Int32(needle[anchor])
-            var start = base + anchor
-            let last = base + (bytes.count - pattern.count + anchor)
-            while start <= last {
-                guard let found = memchr(start, byte, last - start + 1) else { return false }
-                let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
-                if memcmp(candidate - anchor, needle, pattern.count) == 0 { return true }
-                start = candidate + 1
+            self.anchor = anchor
+        }
+
+        init(stringLiteral text: String) {
+            self.init(Array(text.utf8))
+        }
+    }
+
+    /// Whether `text` contains `pattern`, byte for byte.
+    static func contains(_ text: String, _ pattern: Pattern) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            pattern.bytes.withUnsafeBufferPointer { needle in
+                guard bytes.count >= needle.count, let base = bytes.baseAddress, let first = needle.baseAddress, !needle.isEmpty else {
+                    return false
+                }
+                // The anchor byte is found by the vectorized memchr, and the rest compared.
+                let anchor = pattern.anchor
+                let byte = Int32(needle[anchor])
+                var start = base + anchor
+                let last = base + (bytes.count - needle.count + anchor)
+                while start <= last {
+                    guard let found = memchr(start, byte, last - start + 1) else { return false }
+                    let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
+                    if memcmp(candidate - anchor, first, needle.count) == 0 { return true }
+                    start = candidate + 1
+                }
+                return false
             }
-            return false
         }
     }
 
