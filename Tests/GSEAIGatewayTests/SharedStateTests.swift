@@ -232,6 +232,25 @@ struct SharedStateTests {
         try await second.close()
     }
 
+    /// What the README promises for a crash of the database server, which empties the unlogged reservations:
+    /// an answer admitted before it still writes its real usage when it ends, and the next check counts it.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func anAnswerWhoseReservationADatabaseCrashLostStillCountsItsUsage() async throws {
+        try await withReplicas { a, b in
+            let user = try await StorageTests().makeUser("crashed", in: a)
+            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+            guard case .reserved(let id) = try await a.shared.budgets.reserve(key, tokens: 30, budget: 100, now: now,
+                                                                               expires: now.addingTimeInterval(600))
+            else { Issue.record("the reservation was refused"); return }
+            // What crash recovery does to an unlogged table.
+            try await #require(a.database).raw("TRUNCATE gseai_budget_reservations").run()
+            try await a.shared.budgets.settle(id, key: key, model: "m", inputTokens: 40, outputTokens: 50)
+            #expect(try await b.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == 90)
+            #expect(try await b.shared.budgets.reserve(key, tokens: 30, budget: 90, now: now, expires: now.addingTimeInterval(600))
+                    == .spent(used: 90))
+        }
+    }
+
     // MARK: Changes and replicas
 
     @Test(.enabled(if: TestDatabase.postgresURL != nil))
