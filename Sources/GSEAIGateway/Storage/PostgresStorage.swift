@@ -39,7 +39,7 @@ public enum PostgresStorage {
             try await migrate(database, logger: logger)
             let shared = try await PostgresSharedState.start(client: client, database: database, replica: replica, replicaURL: replicaURL,
                                                              channel: "gseai_changes_" + (settings.schema ?? "public"), logger: logger)
-            return SQLStorage.make(database: database, shared: shared.state, engine: "postgresql") {
+            return SQLStorage.make(database: database, shared: shared.state) {
                 await shared.stop()
                 running.cancel()
                 await running.value(within: .seconds(5))

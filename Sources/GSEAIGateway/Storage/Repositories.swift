@@ -122,8 +122,6 @@ public final class Storage: Sendable {
     /// The state every replica must share (rate windows, budget reservations, cache invalidation,
     /// replicas): in this process for SQLite, in the database for PostgreSQL.
     public let shared: SharedState
-    /// `sqlite` or `postgresql`.
-    public let engine: String
     /// The database itself, for what goes beyond the repositories (copying a database whole).
     let database: (any SQLDatabase)?
     /// Checks that the database answers (for `/readyz`).
@@ -135,10 +133,9 @@ public final class Storage: Sendable {
                 responses: any ResponseOwnershipRepository, usage: any UsageRepository,
                 conversations: any ConversationRepository, messages: any MessageRepository, images: any ImageRepository,
                 classes: any ClassRepository, audit: any AuditRepository, setupTokens: any SetupTokenRepository,
-                shared: SharedState? = nil, engine: String = "sqlite", database: (any SQLDatabase)? = nil,
+                shared: SharedState? = nil, database: (any SQLDatabase)? = nil,
                 ping: @escaping @Sendable () async throws -> Void, close: @escaping @Sendable () async throws -> Void) {
         self.shared = shared ?? .inProcess(usage: usage)
-        self.engine = engine
         self.database = database
         self.users = users
         self.sessions = sessions

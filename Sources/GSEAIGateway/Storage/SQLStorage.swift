@@ -16,7 +16,7 @@ enum SQLStorage {
     /// Once closed, every statement throws ``StorageClosedError`` at once: a service still writing after the
     /// storage closed (a shutdown in the wrong order) fails visibly instead of racing the close (SQLite) or
     /// waiting on a pool that no longer runs (PostgreSQL).
-    static func make(database base: any SQLDatabase, shared: SharedState? = nil, engine: String = "sqlite", close: @escaping @Sendable () async throws -> Void) -> Storage {
+    static func make(database base: any SQLDatabase, shared: SharedState? = nil, close: @escaping @Sendable () async throws -> Void) -> Storage {
         let database = ClosableSQLDatabase(base: base)
         let usage = SQLUsageRepository(database: database)
         let shared = shared ?? .inProcess(usage: usage)
@@ -33,7 +33,6 @@ enum SQLStorage {
             audit: SQLAuditRepository(database: database),
             setupTokens: SQLSetupTokenRepository(database: database),
             shared: shared,
-            engine: engine,
             database: database,
             ping: { try await database.raw("SELECT 1").run() },
             close: {
