@@ -1,6 +1,23 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// How `gseai` is linked on Linux (bench/README.md, "How `gseai` is linked", has the measurements): Swift's
+// runtime and Foundation linked in (`-static-stdlib`, with the libraries Foundation's static archives need), so
+// the loader binds no symbols in six shared libraries at start; lld, for relative relocations packed into a
+// table (`DT_RELR`, glibc 2.36 and later); and the code `gseai serve` runs to start and to answer placed first
+// (link-order.txt, written by `bench/run --link-order`), so an idle gateway touches few pages of code. Release
+// builds only: the test bundle links this target's code too (gseaiCLITests), and XCTest and Swift Testing
+// have no static archives. scripts/test runs the end-to-end suite against the release build.
+let gseaiLinkerFlags = [
+    "-static-stdlib",
+    "-lFoundationInternationalization", "-l_FoundationICU", "-lCoreFoundation", "-l_FoundationCShims",
+    "-l_FoundationCollections", "-lswiftSynchronization",
+    "-use-ld=lld",
+    "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+    "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/gseai/link-order.txt",
+    "-Xlinker", "--no-warn-symbol-ordering",
+]
+
 let package = Package(
     name: "gseai",
     platforms: [.macOS(.v15)],
@@ -85,7 +102,9 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            exclude: ["link-order.txt"],
+            linkerSettings: [.unsafeFlags(gseaiLinkerFlags, .when(platforms: [.linux], configuration: .release))]
         ),
         // A stub GSE AI upstream shared by the tests of every target.
         .target(
@@ -139,3 +158,4 @@ let package = Package(
         ),
     ]
 )
+

@@ -123,6 +123,9 @@ def main() -> None:
     parser.add_argument("--engine", choices=["nio", "async-http-client"],
                         help="the gateway's upstream client (gseai.upstream.engine; by default nio for http://)")
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most instructions of their own")
+    parser.add_argument("--link-order", metavar="FILE",
+                        help="instead: write the functions the gateway runs to start and to answer, in that order, for the "
+                             "linker (Sources/gseai/link-order.txt, see Package.swift)")
     options = parser.parse_args()
 
     bench.in_temporary_folder("gseai-callgrind-", options.keep, lambda folder, processes: run(options, folder, processes))
@@ -164,11 +167,13 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
             sys.exit(f"callgrind: gseai {' '.join(args)} failed: {result.stderr}")
         return result.stdout.strip()
 
-    def start(under_valgrind: bool, name: str):
+    def start(under_valgrind: bool, name: str, from_start: bool = False):
         port = bench.free_port()
         command = [options.profile]
         if under_valgrind:
-            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/callgrind.out",
+            # The link order needs the names as the linker sees them: not demangled (C++'s would be).
+            instrumentation = ["--demangle=no"] if from_start else ["--instr-atstart=no"]
+            command = ["valgrind", "--tool=callgrind", *instrumentation, f"--callgrind-out-file={folder}/callgrind.out",
                        *command]
         log = folder / f"{name}.log"
         process = processes.start(command, log, stdout=subprocess.PIPE, env={**environment, "GSEAI_PORT": str(port)}, cwd=folder)
@@ -190,6 +195,9 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
     setup.wait(timeout=30)
 
     scenarios = [("plain", False, key), ("stream", True, key), ("class-plain", False, class_key)]
+    if options.link_order:
+        write_link_order(options, folder, scenarios, lambda: start(True, "callgrind", from_start=True))
+        return
 
     # The time of one instruction: the same binary, no valgrind, one connection, CPU time per request.
     plain, port = start(False, "calibrate")
@@ -264,6 +272,74 @@ def run(options, folder: Path, processes: bench.Processes) -> None:
                                    capture_output=True, text=True).stdout.splitlines()
             for (counted, _, _), function in zip(rows[:options.top], names):
                 print(f"    {counted / options.requests:11,.0f}  {function[:140]}")
+
+
+# Libraries that stay shared when `gseai` is linked (Package.swift links Swift's and Foundation's statically).
+SHARED_LIBRARIES = re.compile(r"/(libc|libm|libstdc\+\+|libgcc_s|libz|ld-linux[^/]*|libpthread|libdl)[.-][^/]*$")
+
+
+def executed_functions(dump: Path) -> set[str]:
+    """Every function with instructions of its own in a callgrind dump, outside the shared system libraries."""
+    names: dict[str, str] = {}
+    objects: dict[str, str] = {}
+
+    def named(table: dict[str, str], text: str) -> str:
+        # Callgrind names each object and function once in full, as "(id) name", and by "(id)" after that.
+        if m := re.match(r"\((\d+)\)(?:\s+(.*))?$", text):
+            if m.group(2) is not None:
+                table[m.group(1)] = m.group(2)
+            return table.get(m.group(1), "")
+        return text
+
+    found: set[str] = set()
+    obj = function = ""
+    after_call = False
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith("ob="):
+            obj = named(objects, line[3:])
+        elif line.startswith("fn="):
+            function = named(names, line[3:])
+        elif line.startswith("cob="):
+            named(objects, line[4:])
+        elif line.startswith("cfn="):
+            named(names, line[4:])
+        elif line.startswith("calls="):
+            after_call = True  # the next cost line is the call's (inclusive), not the function's own
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            if after_call:
+                after_call = False
+            elif function and not SHARED_LIBRARIES.search(obj) and not function.startswith("0x"):
+                found.add(function.split("'")[0])  # callgrind marks a second function of one name "name'2"
+    return found
+
+
+def write_link_order(options, folder: Path, scenarios, start) -> None:
+    """The functions the gateway runs to start, then those it runs to answer each scenario: the linker puts them
+    first in the binary's code, in this order, so the pages a gateway touches are few and together (an idle
+    gateway's resident memory is mostly the pages of code it ran; bench/README.md, "Start-up and idle memory")."""
+    process, port = start()
+    control("--dump=start", process.pid)
+    for name, stream, auth in scenarios:
+        connection = bench.Connection(port)
+        request = bench.request_bytes(port, stream, f"Bearer {auth}")
+        for _ in range(20):
+            status, _, _, content = connection.exchange(request)
+            if status != 200 or b"Echo:" not in content:
+                sys.exit(f"callgrind: {name}: answered {status} {content[:200]!r}")
+        connection.close()
+    control("--dump=requests", process.pid)
+    process.terminate()
+    dumps = sorted(folder.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
+    if len(dumps) < 2:
+        sys.exit("callgrind: no dumps were written")
+    started = executed_functions(dumps[-2])
+    answering = executed_functions(dumps[-1]) - started
+    lines = ["# Written by `bench/run --link-order` (bench/callgrind.py): the functions `gseai serve` runs to start, then",
+             "# those it runs to answer requests. Package.swift passes this file to the linker (--symbol-ordering-file);",
+             "# names it no longer finds are skipped, so a stale file only places less code together.",
+             *sorted(started), *sorted(answering)]
+    Path(options.link_order).write_text("\n".join(lines) + "\n")
+    print(f"{options.link_order}: {len(started)} functions run at start, then {len(answering)} more to answer")
 
 
 def control(argument: str, pid: int) -> None:
