@@ -42,6 +42,17 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
         await exchange?.discardRest(within: .seconds(1))
     }
 
+    /// Whether ``cancel()`` can stop this body from outside the task that reads it (the NIO transport's can;
+    /// AsyncHTTPClient's is stopped by cancelling that task).
+    public var cancelsFromOutside: Bool { exchange != nil }
+
+    /// Stops the body from any thread, as a reader who leaves does: the upstream connection is closed and the
+    /// reader's ``AsyncIterator/next()`` throws `CancellationError`. Does nothing when ``cancelsFromOutside``
+    /// is false.
+    public func cancel() {
+        exchange?.cancel()
+    }
+
     public func makeAsyncIterator() -> AsyncIterator {
         switch source {
         case .asyncHTTPClient(let body, let idle, let eventLoop, let executor):

@@ -7,9 +7,10 @@ import Testing
 
 @testable import GSEAIGateway
 
-/// `cancellingIfCallerLeaves` over a real loopback connection whose server side carries the gateway's
-/// `CallerDepartureHandler`: the work of a caller who leaves is cancelled, whether they leave while it runs or
-/// before it is watched, and a request that ends leaves nothing watching on its keep-alive connection.
+/// `cancellingIfCallerLeaves` and `stoppingIfCallerLeaves` over a real loopback connection whose server side
+/// carries the gateway's `CallerDepartureHandler`: the work of a caller who leaves is cancelled (or stopped),
+/// whether they leave while it runs or before it is watched, and a request that ends leaves nothing watching
+/// on its keep-alive connection.
 @Suite("Caller departure")
 struct CallerDepartureTests {
     struct Connection {
@@ -86,11 +87,50 @@ struct CallerDepartureTests {
         await connection.close()
     }
 
+    /// Work that `stop` ends from outside, as an upstream body closed ends its reader.
+    final class StoppableWork: Sendable {
+        let (ended, stopper) = AsyncStream.makeStream(of: Never.self)
+        @Sendable func stop() { stopper.finish() }
+        /// Waits until stopped (or 30 s): "stopped", or "not stopped".
+        func run() async -> String {
+            let stopper = self.stopper
+            let timeout = Task { try? await Task.sleep(for: .seconds(30)); stopper.finish() }
+            defer { timeout.cancel() }
+            let started = ContinuousClock.now
+            for await _ in ended {}
+            return ContinuousClock.now - started < .seconds(29) ? "stopped" : "not stopped"
+        }
+    }
+
+    @Test func aCallerWhoLeavesWhileTheWorkRunsStopsIt() async throws {
+        let connection = try await Self.connect()
+        let context = Self.context(on: connection.server)
+        let work = StoppableWork()
+        let running = Task { try await context.stoppingIfCallerLeaves(stop: work.stop) { await work.run() } }
+        try await Self.waitUntilWatching(1, on: connection.server)
+        let left = ContinuousClock.now
+        try await connection.client.close()
+        #expect(try await running.value == "stopped")
+        #expect(ContinuousClock.now - left < .seconds(5), "\(ContinuousClock.now - left)")
+        await connection.close()
+    }
+
+    @Test func aCallerGoneBeforeTheWorkIsWatchedStopsItAtOnce() async throws {
+        let connection = try await Self.connect()
+        try await connection.client.close()
+        try await connection.server.closeFuture.get()
+        let context = Self.context(on: connection.server)
+        let work = StoppableWork()
+        #expect(try await context.stoppingIfCallerLeaves(stop: work.stop) { await work.run() } == "stopped")
+        await connection.close()
+    }
+
     @Test func workThatEndsLeavesNothingWatchingOnTheConnection() async throws {
         let connection = try await Self.connect()
         let context = Self.context(on: connection.server)
         for index in 0..<3 {
             #expect(try await context.cancellingIfCallerLeaves { "answer \(index)" } == "answer \(index)")
+            #expect(try await context.stoppingIfCallerLeaves(stop: {}) { "stopped \(index)" } == "stopped \(index)")
         }
         // Each request's watch is taken back when it ends: a keep-alive connection does not gather them.
         try await Self.waitUntilWatching(0, on: connection.server)

@@ -50,6 +50,31 @@ struct ProxyFaultTests {
         }
     }
 
+    @Test func aCallerWhoLeavesWhileTheStreamIsSilentCancelsTheUpstreamRequestAtOnce() async throws {
+        try await GatewayHarness.with { gateway in
+            let (alice, key) = try await gateway.user("alice")
+            try await gateway.withClient(key: key) { client in
+                // The stub sends the first event and then nothing for a minute: no write of the relay's finds the
+                // caller gone, only the caller's connection closing tells the gateway.
+                let task = Task {
+                    for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "a b [[hang]]"))
+                    where event.type == "chat.start" {
+                        return
+                    }
+                }
+                try await task.value
+            }
+            var abandoned = 0
+            for _ in 0..<50 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await gateway.stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            #expect(await gateway.stub.state.completedStreams == 0)
+            #expect(try await gateway.usage(of: alice.id).first?.requests == 1)
+        }
+    }
+
     @Test func aCallerWhoLeavesBeforeAWholeAnswerCancelsTheUpstreamRequest() async throws {
         try await GatewayHarness.with { gateway in
             let (_, key) = try await gateway.user("alice")

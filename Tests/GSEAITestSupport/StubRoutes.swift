@@ -184,13 +184,15 @@ struct StubRoutes: Sendable {
         let state = self.state
         // With a service time, the events spread over it, the first at once.
         let spacing = load.map { $0.serviceTime / max(events.count - 1, 1) } ?? .zero
+        // Known here, in the handler's scope (a task-local), not in the body's writer.
+        let connection = StubConnection.channel
         let body = ResponseBody { writer in
             let stopAt = (scenario.cut || scenario.drop) ? max(1, events.count / 2) : events.count
             do {
                 for (index, event) in events.prefix(stopAt).enumerated() {
                     if index > 0, spacing > .zero { try await Task.sleep(for: spacing) }
                     try await writer.write(ByteBuffer(string: event.encoded))
-                    if scenario.hang && index == 0 { try await Task.sleep(for: .seconds(60)) }
+                    if scenario.hang && index == 0 { try await Self.silence(for: .seconds(60), watching: connection) }
                     if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
                 }
                 if scenario.drop { throw StubHTTPError(.internalServerError, "connection dropped on purpose") }
@@ -208,6 +210,16 @@ struct StubRoutes: Sendable {
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: body
         )
+    }
+
+    /// Says nothing for `duration`, or until the connection closes (then throws, and the stream counts as
+    /// abandoned): a silent server notices a caller who leaves, as a real one does at its next write.
+    static func silence(for duration: Duration, watching connection: (any Channel)?) async throws {
+        let deadline = ContinuousClock.now + duration
+        while ContinuousClock.now < deadline {
+            if let connection, !connection.isActive { throw CancellationError() }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     static func requireModel(_ body: JSONValue, kinds: [String] = StubModels.all) throws -> String {

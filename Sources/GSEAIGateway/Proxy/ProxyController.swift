@@ -266,8 +266,15 @@ public struct ProxyController: Sendable {
                 slot.release()
             }
             let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
-            // Leaving the relay (the caller has gone) cancels the upstream request.
-            try await context.cancellingIfCallerLeaves { try await relay.run(upstreamResponse.body) }
+            // The caller gone, the upstream request is cancelled: the NIO transport's body is closed from outside
+            // (the relay, in this task, then ends as its next read throws); AsyncHTTPClient's needs the relay in
+            // a task of its own, cancelled.
+            let body = upstreamResponse.body
+            if body.cancelsFromOutside {
+                try await context.stoppingIfCallerLeaves(stop: { body.cancel() }) { try await relay.run(body) }
+            } else {
+                try await context.cancellingIfCallerLeaves { try await relay.run(body) }
+            }
         }
         return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
     }

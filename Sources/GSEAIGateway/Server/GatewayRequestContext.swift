@@ -37,31 +37,48 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// ``CallerDepartureHandler``): upstream work is not done for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
-        let loop = channel.eventLoop
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
-        let task = Task(executorPreference: EventLoopTaskExecutor.of(loop)) { try await operation() }
-        let register: @Sendable () -> Int? = {
-            // A caller gone before this runs (its connection closed, its pipeline taken down) is not told again.
-            guard channel.isActive else {
-                task.cancel()
-                return nil
-            }
-            // Not a connection of the gateway's server (tests): nothing tells, nothing is cancelled.
-            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
-            return handler.watch { task.cancel() }
-        }
-        // On the connection's loop: at once when the handler runs there (the usual case), else by a hop.
-        let watching = loop.inEventLoop ? loop.makeSucceededFuture(register()) : loop.submit(register)
-        defer {
-            watching.whenSuccess { id in
-                guard let id else { return }
-                (try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self))?.unwatch(id)
-            }
-        }
+        let task = Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
+        let watching = Self.watchDeparture(of: channel) { task.cancel() }
+        defer { Self.unwatch(watching, on: channel) }
         return try await withTaskCancellationHandler {
             try await task.value
         } onCancel: {
             task.cancel()
+        }
+    }
+
+    /// Runs `operation` in this task, calling `stop` when the caller's connection closes: for work that
+    /// `stop` ends from outside (an upstream body closed makes its reader throw), without the task of its own
+    /// that ``cancellingIfCallerLeaves(_:)`` needs to cancel; a stream keeps that task's memory while it is open.
+    public func stoppingIfCallerLeaves<T>(stop: @escaping @Sendable () -> Void, _ operation: () async throws -> T) async throws -> T {
+        guard let channel else { return try await operation() }
+        let watching = Self.watchDeparture(of: channel, then: stop)
+        defer { Self.unwatch(watching, on: channel) }
+        return try await operation()
+    }
+
+    /// Has the connection's ``CallerDepartureHandler`` call `leave` when the caller leaves (at once when it
+    /// has); on the connection's loop, at once when this runs there (the usual case), else by a hop.
+    private static func watchDeparture(of channel: any Channel, then leave: @escaping @Sendable () -> Void) -> EventLoopFuture<Int?> {
+        let register: @Sendable () -> Int? = {
+            // A caller gone before this runs (its connection closed, its pipeline taken down) is not told again.
+            guard channel.isActive else {
+                leave()
+                return nil
+            }
+            // Not a connection of the gateway's server (tests): nothing tells, nothing is stopped.
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
+            return handler.watch(leave)
+        }
+        let loop = channel.eventLoop
+        return loop.inEventLoop ? loop.makeSucceededFuture(register()) : loop.submit(register)
+    }
+
+    private static func unwatch(_ watching: EventLoopFuture<Int?>, on channel: any Channel) {
+        watching.whenSuccess { id in
+            guard let id else { return }
+            (try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self))?.unwatch(id)
         }
     }
 
