@@ -25,40 +25,25 @@ struct ProxyFaultTests {
     }
 
     @Test func aCallerWhoLeavesCancelsTheUpstreamRequest() async throws {
-        try await GatewayHarness.with { gateway in
-            let (alice, key) = try await gateway.user("alice")
-            try await gateway.withClient(key: key) { client in
-                let task = Task {
-                    for try await event in try await client.chatStream(
-                        ChatRequest(model: "stub/echo-text", input: "a b c d e f g h i j k l [[slow]]")
-                    ) where event.type == "message.start" {
-                        return
-                    }
-                }
-                try await task.value
-            }
-            // The client is shut down; the stub notices at its next write, 200 ms later at most.
-            var abandoned = 0
-            for _ in 0..<40 where abandoned == 0 {
-                try await Task.sleep(for: .milliseconds(100))
-                abandoned = await gateway.stub.state.abandonedStreams
-            }
-            #expect(abandoned == 1)
-            #expect(await gateway.stub.state.completedStreams == 0)
-            // The request still counts.
-            #expect(try await gateway.usage(of: alice.id).first?.requests == 1)
-        }
+        // The stub notices at its next write, 200 ms later at most.
+        try await Self.leaveAStream(input: "a b c d e f g h i j k l [[slow]]", after: "message.start")
     }
 
     @Test func aCallerWhoLeavesWhileTheStreamIsSilentCancelsTheUpstreamRequestAtOnce() async throws {
+        // The stub sends the first event and then nothing for a minute: no write of the relay's finds the caller
+        // gone, only the caller's connection closing tells the gateway.
+        try await Self.leaveAStream(input: "a b [[hang]]", after: "chat.start")
+    }
+
+    /// A caller reads a stream up to the event `after`, then leaves: within 5 s the stub has seen its stream
+    /// abandoned (and none completed), and the request still counts.
+    static func leaveAStream(input: ChatInput, after eventType: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         try await GatewayHarness.with { gateway in
             let (alice, key) = try await gateway.user("alice")
             try await gateway.withClient(key: key) { client in
-                // The stub sends the first event and then nothing for a minute: no write of the relay's finds the
-                // caller gone, only the caller's connection closing tells the gateway.
                 let task = Task {
-                    for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: "a b [[hang]]"))
-                    where event.type == "chat.start" {
+                    for try await event in try await client.chatStream(ChatRequest(model: "stub/echo-text", input: input))
+                    where event.type == eventType {
                         return
                     }
                 }
@@ -69,9 +54,9 @@ struct ProxyFaultTests {
                 try await Task.sleep(for: .milliseconds(100))
                 abandoned = await gateway.stub.state.abandonedStreams
             }
-            #expect(abandoned == 1)
-            #expect(await gateway.stub.state.completedStreams == 0)
-            #expect(try await gateway.usage(of: alice.id).first?.requests == 1)
+            #expect(abandoned == 1, sourceLocation: sourceLocation)
+            #expect(await gateway.stub.state.completedStreams == 0, sourceLocation: sourceLocation)
+            #expect(try await gateway.usage(of: alice.id).first?.requests == 1, sourceLocation: sourceLocation)
         }
     }
 
