@@ -308,8 +308,10 @@ def executed_functions(dump: Path) -> set[str]:
         elif line[:1].isdigit() or line[:1] in "+-*":
             if after_call:
                 after_call = False
-            elif function and not SHARED_LIBRARIES.search(obj) and not function.startswith("0x"):
-                found.add(function.split("'")[0])  # callgrind marks a second function of one name "name'2"
+            elif function and not SHARED_LIBRARIES.search(obj) and not function.startswith(("0x", "(")):
+                # Callgrind marks a second function of one name "name'2", and names the frame that calls main
+                # "(below main)": neither is a symbol.
+                found.add(function.split("'")[0])
     return found
 
 
