@@ -5,7 +5,9 @@ import PackageDescription
 // runtime and Foundation linked in (`-static-stdlib`, with the libraries Foundation's static archives need), so
 // the loader binds no symbols in six shared libraries at start; lld, for relative relocations packed into a
 // table (`DT_RELR`, glibc 2.36 and later); and the code `gseai serve` runs to start and to answer placed first
-// (link-order.txt, written by `bench/run --link-order`), so an idle gateway touches few pages of code. Release
+// (link-order.txt, written by `bench/run --link-order`), so an idle gateway touches few pages of code; no
+// symbol exported but those the shared C libraries need (`-static-stdlib` exports them all, for `dladdr` in
+// crash reports: 1.3 MB of symbol table the loader searches at start). Release
 // builds only: the test bundle links this target's code too (gseaiCLITests), and XCTest and Swift Testing
 // have no static archives. scripts/test runs the end-to-end suite against the release build.
 let gseaiLinkerFlags = [
@@ -16,6 +18,7 @@ let gseaiLinkerFlags = [
     "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/gseai/link-order.txt",
     "-Xlinker", "--no-warn-symbol-ordering",
+    "-Xlinker", "--no-export-dynamic",
 ]
 
 let package = Package(
