@@ -280,39 +280,11 @@ SHARED_LIBRARIES = re.compile(r"/(libc|libm|libstdc\+\+|libgcc_s|libz|ld-linux[^
 
 def executed_functions(dump: Path) -> set[str]:
     """Every function with instructions of its own in a callgrind dump, outside the shared system libraries."""
-    names: dict[str, str] = {}
-    objects: dict[str, str] = {}
-
-    def named(table: dict[str, str], text: str) -> str:
-        # Callgrind names each object and function once in full, as "(id) name", and by "(id)" after that.
-        if m := re.match(r"\((\d+)\)(?:\s+(.*))?$", text):
-            if m.group(2) is not None:
-                table[m.group(1)] = m.group(2)
-            return table.get(m.group(1), "")
-        return text
-
-    found: set[str] = set()
-    obj = function = ""
-    after_call = False
-    for line in dump.read_text(errors="replace").splitlines():
-        if line.startswith("ob="):
-            obj = named(objects, line[3:])
-        elif line.startswith("fn="):
-            function = named(names, line[3:])
-        elif line.startswith("cob="):
-            named(objects, line[4:])
-        elif line.startswith("cfn="):
-            named(names, line[4:])
-        elif line.startswith("calls="):
-            after_call = True  # the next cost line is the call's (inclusive), not the function's own
-        elif line[:1].isdigit() or line[:1] in "+-*":
-            if after_call:
-                after_call = False
-            elif function and not SHARED_LIBRARIES.search(obj) and not function.startswith(("0x", "(")):
-                # Callgrind marks a second function of one name "name'2", and names the frame that calls main
-                # "(below main)": neither is a symbol.
-                found.add(function.split("'")[0])
-    return found
+    _, rows = annotate(dump)
+    # Callgrind marks a second function of one name "name'2", and names the frame that calls main "(below
+    # main)": neither is a symbol.
+    return {name.split("'")[0] for count, name, library in rows
+            if count > 0 and not SHARED_LIBRARIES.search(library) and not name.startswith(("0x", "("))}
 
 
 def write_link_order(options, folder: Path, scenarios, start) -> None:

@@ -24,21 +24,26 @@ struct ProxyFaultTests {
         }
     }
 
-    @Test func aCallerWhoLeavesCancelsTheUpstreamRequest() async throws {
+    // Both engines: the NIO transport's body is closed from outside when the caller leaves, AsyncHTTPClient's
+    // relay runs in a task that is cancelled.
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func aCallerWhoLeavesCancelsTheUpstreamRequest(engine: GSEAIClient.Engine) async throws {
         // The stub notices at its next write, 200 ms later at most.
-        try await Self.leaveAStream(input: "a b c d e f g h i j k l [[slow]]", after: "message.start")
+        try await Self.leaveAStream(input: "a b c d e f g h i j k l [[slow]]", after: "message.start", engine: engine)
     }
 
-    @Test func aCallerWhoLeavesWhileTheStreamIsSilentCancelsTheUpstreamRequestAtOnce() async throws {
+    @Test(arguments: GSEAIClient.Engine.allCases)
+    func aCallerWhoLeavesWhileTheStreamIsSilentCancelsTheUpstreamRequestAtOnce(engine: GSEAIClient.Engine) async throws {
         // The stub sends the first event and then nothing for a minute: no write of the relay's finds the caller
         // gone, only the caller's connection closing tells the gateway.
-        try await Self.leaveAStream(input: "a b [[hang]]", after: "chat.start")
+        try await Self.leaveAStream(input: "a b [[hang]]", after: "chat.start", engine: engine)
     }
 
     /// A caller reads a stream up to the event `after`, then leaves: within 5 s the stub has seen its stream
     /// abandoned (and none completed), and the request still counts.
-    static func leaveAStream(input: ChatInput, after eventType: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-        try await GatewayHarness.with { gateway in
+    static func leaveAStream(input: ChatInput, after eventType: String, engine: GSEAIClient.Engine,
+                             sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        try await GatewayHarness.with(configure: { $0.upstreamEngine = engine }) { gateway in
             let (alice, key) = try await gateway.user("alice")
             try await gateway.withClient(key: key) { client in
                 let task = Task {

@@ -85,16 +85,11 @@ struct StubRoutes: Sendable {
     // MARK: Plumbing
 
     /// `[[hang-head]]`: no answer for a minute, unless the caller leaves first, which is counted in
-    /// ``StubState/abandonedHeads`` (Hummingbird does not cancel a handler whose connection closed, so the
-    /// connection is looked at).
+    /// ``StubState/abandonedHeads``.
     func hangHead() async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let channel = StubConnection.channel, !channel.isActive {
-                await state.headAbandoned()
-                throw CancellationError()
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        if try await Self.silence(for: .seconds(60), watching: StubConnection.channel) {
+            await state.headAbandoned()
+            throw CancellationError()
         }
     }
 
@@ -192,7 +187,9 @@ struct StubRoutes: Sendable {
                 for (index, event) in events.prefix(stopAt).enumerated() {
                     if index > 0, spacing > .zero { try await Task.sleep(for: spacing) }
                     try await writer.write(ByteBuffer(string: event.encoded))
-                    if scenario.hang && index == 0 { try await Self.silence(for: .seconds(60), watching: connection) }
+                    if scenario.hang && index == 0, try await Self.silence(for: .seconds(60), watching: connection) {
+                        throw CancellationError()
+                    }
                     if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
                 }
                 if scenario.drop { throw StubHTTPError(.internalServerError, "connection dropped on purpose") }
@@ -212,14 +209,16 @@ struct StubRoutes: Sendable {
         )
     }
 
-    /// Says nothing for `duration`, or until the connection closes (then throws, and the stream counts as
-    /// abandoned): a silent server notices a caller who leaves, as a real one does at its next write.
-    static func silence(for duration: Duration, watching connection: (any Channel)?) async throws {
+    /// Says nothing for `duration`, or until the connection closes: whether it closed. A silent server notices
+    /// a caller who leaves, as a real one does at its next write (Hummingbird does not cancel a handler whose
+    /// connection closed, so the connection is looked at).
+    static func silence(for duration: Duration, watching connection: (any Channel)?) async throws -> Bool {
         let deadline = ContinuousClock.now + duration
         while ContinuousClock.now < deadline {
-            if let connection, !connection.isActive { throw CancellationError() }
+            if let connection, !connection.isActive { return true }
             try await Task.sleep(for: .milliseconds(20))
         }
+        return false
     }
 
     static func requireModel(_ body: JSONValue, kinds: [String] = StubModels.all) throws -> String {
