@@ -251,6 +251,156 @@ struct SharedStateTests {
         }
     }
 
+    // MARK: Leases (PostgreSQL): far from the limits, the database is asked once per lease
+
+    func leases(_ storage: Storage) throws -> PostgresLeases {
+        try #require(storage.shared.limits as? PostgresLeases)
+    }
+
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func farFromItsLimitsAStudentsRequestsTakeOneLeaseAndSettleInFlushes() async throws {
+        try await withReplicas { a, _ in
+            let user = try await StorageTests().makeUser("busy", in: a)
+            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+            let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:" + user.id, limit: 1_000_000, window: 60),
+                               budget: LimitAsk.Budget(key: key, tokens: 64, budget: 1_000_000_000, expires: now.addingTimeInterval(600)))
+            #expect(PostgresLeases.size(of: ask) == 256)
+            var reservations: [String] = []
+            for _ in 0..<40 {
+                guard case .admitted(let id?) = try await a.shared.limits.admit(ask, now: now) else {
+                    Issue.record("a request far from its limits was refused"); return
+                }
+                reservations.append(id)
+            }
+            #expect(Set(reservations).count == 40)
+            // In the database: one lease, 256 requests' events at a second after it ends and their tokens in one row.
+            let database = try #require(a.database)
+            let rows = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
+                .all(decodingColumn: "tokens", as: Int.self)
+            #expect(rows == [256 * 64])
+            let bucketSecond = Int(now.timeIntervalSince1970) + 2
+            let buckets = try await database.raw("SELECT second, count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)").all()
+                .map { try ($0.decode(column: "second", as: Int.self), $0.decode(column: "count", as: Int.self)) }
+            #expect(buckets.map(\.0) == [bucketSecond] && buckets.map(\.1) == [256])
+            // 38 settle (10 tokens each), one used nothing, one is still running: the flush writes the usage and
+            // gives back what the lease did not spend, the running one's reservation stays.
+            for id in reservations.prefix(38) {
+                try await a.shared.budgets.settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6)
+            }
+            try await a.shared.budgets.release(reservations[38])
+            try await leases(a).flush(endingEveryLease: true)
+            #expect(try await a.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == 380)
+            let held = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
+                .all(decodingColumn: "tokens", as: Int.self)
+            #expect(held == [64])
+            // The last flush is over: the running one's settlement is written at once.
+            try await a.shared.budgets.settle(reservations[39], key: key, model: "m", inputTokens: 4, outputTokens: 6)
+            #expect(try await a.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == 390)
+            let requests = try await database.raw("SELECT requests FROM usage_daily WHERE user_id = \(bind: user.id)")
+                .all(decodingColumn: "requests", as: Int.self)
+            #expect(requests == [39])
+            #expect(try await database.raw("SELECT id FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)").all().isEmpty)
+            let counted = try await database.raw("SELECT count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)")
+                .all(decodingColumn: "count", as: Int.self)
+            #expect(counted == [40])
+            // Shut down, it decides in the database again, one request at a time.
+            guard case .admitted(let alone?) = try await a.shared.limits.admit(ask, now: now) else {
+                Issue.record("refused after the flush"); return
+            }
+            let aloneTokens = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE id = \(bind: alone)")
+                .all(decodingColumn: "tokens", as: Int.self)
+            #expect(aloneTokens == [64])
+        }
+    }
+
+    /// 100 requests at once: the first asks for a lease, the others wait for it rather than each going to the
+    /// database; one lease serves all of them.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func requestsThatComeWhileALeaseIsAskedForWaitForIt() async throws {
+        try await withReplicas { a, _ in
+            let user = try await StorageTests().makeUser("crowd", in: a)
+            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+            let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:" + user.id, limit: 1_000_000, window: 60),
+                               budget: LimitAsk.Budget(key: key, tokens: 64, budget: 1_000_000_000, expires: now.addingTimeInterval(600)))
+            let limits = a.shared.limits
+            let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<100 {
+                    group.addTask { if case .admitted(_?) = try await limits.admit(ask, now: now) { true } else { false } }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(admitted == 100)
+            let database = try #require(a.database)
+            let rows = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
+                .all(decodingColumn: "tokens", as: Int.self)
+            #expect(rows == [256 * 64])
+            let counted = try await database.raw("SELECT count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)")
+                .all(decodingColumn: "count", as: Int.self)
+            #expect(counted == [256])
+        }
+    }
+
+    /// 600 requests at once under a limit of 400 on two replicas, leases of 10: never more than 400, at most
+    /// the two leases' 20 left unspent; once the leases are given back, the rest of the window is admitted
+    /// exactly (too near the limit for a lease).
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func leasesOnTwoReplicasNeverPassARateLimitAndGiveBackWhatTheyDidNotSpend() async throws {
+        try await withReplicas { a, b in
+            let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:leased", limit: 400, window: 60))
+            #expect(PostgresLeases.size(of: ask) == 10)
+            let limiters = [a.shared.limits, b.shared.limits]
+            func burst(_ count: Int) async throws -> Int {
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for index in 0..<count {
+                        let limiter = limiters[index % 2]
+                        group.addTask { if case .admitted = try await limiter.admit(ask, now: now) { true } else { false } }
+                    }
+                    return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                }
+            }
+            let first = try await burst(600)
+            #expect(first <= 400 && first >= 380, "\(first)")
+            try await Task.sleep(for: PostgresLeases.lifetime + .milliseconds(100))
+            try await leases(a).flush(endingEveryLease: false)
+            try await leases(b).flush(endingEveryLease: false)
+            let counted = try await #require(a.database).raw("SELECT COALESCE(SUM(count), 0)::BIGINT AS n FROM gseai_rate_buckets WHERE key = 'rate:leased'")
+                .all(decodingColumn: "n", as: Int.self)
+            #expect(counted == [first])
+            let second = try await burst(400)
+            #expect(first + second == 400, "\(first) + \(second)")
+        }
+    }
+
+    /// A budget of 20,000 tokens, 10 reserved per request, leases of 50 requests: 3,000 requests at once on
+    /// two replicas never reserve past the budget, and every admitted one's usage is written.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func leasesOnTwoReplicasNeverPassABudgetAndLoseNoUsage() async throws {
+        try await withReplicas { a, b in
+            let user = try await StorageTests().makeUser("leased", in: a)
+            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+            let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+            #expect(PostgresLeases.size(of: ask) == 50)
+            let replicas = [a, b]
+            let admitted = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<3_000 {
+                    let storage = replicas[index % 2]
+                    group.addTask {
+                        guard case .admitted(let id?) = try await storage.shared.limits.admit(ask, now: now) else { return 0 }
+                        try await storage.shared.budgets.settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6)
+                        return 1
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            // Admitted only while used and reserved were below 20,000, 10 at a time.
+            #expect(admitted <= 2_000 && admitted >= 2_000 - 2 * 50, "\(admitted)")
+            try await leases(a).flush(endingEveryLease: true)
+            try await leases(b).flush(endingEveryLease: true)
+            #expect(try await b.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == admitted * 10)
+            #expect(try await #require(a.database).raw("SELECT id FROM gseai_budget_reservations").all().isEmpty)
+        }
+    }
+
     // MARK: Changes and replicas
 
     @Test(.enabled(if: TestDatabase.postgresURL != nil))

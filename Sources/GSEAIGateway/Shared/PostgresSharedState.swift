@@ -59,7 +59,9 @@ final class PostgresSharedState: Sendable {
         // ask, in the same order. Every key's advisory lock is taken first, in one order, so that two
         // replicas' batches never wait for each other in a circle. A budget is checked first (what is used and
         // reserved, below the budget), then the rate window (an event of second b counts while now - b <
-        // window); refused by either, nothing is counted or reserved.
+        // window); refused by either, nothing is counted or reserved. A lease (`PostgresLeases`) asks for more:
+        // `count` events at the second `at` (later than now, so that each counts a full window after its
+        // request) when `room` more still fit, and `tokens` reserved when `need` more still fit in the budget.
         """
         CREATE OR REPLACE FUNCTION gseai_admit(p_asks JSONB)
         RETURNS TABLE (outcome TEXT, sent BIGINT, oldest DOUBLE PRECISION, used BIGINT) LANGUAGE plpgsql AS $$
@@ -85,7 +87,7 @@ final class PostgresSharedState: Sendable {
                          + COALESCE((SELECT SUM(r.tokens) FROM gseai_budget_reservations r
                                         WHERE r.user_id = a->>'user' AND r.class_id = a->>'class' AND r.day = a->>'day'), 0)
                         INTO total;
-                    IF total >= (a->>'budget')::BIGINT THEN
+                    IF total >= (a->>'budget')::BIGINT OR (a ? 'need' AND total + (a->>'need')::BIGINT > (a->>'budget')::BIGINT) THEN
                         RETURN QUERY SELECT 'budget'::TEXT, NULL::BIGINT, NULL::DOUBLE PRECISION, total;
                         CONTINUE;
                     END IF;
@@ -94,7 +96,7 @@ final class PostgresSharedState: Sendable {
                     DELETE FROM gseai_rate_buckets b
                         WHERE b.key = a->>'rate_key' AND b.second <= p_now - (a->>'window')::DOUBLE PRECISION;
                     SELECT COALESCE(SUM(b.count), 0) INTO n FROM gseai_rate_buckets b WHERE b.key = a->>'rate_key';
-                    IF n >= (a->>'limit')::BIGINT THEN
+                    IF n >= (a->>'limit')::BIGINT OR (a ? 'room' AND n + (a->>'room')::BIGINT > (a->>'limit')::BIGINT) THEN
                         -- The second whose events must age out to make room for one more.
                         SELECT t.second INTO o FROM (
                             SELECT b.second, SUM(b.count) OVER (ORDER BY b.second) AS running
@@ -103,14 +105,48 @@ final class PostgresSharedState: Sendable {
                         RETURN QUERY SELECT 'rate'::TEXT, n, o::DOUBLE PRECISION, NULL::BIGINT;
                         CONTINUE;
                     END IF;
-                    INSERT INTO gseai_rate_buckets AS b (key, second, count) VALUES (a->>'rate_key', floor(p_now)::BIGINT, 1)
-                        ON CONFLICT (key, second) DO UPDATE SET count = b.count + 1;
+                    INSERT INTO gseai_rate_buckets AS b (key, second, count)
+                        VALUES (a->>'rate_key', COALESCE((a->>'at')::BIGINT, floor(p_now)::BIGINT), COALESCE((a->>'count')::BIGINT, 1))
+                        ON CONFLICT (key, second) DO UPDATE SET count = b.count + EXCLUDED.count;
                 END IF;
                 IF a ? 'user' THEN
                     INSERT INTO gseai_budget_reservations VALUES (a->>'id', a->>'user', a->>'class', a->>'day', (a->>'tokens')::BIGINT,
                                                                   (a->>'expires')::DOUBLE PRECISION);
                 END IF;
                 RETURN QUERY SELECT 'admitted'::TEXT, NULL::BIGINT, NULL::DOUBLE PRECISION, NULL::BIGINT;
+            END LOOP;
+        END $$
+        """,
+        // What leases give back (a JSON array, see `PostgresLeases`): the usage of the answers they admitted
+        // (`model` …), each with its tokens taken off its lease's reservation (`lease`, `tokens`), and the
+        // events a lease did not spend (`rate_key`, `at`, `slots`). A lease's reservation goes when nothing
+        // of it is left. The rate keys' advisory locks first, in the admission's order, then the rows in one
+        // order, so that this never waits in a circle with an admission or another replica's settlement.
+        """
+        CREATE OR REPLACE FUNCTION gseai_lease_settle(p JSONB) RETURNS VOID LANGUAGE plpgsql AS $$
+        DECLARE h INTEGER; r RECORD;
+        BEGIN
+            INSERT INTO usage_daily (user_id, day, class_id, model, requests, input_tokens, output_tokens)
+            SELECT x->>'user_id', x->>'day', x->>'class_id', x->>'model', COUNT(*), SUM((x->>'input')::BIGINT), SUM((x->>'output')::BIGINT)
+                FROM jsonb_array_elements(p) x WHERE x ? 'model'
+                GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (user_id, day, class_id, model) DO UPDATE SET
+                requests = usage_daily.requests + excluded.requests,
+                input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+                output_tokens = usage_daily.output_tokens + excluded.output_tokens;
+            FOR r IN SELECT x->>'lease' AS id, SUM((x->>'tokens')::BIGINT) AS tokens
+                        FROM jsonb_array_elements(p) x WHERE x ? 'lease' GROUP BY 1 ORDER BY 1 LOOP
+                UPDATE gseai_budget_reservations SET tokens = tokens - r.tokens WHERE id = r.id;
+                DELETE FROM gseai_budget_reservations WHERE id = r.id AND tokens <= 0;
+            END LOOP;
+            FOR h IN SELECT DISTINCT hashtext('gseai_rate:' || (x->>'rate_key')) FROM jsonb_array_elements(p) x
+                        WHERE x ? 'slots' ORDER BY 1 LOOP
+                PERFORM pg_advisory_xact_lock(h);
+            END LOOP;
+            FOR r IN SELECT x->>'rate_key' AS key, (x->>'at')::BIGINT AS second, SUM((x->>'slots')::BIGINT) AS slots
+                        FROM jsonb_array_elements(p) x WHERE x ? 'slots' GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+                UPDATE gseai_rate_buckets SET count = count - r.slots WHERE key = r.key AND second = r.second;
+                DELETE FROM gseai_rate_buckets WHERE key = r.key AND second = r.second AND count <= 0;
             END LOOP;
         END $$
         """,
@@ -130,13 +166,15 @@ final class PostgresSharedState: Sendable {
     static let heartbeatInterval: Duration = .seconds(3)
 
     let state: SharedState
+    private let leases: PostgresLeases
     private let tasks: Mutex<[Task<Void, Never>]>
     private let database: any SQLDatabase
     /// This replica's id, when it is registered.
     private let replica: String?
 
-    private init(state: SharedState, tasks: [Task<Void, Never>], database: any SQLDatabase, replica: String?) {
+    private init(state: SharedState, leases: PostgresLeases, tasks: [Task<Void, Never>], database: any SQLDatabase, replica: String?) {
         self.state = state
+        self.leases = leases
         self.tasks = Mutex(tasks)
         self.database = database
         self.replica = replica
@@ -158,10 +196,12 @@ final class PostgresSharedState: Sendable {
             })
         }
         let limiter = PostgresRequestLimiter(client: client, logger: logger)
-        let state = SharedState(rates: PostgresRateWindow(limiter: limiter, database: database),
-                                budgets: PostgresBudgetLedger(limiter: limiter, client: client, database: database, logger: logger),
-                                limits: limiter, changes: feed, replicas: registry)
-        return PostgresSharedState(state: state, tasks: tasks, database: database, replica: replicaURL == nil ? nil : replica)
+        let leases = PostgresLeases(limiter: limiter, ledger: PostgresBudgetLedger(limiter: limiter, client: client, database: database, logger: logger),
+                                    client: client, logger: logger)
+        tasks.append(Task { await leases.run() })
+        let state = SharedState(rates: PostgresRateWindow(limiter: limiter, database: database), budgets: leases, limits: leases,
+                                changes: feed, replicas: registry)
+        return PostgresSharedState(state: state, leases: leases, tasks: tasks, database: database, replica: replicaURL == nil ? nil : replica)
     }
 
     /// Stops the heartbeat and the listener, and says this replica is gone (its answers have ended).
@@ -171,6 +211,9 @@ final class PostgresSharedState: Sendable {
         // A listener in the middle of leasing or reading its connection may not notice at once: the close
         // does not wait for it for ever.
         for task in tasks { await task.value(within: .seconds(3)) }
+        // The usage of leased requests not written yet, and what the leases did not spend.
+        let leases = self.leases
+        await Task { await leases.flush(endingEveryLease: true) }.value(within: .seconds(3))
         // Bounded too: with no connection to be had from the pool (one still held by a listener that did not
         // stop in time), this waited for ever and the shutdown with it. The row is then left for the other
         // replicas' sweep, as after a crash.
@@ -191,6 +234,17 @@ final class PostgresRequestLimiter: RequestLimiter {
         var ask: LimitAsk
         var now: Date
         var reservation: String?
+        /// A lease's ask instead of one request's (`PostgresLeases`).
+        var lease: LeaseTerms?
+    }
+
+    /// What a lease takes when the limits allow it: `slots` events counted at the second `at`, when
+    /// `room` events still fit in the window; the budget ask's tokens reserved, when `need` tokens still fit.
+    struct LeaseTerms: Sendable, Equatable {
+        var slots: Int
+        var at: Int64
+        var room: Int
+        var need: Int
     }
 
     init(client: PostgresClient, logger: Logger) {
@@ -232,6 +286,11 @@ final class PostgresRequestLimiter: RequestLimiter {
         try await batcher.submit(Ask(ask: ask, now: now, reservation: ask.budget == nil ? nil : UUID().uuidString))
     }
 
+    /// A lease on the limits of `ask`: refused (and nothing taken) unless its terms fit with room to spare.
+    func lease(_ ask: LimitAsk, terms: LeaseTerms, now: Date) async throws -> LimitDecision {
+        try await batcher.submit(Ask(ask: ask, now: now, reservation: ask.budget == nil ? nil : UUID().uuidString, lease: terms))
+    }
+
     /// Integers as strings: a budget may be beyond a double's exact integers.
     private static func json(_ ask: Ask) -> JSONValue {
         var object: [String: JSONValue] = ["now": .number(ask.now.unixSeconds)]
@@ -239,6 +298,11 @@ final class PostgresRequestLimiter: RequestLimiter {
             object["rate_key"] = .string(rate.key)
             object["limit"] = .string(String(rate.limit))
             object["window"] = .number(rate.window)
+            if let lease = ask.lease {
+                object["count"] = .string(String(lease.slots))
+                object["at"] = .string(String(lease.at))
+                object["room"] = .string(String(lease.room))
+            }
         }
         if let budget = ask.ask.budget, let reservation = ask.reservation {
             object["id"] = .string(reservation)
@@ -248,6 +312,7 @@ final class PostgresRequestLimiter: RequestLimiter {
             object["tokens"] = .string(String(max(0, budget.tokens)))
             object["budget"] = .string(String(budget.budget))
             object["expires"] = .number(budget.expires.unixSeconds)
+            if let lease = ask.lease { object["need"] = .string(String(lease.need)) }
         }
         return .object(object)
     }
