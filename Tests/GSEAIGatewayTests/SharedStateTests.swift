@@ -313,6 +313,55 @@ struct SharedStateTests {
         }
     }
 
+    /// A lease's requests may take only what the budget would let them: the usage of those settled counts,
+    /// input tokens too, not only their reservations. One request reserving 10 that used 410 (a long prompt)
+    /// leaves room in a lease of 500 for 9 more; the next needs another lease.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func aLeaseCountsTheUsageOfItsSettledRequestsNotOnlyTheirReservations() async throws {
+        try await withReplicas { a, _ in
+            let user = try await StorageTests().makeUser("wordy", in: a)
+            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+            let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+            #expect(PostgresLeases.size(of: ask) == 50)
+            let database = try #require(a.database)
+            func rows() async throws -> Int {
+                try await database.raw("SELECT id FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)").all().count
+            }
+            guard case .admitted(let first?) = try await a.shared.limits.admit(ask, now: now) else { Issue.record("refused"); return }
+            try await a.shared.budgets.settle(first, key: key, model: "m", inputTokens: 400, outputTokens: 10)
+            for _ in 0..<9 {
+                guard case .admitted(_?) = try await a.shared.limits.admit(ask, now: now) else { Issue.record("refused"); return }
+            }
+            #expect(try await rows() == 1)
+            guard case .admitted(_?) = try await a.shared.limits.admit(ask, now: now) else { Issue.record("refused"); return }
+            #expect(try await rows() == 2)
+        }
+    }
+
+    /// A user deleted between a leased request and the flush: its usage went with the user, and the flushes
+    /// go on for everyone else.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func aUserDeletedBeforeTheFlushStopsNoFlush() async throws {
+        try await withReplicas { a, _ in
+            var users: [User] = []
+            for name in ["gone", "staying"] { users.append(try await StorageTests().makeUser(name, in: a)) }
+            func request(_ user: User) async throws {
+                let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
+                let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+                guard case .admitted(let id?) = try await a.shared.limits.admit(ask, now: now) else { Issue.record("refused"); return }
+                try await a.shared.budgets.settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6)
+            }
+            try await request(users[0])
+            try await request(users[1])
+            try await #require(a.database).raw("DELETE FROM users WHERE id = \(bind: users[0].id)").run()
+            try await leases(a).flush(endingEveryLease: false)
+            #expect(try await a.usage.total(userID: users[1].id, classID: "c1", day: "2027-01-15") == 10)
+            try await request(users[1])
+            try await leases(a).flush(endingEveryLease: true)
+            #expect(try await a.usage.total(userID: users[1].id, classID: "c1", day: "2027-01-15") == 20)
+        }
+    }
+
     /// 100 requests at once: the first asks for a lease, the others wait for it rather than each going to the
     /// database; one lease serves all of them.
     @Test(.enabled(if: TestDatabase.postgresURL != nil))

@@ -38,7 +38,12 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
     private let ledger: PostgresBudgetLedger
     private let client: PostgresClient
     private let logger: Logger
-    private let state = Mutex(State())
+    private let book = Book()
+
+    /// The leases' state, shared with the flushes' batcher.
+    final class Book: Sendable {
+        let state = Mutex(State())
+    }
 
     /// The limits a lease is for: another policy (a changed limit) is another lease.
     struct Key: Hashable {
@@ -53,6 +58,7 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
     struct Lease {
         /// The reservation row of its tokens (`nil` without a budget).
         var row: String?
+        var budget: BudgetKey?
         var rateKey: String?
         /// The second its events are counted at.
         var second: Int64
@@ -60,7 +66,11 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         var taken: Double
         var ends: ContinuousClock.Instant
         var slots: Int
+        /// Tokens of the row not reserved by a request (given back when it ends).
         var tokens: Int
+        /// What its requests may still take: the row's tokens less the usage of those settled (their input
+        /// too) and the reservations of those running, as the budget itself would count them.
+        var allowance: Int
     }
 
     /// A request a lease admitted: its reservation, by id.
@@ -74,17 +84,28 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         var leases: [Key: Lease] = [:]
         /// Keys whose lease is being asked for, with the requests waiting for it.
         var asking: [Key: [CheckedContinuation<Void, Never>]] = [:]
+        /// Keys refused a lease (too near a limit), until when: their requests go to the database one by one.
+        var refused: [Key: ContinuousClock.Instant] = [:]
         var parts: [String: Part] = [:]
         /// What the next flush writes.
         var outbox: [JSONValue] = []
         var closed = false
     }
 
+    /// Flushes, one at a time: a flush asked for while one runs waits for the next, which takes everything
+    /// settled before it was asked for.
+    private let flushes: StatementBatcher<Bool, Void>
+
     init(limiter: PostgresRequestLimiter, ledger: PostgresBudgetLedger, client: PostgresClient, logger: Logger) {
         self.limiter = limiter
         self.ledger = ledger
         self.client = client
         self.logger = logger
+        let book = self.book
+        flushes = StatementBatcher { asks in
+            try await Self.write(book: book, endingEveryLease: asks.contains(true), client: client, logger: logger)
+            return Array(repeating: (), count: asks.count)
+        }
     }
 
     // MARK: Admission
@@ -95,9 +116,10 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         let key = Key(rate: ask.rate?.key, limit: ask.rate?.limit ?? 0, window: ask.rate?.window ?? 0, budget: ask.budget?.key,
                       budgetLimit: ask.budget?.budget ?? 0, tokens: max(0, ask.budget?.tokens ?? 0))
         enum Step { case admitted(String?), ask, wait, alone }
-        let step = state.withLock { state -> Step in
+        let step = book.state.withLock { state -> Step in
             if let part = Self.spend(key, &state, now: now.unixSeconds) { return .admitted(part.reservation) }
             if state.closed { return .alone }
+            if let until = state.refused[key], ContinuousClock.now < until { return .alone }
             if state.asking[key] != nil { return .wait }
             state.asking[key] = []
             return .ask
@@ -110,21 +132,27 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         case .wait:
             // The lease being asked for serves this request too, when it is granted and not spent by then.
             await withCheckedContinuation { continuation in
-                let asked = state.withLock { state in
+                let asked = book.state.withLock { state in
                     guard state.asking[key] != nil else { return false }
                     state.asking[key]?.append(continuation)
                     return true
                 }
                 if !asked { continuation.resume() }
             }
-            if let part = state.withLock({ Self.spend(key, &$0, now: now.unixSeconds) }) { return .admitted(reservation: part.reservation) }
+            if let part = book.state.withLock({ Self.spend(key, &$0, now: now.unixSeconds) }) { return .admitted(reservation: part.reservation) }
             return try await limiter.admit(ask, now: now)
         case .ask:
-            defer {
-                for waiting in state.withLock({ $0.asking.removeValue(forKey: key) ?? [] }) { waiting.resume() }
+            let part: Spent?, waiting: [CheckedContinuation<Void, Never>]
+            do {
+                try await takeLease(for: ask, key: key, size: size, now: now)
+                // Its own part first, then the waiting requests try theirs.
+                (part, waiting) = book.state.withLock { state in (Self.spend(key, &state, now: now.unixSeconds), state.asking.removeValue(forKey: key) ?? []) }
+            } catch {
+                for waiting in book.state.withLock({ $0.asking.removeValue(forKey: key) ?? [] }) { waiting.resume() }
+                throw error
             }
-            try await takeLease(for: ask, key: key, size: size, now: now)
-            if let part = state.withLock({ Self.spend(key, &$0, now: now.unixSeconds) }) { return .admitted(reservation: part.reservation) }
+            for continuation in waiting { continuation.resume() }
+            if let part { return .admitted(reservation: part.reservation) }
             // Too near a limit for a lease: this request is decided alone.
             return try await limiter.admit(ask, now: now)
         }
@@ -140,15 +168,27 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         let second = Int64((now.unixSeconds + Double(Self.lifetime.components.seconds) + 1).rounded(.down).clamped(to: -1e15...1e15))
         let terms = PostgresRequestLimiter.LeaseTerms(slots: size, at: second, room: size * (Self.headroom + 1), need: need.partialValue)
         let taken = ContinuousClock.now
-        guard case .admitted(let row) = try await limiter.lease(leaseAsk, terms: terms, now: now) else { return }
-        let lease = Lease(row: row, rateKey: ask.rate?.key, second: second, taken: now.unixSeconds, ends: taken + Self.lifetime,
-                          slots: ask.rate == nil ? Int.max : size, tokens: total.partialValue)
-        state.withLock { state in
-            // Shut down meanwhile: nothing flushes any more, so it is not used; the database lets it expire.
-            guard !state.closed else { return }
+        guard case .admitted(let row) = try await limiter.lease(leaseAsk, terms: terms, now: now) else {
+            // Refused: the key's requests are decided one by one for as long as a lease would have lasted.
+            book.state.withLock { $0.refused[key] = taken + Self.lifetime }
+            return
+        }
+        // Its requests' own times (`now < taken + lifetime`) keep each event before the second it is counted at;
+        // the monotonic end, from the grant, bounds how long it is kept when those times stand still.
+        let lease = Lease(row: row, budget: ask.budget?.key, rateKey: ask.rate?.key, second: second, taken: now.unixSeconds,
+                          ends: ContinuousClock.now + Self.lifetime, slots: ask.rate == nil ? Int.max : size, tokens: total.partialValue,
+                          allowance: total.partialValue)
+        let afterTheLastFlush = book.state.withLock { state -> Bool in
+            // Shut down meanwhile: not used, and given back at once.
+            guard !state.closed else {
+                state.outbox += Self.giveBack(lease)
+                return true
+            }
             // A lease left from before for the key ends now.
             if let previous = state.leases.updateValue(lease, forKey: key) { state.outbox += Self.giveBack(previous) }
+            return false
         }
+        if afterTheLastFlush { await flush(endingEveryLease: true) }
     }
 
     /// How many requests a lease for `ask` takes; 0 when its limits are too small for one.
@@ -172,9 +212,11 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
     /// One request's part of the key's running lease, or `nil` when there is none or it is spent.
     private static func spend(_ key: Key, _ state: inout State, now: Double) -> Spent? {
         guard var lease = state.leases[key], ContinuousClock.now < lease.ends, now >= lease.taken,
-              now < lease.taken + Double(lifetime.components.seconds), lease.slots > 0, lease.tokens >= key.tokens else { return nil }
+              now < lease.taken + Double(lifetime.components.seconds), lease.slots > 0, lease.tokens >= key.tokens,
+              lease.allowance >= key.tokens else { return nil }
         lease.slots = lease.slots == Int.max ? lease.slots : lease.slots - 1
         lease.tokens -= key.tokens
+        lease.allowance -= key.tokens
         state.leases[key] = lease
         guard let row = lease.row else { return Spent(reservation: nil) }
         let id = UUID().uuidString
@@ -188,10 +230,16 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         if let rateKey = lease.rateKey, lease.slots > 0, lease.slots != Int.max {
             entries.append(.object(["rate_key": .string(rateKey), "at": .string(String(lease.second)), "slots": .string(String(lease.slots))]))
         }
-        if let row = lease.row, lease.tokens > 0 {
-            entries.append(.object(["lease": .string(row), "tokens": .string(String(lease.tokens))]))
+        if let row = lease.row, let budget = lease.budget, lease.tokens > 0 {
+            entries.append(tokensBack(row: row, tokens: lease.tokens, budget: budget))
         }
         return entries
+    }
+
+    /// Tokens taken off a lease's row, with its budget's key (whose lock the statement takes).
+    private static func tokensBack(row: String, tokens: Int, budget: BudgetKey) -> JSONValue {
+        .object(["lease": .string(row), "tokens": .string(String(tokens)), "user_id": .string(budget.userID),
+                 "class_id": .string(budget.classID), "day": .string(budget.day)])
     }
 
     // MARK: Settlement
@@ -202,8 +250,14 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
 
     /// A lease's request: its usage and the end of its reservation go with the next flush. Another: now.
     func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
-        let settled = state.withLock { state -> Settled in
+        let settled = book.state.withLock { state -> Settled in
             guard let part = state.parts.removeValue(forKey: reservation) else { return .notLeased }
+            if var lease = state.leases[part.key], lease.row == part.row {
+                // Its reservation is free again, its usage taken: as the budget counts it.
+                let used = UsageRecorder.plausible(inputTokens) + UsageRecorder.plausible(outputTokens)
+                lease.allowance = lease.allowance.addingSaturated(part.tokens).addingSaturated(-used)
+                state.leases[part.key] = lease
+            }
             state.outbox.append(.object([
                 "lease": .string(part.row), "tokens": .string(String(part.tokens)),
                 "user_id": .string(key.userID), "class_id": .string(key.classID), "day": .string(key.day), "model": .string(model),
@@ -223,14 +277,16 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
 
     /// A lease's request that used nothing: its tokens go back to the lease while it runs, else to the database.
     func release(_ reservation: String) async throws {
-        let released = state.withLock { state -> Settled in
+        let released = book.state.withLock { state -> Settled in
             guard let part = state.parts.removeValue(forKey: reservation) else { return .notLeased }
             if var lease = state.leases[part.key], lease.row == part.row {
                 lease.tokens += part.tokens
+                lease.allowance = lease.allowance.addingSaturated(part.tokens)
                 state.leases[part.key] = lease
                 return .queued
             }
-            state.outbox.append(.object(["lease": .string(part.row), "tokens": .string(String(part.tokens))]))
+            guard let budget = part.key.budget else { return .queued }
+            state.outbox.append(Self.tokensBack(row: part.row, tokens: part.tokens, budget: budget))
             return state.closed ? .afterTheLastFlush : .queued
         }
         switch released {
@@ -250,26 +306,56 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         }
     }
 
-    /// One flush; `endingEveryLease` at shutdown (then nothing is leased any more). A flush that fails keeps
-    /// what it had for the next.
+    /// One flush, after any running; `endingEveryLease` at shutdown (then nothing is leased any more).
     func flush(endingEveryLease: Bool) async {
+        if endingEveryLease { book.state.withLock { $0.closed = true } }
+        do {
+            try await flushes.submit(endingEveryLease)
+        } catch {
+            logger.warning("could not write the usage of leased requests; it is kept for the next try", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes what is settled and gives back the leases that ended. When the statement fails, each entry is
+    /// tried alone: those that fail while others pass are dropped (an entry the database always refuses
+    /// must not stop every later flush), and when all fail (the database is away) all are kept for the next.
+    private static func write(book: Book, endingEveryLease: Bool, client: PostgresClient, logger: Logger) async throws {
         let instant = ContinuousClock.now
-        let entries = state.withLock { state -> [JSONValue] in
+        let entries = book.state.withLock { state -> [JSONValue] in
             if endingEveryLease { state.closed = true }
             for (key, lease) in state.leases where endingEveryLease || instant >= lease.ends {
-                state.outbox += Self.giveBack(lease)
+                state.outbox += giveBack(lease)
                 state.leases[key] = nil
             }
+            state.refused = state.refused.filter { instant < $0.value }
             defer { state.outbox = [] }
             return state.outbox
         }
         guard !entries.isEmpty else { return }
-        do {
+        func run(_ entries: [JSONValue]) async throws {
             for try await _ in try await client.execute(LeaseSettleStatement(json: JSONValue.array(entries).jsonString), logger: logger) {}
-        } catch {
-            logger.warning("could not write the usage of leased requests; it is kept for the next try", metadata: ["error": "\(error)"])
-            state.withLock { $0.outbox.insert(contentsOf: entries, at: 0) }
         }
+        do {
+            try await run(entries)
+            return
+        } catch where entries.count == 1 {
+            book.state.withLock { $0.outbox.insert(contentsOf: entries, at: 0) }
+            throw error
+        } catch {}
+        var failed: [JSONValue] = [], lastError: (any Error)?
+        for entry in entries {
+            do { try await run([entry]) } catch {
+                failed.append(entry)
+                lastError = error
+            }
+        }
+        guard let lastError else { return }
+        if failed.count == entries.count {
+            book.state.withLock { $0.outbox.insert(contentsOf: failed, at: 0) }
+            throw lastError
+        }
+        logger.error("dropped settlements of leased requests that the database refuses",
+                     metadata: ["count": "\(failed.count)", "error": "\(lastError)", "entries": "\(JSONValue.array(failed).jsonString)"])
     }
 
     struct LeaseSettleStatement: JSONBatchStatement {

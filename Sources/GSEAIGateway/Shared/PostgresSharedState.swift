@@ -21,8 +21,10 @@ final class PostgresSharedState: Sendable {
     static let schema: [SQLQueryString] = [
         "DROP FUNCTION IF EXISTS gseai_rate_admit(TEXT, INTEGER, DOUBLE PRECISION, DOUBLE PRECISION)",
         "DROP TABLE IF EXISTS gseai_rate_events",
-        // (`gseai_rate_admit(TEXT, BIGINT, …)` and `gseai_budget_reserve`, which earlier versions called, are
-        // left in place for replicas of an earlier version during a rolling upgrade: they take the same locks.)
+        // (`gseai_rate_admit(TEXT, BIGINT, …)`, `gseai_budget_reserve` and `gseai_admit`, which earlier versions
+        // called, are left in place for replicas of an earlier version during a rolling upgrade: they take the
+        // same locks. `gseai_admit_v2` has a name of its own because it reads a lease's terms, which
+        // `gseai_admit` ignores: a replica of the earlier version that starts again rewrites only its own.)
         // A window counts admitted events per whole second (at most `window` rows per key, whatever the limit).
         """
         CREATE UNLOGGED TABLE IF NOT EXISTS gseai_rate_buckets (
@@ -63,7 +65,7 @@ final class PostgresSharedState: Sendable {
         // `count` events at the second `at` (later than now, so that each counts a full window after its
         // request) when `room` more still fit, and `tokens` reserved when `need` more still fit in the budget.
         """
-        CREATE OR REPLACE FUNCTION gseai_admit(p_asks JSONB)
+        CREATE OR REPLACE FUNCTION gseai_admit_v2(p_asks JSONB)
         RETURNS TABLE (outcome TEXT, sent BIGINT, oldest DOUBLE PRECISION, used BIGINT) LANGUAGE plpgsql AS $$
         DECLARE a JSONB; h INTEGER; p_now DOUBLE PRECISION; n BIGINT; o BIGINT; total BIGINT;
         BEGIN
@@ -118,17 +120,29 @@ final class PostgresSharedState: Sendable {
         END $$
         """,
         // What leases give back (a JSON array, see `PostgresLeases`): the usage of the answers they admitted
-        // (`model` …), each with its tokens taken off its lease's reservation (`lease`, `tokens`), and the
-        // events a lease did not spend (`rate_key`, `at`, `slots`). A lease's reservation goes when nothing
-        // of it is left. The rate keys' advisory locks first, in the admission's order, then the rows in one
-        // order, so that this never waits in a circle with an admission or another replica's settlement.
+        // (`model` …), each with its tokens taken off its lease's reservation (`lease`, `tokens`, and the
+        // budget's `user_id`, `class_id`, `day`), and the events a lease did not spend (`rate_key`, `at`,
+        // `slots`). A lease's reservation goes when nothing of it is left. Every key's advisory lock is taken
+        // first, in `gseai_admit_v2`'s order, before any row: this never waits in a circle with an admission
+        // (which holds its keys' locks while it deletes expired reservations) or another replica's settlement.
+        // The usage of a user deleted meanwhile is dropped (it went with the user), not retried for ever.
         """
         CREATE OR REPLACE FUNCTION gseai_lease_settle(p JSONB) RETURNS VOID LANGUAGE plpgsql AS $$
         DECLARE h INTEGER; r RECORD;
         BEGIN
+            FOR h IN
+                SELECT DISTINCT k.h FROM (
+                    SELECT hashtext('gseai_rate:' || (x->>'rate_key')) AS h FROM jsonb_array_elements(p) x WHERE x ? 'slots'
+                    UNION ALL
+                    SELECT hashtext('gseai_budget:' || (x->>'user_id') || '|' || (x->>'class_id') || '|' || (x->>'day'))
+                        FROM jsonb_array_elements(p) x WHERE x ? 'lease'
+                ) k ORDER BY k.h
+            LOOP
+                PERFORM pg_advisory_xact_lock(h);
+            END LOOP;
             INSERT INTO usage_daily (user_id, day, class_id, model, requests, input_tokens, output_tokens)
             SELECT x->>'user_id', x->>'day', x->>'class_id', x->>'model', COUNT(*), SUM((x->>'input')::BIGINT), SUM((x->>'output')::BIGINT)
-                FROM jsonb_array_elements(p) x WHERE x ? 'model'
+                FROM jsonb_array_elements(p) x WHERE x ? 'model' AND EXISTS (SELECT 1 FROM users u WHERE u.id = x->>'user_id')
                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
             ON CONFLICT (user_id, day, class_id, model) DO UPDATE SET
                 requests = usage_daily.requests + excluded.requests,
@@ -138,10 +152,6 @@ final class PostgresSharedState: Sendable {
                         FROM jsonb_array_elements(p) x WHERE x ? 'lease' GROUP BY 1 ORDER BY 1 LOOP
                 UPDATE gseai_budget_reservations SET tokens = tokens - r.tokens WHERE id = r.id;
                 DELETE FROM gseai_budget_reservations WHERE id = r.id AND tokens <= 0;
-            END LOOP;
-            FOR h IN SELECT DISTINCT hashtext('gseai_rate:' || (x->>'rate_key')) FROM jsonb_array_elements(p) x
-                        WHERE x ? 'slots' ORDER BY 1 LOOP
-                PERFORM pg_advisory_xact_lock(h);
             END LOOP;
             FOR r IN SELECT x->>'rate_key' AS key, (x->>'at')::BIGINT AS second, SUM((x->>'slots')::BIGINT) AS slots
                         FROM jsonb_array_elements(p) x WHERE x ? 'slots' GROUP BY 1, 2 ORDER BY 1, 2 LOOP
@@ -272,8 +282,8 @@ final class PostgresRequestLimiter: RequestLimiter {
     /// The asks of a batch (a JSON array), one row of decision each in their order. Prepared once per
     /// connection: parsing and planning it each time cost more than running it.
     struct AdmitStatement: JSONBatchStatement {
-        static let name = "gseai_admit"
-        static let sql = "SELECT outcome, sent, oldest, used FROM gseai_admit($1::jsonb)"
+        static let name = "gseai_admit_v2"
+        static let sql = "SELECT outcome, sent, oldest, used FROM gseai_admit_v2($1::jsonb)"
         typealias Row = (String, Int64?, Double?, Int64?)
         var json: String
 
