@@ -362,6 +362,46 @@ struct SharedStateTests {
         }
     }
 
+    /// A flush sent again after an answer that never came (the connection broke after the commit) is not
+    /// written twice: the second finds its id.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func aFlushSentTwiceIsWrittenOnce() async throws {
+        try await withReplicas { a, _ in
+            let user = try await StorageTests().makeUser("twice", in: a)
+            let database = try #require(a.database)
+            let entries = JSONValue.array([.object([
+                "user_id": .string(user.id), "class_id": .string("c1"), "day": .string("2027-01-15"), "model": .string("m"),
+                "input": .string("4"), "output": .string("6"), "lease": .string("no-such-row"), "tokens": .string("10"),
+            ])]).jsonString
+            for id in ["flush-1", "flush-1", "flush-2"] {
+                try await database.raw("SELECT gseai_lease_settle(\(bind: entries)::jsonb, \(bind: id))").run()
+            }
+            #expect(try await a.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == 20)
+        }
+    }
+
+    /// Which failures of a flush mean "never written, and never will be" (tried entry by entry, the refused
+    /// dropped) and which "maybe written, try again later" (kept with its id): real errors of the server.
+    @Test(.enabled(if: TestDatabase.postgresURL != nil))
+    func aFlushsFailureIsARefusalOnlyWhenTheStatementItselfWasRefused() async throws {
+        try await withReplicas { a, _ in
+            let database = try #require(a.database)
+            do {
+                try await database.raw("SELECT 1 / 0").run()
+                Issue.record("a division by zero passed")
+            } catch {
+                #expect(PostgresLeases.refused(error), "\(String(reflecting: error))")
+            }
+            do {
+                try await database.raw("SELECT pg_terminate_backend(pg_backend_pid())").run()
+                Issue.record("the connection's end passed")
+            } catch {
+                #expect(!PostgresLeases.refused(error), "\(String(reflecting: error))")
+            }
+            #expect(!PostgresLeases.refused(CancellationError()))
+        }
+    }
+
     /// 100 requests at once: the first asks for a lease, the others wait for it rather than each going to the
     /// database; one lease serves all of them.
     @Test(.enabled(if: TestDatabase.postgresURL != nil))

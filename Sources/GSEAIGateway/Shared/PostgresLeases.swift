@@ -89,6 +89,8 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         var parts: [String: Part] = [:]
         /// What the next flush writes.
         var outbox: [JSONValue] = []
+        /// Flushes whose answer never came (written or not), sent again with their ids.
+        var retries: [Flush] = []
         var closed = false
     }
 
@@ -316,53 +318,80 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
         }
     }
 
-    /// Writes what is settled and gives back the leases that ended. When the statement fails, each entry is
-    /// tried alone: those that fail while others pass are dropped (an entry the database always refuses
-    /// must not stop every later flush), and when all fail (the database is away) all are kept for the next.
+    /// A flush's entries, under the id that makes it written once.
+    struct Flush: Sendable {
+        var id = UUID().uuidString
+        var entries: [JSONValue]
+    }
+
+    /// Writes what is settled and gives back the leases that ended, and the flushes to send again. A flush
+    /// the database refused (an error of the statement: nothing of it was written) is tried entry by entry,
+    /// and an entry refused alone is dropped, so that it cannot stop every later flush; a flush whose answer
+    /// did not come (the connection, a deadlock, the server's resources) is kept, with its id, for the next.
     private static func write(book: Book, endingEveryLease: Bool, client: PostgresClient, logger: Logger) async throws {
         let instant = ContinuousClock.now
-        let entries = book.state.withLock { state -> [JSONValue] in
+        let flushes = book.state.withLock { state -> [Flush] in
             if endingEveryLease { state.closed = true }
             for (key, lease) in state.leases where endingEveryLease || instant >= lease.ends {
                 state.outbox += giveBack(lease)
                 state.leases[key] = nil
             }
             state.refused = state.refused.filter { instant < $0.value }
-            defer { state.outbox = [] }
-            return state.outbox
+            defer { state.outbox = []; state.retries = [] }
+            return state.retries + (state.outbox.isEmpty ? [] : [Flush(entries: state.outbox)])
         }
-        guard !entries.isEmpty else { return }
-        func run(_ entries: [JSONValue]) async throws {
-            for try await _ in try await client.execute(LeaseSettleStatement(json: JSONValue.array(entries).jsonString), logger: logger) {}
+        func run(_ flush: Flush) async throws {
+            let statement = LeaseSettleStatement(json: JSONValue.array(flush.entries).jsonString, id: flush.id)
+            for try await _ in try await client.execute(statement, logger: logger) {}
         }
-        do {
-            try await run(entries)
-            return
-        } catch where entries.count == 1 {
-            book.state.withLock { $0.outbox.insert(contentsOf: entries, at: 0) }
-            throw error
-        } catch {}
-        var failed: [JSONValue] = [], lastError: (any Error)?
-        for entry in entries {
-            do { try await run([entry]) } catch {
-                failed.append(entry)
+        var kept: [Flush] = [], dropped: [JSONValue] = [], lastError: (any Error)?
+        for flush in flushes {
+            do {
+                try await run(flush)
+            } catch where refused(error) {
                 lastError = error
+                guard flush.entries.count > 1 else { dropped += flush.entries; continue }
+                for entry in flush.entries {
+                    let alone = Flush(entries: [entry])
+                    do { try await run(alone) } catch where refused(error) { dropped.append(entry) } catch { kept.append(alone) }
+                }
+            } catch {
+                lastError = error
+                kept.append(flush)
             }
         }
-        guard let lastError else { return }
-        if failed.count == entries.count {
-            book.state.withLock { $0.outbox.insert(contentsOf: failed, at: 0) }
+        if !dropped.isEmpty, let lastError {
+            logger.error("dropped settlements of leased requests that the database refuses",
+                         metadata: ["count": "\(dropped.count)", "error": "\(String(reflecting: lastError))",
+                                    "entries": "\(JSONValue.array(dropped).jsonString)"])
+        }
+        if !kept.isEmpty, let lastError {
+            book.state.withLock { $0.retries.insert(contentsOf: kept, at: 0) }
             throw lastError
         }
-        logger.error("dropped settlements of leased requests that the database refuses",
-                     metadata: ["count": "\(failed.count)", "error": "\(lastError)", "entries": "\(JSONValue.array(failed).jsonString)"])
     }
 
-    struct LeaseSettleStatement: JSONBatchStatement {
+    /// Whether the database refused the statement itself (it was not written, and would be refused again),
+    /// rather than failing to answer or to run it now: the connection, a deadlock or a serialization failure
+    /// (SQLSTATE class 40), resources (53), the operator (57), the connection (08).
+    static func refused(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError, error.code == .server, let state = error.serverInfo?[.sqlState] else { return false }
+        return !["40", "53", "57", "08"].contains(String(state.prefix(2)))
+    }
+
+    struct LeaseSettleStatement: PostgresPreparedStatement {
         static let name = "gseai_lease_settle"
-        static let sql = "SELECT gseai_lease_settle($1::jsonb)"
+        static let sql = "SELECT gseai_lease_settle($1::jsonb, $2)"
         typealias Row = Void
         var json: String
+        var id: String
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(json)
+            bindings.append(id)
+            return bindings
+        }
 
         func decodeRow(_ row: PostgresRow) throws {}
     }

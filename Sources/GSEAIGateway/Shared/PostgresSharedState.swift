@@ -126,10 +126,24 @@ final class PostgresSharedState: Sendable {
         // first, in `gseai_admit_v2`'s order, before any row: this never waits in a circle with an admission
         // (which holds its keys' locks while it deletes expired reservations) or another replica's settlement.
         // The usage of a user deleted meanwhile is dropped (it went with the user), not retried for ever.
+        // Each flush has an id, recorded in its own transaction: a flush retried after an answer that never
+        // came (it may have been written) is not written twice. Ids are kept an hour.
         """
-        CREATE OR REPLACE FUNCTION gseai_lease_settle(p JSONB) RETURNS VOID LANGUAGE plpgsql AS $$
+        CREATE TABLE IF NOT EXISTS gseai_lease_flushes (
+            id TEXT NOT NULL PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS gseai_lease_flushes_at ON gseai_lease_flushes (at)",
+        """
+        CREATE OR REPLACE FUNCTION gseai_lease_settle(p JSONB, p_id TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
         DECLARE h INTEGER; r RECORD;
         BEGIN
+            INSERT INTO gseai_lease_flushes (id, at) VALUES (p_id, extract(epoch FROM now())) ON CONFLICT (id) DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+            DELETE FROM gseai_lease_flushes WHERE at < extract(epoch FROM now()) - 3600;
             FOR h IN
                 SELECT DISTINCT k.h FROM (
                     SELECT hashtext('gseai_rate:' || (x->>'rate_key')) AS h FROM jsonb_array_elements(p) x WHERE x ? 'slots'
