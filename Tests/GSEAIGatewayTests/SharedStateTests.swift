@@ -257,13 +257,36 @@ struct SharedStateTests {
         try #require(storage.shared.limits as? PostgresLeases)
     }
 
+    /// A request in a class whose limits are far away: a rate of a million a minute, a budget of a billion.
+    func generousAsk(_ userID: String) -> LimitAsk {
+        LimitAsk(rate: LimitAsk.Rate(key: "rate:" + userID, limit: 1_000_000, window: 60),
+                 budget: LimitAsk.Budget(key: BudgetKey(userID: userID, classID: "c1", day: "2027-01-15"), tokens: 64,
+                                         budget: 1_000_000_000, expires: now.addingTimeInterval(600)))
+    }
+
+    /// A request reserving 10 tokens of a budget of 20,000 (leases of 50).
+    func budgetAsk(_ userID: String) -> LimitAsk {
+        LimitAsk(budget: LimitAsk.Budget(key: BudgetKey(userID: userID, classID: "c1", day: "2027-01-15"), tokens: 10, budget: 20_000,
+                                         expires: now.addingTimeInterval(600)))
+    }
+
+    /// The tokens of a user's reservation rows, and the counts of a rate key's seconds.
+    func reserved(_ storage: Storage, _ userID: String) async throws -> [Int] {
+        try await #require(storage.database).raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: userID)")
+            .all(decodingColumn: "tokens", as: Int.self)
+    }
+
+    func counted(_ storage: Storage, _ rateKey: String) async throws -> [Int] {
+        try await #require(storage.database).raw("SELECT count FROM gseai_rate_buckets WHERE key = \(bind: rateKey)")
+            .all(decodingColumn: "count", as: Int.self)
+    }
+
     @Test(.enabled(if: TestDatabase.postgresURL != nil))
     func farFromItsLimitsAStudentsRequestsTakeOneLeaseAndSettleInFlushes() async throws {
         try await withReplicas { a, _ in
             let user = try await StorageTests().makeUser("busy", in: a)
-            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
-            let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:" + user.id, limit: 1_000_000, window: 60),
-                               budget: LimitAsk.Budget(key: key, tokens: 64, budget: 1_000_000_000, expires: now.addingTimeInterval(600)))
+            let ask = generousAsk(user.id)
+            let key = try #require(ask.budget).key
             #expect(PostgresLeases.size(of: ask) == 256)
             var reservations: [String] = []
             for _ in 0..<40 {
@@ -275,8 +298,7 @@ struct SharedStateTests {
             #expect(Set(reservations).count == 40)
             // In the database: one lease, 256 requests' events at a second after it ends and their tokens in one row.
             let database = try #require(a.database)
-            let rows = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
-                .all(decodingColumn: "tokens", as: Int.self)
+            let rows = try await reserved(a, user.id)
             #expect(rows == [256 * 64])
             let bucketSecond = Int(now.timeIntervalSince1970) + 2
             let buckets = try await database.raw("SELECT second, count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)").all()
@@ -290,8 +312,7 @@ struct SharedStateTests {
             try await a.shared.budgets.release(reservations[38])
             try await leases(a).flush(endingEveryLease: true)
             #expect(try await a.usage.total(userID: user.id, classID: "c1", day: "2027-01-15") == 380)
-            let held = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
-                .all(decodingColumn: "tokens", as: Int.self)
+            let held = try await reserved(a, user.id)
             #expect(held == [64])
             // The last flush is over: the running one's settlement is written at once.
             try await a.shared.budgets.settle(reservations[39], key: key, model: "m", inputTokens: 4, outputTokens: 6)
@@ -300,9 +321,8 @@ struct SharedStateTests {
                 .all(decodingColumn: "requests", as: Int.self)
             #expect(requests == [39])
             #expect(try await database.raw("SELECT id FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)").all().isEmpty)
-            let counted = try await database.raw("SELECT count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)")
-                .all(decodingColumn: "count", as: Int.self)
-            #expect(counted == [40])
+            let window = try await counted(a, "rate:" + user.id)
+            #expect(window == [40])
             // Shut down, it decides in the database again, one request at a time.
             guard case .admitted(let alone?) = try await a.shared.limits.admit(ask, now: now) else {
                 Issue.record("refused after the flush"); return
@@ -320,8 +340,8 @@ struct SharedStateTests {
     func aLeaseCountsTheUsageOfItsSettledRequestsNotOnlyTheirReservations() async throws {
         try await withReplicas { a, _ in
             let user = try await StorageTests().makeUser("wordy", in: a)
-            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
-            let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+            let ask = budgetAsk(user.id)
+            let key = try #require(ask.budget).key
             #expect(PostgresLeases.size(of: ask) == 50)
             let database = try #require(a.database)
             func rows() async throws -> Int {
@@ -346,8 +366,8 @@ struct SharedStateTests {
             var users: [User] = []
             for name in ["gone", "staying"] { users.append(try await StorageTests().makeUser(name, in: a)) }
             func request(_ user: User) async throws {
-                let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
-                let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+                let ask = budgetAsk(user.id)
+                let key = try #require(ask.budget).key
                 guard case .admitted(let id?) = try await a.shared.limits.admit(ask, now: now) else { Issue.record("refused"); return }
                 try await a.shared.budgets.settle(id, key: key, model: "m", inputTokens: 4, outputTokens: 6)
             }
@@ -408,9 +428,7 @@ struct SharedStateTests {
     func requestsThatComeWhileALeaseIsAskedForWaitForIt() async throws {
         try await withReplicas { a, _ in
             let user = try await StorageTests().makeUser("crowd", in: a)
-            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
-            let ask = LimitAsk(rate: LimitAsk.Rate(key: "rate:" + user.id, limit: 1_000_000, window: 60),
-                               budget: LimitAsk.Budget(key: key, tokens: 64, budget: 1_000_000_000, expires: now.addingTimeInterval(600)))
+            let ask = generousAsk(user.id)
             let limits = a.shared.limits
             let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for _ in 0..<100 {
@@ -419,13 +437,10 @@ struct SharedStateTests {
                 return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
             #expect(admitted == 100)
-            let database = try #require(a.database)
-            let rows = try await database.raw("SELECT tokens FROM gseai_budget_reservations WHERE user_id = \(bind: user.id)")
-                .all(decodingColumn: "tokens", as: Int.self)
+            let rows = try await reserved(a, user.id)
             #expect(rows == [256 * 64])
-            let counted = try await database.raw("SELECT count FROM gseai_rate_buckets WHERE key = \(bind: "rate:" + user.id)")
-                .all(decodingColumn: "count", as: Int.self)
-            #expect(counted == [256])
+            let window = try await counted(a, "rate:" + user.id)
+            #expect(window == [256])
         }
     }
 
@@ -466,8 +481,8 @@ struct SharedStateTests {
     func leasesOnTwoReplicasNeverPassABudgetAndLoseNoUsage() async throws {
         try await withReplicas { a, b in
             let user = try await StorageTests().makeUser("leased", in: a)
-            let key = BudgetKey(userID: user.id, classID: "c1", day: "2027-01-15")
-            let ask = LimitAsk(budget: LimitAsk.Budget(key: key, tokens: 10, budget: 20_000, expires: now.addingTimeInterval(600)))
+            let ask = budgetAsk(user.id)
+            let key = try #require(ask.budget).key
             #expect(PostgresLeases.size(of: ask) == 50)
             let replicas = [a, b]
             let admitted = try await withThrowingTaskGroup(of: Int.self) { group in

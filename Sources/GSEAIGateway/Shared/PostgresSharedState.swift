@@ -57,28 +57,40 @@ final class PostgresSharedState: Sendable {
             END LOOP;
         END $$
         """,
-        // The asks of a batch (a JSON array, see `PostgresRequestLimiter`), decided in their order; one row per
-        // ask, in the same order. Every key's advisory lock is taken first, in one order, so that two
-        // replicas' batches never wait for each other in a circle. A budget is checked first (what is used and
-        // reserved, below the budget), then the rate window (an event of second b counts while now - b <
-        // window); refused by either, nothing is counted or reserved. A lease (`PostgresLeases`) asks for more:
-        // `count` events at the second `at` (later than now, so that each counts a full window after its
-        // request) when `room` more still fit, and `tokens` reserved when `need` more still fit in the budget.
+        // The advisory locks of rate windows (their keys) and budgets (`user|class|day`) for the transaction, in
+        // one order (of their hashes, as `gseai_admit` of an earlier version takes them): every statement that
+        // touches the limits takes its keys' locks through this first, before any row, so that two never wait
+        // for each other in a circle.
         """
-        CREATE OR REPLACE FUNCTION gseai_admit_v2(p_asks JSONB)
-        RETURNS TABLE (outcome TEXT, sent BIGINT, oldest DOUBLE PRECISION, used BIGINT) LANGUAGE plpgsql AS $$
-        DECLARE a JSONB; h INTEGER; p_now DOUBLE PRECISION; n BIGINT; o BIGINT; total BIGINT;
+        CREATE OR REPLACE FUNCTION gseai_lock_keys(p_rate TEXT[], p_budget TEXT[]) RETURNS VOID LANGUAGE plpgsql AS $$
+        DECLARE h INTEGER;
         BEGIN
             FOR h IN
                 SELECT DISTINCT k.h FROM (
-                    SELECT hashtext('gseai_rate:' || (x->>'rate_key')) AS h FROM jsonb_array_elements(p_asks) x WHERE x ? 'rate_key'
+                    SELECT hashtext('gseai_rate:' || u.k) AS h FROM unnest(p_rate) AS u(k)
                     UNION ALL
-                    SELECT hashtext('gseai_budget:' || (x->>'user') || '|' || (x->>'class') || '|' || (x->>'day'))
-                        FROM jsonb_array_elements(p_asks) x WHERE x ? 'user'
+                    SELECT hashtext('gseai_budget:' || u.k) FROM unnest(p_budget) AS u(k)
                 ) k ORDER BY k.h
             LOOP
                 PERFORM pg_advisory_xact_lock(h);
             END LOOP;
+        END $$
+        """,
+        // The asks of a batch (a JSON array, see `PostgresRequestLimiter`), decided in their order; one row per
+        // ask, in the same order. Every key's advisory lock is taken first (`gseai_lock_keys`). A budget is
+        // checked first (what is used and reserved, below the budget), then the rate window (an event of second
+        // b counts while now - b < window); refused by either, nothing is counted or reserved. A lease
+        // (`PostgresLeases`) asks for more: `count` events at the second `at` (later than now, so that each
+        // counts a full window after its request) when `room` more still fit, and `tokens` reserved when `need`
+        // more still fit in the budget.
+        """
+        CREATE OR REPLACE FUNCTION gseai_admit_v2(p_asks JSONB)
+        RETURNS TABLE (outcome TEXT, sent BIGINT, oldest DOUBLE PRECISION, used BIGINT) LANGUAGE plpgsql AS $$
+        DECLARE a JSONB; p_now DOUBLE PRECISION; n BIGINT; o BIGINT; total BIGINT;
+        BEGIN
+            PERFORM gseai_lock_keys(
+                ARRAY(SELECT x->>'rate_key' FROM jsonb_array_elements(p_asks) x WHERE x ? 'rate_key'),
+                ARRAY(SELECT (x->>'user') || '|' || (x->>'class') || '|' || (x->>'day') FROM jsonb_array_elements(p_asks) x WHERE x ? 'user'));
             FOR a IN SELECT e.value FROM jsonb_array_elements(p_asks) WITH ORDINALITY e ORDER BY e.ordinality LOOP
                 p_now := (a->>'now')::DOUBLE PRECISION;
                 IF a ? 'user' THEN
@@ -123,8 +135,8 @@ final class PostgresSharedState: Sendable {
         // (`model` …), each with its tokens taken off its lease's reservation (`lease`, `tokens`, and the
         // budget's `user_id`, `class_id`, `day`), and the events a lease did not spend (`rate_key`, `at`,
         // `slots`). A lease's reservation goes when nothing of it is left. Every key's advisory lock is taken
-        // first, in `gseai_admit_v2`'s order, before any row: this never waits in a circle with an admission
-        // (which holds its keys' locks while it deletes expired reservations) or another replica's settlement.
+        // first (`gseai_lock_keys`), before any row: an admission holds its keys' locks while it deletes expired
+        // reservations, a lease's row among them.
         // The usage of a user deleted meanwhile is dropped (it went with the user), not retried for ever.
         // Each flush has an id, recorded in its own transaction: a flush retried after an answer that never
         // came (it may have been written) is not written twice. Ids are kept an hour.
@@ -137,23 +149,16 @@ final class PostgresSharedState: Sendable {
         "CREATE INDEX IF NOT EXISTS gseai_lease_flushes_at ON gseai_lease_flushes (at)",
         """
         CREATE OR REPLACE FUNCTION gseai_lease_settle(p JSONB, p_id TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
-        DECLARE h INTEGER; r RECORD;
+        DECLARE r RECORD;
         BEGIN
             INSERT INTO gseai_lease_flushes (id, at) VALUES (p_id, extract(epoch FROM now())) ON CONFLICT (id) DO NOTHING;
             IF NOT FOUND THEN
                 RETURN;
             END IF;
             DELETE FROM gseai_lease_flushes WHERE at < extract(epoch FROM now()) - 3600;
-            FOR h IN
-                SELECT DISTINCT k.h FROM (
-                    SELECT hashtext('gseai_rate:' || (x->>'rate_key')) AS h FROM jsonb_array_elements(p) x WHERE x ? 'slots'
-                    UNION ALL
-                    SELECT hashtext('gseai_budget:' || (x->>'user_id') || '|' || (x->>'class_id') || '|' || (x->>'day'))
-                        FROM jsonb_array_elements(p) x WHERE x ? 'lease'
-                ) k ORDER BY k.h
-            LOOP
-                PERFORM pg_advisory_xact_lock(h);
-            END LOOP;
+            PERFORM gseai_lock_keys(
+                ARRAY(SELECT x->>'rate_key' FROM jsonb_array_elements(p) x WHERE x ? 'slots'),
+                ARRAY(SELECT (x->>'user_id') || '|' || (x->>'class_id') || '|' || (x->>'day') FROM jsonb_array_elements(p) x WHERE x ? 'lease'));
             INSERT INTO usage_daily (user_id, day, class_id, model, requests, input_tokens, output_tokens)
             SELECT x->>'user_id', x->>'day', x->>'class_id', x->>'model', COUNT(*), SUM((x->>'input')::BIGINT), SUM((x->>'output')::BIGINT)
                 FROM jsonb_array_elements(p) x WHERE x ? 'model' AND EXISTS (SELECT 1 FROM users u WHERE u.id = x->>'user_id')
