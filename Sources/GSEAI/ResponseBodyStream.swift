@@ -53,6 +53,20 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
         exchange?.cancel()
     }
 
+    /// Hands the body to `consumer` as it arrives (on the upstream connection's event loop), instead of
+    /// iterating: a relay that writes each piece where it goes, with no task woken per piece. Only the NIO
+    /// transport's bodies can (`false` for AsyncHTTPClient's, which are then iterated). Not with an iterator.
+    public func push(to consumer: any ResponseBodyConsumer) -> Bool {
+        guard let exchange else { return false }
+        exchange.push(to: consumer)
+        return true
+    }
+
+    /// Reads start again for a consumer that wanted no more for a while (``ResponseBodyConsumer/wantsMore``).
+    public func resumeReads() {
+        exchange?.resumeReads()
+    }
+
     public func makeAsyncIterator() -> AsyncIterator {
         switch source {
         case .asyncHTTPClient(let body, let idle, let eventLoop, let executor):

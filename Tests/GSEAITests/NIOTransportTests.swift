@@ -103,6 +103,44 @@ struct NIOTransportTests {
         }
     }
 
+    @Test func aPushedBodyStopsTheReadsWhileItsConsumerWantsNoMoreAndGetsEveryByte() async throws {
+        let size = 16 << 20
+        try await RawHTTPServer.with(answer: { _ in .large(size) }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            let response = try await client.send(RawRequest(method: .GET, path: "/large"))
+            let consumer = TestConsumer()
+            consumer.paused.store(true, ordering: .relaxed)
+            #expect(response.body.push(to: consumer))
+            // The consumer wants no more: the connection reads on only what one read brings.
+            try await Task.sleep(for: .milliseconds(500))
+            let whilePaused = consumer.bytes.load(ordering: .relaxed)
+            #expect(whilePaused <= 2 << 20)
+            #expect(consumer.ending.withLock { $0 } == nil)
+            consumer.paused.store(false, ordering: .relaxed)
+            response.body.resumeReads()
+            let ending = try await consumer.end()
+            #expect(ending == "ok")
+            #expect(consumer.bytes.load(ordering: .relaxed) == size)
+            #expect(consumer.otherBytes.load(ordering: .relaxed) == 0)
+            #expect(consumer.readsCompleted.load(ordering: .relaxed) > 0)
+        }
+    }
+
+    @Test func aPushedBodyThatIsCancelledEndsItsConsumerWithCancellation() async throws {
+        try await RawHTTPServer.with(answer: { _ in .large(16 << 20) }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            let response = try await client.send(RawRequest(method: .GET, path: "/large"))
+            let consumer = TestConsumer()
+            consumer.paused.store(true, ordering: .relaxed)
+            #expect(response.body.push(to: consumer))
+            response.body.cancel()
+            #expect(try await consumer.end() == "CancellationError")
+            #expect(consumer.bytes.load(ordering: .relaxed) < 16 << 20)
+        }
+    }
+
     @Test func aKeptAliveConnectionTheServerHadClosedIsReplacedUnseen() async throws {
         // The server answers the first request of each connection and closes at the second, as a server whose
         // keep-alive time ran out the moment the request came.
@@ -144,104 +182,66 @@ struct NIOTransportTests {
     }
 }
 
+/// A consumer of a pushed body that counts what it gets, wants more only while not `paused`, and keeps how the
+/// body ended ("ok", or the error's type).
+final class TestConsumer: ResponseBodyConsumer {
+    let bytes = Atomic(0)
+    let otherBytes = Atomic(0)
+    let readsCompleted = Atomic(0)
+    let paused = Atomic(false)
+    let ending = Mutex<String?>(nil)
+    private let ended = Mutex<CheckedContinuation<String, Never>?>(nil)
+
+    func received(_ piece: ByteBuffer) {
+        bytes.add(piece.readableBytes, ordering: .relaxed)
+        if piece.readableBytesView.first != 0x61 || piece.readableBytesView.last != 0x61 { otherBytes.add(1, ordering: .relaxed) }
+    }
+
+    func readComplete() {
+        readsCompleted.add(1, ordering: .relaxed)
+    }
+
+    func ended(_ result: Result<Void, any Error>) {
+        let text: String
+        switch result {
+        case .success: text = "ok"
+        case .failure(let error): text = String(describing: type(of: error))
+        }
+        ending.withLock { $0 = text }
+        ended.withLock { $0 }?.resume(returning: text)
+    }
+
+    var wantsMore: Bool { !paused.load(ordering: .relaxed) }
+
+    /// How the body ended, once it has (within 30 s).
+    func end() async throws -> String {
+        try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let done: String? = self.ending.withLock { ending in
+                        if ending == nil { self.ended.withLock { $0 = continuation } }
+                        return ending
+                    }
+                    if let done { continuation.resume(returning: done) }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                return "no end within 30 s"
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
 /// A sequence of pieces, for streamed request bodies.
 extension Array where Element: Sendable {
     var async: AsyncStream<Element> {
         AsyncStream { continuation in
             for element in self { continuation.yield(element) }
             continuation.finish()
-        }
-    }
-}
-
-/// A bare HTTP/1.1 server on NIO whose answers a test decides per request, by its number on its connection.
-final class RawHTTPServer: Sendable {
-    enum Answer: Sendable {
-        /// A text body (the connection kept alive).
-        case text(String)
-        /// `n` bytes of a repeated pattern, written as fast as the connection takes them.
-        case large(Int)
-        /// No answer: the connection is closed.
-        case close
-        /// A text body without a length, ended by closing the connection (HTTP/1.0 style).
-        case untilClosed(String)
-    }
-
-    private let channel: any Channel
-    private let accepted: Counter
-
-    var baseURL: String { "http://127.0.0.1:\(channel.localAddress?.port ?? 0)" }
-    var connectionsAccepted: Int { accepted.value.load(ordering: .relaxed) }
-
-    final class Counter: Sendable {
-        let value = Atomic(0)
-    }
-
-    private init(channel: any Channel, accepted: Counter) {
-        self.channel = channel
-        self.accepted = accepted
-    }
-
-    static func with<T: Sendable>(answer: @escaping @Sendable (Int) -> Answer, _ body: (RawHTTPServer) async throws -> T) async throws -> T {
-        let accepted = Counter()
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                accepted.value.add(1, ordering: .relaxed)
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(answer: answer))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let server = RawHTTPServer(channel: channel, accepted: accepted)
-        do {
-            let result = try await body(server)
-            try await channel.close()
-            return result
-        } catch {
-            try? await channel.close()
-            throw error
-        }
-    }
-
-    private final class Handler: ChannelInboundHandler {
-        typealias InboundIn = HTTPServerRequestPart
-        typealias OutboundOut = HTTPServerResponsePart
-        private let answer: @Sendable (Int) -> Answer
-        private var requests = 0
-
-        init(answer: @escaping @Sendable (Int) -> Answer) {
-            self.answer = answer
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard case .end = unwrapInboundIn(data) else { return }
-            requests += 1
-            switch answer(requests) {
-            case .close:
-                context.close(promise: nil)
-            case .text(let text):
-                write(context, length: text.utf8.count, pieces: [ByteBuffer(string: text)])
-            case .untilClosed(let text):
-                // HTTP/1.0: no chunked framing is added; the body ends with the connection.
-                let head = HTTPResponseHead(version: .http1_0, status: .ok)
-                context.write(wrapOutboundOut(.head(head)), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
-                let written = context.eventLoop.makePromise(of: Void.self)
-                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-            case .large(let size):
-                let piece = ByteBuffer(repeating: 0x61, count: 64 << 10)
-                write(context, length: size, pieces: Array(repeating: piece, count: size / piece.readableBytes))
-            }
-        }
-
-        private func write(_ context: ChannelHandlerContext, length: Int, pieces: [ByteBuffer]) {
-            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": String(length)])
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            for piece in pieces { context.write(wrapOutboundOut(.body(.byteBuffer(piece))), promise: nil) }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
 }

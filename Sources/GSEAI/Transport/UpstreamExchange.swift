@@ -2,6 +2,22 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
+/// Takes a body as it arrives, on the upstream connection's event loop, instead of a reader asking for each
+/// piece (``ResponseBodyStream/push(to:)``): no task wakes per piece. It decides the pace: while ``wantsMore``
+/// is false the connection reads nothing more (and the idle limit does not run), until
+/// ``ResponseBodyStream/resumeReads()``.
+public protocol ResponseBodyConsumer: AnyObject, Sendable {
+    /// The next piece of the body.
+    func received(_ piece: ByteBuffer)
+    /// The pieces of one read from the socket have been handed over: the moment to flush what they made.
+    func readComplete()
+    /// The body ended: complete, or failed (``GSEAIError``, or `CancellationError` when it was cancelled).
+    /// Called once, after every piece.
+    func ended(_ ending: Result<Void, any Error>)
+    /// Whether to read more from the socket now; read on the upstream connection's event loop.
+    var wantsMore: Bool { get }
+}
+
 /// One request and its answer on one connection of the NIO transport.
 ///
 /// The connection's handler tells it what arrives (on the connection's event loop); the sender awaits the
@@ -47,6 +63,8 @@ final class UpstreamExchange: Sendable {
         var discarding = false
         /// Who waits for the body's end while it is discarded.
         var endWaiter: CheckedContinuation<Void, Never>?
+        /// Who takes the body as it arrives, instead of a reader.
+        var consumer: (any ResponseBodyConsumer)?
     }
 
     let channel: any Channel
@@ -84,9 +102,14 @@ final class UpstreamExchange: Sendable {
 
     func received(_ piece: ByteBuffer) {
         var tooLarge: (CheckedContinuation<ByteBuffer, any Error>, Int)?
+        var consumer: (any ResponseBodyConsumer)?
         let reader: CheckedContinuation<ByteBuffer?, any Error>? = state.withLock { state in
             state.lastActivity = .now()
             if state.discarding { return nil }
+            if let pushed = state.consumer {
+                consumer = pushed
+                return nil
+            }
             if var gathering = state.gathering {
                 guard gathering.buffer.readableBytes <= gathering.limit - piece.readableBytes else {
                     state.gathering = nil
@@ -111,7 +134,13 @@ final class UpstreamExchange: Sendable {
             channel.close(promise: nil)
             continuation.resume(throwing: GSEAIError.responseTooLarge(limit: limit))
         }
+        consumer?.received(piece)
         reader?.resume(returning: piece)
+    }
+
+    /// One read from the socket is done: a consumer flushes what it made of it.
+    func readComplete() {
+        state.withLock { $0.consumer }?.readComplete()
     }
 
     /// The body is complete.
@@ -130,6 +159,11 @@ final class UpstreamExchange: Sendable {
     func wantsMore() -> Bool {
         state.withLock { state in
             guard state.ending == nil else { return false }
+            if let consumer = state.consumer {
+                if consumer.wantsMore { return true }
+                state.paused = true
+                return false
+            }
             if !state.gotHead || state.gathering != nil || state.waitingBytes <= Self.highWater { return true }
             state.paused = true
             return false
@@ -142,6 +176,7 @@ final class UpstreamExchange: Sendable {
         waiting.endWaiter?.resume()
         waiting.reader?.resume(with: ending.map { nil })
         if let gathering = waiting.gathering { gathering.continuation.resume(with: ending.map { gathering.buffer }) }
+        waiting.consumer?.ended(ending)
     }
 
     /// Who waits on an exchange as it ends.
@@ -150,6 +185,7 @@ final class UpstreamExchange: Sendable {
         var gathering: Gathering?
         var timer: Scheduled<Void>?
         var endWaiter: CheckedContinuation<Void, Never>?
+        var consumer: (any ResponseBodyConsumer)?
     }
 
     /// Ends the exchange with `ending` and takes who waits, to be told outside the lock; `nil` when it had
@@ -163,9 +199,10 @@ final class UpstreamExchange: Sendable {
             state.gathering = nil
             state.timer = nil
             state.endWaiter = nil
+            state.consumer = nil
         }
         return Waiting(reader: state.pieces.isEmpty ? state.reader : nil, gathering: state.gathering, timer: state.timer,
-                       endWaiter: state.endWaiter)
+                       endWaiter: state.endWaiter, consumer: state.consumer)
     }
 
     private func headTookTooLong() {
@@ -252,6 +289,50 @@ final class UpstreamExchange: Sendable {
         }
     }
 
+    /// Hands the body to `consumer` as it arrives from now on, on the connection's event loop: first what has
+    /// come already, then each piece as it is read, then the end. Instead of ``next()``, never with it.
+    func push(to consumer: any ResponseBodyConsumer) {
+        onLoop { [self] in
+            let (pieces, ending): (CircularBuffer<ByteBuffer>, Result<Void, any Error>?) = state.withLock { state in
+                let pieces = state.pieces
+                state.pieces.removeAll()
+                state.waitingBytes = 0
+                if state.ending == nil { state.consumer = consumer }
+                return (pieces, state.ending)
+            }
+            for piece in pieces { consumer.received(piece) }
+            if !pieces.isEmpty { consumer.readComplete() }
+            if let ending {
+                consumer.ended(ending)
+            } else {
+                // Reads that stopped while the pieces waited start again, if the consumer wants more.
+                resumeReads()
+            }
+        }
+    }
+
+    /// A consumer that wanted no more (``ResponseBodyConsumer/wantsMore``) wants more again: reads start again
+    /// if they had stopped for it.
+    func resumeReads() {
+        onLoop { [self] in
+            let resume: Bool = state.withLock { state in
+                guard state.paused, state.ending == nil, state.consumer?.wantsMore == true else { return false }
+                state.paused = false
+                state.lastActivity = .now()
+                return true
+            }
+            if resume { channel.read() }
+        }
+    }
+
+    private func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if channel.eventLoop.inEventLoop {
+            body()
+        } else {
+            channel.eventLoop.execute(body)
+        }
+    }
+
     /// The reader has all it needs (a stream's final event came) though the body may not have ended: what
     /// still comes is read and dropped, and this returns at the body's end, the connection then back in the
     /// pool for the reader's next request; or after `grace`, the connection closed.
@@ -285,6 +366,7 @@ final class UpstreamExchange: Sendable {
         channel.close(promise: nil)
         waiting.reader?.resume(throwing: CancellationError())
         waiting.gathering?.continuation.resume(throwing: CancellationError())
+        waiting.consumer?.ended(ending)
     }
 
     /// Sending the request's body failed. A connection that closed has told the exchange already (and an answer
@@ -407,6 +489,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.readComplete()
         if exchange?.wantsMore() == true { context.read() }
     }
 

@@ -265,7 +265,7 @@ public struct ProxyController: Sendable {
                 metrics.streamEnded()
                 slot.release()
             }
-            let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
+            let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics, caller: context.channel)
             // The caller gone, the upstream request is cancelled: the NIO transport's body is closed from outside
             // (the relay, in this task, then ends as its next read throws); AsyncHTTPClient's needs the relay in
             // a task of its own, cancelled.
@@ -312,7 +312,8 @@ public struct ProxyController: Sendable {
                             defer { slot.release() }
                             var recorder = prepared.recorder
                             recorder.upstream = slot.upstream.name
-                            try await Self.relayAfterWaiting(response, endpoint: endpoint, recorder: recorder, writer: writer, metrics: metrics)
+                            try await Self.relayAfterWaiting(response, endpoint: endpoint, recorder: recorder, writer: writer, metrics: metrics,
+                                                             caller: context.channel)
                             return
                         case .failed(let error):
                             let gatewayError = (error as? GatewayError) ?? GatewayError.upstream(error)
@@ -344,7 +345,7 @@ public struct ProxyController: Sendable {
     /// Relays the answer of a stream that waited: its events as they come, or, for an answer that is not an
     /// event stream (an error of the upstream), its message as an error event.
     static func relayAfterWaiting(_ response: RawResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder, writer: StreamWriter,
-                                  metrics: GatewayMetrics) async throws {
+                                  metrics: GatewayMetrics, caller: (any Channel)?) async throws {
         let isStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") == true
         guard (200..<300).contains(response.status), isStream else {
             let body = try? await response.body.collect(upTo: 1 << 20)
@@ -358,7 +359,7 @@ public struct ProxyController: Sendable {
             try await writer.finish()
             return
         }
-        let relay = StreamRelay(writer: writer.writer, endpoint: endpoint, recorder: recorder, metrics: metrics)
+        let relay = StreamRelay(writer: writer.writer, endpoint: endpoint, recorder: recorder, metrics: metrics, caller: caller)
         try await relay.run(response.body)
     }
 

@@ -11,19 +11,75 @@ final class StreamRelay: @unchecked Sendable {
     private let endpoint: ProxyEndpoint
     private let recorder: UsageRecorder
     private let metrics: GatewayMetrics
+    /// The caller's connection, where a ``CallerPump`` writes the pieces when the body can be pushed.
+    private let caller: (any Channel)?
 
-    init(writer: any ResponseBodyWriter, endpoint: ProxyEndpoint, recorder: UsageRecorder, metrics: GatewayMetrics) {
+    init(writer: any ResponseBodyWriter, endpoint: ProxyEndpoint, recorder: UsageRecorder, metrics: GatewayMetrics,
+         caller: (any Channel)?) {
         self.writer = writer
         self.observer = ResponseObserver(endpoint: endpoint)
         self.endpoint = endpoint
         self.recorder = recorder
         self.metrics = metrics
+        self.caller = caller
+    }
+
+    /// Relays `body`: pushed piece by piece to the caller's connection by a ``CallerPump`` (the NIO
+    /// transport's bodies, on the gateway's own connections), else read here piece after piece.
+    func run(_ body: ResponseBodyStream) async throws {
+        if let caller, let pump = await CallerPump.start(body, to: caller, endpoint: endpoint) {
+            try await relay(pushedBy: pump, body)
+        } else {
+            try await relay(reading: body)
+        }
     }
 
     /// Every stream keeps this function's asynchronous frame while it is open, so what is seldom needed (the
     /// usage written, an error event) sits in functions of its own, whose frames exist only while they run.
     @inline(never)
-    func run(_ body: ResponseBodyStream) async throws {
+    private func relay(pushedBy pump: CallerPump, _ body: ResponseBodyStream) async throws {
+        defer {
+            pump.stop()
+            // Ends the upstream request if the relay stops before the body's end (nothing when it has ended).
+            body.cancel()
+        }
+        var failure: GSEAIError?
+        var recorded = false
+        do {
+            signals: while true {
+                let signal = await withTaskCancellationHandler {
+                    await pump.next()
+                } onCancel: {
+                    body.cancel()
+                }
+                observer = pump.observer
+                switch signal {
+                case .record:
+                    try await record()
+                    recorded = true
+                    pump.recorded()
+                case .ended(let ending):
+                    try ending.get()
+                    break signals
+                }
+            }
+            observer.finishStream()
+            if !observer.sawFinalEvent { failure = .streamInterrupted }
+        } catch let error as GSEAIError {
+            failure = error
+        } catch {
+            // The caller left: record what was spent, then stop.
+            if !recorded { try? await record() }
+            throw error
+        }
+        if let failure { try await fail(failure) }
+        // Written before the stream's end: an acknowledged response id is never lost.
+        if !recorded { try await record() }
+        try await writer.finish(nil)
+    }
+
+    @inline(never)
+    private func relay(reading body: ResponseBodyStream) async throws {
         var failure: GSEAIError?
         var recorded = false
         do {

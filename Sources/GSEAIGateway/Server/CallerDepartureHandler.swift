@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTPTypes
 
 /// Tells the requests of a connection that their caller left: the connection closed, or the caller stopped
 /// sending (end of input), which closes it.
@@ -9,6 +10,12 @@ import NIOCore
 /// ``GatewayRequestContext/cancellingIfCallerLeaves(_:)`` registers here what to cancel: one call when the
 /// connection goes, instead of a timer per request that looks four times a second (for 10,000 open streams,
 /// 40,000 wake-ups a second for nothing).
+///
+/// It is also where a stream's relay (``CallerPump``) writes the pieces of the answer's body, as they come from
+/// the upstream, without a task between: they go from here towards the socket, past the handlers after it
+/// (Hummingbird's connection state, which looks only at heads and ends, and the async channel's writer, which
+/// has written the head before the relay starts and writes the end after it). It tells the relay when the
+/// connection can take more again.
 final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Request parts pass through untouched; only the end of input and of the connection matter here.
     typealias InboundIn = NIOAny
@@ -16,6 +23,45 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
     private var watchers: [Int: @Sendable () -> Void] = [:]
     private var nextID = 0
     private var gone = false
+    private var context: ChannelHandlerContext?
+    /// The relay waiting for the connection to take more, with its id.
+    private var onWritable: (id: ObjectIdentifier, call: () -> Void)?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Writes a piece of the answer's body (not flushed). On the connection's event loop only, as all below.
+    func write(_ piece: ByteBuffer) {
+        context?.write(NIOAny(HTTPResponsePart.body(piece)), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// Whether the connection takes more now (its outbound buffer below the high-water mark).
+    var isWritable: Bool {
+        context?.channel.isWritable ?? false
+    }
+
+    /// Has `call` called whenever the connection can take more again, until ``stopTellingWritable(_:)``.
+    func tellWritable(_ id: ObjectIdentifier, _ call: @escaping () -> Void) {
+        onWritable = (id, call)
+    }
+
+    func stopTellingWritable(_ id: ObjectIdentifier) {
+        if onWritable?.id == id { onWritable = nil }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { onWritable?.call() }
+        context.fireChannelWritabilityChanged()
+    }
 
     /// Calls `leave` when the caller leaves (at once if it has); returns what ``unwatch(_:)`` takes. On the
     /// connection's event loop only.

@@ -1,0 +1,146 @@
+import GSEAI
+@testable import GSEAIGateway
+import GSEAITestSupport
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+
+/// The relay that writes a stream's pieces from the upstream connection straight to the caller's
+/// (``CallerPump``), on real sockets: a caller who reads nothing stops the upstream reads, and then gets every
+/// byte, the final event held until the usage is recorded.
+@Suite("The caller pump")
+struct CallerPumpTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aCallerWhoReadsNothingStopsTheUpstreamReadsThenGetsEveryByteAfterTheRecord() async throws {
+        let events = 256, size = 64 << 10
+        try await RawHTTPServer.with(answer: { _ in .events(count: events, size: size) }) { upstream in
+            let client = try GSEAIClient(apiToken: "t", baseURL: upstream.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            try await SlowCaller.with { caller, served in
+                let response = try await client.send(RawRequest(method: .POST, path: "/v1/chat/completions"))
+                // With its length, so that the body is the events' bytes alone (no chunk framing).
+                let length = events * ("data: \n\n".utf8.count + size) + "data: [DONE]\n\n".utf8.count
+                try await served.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: [.contentLength: String(length)])))
+                let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
+                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint))
+                defer { pump.stop() }
+
+                // The caller reads nothing: the pump stops the upstream's reads, and the final event never comes.
+                let signalled = Flag()
+                let first = Task {
+                    let signal = await Self.describe(pump.next())
+                    signalled.value.store(true, ordering: .relaxed)
+                    return signal
+                }
+                try await Task.sleep(for: .milliseconds(700))
+                let signalledEarly = signalled.value.load(ordering: .relaxed)
+                #expect(!signalledEarly)
+
+                // The caller reads: the final event comes, and is held from the caller until the record.
+                caller.startReading()
+                #expect(await first.value == "record")
+                #expect(pump.observer.sawFinalEvent)
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(!caller.received.withLock { $0.hasSuffix("data: [DONE]\n\n") })
+                pump.recorded()
+                #expect(await Self.describe(pump.next()) == "ended: ok")
+                // Every event, whole and in order.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !caller.received.withLock({ $0.hasSuffix("data: [DONE]\n\n") }), ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let text = caller.received.withLock { $0 }
+                let body = try #require(text.range(of: "\r\n\r\n").map { text[$0.upperBound...] })
+                let event = "data: " + String(repeating: "a", count: size) + "\n\n"
+                #expect(body == String(repeating: event, count: events) + "data: [DONE]\n\n")
+            }
+        }
+    }
+
+    static func describe(_ signal: CallerPump.Signal) -> String {
+        switch signal {
+        case .record: "record"
+        case .ended(.success): "ended: ok"
+        case .ended(.failure(let error)): "ended: \(error)"
+        }
+    }
+}
+
+final class Flag: Sendable {
+    let value = Atomic(false)
+}
+
+/// A caller's connection as the gateway's server sets it up (HTTP/1 codec, HTTP types, the departure handler),
+/// with small buffers, and a client at its other end that reads nothing until told.
+final class SlowCaller: Sendable {
+    let received = Mutex("")
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    func startReading() {
+        channel.setOption(.autoRead, value: true).whenSuccess { self.channel.read() }
+    }
+
+    static func with(_ body: (SlowCaller, any Channel) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let accepted = group.any().makePromise(of: (any Channel).self)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelOption(.socketOption(.so_sndbuf), value: 16 << 10)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 << 10, high: 64 << 10))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                    try channel.pipeline.syncOperations.addHandler(CallerDepartureHandler())
+                    accepted.succeed(channel)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        let holder = Mutex<SlowCaller?>(nil)
+        let client = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Collector { text in
+                        holder.withLock { $0 }?.received.withLock { $0 += text }
+                    })
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        let caller = SlowCaller(channel: client)
+        holder.withLock { $0 = caller }
+        let served = try await accepted.futureResult.get()
+        do {
+            try await body(caller, served)
+        } catch {
+            try? await client.close()
+            try? await server.close()
+            throw error
+        }
+        try? await client.close()
+        try await server.close()
+    }
+
+    private final class Collector: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let collect: (String) -> Void
+
+        init(collect: @escaping (String) -> Void) {
+            self.collect = collect
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            collect(String(buffer: unwrapInboundIn(data)))
+        }
+    }
+}
