@@ -80,12 +80,18 @@ struct NIOTransportTests {
         }
     }
 
-    @Test func aSlowReaderStopsTheReadsAndGetsEveryByte() async throws {
-        let size = 16 << 20
+    /// The answer of a server that sends `size` bytes of `a` as fast as the connection takes them.
+    static func withLargeAnswer(_ size: Int, _ body: (RawResponse) async throws -> Void) async throws {
         try await RawHTTPServer.with(answer: { _ in .large(size) }) { server in
             let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
             defer { Task { try await client.shutdown() } }
-            let response = try await client.send(RawRequest(method: .GET, path: "/large"))
+            try await body(try await client.send(RawRequest(method: .GET, path: "/large")))
+        }
+    }
+
+    @Test func aSlowReaderStopsTheReadsAndGetsEveryByte() async throws {
+        let size = 16 << 20
+        try await Self.withLargeAnswer(size) { response in
             var iterator = response.body.makeAsyncIterator()
             var received = try #require(try await iterator.next()).readableBytes
             // The reader rests; the transport reads on only up to its high-water mark (plus one read).
@@ -105,10 +111,7 @@ struct NIOTransportTests {
 
     @Test func aPushedBodyStopsTheReadsWhileItsConsumerWantsNoMoreAndGetsEveryByte() async throws {
         let size = 16 << 20
-        try await RawHTTPServer.with(answer: { _ in .large(size) }) { server in
-            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
-            defer { Task { try await client.shutdown() } }
-            let response = try await client.send(RawRequest(method: .GET, path: "/large"))
+        try await Self.withLargeAnswer(size) { response in
             let consumer = TestConsumer()
             consumer.paused.store(true, ordering: .relaxed)
             #expect(response.body.push(to: consumer))
@@ -128,15 +131,13 @@ struct NIOTransportTests {
     }
 
     @Test func aPushedBodyThatIsCancelledEndsItsConsumerWithCancellation() async throws {
-        try await RawHTTPServer.with(answer: { _ in .large(16 << 20) }) { server in
-            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
-            defer { Task { try await client.shutdown() } }
-            let response = try await client.send(RawRequest(method: .GET, path: "/large"))
+        try await Self.withLargeAnswer(16 << 20) { response in
             let consumer = TestConsumer()
             consumer.paused.store(true, ordering: .relaxed)
             #expect(response.body.push(to: consumer))
             response.body.cancel()
-            #expect(try await consumer.end() == "CancellationError")
+            let ending = try await consumer.end()
+            #expect(ending == "CancellationError")
             #expect(consumer.bytes.load(ordering: .relaxed) < 16 << 20)
         }
     }

@@ -259,24 +259,40 @@ public struct ProxyController: Sendable {
         headers[.cacheControl] = "no-cache"
         headers[.xAccelBuffering] = "no"
         let endpoint = prepared.endpoint
+        // The body's closure keeps the caller's connection, not the whole request context: its frame lives as
+        // long as the stream.
+        let caller = context.channel
         let responseBody = ResponseBody { writer in
             metrics.streamStarted()
             defer {
                 metrics.streamEnded()
                 slot.release()
             }
-            let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics, caller: context.channel)
+            let relay = StreamRelay(writer: writer, endpoint: endpoint, recorder: recorder, metrics: metrics, caller: caller)
             // The caller gone, the upstream request is cancelled: the NIO transport's body is closed from outside
             // (the relay, in this task, then ends as its next read throws); AsyncHTTPClient's needs the relay in
             // a task of its own, cancelled.
             let body = upstreamResponse.body
             if body.cancelsFromOutside {
-                try await context.stoppingIfCallerLeaves(stop: { body.cancel() }) { try await relay.run(body) }
+                try await Self.relay(body, by: relay, stoppedIfCallerOf: caller)
             } else {
-                try await context.cancellingIfCallerLeaves { try await relay.run(body) }
+                try await Self.relay(body, by: relay, cancelledIfCallerOf: caller)
             }
         }
         return Response(status: .init(code: upstreamResponse.status), headers: headers, body: responseBody)
+    }
+
+    // The two ways of relaying a stream, each in a function of its own: the body's closure then keeps only the
+    // frame of the way it takes while the stream is open.
+
+    @inline(never)
+    static func relay(_ body: ResponseBodyStream, by relay: StreamRelay, stoppedIfCallerOf caller: (any Channel)?) async throws {
+        try await GatewayRequestContext.stoppingIfCallerLeaves(caller, stop: { body.cancel() }) { try await relay.run(body) }
+    }
+
+    @inline(never)
+    static func relay(_ body: ResponseBodyStream, by relay: StreamRelay, cancelledIfCallerOf caller: (any Channel)?) async throws {
+        try await GatewayRequestContext.cancellingIfCallerLeaves(caller) { try await relay.run(body) }
     }
 
     /// A stream that waits for a slot: its head (200, an event stream) goes at once, then a comment line with

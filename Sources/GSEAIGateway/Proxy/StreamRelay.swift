@@ -43,7 +43,6 @@ final class StreamRelay: @unchecked Sendable {
             // Ends the upstream request if the relay stops before the body's end (nothing when it has ended).
             body.cancel()
         }
-        var failure: GSEAIError?
         var recorded = false
         do {
             signals: while true {
@@ -63,24 +62,14 @@ final class StreamRelay: @unchecked Sendable {
                     break signals
                 }
             }
-            observer.finishStream()
-            if !observer.sawFinalEvent { failure = .streamInterrupted }
-        } catch let error as GSEAIError {
-            failure = error
         } catch {
-            // The caller left: record what was spent, then stop.
-            if !recorded { try? await record() }
-            throw error
+            return try await end(after: error, recorded: recorded)
         }
-        if let failure { try await fail(failure) }
-        // Written before the stream's end: an acknowledged response id is never lost.
-        if !recorded { try await record() }
-        try await writer.finish(nil)
+        try await end(after: nil, recorded: recorded)
     }
 
     @inline(never)
     private func relay(reading body: ResponseBodyStream) async throws {
-        var failure: GSEAIError?
         var recorded = false
         do {
             for try await piece in body {
@@ -94,12 +83,26 @@ final class StreamRelay: @unchecked Sendable {
                 }
                 try await writer.write(piece)
             }
+        } catch {
+            return try await end(after: error, recorded: recorded)
+        }
+        try await end(after: nil, recorded: recorded)
+    }
+
+    /// Ends the caller's stream once the body has ended (`error` nil) or failed: an error event in the caller's
+    /// API's form when the upstream failed or stopped before its final event, the usage recorded if it was not
+    /// yet, then the end. A caller who left (or could not be written to) gets nothing more: what was spent is
+    /// recorded, and the error goes on.
+    @inline(never)
+    private func end(after error: (any Error)?, recorded: Bool) async throws {
+        var failure: GSEAIError?
+        switch error {
+        case nil:
             observer.finishStream()
             if !observer.sawFinalEvent { failure = .streamInterrupted }
-        } catch let error as GSEAIError {
+        case let error as GSEAIError:
             failure = error
-        } catch {
-            // The caller left or could not be written to: record what was spent, then stop.
+        case let error?:
             if !recorded { try? await record() }
             throw error
         }

@@ -36,6 +36,13 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// Runs `operation`, cancelling it when the caller's connection closes (told by the connection's
     /// ``CallerDepartureHandler``): upstream work is not done for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await Self.cancellingIfCallerLeaves(channel, operation)
+    }
+
+    /// ``cancellingIfCallerLeaves(_:)`` for the caller of `channel`: for a closure that keeps the connection,
+    /// not the whole context (a stream's body keeps its closure's frame while it is open).
+    static func cancellingIfCallerLeaves<T: Sendable>(_ channel: (any Channel)?,
+                                                      _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
         let task = Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
@@ -52,6 +59,12 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// `stop` ends from outside (an upstream body closed makes its reader throw), without the task of its own
     /// that ``cancellingIfCallerLeaves(_:)`` needs to cancel; a stream keeps that task's memory while it is open.
     public func stoppingIfCallerLeaves<T>(stop: @escaping @Sendable () -> Void, _ operation: () async throws -> T) async throws -> T {
+        try await Self.stoppingIfCallerLeaves(channel, stop: stop, operation)
+    }
+
+    /// ``stoppingIfCallerLeaves(stop:_:)`` for the caller of `channel`.
+    static func stoppingIfCallerLeaves<T>(_ channel: (any Channel)?, stop: @escaping @Sendable () -> Void,
+                                          _ operation: () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
         let watching = Self.watchDeparture(of: channel, then: stop)
         defer { Self.unwatch(watching, on: channel) }
