@@ -62,6 +62,29 @@ struct CallerPumpTests {
         }
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func aCallerWhoTakesNothingForTheStallLimitIsTakenToHaveLeft() async throws {
+        try await RawHTTPServer.with(answer: { _ in .events(count: 256, size: 64 << 10) }) { upstream in
+            let client = try GSEAIClient(apiToken: "t", baseURL: upstream.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            try await SlowCaller.with { _, served in
+                let response = try await client.send(RawRequest(method: .POST, path: "/v1/chat/completions"))
+                try await served.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+                let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
+                let started = ContinuousClock.now
+                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint,
+                                                               stallLimit: .milliseconds(500)))
+                defer { pump.stop() }
+                // The caller never reads: after the stall limit the upstream request is cancelled, and the
+                // caller's connection closed.
+                #expect(Self.describe(await pump.next()) == "ended: CancellationError()")
+                #expect(ContinuousClock.now - started >= .milliseconds(500))
+                try await served.closeFuture.get()
+                #expect(!served.isActive)
+            }
+        }
+    }
+
     static func describe(_ signal: CallerPump.Signal) -> String {
         switch signal {
         case .record: "record"

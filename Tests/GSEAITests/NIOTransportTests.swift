@@ -1,6 +1,7 @@
 @testable import GSEAI
 import GSEAITestSupport
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import Synchronization
@@ -140,6 +141,22 @@ struct NIOTransportTests {
             #expect(ending == "CancellationError")
             #expect(consumer.bytes.load(ordering: .relaxed) < 16 << 20)
         }
+    }
+
+    @Test func aCancelAfterTheBodysEndWasReadLeavesTheConnectionToThePool() async throws {
+        // Between the end read (the connection back in the pool) and the reader told, a reader who leaves must
+        // not close the connection, which another request may have taken.
+        let channel = EmbeddedChannel()
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(1), idle: .seconds(1))
+        exchange.received(HTTPResponseHead(version: .http1_1, status: .ok))
+        exchange.completing()
+        exchange.cancel()
+        #expect(channel.isActive)
+        exchange.ended()
+        #expect(try await exchange.collect(upTo: 1 << 10).readableBytes == 0)
+        #expect(channel.isActive)
+        _ = try? channel.finish()
     }
 
     @Test func aKeptAliveConnectionTheServerHadClosedIsReplacedUnseen() async throws {

@@ -12,7 +12,8 @@ public protocol ResponseBodyConsumer: AnyObject, Sendable {
     /// The pieces of one read from the socket have been handed over: the moment to flush what they made.
     func readComplete()
     /// The body ended: complete, or failed (``GSEAIError``, or `CancellationError` when it was cancelled).
-    /// Called once, after every piece.
+    /// Called once. After every piece when the body completes or fails; a cancel from another thread can come
+    /// before a piece the connection was handing over at that moment (drop what comes after the end).
     func ended(_ ending: Result<Void, any Error>)
     /// Whether to read more from the socket now; read on the upstream connection's event loop.
     var wantsMore: Bool { get }
@@ -65,6 +66,9 @@ final class UpstreamExchange: Sendable {
         var endWaiter: CheckedContinuation<Void, Never>?
         /// Who takes the body as it arrives, instead of a reader.
         var consumer: (any ResponseBodyConsumer)?
+        /// The body has come whole (its end read), though the reader may not have heard yet: a cancel no longer
+        /// closes the connection, which may be back in the pool already.
+        var complete = false
     }
 
     let channel: any Channel
@@ -141,6 +145,12 @@ final class UpstreamExchange: Sendable {
     /// One read from the socket is done: a consumer flushes what it made of it.
     func readComplete() {
         state.withLock { $0.consumer }?.readComplete()
+    }
+
+    /// The body's end has been read: from now on the connection is not the exchange's to close (told before the
+    /// connection goes back to the pool, and before ``ended()``).
+    func completing() {
+        state.withLock { $0.complete = true }
     }
 
     /// The body is complete.
@@ -359,7 +369,9 @@ final class UpstreamExchange: Sendable {
 
     private func cancel(evenIfDiscarding: Bool) {
         let ending = Result<Void, any Error>.failure(CancellationError())
-        guard let waiting = state.withLock({ Self.end(&$0, with: ending, evenIfDiscarding: evenIfDiscarding) }) else { return }
+        guard let waiting = state.withLock({ $0.complete ? nil : Self.end(&$0, with: ending, evenIfDiscarding: evenIfDiscarding) }) else {
+            return
+        }
         waiting.timer?.cancel()
         waiting.endWaiter?.resume()
         head.fail(CancellationError())
@@ -483,6 +495,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             // The connection is given back before the reader hears of the end, so that the reader's next
             // request finds it.
             let exchange = self.exchange
+            exchange?.completing()
             finishIfDone()
             exchange?.ended()
         }

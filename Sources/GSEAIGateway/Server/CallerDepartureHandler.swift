@@ -44,6 +44,11 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
         context?.flush()
     }
 
+    /// Closes the connection (a caller that took nothing for too long).
+    func close() {
+        context?.close(promise: nil)
+    }
+
     /// Whether the connection takes more now (its outbound buffer below the high-water mark).
     var isWritable: Bool {
         context?.channel.isWritable ?? false
