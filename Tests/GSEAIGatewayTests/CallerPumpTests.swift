@@ -1,3 +1,4 @@
+import Foundation
 import GSEAI
 @testable import GSEAIGateway
 import GSEAITestSupport
@@ -85,6 +86,49 @@ struct CallerPumpTests {
         }
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func aBusyCallerLoopStopsTheUpstreamReadsAtTheHighWaterMark() async throws {
+        // The caller's connection on a loop of its own, never the upstream connection's: what the upstream reads
+        // waits in that loop's queue, and only up to the high-water mark (plus one read cycle).
+        let callerLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { callerLoops.shutdownGracefully { _ in } }
+        let events = 256, size = 64 << 10
+        try await RawHTTPServer.with(answer: { _ in .events(count: events, size: size) }) { upstream in
+            let client = try GSEAIClient(apiToken: "t", baseURL: upstream.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            // With room for the whole answer in the caller connection's buffer: its writability never stops the
+            // upstream here (it would be told on the busy loop), only the bytes on their way do.
+            try await SlowCaller.with(group: callerLoops, highWater: 64 << 20) { caller, served in
+                let response = try await client.send(RawRequest(method: .POST, path: "/v1/chat/completions"))
+                try await served.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+                let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
+                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint))
+                defer { pump.stop() }
+                // The caller reads (its connection never stops the upstream), but its loop is kept busy: nothing
+                // it is handed is taken meanwhile.
+                caller.startReading()
+                let busy = DispatchSemaphore(value: 0)
+                served.eventLoop.execute { busy.wait() }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while pump.bytesOnTheirWay == 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                // Time for the upstream to send all it would if nothing stopped its reads.
+                try await Task.sleep(for: .seconds(1))
+                let waiting = pump.bytesOnTheirWay
+                busy.signal()
+                #expect(waiting > 0)
+                // The high-water mark and at most one read cycle (four reads of 64 KiB).
+                #expect(waiting <= CallerPump.highWater + (256 << 10))
+                // Then everything comes.
+                #expect(Self.describe(await pump.next()) == "record")
+                pump.recorded()
+                #expect(Self.describe(await pump.next()) == "ended: ok")
+                #expect(pump.bytesOnTheirWay == 0)
+            }
+        }
+    }
+
     static func describe(_ signal: CallerPump.Signal) -> String {
         switch signal {
         case .record: "record"
@@ -112,12 +156,12 @@ final class SlowCaller: Sendable {
         channel.setOption(.autoRead, value: true).whenSuccess { self.channel.read() }
     }
 
-    static func with(_ body: (SlowCaller, any Channel) async throws -> Void) async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
+    static func with(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, highWater: Int = 64 << 10,
+                     _ body: (SlowCaller, any Channel) async throws -> Void) async throws {
         let accepted = group.any().makePromise(of: (any Channel).self)
         let server = try await ServerBootstrap(group: group)
             .childChannelOption(.socketOption(.so_sndbuf), value: 16 << 10)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 16 << 10, high: 64 << 10))
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: min(16 << 10, highWater / 2), high: highWater))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)

@@ -115,6 +115,11 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
         }
     }
 
+    /// The bytes on their way from the upstream's loop to the caller's (for the tests).
+    var bytesOnTheirWay: Int {
+        inFlight.load(ordering: .relaxed)
+    }
+
     var wantsMore: Bool {
         !paused.load(ordering: .relaxed) && inFlight.load(ordering: .relaxed) <= Self.highWater
     }

@@ -331,7 +331,7 @@ final class PostgresLeases: RequestLimiter, BudgetLedger {
     private static func write(book: Book, endingEveryLease: Bool, client: PostgresClient, logger: Logger) async throws {
         let instant = ContinuousClock.now
         let flushes = book.state.withLock { state -> [Flush] in
-            if endingEveryLease { state.closed = true }
+            // (`closed` was set by `flush(endingEveryLease:)` before it asked for this.)
             for (key, lease) in state.leases where endingEveryLease || instant >= lease.ends {
                 state.outbox += giveBack(lease)
                 state.leases[key] = nil
