@@ -117,9 +117,16 @@ public struct Gateway: Sendable {
     ) throws -> some ApplicationProtocol {
         // Long enough for the slowest upstream answer, so that a connection waiting on one is not dropped.
         let idle = TimeAmount(configuration.firstByteTimeout + configuration.idleTimeout + .seconds(30))
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [CallerDepartureHandler()], idleTimeout: idle)
-        var server = HTTPServerBuilder { responder in
-            EventLoopPreferringHTTP1(inner: HTTP1Channel(responder: responder, configuration: http1))
+        let http1 = HTTP1Channel.Configuration(idleTimeout: idle)
+        let router = buildRouter().buildResponder()
+        let responder = SeparateTaskResponder(router)
+        let serverName = "gseai"
+        // The forwarded routes' requests are answered by the same router, from the connection's handler (whose
+        // task for the request is already one of its own: no child task).
+        let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await router.respond(to: $0, context: $1) },
+                                          logger: logger, serverName: serverName, maxBodyBytes: configuration.maxBodyBytes)
+        var server = HTTPServerBuilder { respond in
+            GatewayHTTP1(inner: HTTP1Channel(responder: respond, configuration: http1), lane: lane)
         }
         if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
             let tls = TLSConfiguration.makeServerConfiguration(
@@ -129,9 +136,9 @@ public struct Gateway: Sendable {
             server = try .tls(server, tlsConfiguration: tls)
         }
         return Application(
-            responder: SeparateTaskResponder(buildRouter().buildResponder()),
+            responder: responder,
             server: server,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "gseai"),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: serverName),
             // A service group stops its services one after another, the last first (and the server, which
             // Hummingbird puts after these, before them all): the chat page's answers still being generated
             // (stopped and written, their usage counted), then the upstream pool, then the usage meter's final

@@ -1,6 +1,9 @@
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOCore
 import Synchronization
 
@@ -36,24 +39,67 @@ final class EventLoopTaskExecutor: TaskExecutor {
     }
 }
 
-/// HTTP/1 connections whose handling (and every child task of it) prefers the connection's event loop.
-struct EventLoopPreferringHTTP1: ServerChildChannel {
-    typealias Value = HTTP1Channel.Value
+/// The gateway's HTTP/1 connections: Hummingbird's pipeline (HTTP/1 codec, connection state) with the gateway's
+/// handlers in it (``CallerDepartureHandler`` before the connection state, ``ForwardingLane`` after), and Hummingbird's handling (its
+/// `NIOAsyncChannel`, made by the lane) only for a connection whose requests need it. Every handling, and every
+/// child task of it, prefers the connection's event loop.
+struct GatewayHTTP1: ServerChildChannel {
+    struct Value: ServerChildChannelValue {
+        let channel: any Channel
+        /// Hummingbird's async channel once a request needed it; `nil` when the connection closed without one.
+        let hummingbird: EventLoopFuture<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
+        let lane: ForwardingLane.Handle
+    }
+
+    /// Hummingbird's HTTP/1 handling (its responder and configuration), for the requests it handles.
     let inner: HTTP1Channel
+    let lane: ForwardingLane.Service
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         // A channel keeps its last read's buffer for the next: reads start at 512 bytes instead of 2 KiB
         // (a request's head and a short body fit; the size doubles as reads fill it), which a stream's
         // connection keeps while it is open.
         try? channel.syncOptions?.setOption(.recvAllocator, value: Self.reads)
-        return inner.setup(channel: channel, logger: logger)
+        return channel.eventLoop.makeCompletedFuture {
+            // As `HTTP1Channel.setup`, but for the async channel, which the lane makes when it is needed.
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = inner.configuration.httpDecoder.maxHeaderFieldSize
+            limits.maxHeaderListSize = inner.configuration.httpDecoder.maxHeaderListSize
+            limits.maxHeaderFieldCount = inner.configuration.httpDecoder.maxHeaderFieldCount
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.configureHTTPServerPipeline(
+                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            // Before the connection state, which passes no `channelInactive` on.
+            try pipeline.addHandler(CallerDepartureHandler())
+            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: inner.configuration.idleTimeout.map { .init($0) }, logger: logger))
+            let hummingbird = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
+            let forwarding = ForwardingLane(service: lane, hummingbird: hummingbird)
+            try pipeline.addHandler(forwarding)
+            return Value(channel: channel, hummingbird: hummingbird.futureResult,
+                         lane: .init(lane: NIOLoopBound(forwarding, eventLoop: channel.eventLoop)))
+        }
     }
 
     static let reads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 1 << 16)
 
     func handle(value: Value, logger: Logger) async {
-        await withTaskExecutorPreference(EventLoopTaskExecutor.of(value.channel.eventLoop)) {
-            await inner.handle(value: value, logger: logger)
+        let channel = value.channel
+        // A connection of forwarded requests only waits here, with as few frames as may be, until it closes.
+        let hummingbird = await withTaskCancellationHandler {
+            try? await value.hummingbird.get()
+        } onCancel: {
+            // As Hummingbird's handling: the server's stop, out of time, closes the connection's input.
+            channel.close(mode: .input, promise: nil)
         }
+        if let hummingbird {
+            await withTaskExecutorPreference(EventLoopTaskExecutor.of(channel.eventLoop)) {
+                await inner.handle(value: hummingbird, logger: logger)
+            }
+        }
+        // The lane's answers still being written or recorded (a usage record after the caller left, say): a
+        // graceful stop, which waits for this task, waits for them too.
+        try? await value.lane.settled().get()
     }
 }

@@ -1,0 +1,491 @@
+import DequeModule
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Serves the requests of the forwarded routes (``ProxyEndpoint/all``) from a channel handler, ahead of
+/// Hummingbird's connection task: the request's head and body are read here, the answer is made by the same
+/// responder as every other request's (middleware, router, ``ProxyController``: the same behaviour), in a task of
+/// the request's own, and written here, straight to the connection.
+///
+/// Why: Hummingbird answers a connection's requests in one task per connection, reading them from and writing
+/// the answers to a `NIOAsyncChannel` (an async sequence and an async writer, each part a hop between the task and
+/// the event loop); a stream's connection kept that task's frames and the async channel's buffers while it was
+/// open (`bench/README.md`, "Memory per stream"). A connection that carries only forwarded requests (a script's,
+/// an SDK's) now has no `NIOAsyncChannel` at all, and its connection task waits, with a frame or two, for the
+/// connection to close. The first request of another route makes the async channel and hands the connection
+/// to Hummingbird for that request, and for every later one that is not forwarded.
+///
+/// Requests on one connection are answered one at a time, in order, whichever lane takes them: parts that come
+/// while an answer of the other lane is being written wait here (and the connection reads no more once some do).
+/// The connection's state (`HTTPConnectionStateHandler`, before this one) sees every request's head and end,
+/// ours included: its idle limit and a graceful stop (close once the answer in progress has ended) hold for both
+/// lanes.
+final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// What every connection's lane shares: which routes it takes and how it answers them.
+    struct Service: Sendable {
+        let routes: ForwardedRoutes
+        let respond: @Sendable (Request, GatewayRequestContext) async throws -> Response
+        let logger: Logger
+        let serverName: String?
+        /// A body is read up to this size; a larger one is handed on cut there plus its next piece, which
+        /// the handler refuses (413) as it does any body over the limit.
+        let maxBodyBytes: Int
+    }
+
+    private enum State {
+        case idle
+        /// Our request, its body being read.
+        case reading(HTTPRequest, ByteBuffer?)
+        /// A request being answered: by this lane or by Hummingbird; whether its request has been read to its
+        /// end, and whether its answer has.
+        case busy(ours: Bool, inboundEnded: Bool, answered: Bool)
+    }
+
+    private let service: Service
+    private let hummingbird: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
+    private var asyncChannel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?
+    private var state = State.idle
+    /// Parts of the next requests, while the one before is being answered.
+    private var waiting = Deque<Inbound>()  // no storage while empty, as it nearly always is
+
+    /// What came in: a request's part, or the decoder's error (what followed could not be read).
+    private enum Inbound {
+        case part(HTTPRequestPart)
+        case unreadable(any Error)
+    }
+    private var readHeld = false
+    private var flushScheduled = false
+    private var context: ChannelHandlerContext?
+    /// The number of the answer being written by this lane: the calls of an answer's task that has ended
+    /// its answer (or of an earlier one) change nothing.
+    private var current = 0
+    /// The tasks of this lane's answers that have not ended, each with what it completes when it does.
+    private var running: [Int: EventLoopPromise<Void>] = [:]
+    /// Whether `hummingbird` has been completed.
+    private var toldHummingbird = false
+
+    /// `hummingbird` is completed with the async channel when a request needs Hummingbird's handling, or with
+    /// `nil` when the connection closes without one.
+    init(service: Service, hummingbird: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>) {
+        self.service = service
+        self.hummingbird = hummingbird
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// When the connection closes (the connection state before this handler passes no `channelInactive` on).
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        tellHummingbird()
+    }
+
+    /// Tells the connection's task whether Hummingbird's handling is needed (once).
+    private func tellHummingbird() {
+        guard !toldHummingbird else { return }
+        toldHummingbird = true
+        hummingbird.succeed(asyncChannel)
+    }
+
+    // MARK: Requests in
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if !waiting.isEmpty || isBlocked {
+            waiting.append(.part(part))
+            return
+        }
+        take(part, context: context)
+    }
+
+    /// Whether a request's parts must wait: the one before has been read, and its answer is still being written.
+    private var isBlocked: Bool {
+        if case .busy(_, inboundEnded: true, answered: false) = state { return true }
+        return false
+    }
+
+    private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            if service.routes.contains(head.method, path: head.path ?? "") {
+                state = .reading(head, nil)
+            } else {
+                state = .busy(ours: false, inboundEnded: false, answered: false)
+                pass(part, context: context)
+            }
+        case (.idle, _):
+            // A body with no head: Hummingbird's handling refuses it as it would have.
+            pass(part, context: context)
+        case (.reading(let head, var body), .body(var piece)):
+            if body == nil {
+                body = piece
+            } else {
+                body!.writeBuffer(&piece)
+            }
+            if body!.readableBytes > service.maxBodyBytes {
+                start(head, body: body!, inboundEnded: false, context: context)
+            } else {
+                state = .reading(head, body)
+            }
+        case (.reading(let head, let body), .end):
+            start(head, body: body ?? ByteBuffer(), inboundEnded: true, context: context)
+        case (.reading, .head):
+            // The decoder gives no head before an end; should it, the connection is in no state to go on.
+            context.close(promise: nil)
+        case (.busy(ours: true, inboundEnded: false, let answered), _):
+            // The rest of a body that was over the limit: read and dropped, as Hummingbird does.
+            if case .end = part { ended(ours: true, answered: answered, context: context) }
+        case (.busy(ours: false, inboundEnded: false, let answered), _):
+            pass(part, context: context)
+            if case .end = part { ended(ours: false, answered: answered, context: context) }
+        case (.busy(_, inboundEnded: true, _), _):
+            // Blocked: `channelRead` kept it.
+            waiting.append(.part(part))
+        }
+    }
+
+    private func ended(ours: Bool, answered: Bool, context: ChannelHandlerContext) {
+        state = answered ? .idle : .busy(ours: ours, inboundEnded: true, answered: false)
+    }
+
+    /// Hands a part to Hummingbird's handling, making it (the async channel) with the first.
+    private func pass(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        if asyncChannel == nil {
+            do {
+                let made = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                    wrappingChannelSynchronously: context.channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                asyncChannel = made
+                tellHummingbird()
+            } catch {
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    /// Goes on with the parts that waited, once an answer has ended; then reads again if a read was held.
+    private func resume(context: ChannelHandlerContext) {
+        guard !waiting.isEmpty else { return }
+        while !isBlocked, let next = waiting.popFirst() {
+            switch next {
+            case .part(let part): take(part, context: context)
+            case .unreadable(let error): refuse(error, context: context)
+            }
+        }
+        // Outside a read: the async channel hands its reads on at the read's completion.
+        if asyncChannel != nil { context.fireChannelReadComplete() }
+        if waiting.isEmpty, readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// Reads go on while an answer is being written (an end of input is how a caller's departure shows), until
+    /// parts of a next request wait here.
+    func read(context: ChannelHandlerContext) {
+        if !waiting.isEmpty {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// A request that cannot be read (the HTTP/1 decoder's error): answered as Hummingbird answers it, 400 and
+    /// the connection closed, when no answer has begun; else the connection is closed. While Hummingbird's
+    /// handling has the connection, the error is its.
+    /// It comes in its turn, after the answers to the requests read before it.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !waiting.isEmpty || isBlocked {
+            waiting.append(.unreadable(error))
+            return
+        }
+        refuse(error, context: context)
+    }
+
+    private func refuse(_ error: any Error, context: ChannelHandlerContext) {
+        switch state {
+        case .idle where asyncChannel == nil, .reading:
+            state = .busy(ours: true, inboundEnded: true, answered: true)
+            let head = HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        case .busy(ours: true, _, _):
+            context.close(promise: nil)
+        default:
+            context.fireErrorCaught(error)
+        }
+    }
+
+    // MARK: Answers out
+
+    /// Hummingbird's answers pass here: the end of one lets the next request in.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data), case .busy(ours: false, let inboundEnded, answered: false) = state else { return }
+        if inboundEnded {
+            state = .idle
+            resume(context: context)
+        } else {
+            state = .busy(ours: false, inboundEnded: false, answered: true)
+        }
+    }
+
+    /// Starts answering our request in a task of its own.
+    private func start(_ head: HTTPRequest, body: ByteBuffer, inboundEnded: Bool, context: ChannelHandlerContext) {
+        state = .busy(ours: true, inboundEnded: inboundEnded, answered: false)
+        let request = Request(head: head, body: RequestBody(buffer: body))
+        current &+= 1
+        let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), answer: current)
+        running[current] = context.eventLoop.makePromise(of: Void.self)
+        let service = self.service
+        let channel = context.channel
+        Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
+            await service.answer(request, on: channel, through: lane)
+        }
+    }
+
+    /// The head of our answer (flushed soon, with whatever follows it in the same turn of the loop).
+    fileprivate func writeHead(_ head: HTTPResponse, answer: Int) {
+        guard answer == current, case .busy(ours: true, _, answered: false) = state else { return }
+        context?.write(wrapOutboundOut(.head(head)), promise: nil)
+        scheduleFlush()
+    }
+
+    /// A piece of our answer's body; whether the connection takes more at once.
+    fileprivate func writeBody(_ piece: ByteBuffer, promise: EventLoopPromise<Void>?, answer: Int) -> Bool {
+        guard let context, answer == current, case .busy(ours: true, _, answered: false) = state else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return true
+        }
+        context.write(wrapOutboundOut(.body(piece)), promise: promise)
+        scheduleFlush()
+        return context.channel.isWritable
+    }
+
+    /// The end of our answer; the connection closed after it when the caller asked (`Connection: close`).
+    fileprivate func writeEnd(_ trailers: HTTPFields?, close: Bool, answer: Int) {
+        guard let context, answer == current, case .busy(ours: true, let inboundEnded, answered: false) = state else { return }
+        if close {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
+            let channel = context.channel
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        }
+        if inboundEnded {
+            state = .idle
+            resume(context: context)
+        } else {
+            state = .busy(ours: true, inboundEnded: false, answered: true)
+        }
+    }
+
+    /// Our answer could not be written whole: the connection is closed, as Hummingbird closes it.
+    fileprivate func abort(answer: Int) {
+        guard answer == current else { return }
+        context?.close(promise: nil)
+    }
+
+    fileprivate func taskEnded(_ answer: Int) {
+        // An answer whose body never ended cannot be followed by another on this connection.
+        if answer == current, case .busy(ours: true, _, answered: false) = state { abort(answer: answer) }
+        running.removeValue(forKey: answer)?.succeed()
+    }
+
+    /// Whether a request of this connection needed Hummingbird's handling (and its async channel was made).
+    var madeHummingbirdsChannel: Bool { asyncChannel != nil }
+
+    /// Completed when the request being answered by this lane, if any, has ended.
+    fileprivate func settled(on loop: any EventLoop) -> EventLoopFuture<Void> {
+        EventLoopFuture.andAllSucceed(running.values.map(\.futureResult), on: loop)
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    /// The lane, for the request's task: every call runs on the connection's event loop (at once when the task
+    /// runs there, the usual case; else by a hop, in order).
+    struct Handle: Sendable {
+        let lane: NIOLoopBound<ForwardingLane>
+        /// The answer's number (``ForwardingLane/current`` when it started).
+        var answer = 0
+
+        var eventLoop: any EventLoop { lane.eventLoop }
+
+        func run(_ body: @escaping @Sendable (ForwardingLane) -> Void) {
+            if lane.eventLoop.inEventLoop {
+                body(lane.value)
+            } else {
+                let lane = self.lane
+                lane.eventLoop.execute { body(lane.value) }
+            }
+        }
+
+        /// Completed when the lane's request in progress, if any, has ended.
+        func settled() -> EventLoopFuture<Void> {
+            let lane = self.lane
+            return lane.eventLoop.flatSubmit { lane.value.settled(on: lane.eventLoop) }
+        }
+    }
+}
+
+extension ForwardingLane.Service {
+    /// Answers one request, as Hummingbird's `Application` does: its own logger with a request id, the
+    /// responder (an error it did not turn into an answer is a 500), the `Date` and `Server` headers; then tells
+    /// the lane that the answer's task has ended.
+    ///
+    /// An answer of known length (a whole answer) is written by this task. A streamed one (no length) is
+    /// written by a task of its own, and this one ends: a Swift task keeps the memory of its deepest frames
+    /// until it ends, and those of the handling (the middleware, the checks, the admission) are not needed while
+    /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
+    /// child task per request; here only a stream pays for a second task.)
+    func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle) async {
+        let closes = request.headers[.connection] == "close"
+        let (head, body) = await respond(to: request, on: channel)
+        lane.run { $0.writeHead(head, answer: lane.answer) }
+        guard body.contentLength == nil else {
+            await Self.write(body, through: lane, closes: closes)
+            return
+        }
+        Task(executorPreference: EventLoopTaskExecutor.of(lane.eventLoop)) {
+            await Self.write(body, through: lane, closes: closes)
+        }
+    }
+
+    /// The answer's head and body.
+    @inline(never)
+    private func respond(to request: Request, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
+        var logger = self.logger
+        logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+        let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
+        var response: Response
+        do {
+            response = try await respond(request, context)
+        } catch {
+            logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
+            response = Response(status: .internalServerError, body: .init())
+        }
+        response.headers[.date] = HTTPDate.now()
+        if let serverName { response.headers[.server] = serverName }
+        return (response.head, response.body)
+    }
+
+    /// Writes the body (closing the connection when that fails), then tells the lane the answer's task ended.
+    @inline(never)
+    private static func write(_ body: ResponseBody, through lane: ForwardingLane.Handle, closes: Bool) async {
+        do {
+            try await body.write(ForwardingLane.BodyWriter(lane: lane, closes: closes))
+        } catch {
+            lane.run { $0.abort(answer: lane.answer) }
+        }
+        lane.run { $0.taskEnded(lane.answer) }
+    }
+}
+
+extension ForwardingLane {
+    /// Writes an answer's body to the connection; waits only while the connection takes no more.
+    struct BodyWriter: ResponseBodyWriter {
+        let lane: Handle
+        let closes: Bool
+
+        mutating func write(_ buffer: ByteBuffer) async throws {
+            let lane = self.lane
+            if lane.eventLoop.inEventLoop {
+                let written = lane.eventLoop.makePromise(of: Void.self)
+                if lane.lane.value.writeBody(buffer, promise: written, answer: lane.answer) { return }
+                try await written.futureResult.get()
+            } else {
+                let written = lane.eventLoop.makePromise(of: Void.self)
+                lane.run { _ = $0.writeBody(buffer, promise: written, answer: lane.answer) }
+                try await written.futureResult.get()
+            }
+        }
+
+        consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+            let closes = self.closes
+            let lane = self.lane
+            lane.run { $0.writeEnd(trailingHeaders, close: closes, answer: lane.answer) }
+        }
+    }
+}
+
+/// Which requests the lane takes: the forwarded routes, by method and path (`:name` one segment, `**` the rest).
+/// A request it does not take is answered by Hummingbird's handling with the same responder, so the two lanes
+/// answer alike; this only chooses the lighter one.
+struct ForwardedRoutes: Sendable {
+    private var exact: [String: [HTTPRequest.Method]] = [:]
+    private var patterns: [(method: HTTPRequest.Method, segments: [String])] = []
+
+    init(_ endpoints: [ProxyEndpoint]) {
+        for endpoint in endpoints {
+            let segments = endpoint.path.split(separator: "/").map(String.init)
+            if segments.contains(where: { $0.hasPrefix(":") || $0 == "**" || $0 == "*" }) {
+                patterns.append((endpoint.method, segments))
+            } else {
+                exact["/" + segments.joined(separator: "/"), default: []].append(endpoint.method)
+            }
+        }
+    }
+
+    /// Whether a request of `method` for `target` (a path, perhaps with a query) is a forwarded route's.
+    func contains(_ method: HTTPRequest.Method, path target: String) -> Bool {
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
+        if let methods = exact[path] { return methods.contains(method) }
+        let segments = path.split(separator: "/")
+        return patterns.contains { pattern in
+            pattern.method == method && Self.matches(segments, pattern.segments)
+        }
+    }
+
+    private static func matches(_ path: [Substring], _ pattern: [String]) -> Bool {
+        for (index, expected) in pattern.enumerated() {
+            if expected == "**" { return path.count > index }
+            guard index < path.count else { return false }
+            if expected.hasPrefix(":") || expected == "*" { continue }
+            guard path[index] == expected else { return false }
+        }
+        return path.count == pattern.count
+    }
+}
+
+/// The `Date` header's value (RFC 9110's IMF-fixdate), made at most once a second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        var seconds = time(nil)
+        return cache.withLock { cache in
+            if cache.second == seconds { return cache.text }
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+            let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+            let text = "\(days[Int(parts.tm_wday) % 7]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon) % 12]) \(parts.tm_year + 1900) "
+                + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+            cache = (seconds, text)
+            return text
+        }
+    }
+}

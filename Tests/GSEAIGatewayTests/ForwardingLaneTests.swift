@@ -1,0 +1,353 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import GSEAIGateway
+
+/// The forwarded routes' lane (`ForwardingLane`) on real loopback connections with the gateway's connection
+/// setup (`GatewayHTTP1`): requests of both lanes answered in order on one connection, a connection of
+/// forwarded requests only without Hummingbird's async channel, the body limit, `Connection: close`, and a
+/// connection's task that waits for the lane's answer. The server's `Server` header tells which lane answered:
+/// `lane` for the forwarded routes', `hummingbird` for Hummingbird's handling. (Every gateway test that calls
+/// a forwarded route goes through the lane too.)
+@Suite("Forwarded routes' lane", .timeLimit(.minutes(1)))
+struct ForwardingLaneTests {
+    @Test func theForwardedRoutesAreKnownByMethodAndPath() {
+        let routes = ForwardedRoutes(ProxyEndpoint.all)
+        #expect(routes.contains(.post, path: "/v1/chat/completions"))
+        #expect(routes.contains(.post, path: "/v1/chat/completions?stream=true"))
+        #expect(routes.contains(.get, path: "/v1/models"))
+        #expect(routes.contains(.get, path: "/api/v0/models/qwen/qwen3-4b"))
+        #expect(routes.contains(.get, path: "/api/v1/models/download/status/job-1"))
+        #expect(routes.contains(.post, path: "/llamacpp/completion"))
+        #expect(routes.contains(.post, path: "/v1/internal/encode"))
+        #expect(!routes.contains(.get, path: "/v1/chat/completions"))
+        #expect(!routes.contains(.get, path: "/api/v0/models/"))
+        #expect(!routes.contains(.get, path: "/api/v1/models/download/status"))
+        #expect(!routes.contains(.get, path: "/api/v1/models/download/status/a/b"))
+        #expect(!routes.contains(.get, path: "/"))
+        #expect(!routes.contains(.get, path: "/conversations"))
+        #expect(!routes.contains(.post, path: "/auth/login"))
+    }
+
+    @Test func pipelinedRequestsOfBothLanesAreAnsweredInOrder() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            // Five requests in one write: forwarded, not, forwarded, a forwarded stream, not.
+            try await client.send(
+                Self.request("POST", "/v1/chat/completions", body: "hi")
+                    + Self.request("GET", "/page")
+                    + Self.request("GET", "/v1/models?x=1")
+                    + Self.request("POST", "/v1/messages", body: "{}")
+                    + Self.request("GET", "/page"))
+            let answers = try await client.answers(5)
+            #expect(answers.map(\.body) == ["chat:hi", "page", "models", "one\ntwo\nthree\n", "page"])
+            #expect(answers.map { $0.headers["server"] } == ["lane", "hummingbird", "lane", "lane", "hummingbird"])
+            #expect(answers.allSatisfy { $0.status == 200 && $0.headers["date"]?.hasSuffix(" GMT") == true })
+            #expect(try await server.madeHummingbirdsChannel() == [true])
+            await client.close()
+        }
+    }
+
+    @Test func aConnectionOfForwardedRequestsOnlyHasNoAsyncChannel() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            for index in 0..<3 {
+                try await client.send(Self.request("POST", "/v1/chat/completions", body: "n\(index)"))
+                let answers = try await client.answers(index + 1)
+                #expect(answers.last?.body == "chat:n\(index)")
+                #expect(answers.last?.headers["server"] == "lane")
+            }
+            #expect(try await server.madeHummingbirdsChannel() == [false])
+            // Its connection's task waits, without Hummingbird's handling, until the connection closes.
+            #expect(server.handled() == 0)
+            await client.close()
+            try await server.waitUntilHandled(1)
+        }
+    }
+
+    @Test func aBodyOverTheLimitIsRefusedAndTheConnectionGoesOn() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            try await client.send(Self.request("POST", "/v1/chat/completions", body: String(repeating: "x", count: 5000))
+                + Self.request("GET", "/v1/models"))
+            let answers = try await client.answers(2)
+            #expect(answers.map(\.status) == [413, 200])
+            #expect(answers[0].body.contains("too large"))
+            #expect(answers[1].body == "models")
+            await client.close()
+        }
+    }
+
+    @Test func connectionCloseClosesAfterTheAnswer() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            try await client.send(Self.request("GET", "/v1/models", headers: "Connection: close\r\n"))
+            #expect(try await client.answers(1).first?.body == "models")
+            try await client.waitUntilClosed()
+        }
+    }
+
+    @Test func aRequestThatCannotBeReadIsRefusedAndTheConnectionClosed() async throws {
+        try await Self.withServer { server in
+            // First on its connection, after a forwarded request, after one of Hummingbird's: 400, then the
+            // connection closes.
+            for (before, answer) in [("", ""), (Self.request("GET", "/v1/models"), "models"), (Self.request("GET", "/page"), "page")] {
+                let client = try await server.connect()
+                try await client.send(before + "NOT HTTP AT ALL\r\n\r\n")
+                let answers = try await client.answers(before.isEmpty ? 1 : 2)
+                #expect(answers.last?.status == 400)
+                #expect(answers.last?.headers["connection"] == "close")
+                if !before.isEmpty { #expect(answers.first?.body == answer) }
+                try await client.waitUntilClosed()
+            }
+        }
+    }
+
+    @Test func theConnectionsTaskWaitsForTheLanesAnswer() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            try await client.send(Self.request("POST", "/v1/completions", body: "{}"))
+            try await server.waitUntilHeld()
+            // The caller leaves; the answer's task still runs (a usage record, say): the connection's task,
+            // which a graceful stop waits for, has not ended.
+            await client.close()
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(server.handled() == 0)
+            server.release()
+            try await server.waitUntilHandled(1)
+        }
+    }
+
+    // MARK: The server
+
+    static func request(_ method: String, _ path: String, headers: String = "", body: String = "") -> String {
+        "\(method) \(path) HTTP/1.1\r\nHost: test\r\n\(headers)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
+    /// A server with the gateway's connections, a router of a few routes and a lane with a 64-byte body limit.
+    final class Server: Sendable {
+        private(set) var listener: (any Channel)? {
+            get { listening.withLock { $0 } }
+            set { listening.withLock { $0 = newValue } }
+        }
+        private let listening = Mutex<(any Channel)?>(nil)
+        private let connections = Mutex<[GatewayHTTP1.Value]>([])
+        private let handledCount = Mutex(0)
+        private let gate = Mutex<(held: Bool, release: CheckedContinuation<Void, Never>?)>((false, nil))
+
+        static func start() async throws -> Server {
+            let server = Server()
+            let logger = Logger(label: "lane-test", factory: { _ in SwiftLogNoOpLogHandler() })
+            let router = Router(context: GatewayRequestContext.self)
+            router.addMiddleware { ErrorFormatMiddleware() }
+            router.post("/v1/chat/completions") { request, _ in
+                var request = request
+                let body = try await RequestBodies.collect(&request, upTo: 64)
+                return "chat:" + String(buffer: body)
+            }
+            router.get("/v1/models") { _, _ in "models" }
+            router.get("/page") { _, _ in "page" }
+            router.post("/v1/messages") { _, _ in
+                Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody { writer in
+                    for piece in ["one\n", "two\n", "three\n"] {
+                        try await Task.sleep(for: .milliseconds(30))
+                        try await writer.write(ByteBuffer(string: piece))
+                    }
+                    try await writer.finish(nil)
+                })
+            }
+            router.post("/v1/completions") { _, _ in
+                await server.hold()
+                return "released"
+            }
+            let responder = router.buildResponder()
+            let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await responder.respond(to: $0, context: $1) },
+                                              logger: logger, serverName: "lane", maxBodyBytes: 64)
+            let http1 = HTTP1Channel(responder: { request, writer, channel in
+                let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
+                var response = (try? await responder.respond(to: request, context: context)) ?? Response(status: .internalServerError)
+                response.headers[.server] = "hummingbird"
+                response.headers[.date] = HTTPDate.now()
+                try await writer.write(response: response.head, body: response.body)
+            })
+            let setup = GatewayHTTP1(inner: http1, lane: lane)
+            server.listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { channel in
+                    setup.setup(channel: channel, logger: logger).map { value in
+                        server.connections.withLock { $0.append(value) }
+                        Task {
+                            await setup.handle(value: value, logger: logger)
+                            server.handledCount.withLock { $0 += 1 }
+                        }
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            return server
+        }
+
+        func connect() async throws -> Client {
+            try await Client.connect(to: listener!.localAddress!)
+        }
+
+        /// How many connections' tasks have ended.
+        func handled() -> Int { handledCount.withLock { $0 } }
+
+        /// Whether each accepted connection's lane made Hummingbird's async channel.
+        func madeHummingbirdsChannel() async throws -> [Bool] {
+            var made: [Bool] = []
+            for value in connections.withLock({ $0 }) {
+                let channel = value.channel
+                made.append(try await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.handler(type: ForwardingLane.self).madeHummingbirdsChannel
+                }.get())
+            }
+            return made
+        }
+
+        func waitUntilHandled(_ count: Int, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+            for _ in 0..<500 where handled() < count { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(handled() == count, sourceLocation: sourceLocation)
+        }
+
+        func hold() async {
+            await withCheckedContinuation { continuation in
+                gate.withLock { $0 = (true, continuation) }
+            }
+        }
+
+        func waitUntilHeld() async throws {
+            for _ in 0..<500 where !gate.withLock({ $0.held }) { try await Task.sleep(for: .milliseconds(10)) }
+        }
+
+        func release() {
+            gate.withLock { gate in
+                gate.release?.resume()
+                gate.release = nil
+            }
+        }
+
+        func stop() async {
+            release()
+            try? await listener?.close()
+        }
+    }
+
+    static func withServer(_ body: (Server) async throws -> Void) async throws {
+        let server = try await Server.start()
+        do {
+            try await body(server)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+
+    /// A raw HTTP/1.1 client: sends bytes, reads answers (by `Content-Length` or chunks).
+    final class Client: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        private let received = Mutex<[UInt8]>([])
+        private let closed = Mutex(false)
+        private let channel = Mutex<(any Channel)?>(nil)
+
+        static func connect(to address: SocketAddress) async throws -> Client {
+            let client = Client()
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(client) }
+                }
+                .connect(to: address).get()
+            client.channel.withLock { $0 = channel }
+            return client
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            received.withLock { $0.append(contentsOf: buffer.readableBytesView) }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            closed.withLock { $0 = true }
+            context.fireChannelInactive()
+        }
+
+        func send(_ text: String) async throws {
+            try await channel.withLock { $0 }!.writeAndFlush(ByteBuffer(string: text)).get()
+        }
+
+        func close() async {
+            try? await channel.withLock { $0 }?.close()
+        }
+
+        func waitUntilClosed() async throws {
+            for _ in 0..<500 where !closed.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(closed.withLock { $0 })
+        }
+
+        struct Answer {
+            var status: Int
+            var headers: [String: String]
+            var body: String
+        }
+
+        /// Waits (up to 5 s) for `count` whole answers; records an issue when fewer came.
+        func answers(_ count: Int) async throws -> [Answer] {
+            var answers: [Answer] = []
+            for _ in 0..<500 {
+                answers = Self.parse(received.withLock { $0 })
+                if answers.count >= count { return answers }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            Issue.record("\(answers.count) answers, not \(count): \(String(decoding: received.withLock { $0 }, as: UTF8.self))")
+            return answers
+        }
+
+        static func parse(_ bytes: [UInt8]) -> [Answer] {
+            var answers: [Answer] = []
+            var rest = bytes[...]
+            while let headEnd = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
+                let lines = String(decoding: rest[..<headEnd.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+                let statusLine = lines[0].split(separator: " ")
+                let status = statusLine.count > 1 ? Int(statusLine[1]) ?? 0 : 0
+                var headers: [String: String] = [:]
+                for line in lines.dropFirst() {
+                    guard let colon = line.firstIndex(of: ":") else { continue }
+                    headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                }
+                var body: [UInt8] = []
+                var after = rest[headEnd.upperBound...]
+                if let length = headers["content-length"].flatMap({ Int($0) }) {
+                    guard after.count >= length else { break }
+                    body = Array(after.prefix(length))
+                    after = after.dropFirst(length)
+                } else if headers["transfer-encoding"] == "chunked" {
+                    var complete = false
+                    while let lineEnd = after.firstRange(of: Array("\r\n".utf8)),
+                        let size = Int(String(decoding: after[..<lineEnd.lowerBound], as: UTF8.self), radix: 16)
+                    {
+                        let start = lineEnd.upperBound
+                        guard after.distance(from: start, to: after.endIndex) >= size + 2 else { break }
+                        body += after[start..<after.index(start, offsetBy: size)]
+                        after = after[after.index(start, offsetBy: size + 2)...]
+                        if size == 0 {
+                            complete = true
+                            break
+                        }
+                    }
+                    guard complete else { break }
+                }
+                answers.append(Answer(status: status, headers: headers, body: String(decoding: body, as: UTF8.self)))
+                rest = after
+            }
+            return answers
+        }
+    }
+}
