@@ -67,6 +67,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
+    /// The connection's event loop (kept after the handler is removed).
+    private var loop: (any EventLoop)?
     /// The number of the answer being written by this lane: the calls of an answer's task that has ended
     /// its answer (or of an earlier one) change nothing.
     private var current = 0
@@ -84,6 +86,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        loop = context.eventLoop
     }
 
     /// When the connection closes (the connection state before this handler passes no `channelInactive` on).
@@ -258,22 +261,29 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The head of our answer (flushed soon, with whatever follows it in the same turn of the loop).
-    fileprivate func writeHead(_ head: HTTPResponse, answer: Int) {
+    /// The head of our answer. A streamed answer's is flushed soon (with whatever follows it in the same turn of
+    /// the loop); a whole answer's goes with its end, written in the same turn.
+    fileprivate func writeHead(_ head: HTTPResponse, streamed: Bool, answer: Int) {
         guard answer == current, case .busy(ours: true, _, answered: false) = state else { return }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
-        scheduleFlush()
+        if streamed { scheduleFlush() }
     }
 
-    /// A piece of our answer's body; whether the connection takes more at once.
-    fileprivate func writeBody(_ piece: ByteBuffer, promise: EventLoopPromise<Void>?, answer: Int) -> Bool {
+    /// A piece of our answer's body: `nil` when the connection took it and could take more, else what completes
+    /// when it has been written (the writer waits for that: the connection's backpressure).
+    fileprivate func writeBody(_ piece: ByteBuffer, streamed: Bool, answer: Int) -> EventLoopFuture<Void>? {
         guard let context, answer == current, case .busy(ours: true, _, answered: false) = state else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return true
+            // The connection closed (or this answer is over): the writer stops, as on a closed channel.
+            return loop?.makeFailedFuture(ChannelError.ioOnClosedChannel)
         }
-        context.write(wrapOutboundOut(.body(piece)), promise: promise)
-        scheduleFlush()
-        return context.channel.isWritable
+        guard context.channel.isWritable else {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.body(piece)), promise: written)
+            return written.futureResult
+        }
+        context.write(wrapOutboundOut(.body(piece)), promise: nil)
+        if streamed { scheduleFlush() }
+        return nil
     }
 
     /// The end of our answer; the connection closed after it when the caller asked (`Connection: close`).
@@ -363,13 +373,14 @@ extension ForwardingLane.Service {
     func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle) async {
         let closes = request.headers[.connection] == "close"
         let (head, body) = await respond(to: request, on: channel)
-        lane.run { $0.writeHead(head, answer: lane.answer) }
-        guard body.contentLength == nil else {
-            await Self.write(body, through: lane, closes: closes)
+        let streamed = body.contentLength == nil
+        lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
+        guard streamed else {
+            await Self.write(body, through: lane, streamed: false, closes: closes)
             return
         }
         Task(executorPreference: EventLoopTaskExecutor.of(lane.eventLoop)) {
-            await Self.write(body, through: lane, closes: closes)
+            await Self.write(body, through: lane, streamed: true, closes: closes)
         }
     }
 
@@ -393,9 +404,9 @@ extension ForwardingLane.Service {
 
     /// Writes the body (closing the connection when that fails), then tells the lane the answer's task ended.
     @inline(never)
-    private static func write(_ body: ResponseBody, through lane: ForwardingLane.Handle, closes: Bool) async {
+    private static func write(_ body: ResponseBody, through lane: ForwardingLane.Handle, streamed: Bool, closes: Bool) async {
         do {
-            try await body.write(ForwardingLane.BodyWriter(lane: lane, closes: closes))
+            try await body.write(ForwardingLane.BodyWriter(lane: lane, streamed: streamed, closes: closes))
         } catch {
             lane.run { $0.abort(answer: lane.answer) }
         }
@@ -407,18 +418,19 @@ extension ForwardingLane {
     /// Writes an answer's body to the connection; waits only while the connection takes no more.
     struct BodyWriter: ResponseBodyWriter {
         let lane: Handle
+        /// Whether the answer has no length (its pieces are flushed as they come; a whole answer's with its end).
+        let streamed: Bool
         let closes: Bool
 
         mutating func write(_ buffer: ByteBuffer) async throws {
             let lane = self.lane
+            let streamed = self.streamed
             if lane.eventLoop.inEventLoop {
-                let written = lane.eventLoop.makePromise(of: Void.self)
-                if lane.lane.value.writeBody(buffer, promise: written, answer: lane.answer) { return }
-                try await written.futureResult.get()
+                try await lane.lane.value.writeBody(buffer, streamed: streamed, answer: lane.answer)?.get()
             } else {
-                let written = lane.eventLoop.makePromise(of: Void.self)
-                lane.run { _ = $0.writeBody(buffer, promise: written, answer: lane.answer) }
-                try await written.futureResult.get()
+                try await lane.eventLoop.flatSubmit {
+                    lane.lane.value.writeBody(buffer, streamed: streamed, answer: lane.answer) ?? lane.eventLoop.makeSucceededVoidFuture()
+                }.get()
             }
         }
 
