@@ -12,7 +12,7 @@ import Testing
 
 /// The forwarded routes' lane (`ForwardingLane`) on real loopback connections with the gateway's connection
 /// setup (`GatewayHTTP1`): requests of both lanes answered in order on one connection, a connection of
-/// forwarded requests only without Hummingbird's async channel, the body limit, `Connection: close`, and a
+/// forwarded requests only without Hummingbird's async channel, large bodies left to Hummingbird, `Connection: close`, and a
 /// connection's task that waits for the lane's answer. The server's `Server` header tells which lane answered:
 /// `lane` for the forwarded routes', `hummingbird` for Hummingbird's handling. (Every gateway test that calls
 /// a forwarded route goes through the lane too.)
@@ -72,15 +72,47 @@ struct ForwardingLaneTests {
         }
     }
 
-    @Test func aBodyOverTheLimitIsRefusedAndTheConnectionGoesOn() async throws {
+    @Test func aBodyOverTheLanesLimitIsHummingbirdsAndTheConnectionGoesOn() async throws {
         try await Self.withServer { server in
             let client = try await server.connect()
             try await client.send(Self.request("POST", "/v1/chat/completions", body: String(repeating: "x", count: 5000))
                 + Self.request("GET", "/v1/models"))
             let answers = try await client.answers(2)
             #expect(answers.map(\.status) == [413, 200])
+            #expect(answers.map { $0.headers["server"] } == ["hummingbird", "lane"])
             #expect(answers[0].body.contains("too large"))
             #expect(answers[1].body == "models")
+            #expect(try await server.madeHummingbirdsChannel() == [true])
+            await client.close()
+        }
+    }
+
+    @Test func aLargeBodyIsRefusedBeforeItsUploadEnds() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            // 100 of 5,000 bytes: the handling reads as it goes, and refuses once over its limit.
+            try await client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Length: 5000\r\n\r\n"
+                + String(repeating: "x", count: 100))
+            let answers = try await client.answers(1)
+            #expect(answers.first?.status == 413)
+            #expect(answers.first?.headers["server"] == "hummingbird")
+            await client.close()
+        }
+    }
+
+    @Test func aBodyWithinTheLanesLimitIsReadWholeFromItsPieces() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            let body = (0..<60).map { String($0 % 10) }.joined()
+            try await client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Length: 60\r\n\r\n")
+            for start in stride(from: 0, to: 60, by: 20) {
+                try await Task.sleep(for: .milliseconds(20))
+                try await client.send(String(body.dropFirst(start).prefix(20)))
+            }
+            let answers = try await client.answers(1)
+            #expect(answers.first?.body == "chat:" + body)
+            #expect(answers.first?.headers["server"] == "lane")
+            #expect(try await server.madeHummingbirdsChannel() == [false])
             await client.close()
         }
     }
@@ -131,7 +163,8 @@ struct ForwardingLaneTests {
         "\(method) \(path) HTTP/1.1\r\nHost: test\r\n\(headers)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 
-    /// A server with the gateway's connections, a router of a few routes and a lane with a 64-byte body limit.
+    /// A server with the gateway's connections, a router of a few routes and a lane that reads bodies of up to 64
+    /// bytes (the chat route's limit too).
     final class Server: Sendable {
         private(set) var listener: (any Channel)? {
             get { listening.withLock { $0 } }
@@ -169,7 +202,7 @@ struct ForwardingLaneTests {
             }
             let responder = router.buildResponder()
             let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await responder.respond(to: $0, context: $1) },
-                                              logger: logger, serverName: "lane", maxBodyBytes: 64)
+                                              logger: logger, serverName: "lane", bodyLimit: 64)
             let http1 = HTTP1Channel(responder: { request, writer, channel in
                 let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
                 var response = (try? await responder.respond(to: request, context: context)) ?? Response(status: .internalServerError)

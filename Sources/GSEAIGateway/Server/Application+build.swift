@@ -118,13 +118,14 @@ public struct Gateway: Sendable {
         // Long enough for the slowest upstream answer, so that a connection waiting on one is not dropped.
         let idle = TimeAmount(configuration.firstByteTimeout + configuration.idleTimeout + .seconds(30))
         let http1 = HTTP1Channel.Configuration(idleTimeout: idle)
-        let router = buildRouter().buildResponder()
-        let responder = SeparateTaskResponder(router)
+        let routing = buildRouter().buildResponder()
+        let responder = SeparateTaskResponder(routing)
         let serverName = "gseai"
         // The forwarded routes' requests are answered by the same router, from the connection's handler (whose
         // task for the request is already one of its own: no child task).
-        let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await router.respond(to: $0, context: $1) },
-                                          logger: logger, serverName: serverName, maxBodyBytes: configuration.maxBodyBytes)
+        let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await routing.respond(to: $0, context: $1) },
+                                          logger: logger, serverName: serverName,
+                                          bodyLimit: min(ForwardingLane.largestBody, configuration.maxBodyBytes))
         var server = HTTPServerBuilder { respond in
             GatewayHTTP1(inner: HTTP1Channel(responder: respond, configuration: http1), lane: lane)
         }

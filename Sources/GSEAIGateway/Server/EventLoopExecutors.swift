@@ -90,8 +90,9 @@ struct GatewayHTTP1: ServerChildChannel {
         let hummingbird = await withTaskCancellationHandler {
             try? await value.hummingbird.get()
         } onCancel: {
-            // As Hummingbird's handling: the server's stop, out of time, closes the connection's input.
-            channel.close(mode: .input, promise: nil)
+            // The server's stop, out of time, closes the connection (its answers in progress end as their caller's
+            // departure ends them).
+            channel.close(promise: nil)
         }
         if let hummingbird {
             await withTaskExecutorPreference(EventLoopTaskExecutor.of(channel.eventLoop)) {

@@ -38,15 +38,24 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let respond: @Sendable (Request, GatewayRequestContext) async throws -> Response
         let logger: Logger
         let serverName: String?
-        /// A body is read up to this size; a larger one is handed on cut there plus its next piece, which
-        /// the handler refuses (413) as it does any body over the limit.
-        let maxBodyBytes: Int
+        /// The largest body the lane reads itself (``ForwardingLane/largestBody``, or the gateway's body limit
+        /// if smaller). A request that declares a larger one, or sends it in chunks of no declared length, is
+        /// handed to Hummingbird's handling, which reads a body as the handler asks for it: a caller without a
+        /// valid key is refused before the upload ends, and a body over the limit is refused (413) once its
+        /// first bytes over it come, both as before.
+        let bodyLimit: Int
     }
+
+    /// Bodies up to this size are read by the lane (a chat request with text, or a small image); larger ones go to
+    /// Hummingbird's handling.
+    static let largestBody = 256 << 10
 
     private enum State {
         case idle
-        /// Our request, its body being read.
-        case reading(HTTPRequest, ByteBuffer?)
+        /// Our request, its body (``body``) being read, with the length it declared.
+        case reading(HTTPRequest, length: Int)
+        /// A request could not be read: the connection is closing, and nothing more is read.
+        case closing
         /// A request being answered: by this lane or by Hummingbird; whether its request has been read to its
         /// end, and whether its answer has.
         case busy(ours: Bool, inboundEnded: Bool, answered: Bool)
@@ -56,6 +65,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private let hummingbird: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
     private var asyncChannel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?
     private var state = State.idle
+    /// The body of the request being read.
+    private var body: ByteBuffer?
     /// Parts of the next requests, while the one before is being answered.
     private var waiting = Deque<Inbound>()  // no storage while empty, as it nearly always is
 
@@ -114,6 +125,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether a request's parts must wait: the one before has been read, and its answer is still being written.
+    /// (A closing connection drops them instead.)
     private var isBlocked: Bool {
         if case .busy(_, inboundEnded: true, answered: false) = state { return true }
         return false
@@ -122,8 +134,10 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
-            if service.routes.contains(head.method, path: head.path ?? "") {
-                state = .reading(head, nil)
+            if service.routes.contains(head.method, path: head.path ?? ""), let length = Self.declaredLength(head),
+                length <= service.bodyLimit
+            {
+                state = .reading(head, length: length)
             } else {
                 state = .busy(ours: false, inboundEnded: false, answered: false)
                 pass(part, context: context)
@@ -131,25 +145,28 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         case (.idle, _):
             // A body with no head: Hummingbird's handling refuses it as it would have.
             pass(part, context: context)
-        case (.reading(let head, var body), .body(var piece)):
+        case (.reading(_, let length), .body(var piece)):
+            // The decoder cuts the body at its declared length, which the lane took only when within its limit.
             if body == nil {
+                // Most bodies come whole: kept as read, without a copy.
                 body = piece
             } else {
+                // In place (the body is this handler's alone): room for the whole body once, then no copy.
+                body!.reserveCapacity(minimumWritableBytes: max(0, length - body!.readableBytes))
                 body!.writeBuffer(&piece)
             }
-            if body!.readableBytes > service.maxBodyBytes {
-                start(head, body: body!, inboundEnded: false, context: context)
-            } else {
-                state = .reading(head, body)
-            }
-        case (.reading(let head, let body), .end):
-            start(head, body: body ?? ByteBuffer(), inboundEnded: true, context: context)
-        case (.reading, .head):
-            // The decoder gives no head before an end; should it, the connection is in no state to go on.
+        case (.reading(let head, _), .end):
+            let read = body ?? ByteBuffer()
+            body = nil
+            start(head, body: read, context: context)
+        case (.reading, .head), (.busy(ours: true, inboundEnded: false, _), _):
+            // Neither comes from the decoder (a head after an end only; the lane's requests are read whole
+            // before they are answered); should one, the connection is in no state to go on.
+            body = nil
+            state = .closing
             context.close(promise: nil)
-        case (.busy(ours: true, inboundEnded: false, let answered), _):
-            // The rest of a body that was over the limit: read and dropped, as Hummingbird does.
-            if case .end = part { ended(ours: true, answered: answered, context: context) }
+        case (.closing, _):
+            break
         case (.busy(ours: false, inboundEnded: false, let answered), _):
             pass(part, context: context)
             if case .end = part { ended(ours: false, answered: answered, context: context) }
@@ -188,6 +205,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             case .unreadable(let error): refuse(error, context: context)
             }
         }
+        // Its storage goes once it is empty again (pipelined requests are rare).
+        if waiting.isEmpty { waiting = Deque() }
         // Outside a read: the async channel hands its reads on at the read's completion.
         if asyncChannel != nil { context.fireChannelReadComplete() }
         if waiting.isEmpty, readHeld {
@@ -221,13 +240,17 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private func refuse(_ error: any Error, context: ChannelHandlerContext) {
         switch state {
         case .idle where asyncChannel == nil, .reading:
-            state = .busy(ours: true, inboundEnded: true, answered: true)
+            state = .closing
+            body = nil
             let head = HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in Self.closeAfterAnswer(channel) }
         case .busy(ours: true, _, _):
+            state = .closing
             context.close(promise: nil)
+        case .closing:
+            break
         default:
             context.fireErrorCaught(error)
         }
@@ -247,9 +270,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Starts answering our request in a task of its own.
-    private func start(_ head: HTTPRequest, body: ByteBuffer, inboundEnded: Bool, context: ChannelHandlerContext) {
-        state = .busy(ours: true, inboundEnded: inboundEnded, answered: false)
+    /// Starts answering our request (read to its end) in a task of its own.
+    private func start(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+        state = .busy(ours: true, inboundEnded: true, answered: false)
         let request = Request(head: head, body: RequestBody(buffer: body))
         current &+= 1
         let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), answer: current)
@@ -293,7 +316,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             let written = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
             let channel = context.channel
-            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            written.futureResult.whenComplete { _ in Self.closeAfterAnswer(channel) }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
@@ -307,18 +330,34 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Our answer could not be written whole: the connection is closed, as Hummingbird closes it.
     fileprivate func abort(answer: Int) {
-        guard answer == current else { return }
+        guard answer == current, case .busy(ours: true, _, answered: false) = state else { return }
+        state = .closing
         context?.close(promise: nil)
+    }
+
+    /// After an answer that closes the connection: its output is closed, as Hummingbird closes it (the caller
+    /// reads the answer to its end, then the connection's end; a connection that cannot close one way, TLS,
+    /// is closed).
+    private static func closeAfterAnswer(_ channel: any Channel) {
+        channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
     }
 
     fileprivate func taskEnded(_ answer: Int) {
         // An answer whose body never ended cannot be followed by another on this connection.
         if answer == current, case .busy(ours: true, _, answered: false) = state { abort(answer: answer) }
         running.removeValue(forKey: answer)?.succeed()
+        if running.isEmpty { running = [:] }
     }
 
     /// Whether a request of this connection needed Hummingbird's handling (and its async channel was made).
     var madeHummingbirdsChannel: Bool { asyncChannel != nil }
+
+    /// The body length a head declares: 0 when none; `nil` when it is sent in chunks (no length declared).
+    private static func declaredLength(_ head: HTTPRequest) -> Int? {
+        guard head.headerFields[.transferEncoding] == nil else { return nil }
+        guard let declared = head.headerFields[.contentLength] else { return 0 }
+        return Int(declared)
+    }
 
     /// Completed when the request being answered by this lane, if any, has ended.
     fileprivate func settled(on loop: any EventLoop) -> EventLoopFuture<Void> {
