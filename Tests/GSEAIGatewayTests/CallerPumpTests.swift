@@ -47,15 +47,15 @@ struct CallerPumpTests {
                 #expect(await first.value == "record")
                 #expect(pump.observer.sawFinalEvent)
                 try await Task.sleep(for: .milliseconds(200))
-                #expect(!caller.received.withLock { $0.hasSuffix("data: [DONE]\n\n") })
+                #expect(!caller.client.received(endingWith: "data: [DONE]\n\n"))
                 pump.recorded()
                 #expect(await Self.describe(pump.next()) == "ended: ok")
                 // Every event, whole and in order.
                 let deadline = ContinuousClock.now + .seconds(30)
-                while !caller.received.withLock({ $0.hasSuffix("data: [DONE]\n\n") }), ContinuousClock.now < deadline {
+                while !caller.client.received(endingWith: "data: [DONE]\n\n"), ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                let text = caller.received.withLock { $0 }
+                let text = caller.received
                 let body = try #require(text.range(of: "\r\n\r\n").map { text[$0.upperBound...] })
                 let event = "data: " + String(repeating: "a", count: size) + "\n\n"
                 #expect(body == String(repeating: event, count: events) + "data: [DONE]\n\n")
@@ -145,15 +145,17 @@ final class Flag: Sendable {
 /// A caller's connection as the gateway's server sets it up (HTTP/1 codec, HTTP types, the departure handler),
 /// with small buffers, and a client at its other end that reads nothing until told.
 final class SlowCaller: Sendable {
-    let received = Mutex("")
-    private let channel: any Channel
+    let client: RawHTTPClient
 
-    private init(channel: any Channel) {
-        self.channel = channel
+    private init(client: RawHTTPClient) {
+        self.client = client
     }
 
+    /// What the caller has received.
+    var received: String { client.text }
+
     func startReading() {
-        channel.setOption(.autoRead, value: true).whenSuccess { self.channel.read() }
+        client.startReading()
     }
 
     static func with(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, highWater: Int = 64 << 10,
@@ -171,43 +173,18 @@ final class SlowCaller: Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(server.localAddress?.port)
-        let holder = Mutex<SlowCaller?>(nil)
-        let client = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.so_rcvbuf), value: 16 << 10)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Collector { text in
-                        holder.withLock { $0 }?.received.withLock { $0 += text }
-                    })
-                }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        let caller = SlowCaller(channel: client)
-        holder.withLock { $0 = caller }
+        let client = try await RawHTTPClient.connect(to: try #require(server.localAddress), group: group, receiveBuffer: 16 << 10,
+                                                     reading: false)
+        let caller = SlowCaller(client: client)
         let served = try await accepted.futureResult.get()
         do {
             try await body(caller, served)
         } catch {
-            try? await client.close()
+            await client.close()
             try? await server.close()
             throw error
         }
-        try? await client.close()
+        await client.close()
         try await server.close()
-    }
-
-    private final class Collector: ChannelInboundHandler {
-        typealias InboundIn = ByteBuffer
-        let collect: (String) -> Void
-
-        init(collect: @escaping (String) -> Void) {
-            self.collect = collect
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            collect(String(buffer: unwrapInboundIn(data)))
-        }
     }
 }

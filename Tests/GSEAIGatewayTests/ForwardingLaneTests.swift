@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
+import GSEAITestSupport
 
 @testable import GSEAIGateway
 
@@ -46,7 +47,7 @@ struct ForwardingLaneTests {
                     + Self.request("GET", "/v1/models?x=1")
                     + Self.request("POST", "/v1/messages", body: "{}")
                     + Self.request("GET", "/page"))
-            let answers = try await client.answers(5)
+            let answers = try await client.expectAnswers(5)
             #expect(answers.map(\.body) == ["chat:hi", "page", "models", "one\ntwo\nthree\n", "page"])
             #expect(answers.map { $0.headers["server"] } == ["lane", "hummingbird", "lane", "lane", "hummingbird"])
             #expect(answers.allSatisfy { $0.status == 200 && $0.headers["date"]?.hasSuffix(" GMT") == true })
@@ -60,7 +61,7 @@ struct ForwardingLaneTests {
             let client = try await server.connect()
             for index in 0..<3 {
                 try await client.send(Self.request("POST", "/v1/chat/completions", body: "n\(index)"))
-                let answers = try await client.answers(index + 1)
+                let answers = try await client.expectAnswers(index + 1)
                 #expect(answers.last?.body == "chat:n\(index)")
                 #expect(answers.last?.headers["server"] == "lane")
             }
@@ -77,7 +78,7 @@ struct ForwardingLaneTests {
             let client = try await server.connect()
             try await client.send(Self.request("POST", "/v1/chat/completions", body: String(repeating: "x", count: 5000))
                 + Self.request("GET", "/v1/models"))
-            let answers = try await client.answers(2)
+            let answers = try await client.expectAnswers(2)
             #expect(answers.map(\.status) == [413, 200])
             #expect(answers.map { $0.headers["server"] } == ["hummingbird", "lane"])
             #expect(answers[0].body.contains("too large"))
@@ -93,7 +94,7 @@ struct ForwardingLaneTests {
             // 100 of 5,000 bytes: the handling reads as it goes, and refuses once over its limit.
             try await client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Length: 5000\r\n\r\n"
                 + String(repeating: "x", count: 100))
-            let answers = try await client.answers(1)
+            let answers = try await client.expectAnswers(1)
             #expect(answers.first?.status == 413)
             #expect(answers.first?.headers["server"] == "hummingbird")
             await client.close()
@@ -109,7 +110,7 @@ struct ForwardingLaneTests {
                 try await Task.sleep(for: .milliseconds(20))
                 try await client.send(String(body.dropFirst(start).prefix(20)))
             }
-            let answers = try await client.answers(1)
+            let answers = try await client.expectAnswers(1)
             #expect(answers.first?.body == "chat:" + body)
             #expect(answers.first?.headers["server"] == "lane")
             #expect(try await server.madeHummingbirdsChannel() == [false])
@@ -121,8 +122,8 @@ struct ForwardingLaneTests {
         try await Self.withServer { server in
             let client = try await server.connect()
             try await client.send(Self.request("GET", "/v1/models", headers: "Connection: close\r\n"))
-            #expect(try await client.answers(1).first?.body == "models")
-            try await client.waitUntilClosed()
+            #expect(try await client.expectAnswers(1).first?.body == "models")
+            #expect(try await client.waitUntilClosed())
         }
     }
 
@@ -133,20 +134,48 @@ struct ForwardingLaneTests {
             for (before, answer) in [("", ""), (Self.request("GET", "/v1/models"), "models"), (Self.request("GET", "/page"), "page")] {
                 let client = try await server.connect()
                 try await client.send(before + "NOT HTTP AT ALL\r\n\r\n")
-                let answers = try await client.answers(before.isEmpty ? 1 : 2)
+                let answers = try await client.expectAnswers(before.isEmpty ? 1 : 2)
                 #expect(answers.last?.status == 400)
                 #expect(answers.last?.headers["connection"] == "close")
                 if !before.isEmpty { #expect(answers.first?.body == answer) }
-                try await client.waitUntilClosed()
+                #expect(try await client.waitUntilClosed())
             }
+        }
+    }
+
+    @Test func theIdleLimitClosesAnIdleConnectionButNotAnAnswerInProgress() async throws {
+        try await Self.withServer(idleTimeout: .milliseconds(300)) { server in
+            let client = try await server.connectWithAnAnswerHeld()
+            // Twice the idle limit with the lane's answer in progress: the connection stays.
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(!client.isClosed)
+            server.release()
+            #expect(try await client.expectAnswers(1).first?.body == "released")
+            // Idle now: closed within the limit (and a little).
+            #expect(try await client.waitUntilClosed())
+        }
+    }
+
+    @Test func aGracefulStopLetsTheLanesAnswerEndThenClosesItsConnection() async throws {
+        try await Self.withServer { server in
+            let answering = try await server.connectWithAnAnswerHeld()
+            let idle = try await server.connect()
+            try await idle.send(Self.request("GET", "/v1/models"))
+            #expect(try await idle.expectAnswers(1).first?.body == "models")
+            try await server.quiesce()
+            // The idle connection closes at once; the one with an answer in progress once the answer is written.
+            #expect(try await idle.waitUntilClosed())
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(!answering.isClosed)
+            server.release()
+            #expect(try await answering.expectAnswers(1).first?.body == "released")
+            #expect(try await answering.waitUntilClosed())
         }
     }
 
     @Test func theConnectionsTaskWaitsForTheLanesAnswer() async throws {
         try await Self.withServer { server in
-            let client = try await server.connect()
-            try await client.send(Self.request("POST", "/v1/completions", body: "{}"))
-            try await server.waitUntilHeld()
+            let client = try await server.connectWithAnAnswerHeld()
             // The caller leaves; the answer's task still runs (a usage record, say): the connection's task,
             // which a graceful stop waits for, has not ended.
             await client.close()
@@ -175,7 +204,7 @@ struct ForwardingLaneTests {
         private let handledCount = Mutex(0)
         private let gate = Mutex<(held: Bool, release: CheckedContinuation<Void, Never>?)>((false, nil))
 
-        static func start() async throws -> Server {
+        static func start(idleTimeout: TimeAmount? = nil) async throws -> Server {
             let server = Server()
             let logger = Logger(label: "lane-test", factory: { _ in SwiftLogNoOpLogHandler() })
             let router = Router(context: GatewayRequestContext.self)
@@ -209,7 +238,7 @@ struct ForwardingLaneTests {
                 response.headers[.server] = "hummingbird"
                 response.headers[.date] = HTTPDate.now()
                 try await writer.write(response: response.head, body: response.body)
-            })
+            }, configuration: .init(idleTimeout: idleTimeout))
             let setup = GatewayHTTP1(inner: http1, lane: lane)
             server.listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -226,8 +255,27 @@ struct ForwardingLaneTests {
             return server
         }
 
-        func connect() async throws -> Client {
-            try await Client.connect(to: listener!.localAddress!)
+        func connect() async throws -> RawHTTPClient {
+            try await RawHTTPClient.connect(to: listener!.localAddress!)
+        }
+
+        /// A connection whose request (`POST /v1/completions`, the lane's) is being answered, the answer held
+        /// until ``release()``.
+        func connectWithAnAnswerHeld() async throws -> RawHTTPClient {
+            let client = try await connect()
+            try await client.send(ForwardingLaneTests.request("POST", "/v1/completions", body: "{}"))
+            try await waitUntilHeld()
+            return client
+        }
+
+        /// Tells every connection the server is stopping (what Hummingbird's server does on a graceful stop).
+        func quiesce() async throws {
+            for value in connections.withLock({ $0 }) {
+                let channel = value.channel
+                try await channel.eventLoop.submit {
+                    channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+                }.get()
+            }
         }
 
         /// How many connections' tasks have ended.
@@ -273,8 +321,8 @@ struct ForwardingLaneTests {
         }
     }
 
-    static func withServer(_ body: (Server) async throws -> Void) async throws {
-        let server = try await Server.start()
+    static func withServer(idleTimeout: TimeAmount? = nil, _ body: (Server) async throws -> Void) async throws {
+        let server = try await Server.start(idleTimeout: idleTimeout)
         do {
             try await body(server)
         } catch {
@@ -283,104 +331,15 @@ struct ForwardingLaneTests {
         }
         await server.stop()
     }
+}
 
-    /// A raw HTTP/1.1 client: sends bytes, reads answers (by `Content-Length` or chunks).
-    final class Client: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        private let received = Mutex<[UInt8]>([])
-        private let closed = Mutex(false)
-        private let channel = Mutex<(any Channel)?>(nil)
-
-        static func connect(to address: SocketAddress) async throws -> Client {
-            let client = Client()
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(client) }
-                }
-                .connect(to: address).get()
-            client.channel.withLock { $0 = channel }
-            return client
+extension RawHTTPClient {
+    /// `count` whole answers (waiting up to 5 s), with an issue recorded, and what came, when fewer came.
+    func expectAnswers(_ count: Int, sourceLocation: SourceLocation = #_sourceLocation) async throws -> [Answer] {
+        let answers = try await answers(count)
+        if answers.count < count {
+            Issue.record("\(answers.count) answers, not \(count): \(text)", sourceLocation: sourceLocation)
         }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let buffer = unwrapInboundIn(data)
-            received.withLock { $0.append(contentsOf: buffer.readableBytesView) }
-        }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            closed.withLock { $0 = true }
-            context.fireChannelInactive()
-        }
-
-        func send(_ text: String) async throws {
-            try await channel.withLock { $0 }!.writeAndFlush(ByteBuffer(string: text)).get()
-        }
-
-        func close() async {
-            try? await channel.withLock { $0 }?.close()
-        }
-
-        func waitUntilClosed() async throws {
-            for _ in 0..<500 where !closed.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(closed.withLock { $0 })
-        }
-
-        struct Answer {
-            var status: Int
-            var headers: [String: String]
-            var body: String
-        }
-
-        /// Waits (up to 5 s) for `count` whole answers; records an issue when fewer came.
-        func answers(_ count: Int) async throws -> [Answer] {
-            var answers: [Answer] = []
-            for _ in 0..<500 {
-                answers = Self.parse(received.withLock { $0 })
-                if answers.count >= count { return answers }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            Issue.record("\(answers.count) answers, not \(count): \(String(decoding: received.withLock { $0 }, as: UTF8.self))")
-            return answers
-        }
-
-        static func parse(_ bytes: [UInt8]) -> [Answer] {
-            var answers: [Answer] = []
-            var rest = bytes[...]
-            while let headEnd = rest.firstRange(of: Array("\r\n\r\n".utf8)) {
-                let lines = String(decoding: rest[..<headEnd.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
-                let statusLine = lines[0].split(separator: " ")
-                let status = statusLine.count > 1 ? Int(statusLine[1]) ?? 0 : 0
-                var headers: [String: String] = [:]
-                for line in lines.dropFirst() {
-                    guard let colon = line.firstIndex(of: ":") else { continue }
-                    headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                }
-                var body: [UInt8] = []
-                var after = rest[headEnd.upperBound...]
-                if let length = headers["content-length"].flatMap({ Int($0) }) {
-                    guard after.count >= length else { break }
-                    body = Array(after.prefix(length))
-                    after = after.dropFirst(length)
-                } else if headers["transfer-encoding"] == "chunked" {
-                    var complete = false
-                    while let lineEnd = after.firstRange(of: Array("\r\n".utf8)),
-                        let size = Int(String(decoding: after[..<lineEnd.lowerBound], as: UTF8.self), radix: 16)
-                    {
-                        let start = lineEnd.upperBound
-                        guard after.distance(from: start, to: after.endIndex) >= size + 2 else { break }
-                        body += after[start..<after.index(start, offsetBy: size)]
-                        after = after[after.index(start, offsetBy: size + 2)...]
-                        if size == 0 {
-                            complete = true
-                            break
-                        }
-                    }
-                    guard complete else { break }
-                }
-                answers.append(Answer(status: status, headers: headers, body: String(decoding: body, as: UTF8.self)))
-                rest = after
-            }
-            return answers
-        }
+        return answers
     }
 }

@@ -184,11 +184,7 @@ final class UpstreamConnection: Sendable {
 
     /// Runs `body` with the handler on the connection's event loop: at once when already there.
     func onLoop(_ body: @escaping @Sendable (UpstreamConnectionHandler) -> Void) {
-        if channel.eventLoop.inEventLoop {
-            body(handler.value)
-        } else {
-            channel.eventLoop.execute { body(self.handler.value) }
-        }
+        channel.eventLoop.executeHere { body(self.handler.value) }
     }
 }
 

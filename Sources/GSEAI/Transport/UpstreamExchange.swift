@@ -302,7 +302,7 @@ final class UpstreamExchange: Sendable {
     /// Hands the body to `consumer` as it arrives from now on, on the connection's event loop: first what has
     /// come already, then each piece as it is read, then the end. Instead of ``next()``, never with it.
     func push(to consumer: any ResponseBodyConsumer) {
-        onLoop { [self] in
+        channel.eventLoop.executeHere { [self] in
             let (pieces, ending): (CircularBuffer<ByteBuffer>, Result<Void, any Error>?) = state.withLock { state in
                 let pieces = state.pieces
                 state.pieces.removeAll()
@@ -324,7 +324,7 @@ final class UpstreamExchange: Sendable {
     /// A consumer that wanted no more (``ResponseBodyConsumer/wantsMore``) wants more again: reads start again
     /// if they had stopped for it.
     func resumeReads() {
-        onLoop { [self] in
+        channel.eventLoop.executeHere { [self] in
             let resume: Bool = state.withLock { state in
                 guard state.paused, state.ending == nil, state.consumer?.wantsMore == true else { return false }
                 state.paused = false
@@ -332,14 +332,6 @@ final class UpstreamExchange: Sendable {
                 return true
             }
             if resume { channel.read() }
-        }
-    }
-
-    private func onLoop(_ body: @escaping @Sendable () -> Void) {
-        if channel.eventLoop.inEventLoop {
-            body()
-        } else {
-            channel.eventLoop.execute(body)
         }
     }
 
@@ -398,11 +390,7 @@ final class UpstreamExchange: Sendable {
     }
 
     private func readMore() {
-        if channel.eventLoop.inEventLoop {
-            channel.read()
-        } else {
-            channel.eventLoop.execute { [channel] in channel.read() }
-        }
+        channel.eventLoop.executeHere { [channel] in channel.read() }
     }
 }
 

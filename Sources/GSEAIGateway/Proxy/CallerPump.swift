@@ -99,13 +99,13 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     }
 
     func readComplete() {
-        onLoop {
+        loop.executeHere {
             if !self.holding && !self.done { self.caller.flush() }
         }
     }
 
     func ended(_ ending: Result<Void, any Error>) {
-        onLoop {
+        loop.executeHere {
             guard !self.done else { return }
             if self.holding {
                 self.heldEnding = ending
@@ -129,7 +129,7 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     /// Waits for the next moment the task is needed.
     func next() async -> Signal {
         await withCheckedContinuation { (waiter: CheckedContinuation<Signal, Never>) in
-            onLoop {
+            loop.executeHere {
                 if let pending = self.pending {
                     self.pending = nil
                     waiter.resume(returning: pending)
@@ -143,7 +143,7 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     /// The usage is recorded: the held pieces go to the caller, and the relay goes on (or ends, if the body
     /// ended meanwhile).
     func recorded() {
-        onLoop {
+        loop.executeHere {
             guard !self.done else { return }
             self.recordNeeded = false
             self.holding = false
@@ -167,7 +167,7 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
 
     /// The task is done with the pump (also when it failed): nothing more is written.
     func stop() {
-        onLoop {
+        loop.executeHere {
             self.done = true
             self.held = []
             self.stallTimer?.cancel()
@@ -243,14 +243,6 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
             waiter.resume(returning: signal)
         } else {
             pending = signal
-        }
-    }
-
-    private func onLoop(_ work: @escaping @Sendable () -> Void) {
-        if loop.inEventLoop {
-            work()
-        } else {
-            loop.execute(work)
         }
     }
 }

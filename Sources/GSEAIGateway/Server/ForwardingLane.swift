@@ -54,11 +54,13 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         case idle
         /// Our request, its body (``body``) being read, with the length it declared.
         case reading(HTTPRequest, length: Int)
+        /// Our request, read whole, being answered.
+        case answering
+        /// A request of Hummingbird's handling: whether it has been read to its end, and whether its answer has
+        /// been written (either may come first).
+        case passing(inboundEnded: Bool, answered: Bool)
         /// A request could not be read: the connection is closing, and nothing more is read.
         case closing
-        /// A request being answered: by this lane or by Hummingbird; whether its request has been read to its
-        /// end, and whether its answer has.
-        case busy(ours: Bool, inboundEnded: Bool, answered: Bool)
     }
 
     private let service: Service
@@ -127,8 +129,10 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether a request's parts must wait: the one before has been read, and its answer is still being written.
     /// (A closing connection drops them instead.)
     private var isBlocked: Bool {
-        if case .busy(_, inboundEnded: true, answered: false) = state { return true }
-        return false
+        switch state {
+        case .answering, .passing(inboundEnded: true, answered: false): true
+        default: false
+        }
     }
 
     private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
@@ -139,7 +143,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             {
                 state = .reading(head, length: length)
             } else {
-                state = .busy(ours: false, inboundEnded: false, answered: false)
+                state = .passing(inboundEnded: false, answered: false)
                 pass(part, context: context)
             }
         case (.idle, _):
@@ -159,25 +163,20 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             let read = body ?? ByteBuffer()
             body = nil
             start(head, body: read, context: context)
-        case (.reading, .head), (.busy(ours: true, inboundEnded: false, _), _):
-            // Neither comes from the decoder (a head after an end only; the lane's requests are read whole
-            // before they are answered); should one, the connection is in no state to go on.
+        case (.reading, .head):
+            // The decoder gives a head only after an end; should it not, the connection is in no state to go on.
             body = nil
             state = .closing
             context.close(promise: nil)
         case (.closing, _):
             break
-        case (.busy(ours: false, inboundEnded: false, let answered), _):
+        case (.passing(inboundEnded: false, let answered), _):
             pass(part, context: context)
-            if case .end = part { ended(ours: false, answered: answered, context: context) }
-        case (.busy(_, inboundEnded: true, _), _):
+            if case .end = part { state = answered ? .idle : .passing(inboundEnded: true, answered: false) }
+        case (.answering, _), (.passing(inboundEnded: true, _), _):
             // Blocked: `channelRead` kept it.
             waiting.append(.part(part))
         }
-    }
-
-    private func ended(ours: Bool, answered: Bool, context: ChannelHandlerContext) {
-        state = answered ? .idle : .busy(ours: ours, inboundEnded: true, answered: false)
     }
 
     /// Hands a part to Hummingbird's handling, making it (the async channel) with the first.
@@ -246,7 +245,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in Self.closeAfterAnswer(channel) }
-        case .busy(ours: true, _, _):
+        case .answering:
             state = .closing
             context.close(promise: nil)
         case .closing:
@@ -261,18 +260,18 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// Hummingbird's answers pass here: the end of one lets the next request in.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         context.write(data, promise: promise)
-        guard case .end = unwrapOutboundIn(data), case .busy(ours: false, let inboundEnded, answered: false) = state else { return }
+        guard case .end = unwrapOutboundIn(data), case .passing(let inboundEnded, answered: false) = state else { return }
         if inboundEnded {
             state = .idle
             resume(context: context)
         } else {
-            state = .busy(ours: false, inboundEnded: false, answered: true)
+            state = .passing(inboundEnded: false, answered: true)
         }
     }
 
     /// Starts answering our request (read to its end) in a task of its own.
     private func start(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
-        state = .busy(ours: true, inboundEnded: true, answered: false)
+        state = .answering
         let request = Request(head: head, body: RequestBody(buffer: body))
         current &+= 1
         let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), answer: current)
@@ -287,7 +286,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// The head of our answer. A streamed answer's is flushed soon (with whatever follows it in the same turn of
     /// the loop); a whole answer's goes with its end, written in the same turn.
     fileprivate func writeHead(_ head: HTTPResponse, streamed: Bool, answer: Int) {
-        guard answer == current, case .busy(ours: true, _, answered: false) = state else { return }
+        guard isAnswering(answer) else { return }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
         if streamed { scheduleFlush() }
     }
@@ -295,7 +294,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// A piece of our answer's body: `nil` when the connection took it and could take more, else what completes
     /// when it has been written (the writer waits for that: the connection's backpressure).
     fileprivate func writeBody(_ piece: ByteBuffer, streamed: Bool, answer: Int) -> EventLoopFuture<Void>? {
-        guard let context, answer == current, case .busy(ours: true, _, answered: false) = state else {
+        guard let context, isAnswering(answer) else {
             // The connection closed (or this answer is over): the writer stops, as on a closed channel.
             return loop?.makeFailedFuture(ChannelError.ioOnClosedChannel)
         }
@@ -311,7 +310,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The end of our answer; the connection closed after it when the caller asked (`Connection: close`).
     fileprivate func writeEnd(_ trailers: HTTPFields?, close: Bool, answer: Int) {
-        guard let context, answer == current, case .busy(ours: true, let inboundEnded, answered: false) = state else { return }
+        guard let context, isAnswering(answer) else { return }
         if close {
             let written = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
@@ -320,17 +319,19 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
-        if inboundEnded {
-            state = .idle
-            resume(context: context)
-        } else {
-            state = .busy(ours: true, inboundEnded: false, answered: true)
-        }
+        state = .idle
+        resume(context: context)
+    }
+
+    /// Whether `answer` is the one this lane is writing now.
+    private func isAnswering(_ answer: Int) -> Bool {
+        guard answer == current, case .answering = state else { return false }
+        return true
     }
 
     /// Our answer could not be written whole: the connection is closed, as Hummingbird closes it.
     fileprivate func abort(answer: Int) {
-        guard answer == current, case .busy(ours: true, _, answered: false) = state else { return }
+        guard isAnswering(answer) else { return }
         state = .closing
         context?.close(promise: nil)
     }
@@ -344,7 +345,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     fileprivate func taskEnded(_ answer: Int) {
         // An answer whose body never ended cannot be followed by another on this connection.
-        if answer == current, case .busy(ours: true, _, answered: false) = state { abort(answer: answer) }
+        abort(answer: answer)
         running.removeValue(forKey: answer)?.succeed()
         if running.isEmpty { running = [:] }
     }
@@ -383,12 +384,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         var eventLoop: any EventLoop { lane.eventLoop }
 
         func run(_ body: @escaping @Sendable (ForwardingLane) -> Void) {
-            if lane.eventLoop.inEventLoop {
-                body(lane.value)
-            } else {
-                let lane = self.lane
-                lane.eventLoop.execute { body(lane.value) }
-            }
+            let lane = self.lane
+            lane.eventLoop.executeHere { body(lane.value) }
         }
 
         /// Completed when the lane's request in progress, if any, has ended.
