@@ -16,14 +16,47 @@ struct JSONParser {
     private var index = 0
     private var depth = 0
     private static let maxDepth = 512
+    /// The members of the objects being read, innermost last: one buffer for the whole text, so that each
+    /// object's dictionary is made once at its size (grown a member at a time, it was made again at every
+    /// doubling, each key hashed again).
+    private var members: [(String, JSONValue)] = []
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue()
-        parser.skipWhitespace()
-        guard parser.index == bytes.count else { throw Failure.invalid("unexpected data after the value", at: parser.index) }
+        try parser.end()
         return value
+    }
+
+    /// Parses a text as ``parse(_:)`` does (the same text is valid or invalid), but of an object at the top only
+    /// keeps the members named in `keeping`: the others are checked and skipped, none of their strings, numbers,
+    /// arrays or objects made. A value at the top that is not an object is parsed whole.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, keeping names: [[UInt8]]) throws -> JSONValue {
+        var parser = JSONParser(bytes: bytes)
+        parser.skipWhitespace()
+        guard parser.index < bytes.count, bytes[parser.index] == UInt8(ascii: "{") else {
+            let value = try parser.parseValue()
+            try parser.end()
+            return value
+        }
+        parser.depth += 1
+        parser.index += 1
+        var kept: [String: JSONValue] = [:]
+        try parser.readMembers { parser, key in
+            if names.contains(where: { key.isNamed($0) }) {
+                kept[key.string] = try parser.parseValue()
+            } else {
+                try parser.skipValue()
+            }
+        }
+        try parser.end()
+        return .object(kept)
+    }
+
+    private mutating func end() throws {
+        skipWhitespace()
+        guard index == bytes.count else { throw Failure.invalid("unexpected data after the value", at: index) }
     }
 
     private init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
@@ -66,32 +99,157 @@ struct JSONParser {
         defer { depth -= 1 }
         guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
         index += 1
-        var members: [String: JSONValue] = [:]
+        let start = members.count
+        defer { members.removeSubrange(start...) }
+        try readMembers { parser, name in
+            parser.members.append((name.string, try parser.parseValue()))
+        }
+        var object = [String: JSONValue](minimumCapacity: members.count - start)
+        // A name given twice keeps its last value.
+        for (name, value) in members[start...] { object[name] = value }
+        return .object(object)
+    }
+
+    /// A member's name: its bytes in the text when it has no escape, else the string it stands for.
+    private enum Name {
+        case bytes(UnsafeBufferPointer<UInt8>)
+        case text(String)
+
+        var string: String {
+            switch self {
+            case .bytes(let bytes): String(decoding: bytes, as: UTF8.self)
+            case .text(let text): text
+            }
+        }
+
+        func isNamed(_ name: [UInt8]) -> Bool {
+            switch self {
+            case .bytes(let bytes): bytes.elementsEqual(name)
+            case .text(let text): text.utf8.elementsEqual(name)
+            }
+        }
+    }
+
+    /// Reads an object's members after its `{`, up to and with its `}`, handing each one's name to `member`,
+    /// which reads (or skips) the value.
+    private mutating func readMembers(_ member: (inout JSONParser, Name) throws -> Void) throws {
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(members)
+            return
         }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-            let key = try parseString()
+            let name = try readName()
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             index += 1
             skipWhitespace()
-            members[key] = try parseValue()
+            try member(&self, name)
             skipWhitespace()
             guard index < bytes.count else { throw fail("unexpected end") }
             if bytes[index] == UInt8(ascii: ",") {
                 index += 1
             } else if bytes[index] == UInt8(ascii: "}") {
                 index += 1
-                return .object(members)
+                return
             } else {
                 throw fail("expected ',' or '}'")
             }
         }
+    }
+
+    /// A member's name, from its opening quote: its bytes in place when it has no escape (nor a character that
+    /// makes it invalid), else read as any string.
+    private mutating func readName() throws -> Name {
+        let start = index + 1
+        var end = start
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+        guard end < bytes.count, bytes[end] == UInt8(ascii: "\"") else { return .text(try parseString()) }
+        index = end + 1
+        return .bytes(UnsafeBufferPointer(rebasing: bytes[start..<end]))
+    }
+
+    /// Checks the value that starts here and steps over it, as ``parseValue()`` would read it (the same text
+    /// fails the same way) but without making it.
+    private mutating func skipValue() throws {
+        guard index < bytes.count else { throw fail("unexpected end") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
+            index += 1
+            try readMembers { parser, _ in try parser.skipValue() }
+        case UInt8(ascii: "["):
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
+            index += 1
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+                index += 1
+                return
+            }
+            while true {
+                skipWhitespace()
+                try skipValue()
+                skipWhitespace()
+                guard index < bytes.count else { throw fail("unexpected end") }
+                if bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                } else if bytes[index] == UInt8(ascii: "]") {
+                    index += 1
+                    return
+                } else {
+                    throw fail("expected ',' or ']'")
+                }
+            }
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): try expect("true")
+        case UInt8(ascii: "f"): try expect("false")
+        case UInt8(ascii: "n"): try expect("null")
+        default: _ = try parseNumber()
+        }
+    }
+
+    /// Steps over a string, checking its escapes as ``parseString()`` does.
+    private mutating func skipString() throws {
+        index += 1
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                index += 1
+                return
+            case UInt8(ascii: "\\"):
+                index += 1
+                guard index < bytes.count else { throw fail("unexpected end") }
+                let escaped = bytes[index]
+                index += 1
+                switch escaped {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    break
+                case UInt8(ascii: "u"):
+                    let code = try parseHex4()
+                    if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                        bytes[index + 1] == UInt8(ascii: "u")
+                    {
+                        index += 2
+                        let low = try parseHex4()
+                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("invalid surrogate pair") }
+                    }
+                default:
+                    throw fail("invalid escape")
+                }
+            default:
+                if byte < 0x20 { throw fail("control character in a string") }
+                index += 1
+            }
+        }
+        throw fail("unterminated string")
     }
 
     private mutating func parseArray() throws -> JSONValue {
@@ -226,6 +384,13 @@ struct JSONParser {
                 exponent += 1
             }
             guard exponent > 0 else { throw fail("invalid number") }
+        }
+        if index - start <= 15, !bytes[start..<index].contains(where: { $0 == UInt8(ascii: ".") || $0 | 0x20 == UInt8(ascii: "e") }) {
+            // A whole number of at most 15 digits (token counts, ids, times): exact in a Double, and what
+            // `Double(text)` gives, without making the text.
+            var whole = 0
+            for byte in bytes[start..<index] where byte != UInt8(ascii: "-") { whole = whole * 10 + Int(byte - UInt8(ascii: "0")) }
+            return bytes[start] == UInt8(ascii: "-") ? -Double(whole) : Double(whole)
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         guard let value = Double(text) else { throw fail("invalid number") }

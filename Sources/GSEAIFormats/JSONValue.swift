@@ -99,6 +99,25 @@ extension JSONValue {
         self = try parsed ?? Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
+    /// Parses JSON text, but of an object keeps only the members named in `keeping`: the text must be as valid
+    /// as for ``init(parsing:)`` (what it refuses, this refuses), the other members are checked without being
+    /// made. For a whole answer of which a few members are read (usage, ids), not its content. A value that is
+    /// not an object is parsed whole.
+    public init(parsing bytes: some Sequence<UInt8>, keeping names: MemberNames) throws {
+        let names = names.utf8
+        let parsed = try bytes.withContiguousStorageIfAvailable { try JSONParser.parse($0, keeping: names) }
+        self = try parsed ?? Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0, keeping: names) }
+    }
+
+    /// The names of the members ``init(parsing:keeping:)`` keeps, made once.
+    public struct MemberNames: Sendable {
+        let utf8: [[UInt8]]
+
+        public init(_ names: [String]) {
+            self.utf8 = names.map { Array($0.utf8) }
+        }
+    }
+
     /// The value as compact JSON text (keys sorted).
     public var jsonData: Data { Data(jsonBytes) }
 

@@ -21,6 +21,9 @@ enum FuzzTarget: String, CaseIterable {
     case roster
 
     static let limits = ImageLimits(maxBytes: 1 << 20, maxPixels: 40_000_000)
+    /// Members a parse keeps (one-letter names, which the fuzzer finds, and the gateway's usage).
+    static let keptNames: Set<String> = ["a", "b", "usage", "é"]
+    static let keptMembers = JSONValue.MemberNames(Array(keptNames))
 
     func run(_ bytes: UnsafeBufferPointer<UInt8>) {
         switch self {
@@ -40,12 +43,24 @@ enum FuzzTarget: String, CaseIterable {
         case .sse:
             sse(bytes)
         case .json:
-            guard let value = try? JSONValue(parsing: bytes) else { return }
+            guard let value = try? JSONValue(parsing: bytes) else {
+                require((try? JSONValue(parsing: bytes, keeping: Self.keptMembers)) == nil,
+                        "a parse that keeps some members took what a whole parse refused")
+                return
+            }
             let written = value.jsonData
             guard let again = try? JSONValue(parsing: written) else {
                 fatalError("written JSON does not parse: \(String(decoding: written, as: UTF8.self))")
             }
             require(again == value || value.containsNaN, "JSON changed in a round trip")
+            // A parse that keeps some members takes the same texts, with those members as a whole parse makes them.
+            let kept = try? JSONValue(parsing: bytes, keeping: Self.keptMembers)
+            require(kept != nil, "a parse that keeps some members refused what a whole parse took")
+            if case .object(let members) = value {
+                require(kept == .object(members.filter { Self.keptNames.contains($0.key) }), "kept members differ from a whole parse's")
+            } else {
+                require(kept == value || value.containsNaN, "a value that is not an object was not parsed whole")
+            }
         case .inspection:
             guard let value = try? JSONValue(parsing: bytes) else { return }
             for case .dataURL(let url) in RequestImages.find(in: value) {

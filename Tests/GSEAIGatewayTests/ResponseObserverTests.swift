@@ -1,3 +1,4 @@
+import GSEAI
 import NIOCore
 import Testing
 
@@ -59,6 +60,27 @@ import Testing
                 #expect(observer.inputTokens == 3 && observer.outputTokens == 4)
             }
         }
+    }
+
+    /// A successful whole answer is parsed for the members the observer reads only
+    /// (`ResponseObserver.wholeAnswerMembers`): it must see there what it sees in the whole answer, on every shape.
+    @Test(arguments: [
+        ("/api/v1/chat", #"{"model_instance_id":"m","output":[{"type":"message","content":"Hi"}],"stats":{"input_tokens":3,"total_output_tokens":9},"response_id":"resp_lm1"}"#),
+        ("/v1/chat/completions", #"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\""}}],"usage":{"prompt_tokens":7,"completion_tokens":8,"total_tokens":15}}"#),
+        ("/v1/responses", #"{"id":"resp_9","object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":4,"output_tokens":2}}"#),
+        ("/v1/messages", #"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":5,"output_tokens":6}}"#),
+        ("/llamacpp/completion", #"{"content":"Hi","tokens_predicted":11,"tokens_evaluated":12,"stop":true}"#),
+        ("/v1/responses", #"{"response":{"object":"response","id":"resp_10","usage":{"input_tokens":1,"output_tokens":1}},"result":{"response_id":"resp_11","stats":{"input_tokens":2}}}"#),
+        ("/v1/chat/completions", #"{"usage":null,"choices":[]}"#),
+    ])
+    func aWholeAnswerReadForItsUsageOnlyIsSeenAsAWholeParse(_ path: String, _ text: String) throws {
+        let endpoint = try endpoint(path)
+        var whole = ResponseObserver(endpoint: endpoint), kept = ResponseObserver(endpoint: endpoint)
+        whole.observe(json: try JSONValue(parsing: Array(text.utf8)))
+        kept.observe(json: try JSONValue(parsing: Array(text.utf8), keeping: ResponseObserver.wholeAnswerMembers))
+        #expect(kept.responseIDs == whole.responseIDs)
+        #expect(kept.inputTokens == whole.inputTokens && kept.outputTokens == whole.outputTokens)
+        #expect(whole.inputTokens + whole.outputTokens > 0 || whole.responseIDs.isEmpty == false || text.contains("null"))
     }
 
     @Test func aStreamCutMidEventHasNoFinalEvent() throws {

@@ -73,6 +73,54 @@ struct JSONParserTests {
         #expect(throws: (any Error).self) { try JSONValue(parsing: Array(deep.utf8)) }
     }
 
+    @Test func aNameGivenTwiceKeepsItsLastValue() throws {
+        #expect(try JSONValue(parsing: Array(#"{"a":1,"b":2,"a":3}"#.utf8)) == ["a": 3, "b": 2])
+    }
+
+    /// Whole numbers of up to 15 characters are read without making their text: the same `Double` as the text.
+    @Test(arguments: ["0", "-0", "7", "-42", "000123", "1700000000", "999999999999999", "-99999999999999", "1234567890123456",
+                      "12345678901234567890", "1.5", "1e3", "-2E-2", "9007199254740993"])
+    func wholeNumbersReadAsTheirText(_ text: String) throws {
+        let value = try JSONValue(parsing: Array(text.utf8))
+        guard case .number(let number) = value, let expected = Double(text) else {
+            Issue.record("\(text) read as \(value)")
+            return
+        }
+        #expect(number == expected && number.sign == expected.sign, "\(text)")
+    }
+
+    static let memberNames = JSONValue.MemberNames(["usage", "id", "ünï", "q\"t"])
+
+    /// A parse that keeps some members: their values as a whole parse makes them, the rest left out.
+    @Test func keepsOnlyTheNamedMembers() throws {
+        let text = #"{"id":"x1","choices":[{"message":{"content":"a\n\"b\" \ud83d\ude00","role":"assistant"},"n":1.5e2}],"usage":{"prompt_tokens":7},"\u00fcn\u00ef":[true,null],"q\"t":-3,"id":"x2"}"#
+        let whole = try JSONValue(parsing: Array(text.utf8))
+        let kept = try JSONValue(parsing: Array(text.utf8), keeping: Self.memberNames)
+        #expect(kept == ["id": "x2", "usage": ["prompt_tokens": 7], "ünï": [true, nil], "q\"t": -3])
+        for name in ["id", "usage", "ünï", "q\"t"] { #expect(kept[name] == whole[name]) }
+        #expect(kept["choices"] == nil)
+        // Not an object: parsed whole.
+        #expect(try JSONValue(parsing: Array(#" [1,{"a":2}] "#.utf8), keeping: Self.memberNames) == [1, ["a": 2]])
+        #expect(try JSONValue(parsing: Array("{}".utf8), keeping: Self.memberNames) == [:])
+    }
+
+    /// What a whole parse refuses, a parse that keeps some members refuses, even where the fault is in a member it
+    /// skips; and what it takes, it takes.
+    @Test(arguments: [
+        "", "{", "{\"a\":[1,]}", "{\"a\" 1}", "{\"a\":tru}", "{\"a\":01x}", "{\"a\":\"unterminated}", "{\"a\":1}x", "{\"a\":-}",
+        "{\"a\":1.}", "{\"a\":\"\u{1}\"}", "{\"a\":[1 2]}", "{\"a\":\"\\q\"}", "{\"a\":\"\\u12G4\"}", "{\"a\":\"\\ud800\\u0041\"}",
+        "{\"a\":1e999}", "{\"a\":{\"b\":}}", "{\"a\":{\"b\" 1}}", "{\"a\":{1:2}}", "{\"a\":[}", "{\"a\":1,}", "{\"a\u{1}\":1}", "{\"\\x\":1}",
+        String(repeating: "{\"a\":", count: 600) + "1" + String(repeating: "}", count: 600),
+        String(repeating: "{\"a\":", count: 300) + "1" + String(repeating: "}", count: 300),
+        "{\"a\":\"\\ud800\"}", "{\"a\":[[],{},\"\",0,-0.5e-3,true,false,null]}", " {\"usage\" : {\"x\":[1]} } ",
+    ])
+    func keepingRefusesWhatAWholeParseRefuses(_ text: String) {
+        let whole = try? JSONValue(parsing: Array(text.utf8))
+        let kept = try? JSONValue(parsing: Array(text.utf8), keeping: Self.memberNames)
+        #expect((whole == nil) == (kept == nil), "\(text.prefix(80)): whole \(whole == nil ? "refused" : "taken"), kept \(kept == nil ? "refused" : "taken")")
+        if let whole, let kept { #expect(kept["usage"] == whole["usage"]) }
+    }
+
     @Test func agreesWithTheCodableDecoder() throws {
         let text = #"{"model_instance_id":"m","output":[{"type":"message","content":"Hi"}],"stats":{"input_tokens":3,"tokens_per_second":29.75}}"#
         let fast = try JSONValue(parsing: Array(text.utf8))

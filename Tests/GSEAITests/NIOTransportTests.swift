@@ -38,6 +38,34 @@ struct NIOTransportTests {
         }
     }
 
+    /// A connection idle in the pool is closed after the pool's limit; one taken again within it is not. (The
+    /// limit's timer is not reset on every request: when it fires, it looks at when the connection last went idle.)
+    @Test func aConnectionIdleInThePoolIsClosedAfterItsLimitButNotOneInUse() async throws {
+        try await StubUpstream.with { stub in
+            let transport = try NIOTransport(baseURL: stub.baseURL, timeouts: .init(), connections: 4,
+                                             group: MultiThreadedEventLoopGroup.singleton, idleTimeout: .milliseconds(400))
+            defer { Task { await transport.shutdown() } }
+            func models() async throws {
+                let response = try await transport.send(RawRequest(method: .GET, path: "/api/v1/models"), authorization: "Bearer stub-token",
+                                                        streaming: false)
+                let body = try await response.body.collect(upTo: 1 << 20)
+                #expect(response.status == 200 && String(buffer: body).contains("stub/echo-text"))
+            }
+            // A request every 100 ms for 1.5 s: never idle for 400 ms, though the limit's first timer fires meanwhile.
+            for _ in 0..<15 {
+                try await models()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(stub.connectionsAccepted == 1)
+            #expect(transport.pool.openCount == 1)
+            // Idle for three times the limit: closed by the pool, not by the server.
+            try await Task.sleep(for: .milliseconds(1200))
+            #expect(transport.pool.openCount == 0)
+            try await models()
+            #expect(stub.connectionsAccepted == 2)
+        }
+    }
+
     @Test func requestsBeyondTheConnectionLimitWaitForAConnection() async throws {
         try await StubUpstream.with { stub in
             let client = try GSEAIClient(apiToken: "stub-token", baseURL: stub.baseURL, connections: 1, engine: .nio)

@@ -97,7 +97,9 @@ final class UpstreamExchange: Sendable {
             state.gotHead = true
             state.lastActivity = .now()
             let old = state.timer
-            state.timer = channel.eventLoop.scheduleTask(in: idle) { [weak self] () -> Void in self?.checkSilence() }
+            // The silence limit's timer is set when the read that brought the head ends with the answer still to
+            // come (`readComplete()`): a whole answer read at once (the usual one) never needs it.
+            state.timer = nil
             return old
         }
         timer?.cancel()
@@ -144,7 +146,15 @@ final class UpstreamExchange: Sendable {
 
     /// One read from the socket is done: a consumer flushes what it made of it.
     func readComplete() {
-        state.withLock { $0.consumer }?.readComplete()
+        let consumer: (any ResponseBodyConsumer)? = state.withLock { state in
+            if state.gotHead, state.ending == nil, state.timer == nil {
+                state.timer = channel.eventLoop.scheduleTask(deadline: state.lastActivity + idle) { [weak self] () -> Void in
+                    self?.checkSilence()
+                }
+            }
+            return state.consumer
+        }
+        consumer?.readComplete()
     }
 
     /// The body's end has been read: from now on the connection is not the exchange's to close (told before the
@@ -406,7 +416,13 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var requestWritten = false
     private var responseEnded = false
     private var answered = false
+    /// Closes the connection once it has been idle in the pool for `idleTimeout`. It is not cancelled when the
+    /// connection is taken again: when it fires it looks at `idleSince` and sets itself again for the new time,
+    /// so that a connection taken and given back on every request schedules no timer per request.
     private var idleTimer: Scheduled<Void>?
+    /// Since when the connection has been idle in the pool (`nil` while it carries an exchange).
+    private var idleSince: NIODeadline?
+    private var idleTimeout = TimeAmount.zero
     private var context: ChannelHandlerContext?
     /// Called when an exchange has ended and the connection may carry another.
     var onIdle: (() -> Void)?
@@ -421,8 +437,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     /// Sends a request (head, body in hand, and its end when `complete`) for `exchange`.
     func begin(_ exchange: UpstreamExchange, head: HTTPRequestHead, body: ByteBuffer?, complete: Bool) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleSince = nil
         guard let context, context.channel.isActive else {
             exchange.failed(UpstreamExchange.Failure.closedBeforeAnswer)
             return
@@ -461,11 +476,24 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     /// Closes the connection when it has been idle for `timeout`.
     func closeWhenIdle(for timeout: TimeAmount) {
-        guard let context else { return }
-        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            guard let self, self.exchange == nil else { return }
-            self.context?.close(promise: nil)
+        let now = NIODeadline.now()
+        idleSince = now
+        idleTimeout = timeout
+        // A timer still set from an earlier idle time looks again when it fires.
+        guard idleTimer == nil, let context else { return }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: now + timeout) { [weak self] in self?.checkIdle() }
+    }
+
+    /// Closes the connection if it has been idle for its limit, else looks again when it could have been.
+    private func checkIdle() {
+        idleTimer = nil
+        guard let context, exchange == nil, let idleSince else { return }
+        let due = idleSince + idleTimeout
+        guard NIODeadline.now() < due else {
+            context.close(promise: nil)
+            return
         }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [weak self] in self?.checkIdle() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

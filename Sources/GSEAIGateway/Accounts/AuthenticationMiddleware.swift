@@ -51,8 +51,8 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     }
 
     static func presentedKey(_ request: Request) -> String? {
-        if let authorization = request.headers[.authorization], let key = bearerToken(authorization) { return key }
-        if let key = request.headers[.xAPIKey], !key.isEmpty { return key }
+        if let authorization = request.headers.value(.authorization), let key = bearerToken(authorization) { return key }
+        if let key = request.headers.value(.xAPIKey), !key.isEmpty { return key }
         return nil
     }
 
@@ -73,7 +73,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// Unsafe cookie requests must come from this site's pages.
     func checkCSRF(_ request: Request, session: LoginSession) throws {
         try checkOrigin(request)
-        guard let token = request.headers[.xCSRFToken], Secrets.constantTimeEquals(token, session.csrfToken) else {
+        guard let token = request.headers.value(.xCSRFToken), Secrets.constantTimeEquals(token, session.csrfToken) else {
             throw GatewayError(.forbidden, type: .permission, "missing or wrong X-CSRF-Token header")
         }
     }
@@ -81,7 +81,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// A browser sends `Origin` on cross-site requests; it must be this site (the public URL, or the
     /// `Host` the request was sent to).
     func checkOrigin(_ request: Request) throws {
-        guard let origin = request.headers[.origin] else { return }
+        guard let origin = request.headers.value(.origin) else { return }
         let host = request.head.authority ?? ""
         let sameHost = origin == "http://\(host)" || origin == "https://\(host)"
         guard origin == publicOrigin || sameHost else {

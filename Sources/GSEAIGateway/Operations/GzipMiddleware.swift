@@ -39,7 +39,7 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
         let configuration = configuration
         response.headers[.contentEncoding] = "gzip"
         // A strong ETag names these exact bytes; the compressed ones are different bytes.
-        if let etag = response.headers[.eTag], !etag.hasPrefix("W/") {
+        if let etag = response.headers.value(.eTag), !etag.hasPrefix("W/") {
             response.headers[.eTag] = "W/" + etag
         }
         // Setting a body of unknown length also drops Content-Length, so the response goes out chunked.
@@ -56,12 +56,12 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
         case 200..<300 where response.status != .noContent && response.status != .partialContent: break
         default: return false
         }
-        guard response.headers[.contentEncoding] == nil, response.headers[.contentRange] == nil else { return false }
-        if let cacheControl = response.headers[.cacheControl], ASCII.contains(ASCII.lowercased(cacheControl.utf8), noTransform) {
+        guard !response.headers.contains(.contentEncoding), !response.headers.contains(.contentRange) else { return false }
+        if let cacheControl = response.headers.value(.cacheControl), ASCII.contains(ASCII.lowercased(cacheControl.utf8), noTransform) {
             return false
         }
         if let length = response.body.contentLength, length < minimumLength { return false }
-        guard let contentType = response.headers[.contentType] else { return false }
+        guard let contentType = response.headers.value(.contentType) else { return false }
         return Self.isCompressible(contentType: contentType)
     }
 

@@ -135,7 +135,7 @@ public struct ProxyController: Sendable {
         var outgoing = RawRequest(method: HTTPMethod(rawValue: endpoint.method.rawValue),
                                   path: endpoint.upstreamPath(request.uri.path) + (request.uri.query.map { "?" + $0 } ?? ""))
         for name in Self.forwardedRequestHeaders {
-            if let value = request.headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
+            if let value = request.headers.value(name) { outgoing.headers.add(name: name.rawName, value: value) }
         }
         if let body { outgoing.body = .bytes(body) }
         let stream = inspection?.stream == true
@@ -249,7 +249,7 @@ public struct ProxyController: Sendable {
         let recorder = { var recorder = prepared.recorder; recorder.upstream = slot.upstream.name; return recorder }()
         var headers = Self.responseHeaders(upstreamResponse.headers)
         guard (200..<300).contains(upstreamResponse.status),
-            headers[.contentType]?.lowercased().hasPrefix("text/event-stream") == true
+            headers.value(.contentType)?.lowercased().hasPrefix("text/event-stream") == true
         else {
             defer { slot.release() }
             let body = try await upstreamCall { try await upstreamResponse.body.collect(upTo: slot.upstream.client.maxResponseBytes) }
@@ -475,7 +475,12 @@ public struct ProxyController: Sendable {
     func answer(_ collected: CollectedResponse, endpoint: ProxyEndpoint, recorder: UsageRecorder,
                 listingClass: ClassSession? = nil) async throws -> Response {
         var collected = collected
-        let json = try? JSONValue(parsing: collected.body.readableBytesView)
+        // A successful answer is read for its ids and usage (and a download's job), not its content, unless its
+        // model list is to be cut to the class; a failure for its message.
+        let whole = !(200..<300).contains(collected.status) || (listingClass != nil && endpoint.modelList != nil)
+        let json = whole
+            ? try? JSONValue(parsing: collected.body.readableBytesView)
+            : try? JSONValue(parsing: collected.body.readableBytesView, keeping: ResponseObserver.wholeAnswerMembers)
         // Class policy (issue 5): a student sees only the models of their class.
         if (200..<300).contains(collected.status), let listingClass, let json, let list = endpoint.modelList,
             let filtered = PolicyEnforcer.filterModels(json, list: list, policy: listingClass.policy)

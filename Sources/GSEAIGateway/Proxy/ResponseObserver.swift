@@ -25,6 +25,14 @@ struct ResponseObserver: Sendable {
         self.finalMarker = endpoint.finalFlag.map { ASCII.Pattern(Array("\"\($0)\":true".utf8)) }
     }
 
+    /// The members of a whole answer that ``observe(json:)`` reads (those `absorb` looks at): a successful answer
+    /// is parsed for them only (`JSONValue(parsing:keeping:)`), not for its content. A member read there must be
+    /// named here; `ResponseObserverTests` checks that the observer sees the same in both.
+    static let wholeAnswerMembers = JSONValue.MemberNames([
+        "result", "response", "message", "response_id", "object", "id", "stats", "tokens_predicted", "tokens_evaluated",
+        "usage", "job_id",
+    ])
+
     /// Reads a whole JSON answer.
     mutating func observe(json: JSONValue) {
         absorb(json)

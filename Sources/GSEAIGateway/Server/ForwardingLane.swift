@@ -355,8 +355,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The body length a head declares: 0 when none; `nil` when it is sent in chunks (no length declared).
     private static func declaredLength(_ head: HTTPRequest) -> Int? {
-        guard head.headerFields[.transferEncoding] == nil else { return nil }
-        guard let declared = head.headerFields[.contentLength] else { return 0 }
+        guard !head.headerFields.contains(.transferEncoding) else { return nil }
+        guard let declared = head.headerFields.value(.contentLength) else { return 0 }
         return Int(declared)
     }
 
@@ -407,7 +407,7 @@ extension ForwardingLane.Service {
     /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
     /// child task per request; here only a stream pays for a second task.)
     func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle) async {
-        let closes = request.headers[.connection] == "close"
+        let closes = request.headers.value(.connection) == "close"
         let (head, body) = await respond(to: request, on: channel)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
