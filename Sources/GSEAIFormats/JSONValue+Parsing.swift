@@ -124,8 +124,8 @@ struct JSONParser {
 
         func isNamed(_ name: [UInt8]) -> Bool {
             switch self {
-            case .bytes(let bytes): bytes.elementsEqual(name)
-            case .text(let text): text.utf8.elementsEqual(name)
+            case .bytes(let bytes): bytes.count == name.count && bytes.elementsEqual(name)
+            case .text(let text): text.utf8.count == name.count && text.utf8.elementsEqual(name)
             }
         }
     }

@@ -38,32 +38,38 @@ struct NIOTransportTests {
         }
     }
 
-    /// A connection idle in the pool is closed after the pool's limit; one taken again within it is not. (The
-    /// limit's timer is not reset on every request: when it fires, it looks at when the connection last went idle.)
+    /// A connection idle in the pool is closed after the pool's limit; one taken again within it, or carrying an
+    /// exchange when the limit's timer fires, is not. (The timer is not reset on every request: when it fires, it
+    /// looks at when the connection last went idle.) On an embedded loop, whose clock the test moves.
     @Test func aConnectionIdleInThePoolIsClosedAfterItsLimitButNotOneInUse() async throws {
-        try await StubUpstream.with { stub in
-            let transport = try NIOTransport(baseURL: stub.baseURL, timeouts: .init(), connections: 4,
-                                             group: MultiThreadedEventLoopGroup.singleton, idleTimeout: .milliseconds(400))
-            defer { Task { await transport.shutdown() } }
-            func models() async throws {
-                let response = try await transport.send(RawRequest(method: .GET, path: "/api/v1/models"), authorization: "Bearer stub-token",
-                                                        streaming: false)
-                let body = try await response.body.collect(upTo: 1 << 20)
-                #expect(response.status == 200 && String(buffer: body).contains("stub/echo-text"))
-            }
-            // A request every 100 ms for 1.5 s: never idle for 400 ms, though the limit's first timer fires meanwhile.
-            for _ in 0..<15 {
-                try await models()
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(stub.connectionsAccepted == 1)
-            #expect(transport.pool.openCount == 1)
-            // Idle for three times the limit: closed by the pool, not by the server.
-            try await Task.sleep(for: .milliseconds(1200))
-            #expect(transport.pool.openCount == 0)
-            try await models()
-            #expect(stub.connectionsAccepted == 2)
+        let channel = EmbeddedChannel()
+        let loop = channel.embeddedEventLoop
+        let handler = UpstreamConnectionHandler()
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        handler.onIdle = { handler.closeWhenIdle(for: .milliseconds(400)) }
+        func exchange(answeredAfter delay: TimeAmount = .zero) throws {
+            let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
+            handler.begin(exchange, head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), body: nil, complete: true)
+            loop.advanceTime(by: delay)
+            try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+            try channel.writeInbound(HTTPClientResponsePart.end(nil))
         }
+        // t = 0: idle; t = 300: taken and given back. At 400 the first timer finds it idle for 100 ms only.
+        try exchange()
+        loop.advanceTime(by: .milliseconds(300))
+        try exchange()
+        loop.advanceTime(by: .milliseconds(399))
+        #expect(channel.isActive)
+        // t = 699: taken for an exchange that lasts until 1,200, past the timer set for 700.
+        try exchange(answeredAfter: .milliseconds(501))
+        #expect(channel.isActive)
+        // Idle since 1,200: open at 1,599, closed at 1,600.
+        loop.advanceTime(by: .milliseconds(399))
+        #expect(channel.isActive)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(!channel.isActive)
+        _ = try? channel.finish()
     }
 
     @Test func requestsBeyondTheConnectionLimitWaitForAConnection() async throws {

@@ -22,9 +22,7 @@ final class NIOTransport: Sendable {
     let timeouts: GSEAIClient.Timeouts
     let pool: ConnectionPool
 
-    /// `idleTimeout`: how long a kept-alive connection may wait in the pool before it is closed.
-    init(baseURL: String, timeouts: GSEAIClient.Timeouts, connections: Int, group: any EventLoopGroup,
-         idleTimeout: TimeAmount = .seconds(60)) throws {
+    init(baseURL: String, timeouts: GSEAIClient.Timeouts, connections: Int, group: any EventLoopGroup) throws {
         guard let components = URLComponents(string: baseURL), var host = components.host, !host.isEmpty else {
             throw GSEAIError.invalidArgument("not an http(s) base URL: \(baseURL)")
         }
@@ -36,7 +34,7 @@ final class NIOTransport: Sendable {
         let written = components.percentEncodedHost ?? host
         self.authority = components.port.map { "\(written):\($0)" } ?? written
         self.timeouts = timeouts
-        self.pool = ConnectionPool(limit: max(1, connections), idleTimeout: idleTimeout)
+        self.pool = ConnectionPool(limit: max(1, connections), idleTimeout: .seconds(60))
     }
 
     func shutdown() async {
@@ -220,9 +218,6 @@ final class ConnectionPool: Sendable {
     let limit: Int
     let idleTimeout: TimeAmount
     private let state = Mutex(State())
-
-    /// The connections open now, idle or carrying an exchange.
-    var openCount: Int { state.withLock { $0.open } }
 
     init(limit: Int, idleTimeout: TimeAmount) {
         self.limit = limit

@@ -476,11 +476,12 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
 
     /// Closes the connection when it has been idle for `timeout`.
     func closeWhenIdle(for timeout: TimeAmount) {
-        let now = NIODeadline.now()
+        guard let context else { return }
+        let now = context.eventLoop.now
         idleSince = now
         idleTimeout = timeout
         // A timer still set from an earlier idle time looks again when it fires.
-        guard idleTimer == nil, let context else { return }
+        guard idleTimer == nil else { return }
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: now + timeout) { [weak self] in self?.checkIdle() }
     }
 
@@ -489,7 +490,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         idleTimer = nil
         guard let context, exchange == nil, let idleSince else { return }
         let due = idleSince + idleTimeout
-        guard NIODeadline.now() < due else {
+        guard context.eventLoop.now < due else {
             context.close(promise: nil)
             return
         }
