@@ -21,7 +21,14 @@ public struct Identity: Sendable {
 public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     public var coreContext: CoreRequestContextStorage
     /// Set by ``AuthenticationMiddleware`` when the request carries a valid credential.
-    public var identity: Identity?
+    public var identity: Identity? {
+        get { identityStorage?.identity }
+        set { identityStorage = newValue.map(IdentityStorage.init) }
+    }
+    /// The identity behind one reference: every middleware and handler frame holds a copy of the context, and
+    /// the identity inline (the user's and the credential's strings, a dozen references) made each copy retain
+    /// and release them all (bench/README.md, "The request context").
+    private var identityStorage: IdentityStorage?
     /// The peer's address (no port).
     public let remoteAddress: String?
     /// The connection, to notice a caller who leaves while the upstream works.
@@ -108,5 +115,14 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
             throw GatewayError(.forbidden, type: .permission, "this needs the \(role.rawValue) role")
         }
         return identity
+    }
+}
+
+/// An identity, once set never changed (setting another makes another).
+private final class IdentityStorage: Sendable {
+    let identity: Identity
+
+    init(_ identity: Identity) {
+        self.identity = identity
     }
 }
