@@ -3,7 +3,6 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import GSEAIGateway
@@ -88,69 +87,6 @@ struct CallerDepartureTests {
         await connection.close()
     }
 
-    /// The lane's way: the request's own task (``RequestTask``) is cancelled while the work runs, with no task
-    /// made for the work.
-    @Test func aCallerWhoLeavesWhileTheRequestsWorkRunsCancelsTheRequestsTask() async throws {
-        let connection = try await Self.connect()
-        var context = Self.context(on: connection.server)
-        let requestTask = RequestTask()
-        context.requestTask = requestTask
-        let outcome = Mutex<String?>(nil)
-        let task = Task {
-            do {
-                _ = try await context.cancellingRequestIfCallerLeaves { try await Task.sleep(for: .seconds(30)); return "done" }
-                outcome.withLock { $0 = "done" }
-            } catch {
-                outcome.withLock { $0 = "\(type(of: error))" }
-            }
-        }
-        requestTask.attach(task)
-        try await Self.waitUntilWatching(1, on: connection.server)
-        let left = ContinuousClock.now
-        try await connection.client.close()
-        await task.value
-        #expect(outcome.withLock { $0 } == "CancellationError")
-        #expect(task.isCancelled)
-        #expect(ContinuousClock.now - left < .seconds(5), "\(ContinuousClock.now - left)")
-        await connection.close()
-    }
-
-    /// Once the work has ended, a caller who leaves no longer cancels the request's task: what the handling does
-    /// next (the usage written, say) is not cut short.
-    @Test func aCallerWhoLeavesAfterTheRequestsWorkDoesNotCancelTheRequestsTask() async throws {
-        let connection = try await Self.connect()
-        var context = Self.context(on: connection.server)
-        let requestTask = RequestTask()
-        context.requestTask = requestTask
-        let (gone, signal) = AsyncStream.makeStream(of: Never.self)
-        let task = Task { () -> Void in
-            let answer = try? await context.cancellingRequestIfCallerLeaves { "answer" }
-            #expect(answer == "answer")
-            for await _ in gone {}
-        }
-        requestTask.attach(task)
-        try await Self.waitUntilWatching(0, on: connection.server)
-        try await connection.client.close()
-        try await connection.server.closeFuture.get()
-        try await Task.sleep(for: .milliseconds(100))
-        signal.finish()
-        await task.value
-        #expect(!task.isCancelled)
-        await connection.close()
-    }
-
-    /// A cancel that comes before the task is attached is applied when it is.
-    @Test func aRequestTaskCancelledBeforeItsTaskExistsCancelsItWhenAttached() async throws {
-        let requestTask = RequestTask()
-        requestTask.cancel()
-        let started = ContinuousClock.now
-        let task = Task { () -> Void in _ = try? await Task.sleep(for: .seconds(30)) }
-        requestTask.attach(task)
-        await task.value
-        #expect(task.isCancelled)
-        #expect(ContinuousClock.now - started < .seconds(5))
-    }
-
     /// Work that `stop` ends from outside, as an upstream body closed ends its reader.
     final class StoppableWork: Sendable {
         let (ended, stopper) = AsyncStream.makeStream(of: Never.self)
@@ -194,9 +130,6 @@ struct CallerDepartureTests {
         let context = Self.context(on: connection.server)
         for index in 0..<3 {
             #expect(try await context.cancellingIfCallerLeaves { "answer \(index)" } == "answer \(index)")
-            var inItsTask = context
-            inItsTask.requestTask = RequestTask()
-            #expect(try await inItsTask.cancellingRequestIfCallerLeaves { "its task \(index)" } == "its task \(index)")
             #expect(try await context.stoppingIfCallerLeaves(stop: {}) { "stopped \(index)" } == "stopped \(index)")
         }
         // Each request's watch is taken back when it ends: a keep-alive connection does not gather them.

@@ -185,7 +185,7 @@ public struct ProxyController: Sendable {
         let metrics = self.metrics
         let surface = prepared.endpoint.surface.rawValue
         let (collected, waited, upstream) = try await upstreamCall {
-            try await context.cancellingRequestIfCallerLeaves {
+            try await context.cancellingIfCallerLeaves {
                 var (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics, surface: surface)
                 var tried: Set<String> = []
                 let waited = slot.waited

@@ -278,10 +278,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         running[current] = context.eventLoop.makePromise(of: Void.self)
         let service = self.service
         let channel = context.channel
-        let requestTask = RequestTask()
-        requestTask.attach(Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
-            await service.answer(request, on: channel, through: lane, in: requestTask)
-        })
+        Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
+            await service.answer(request, on: channel, through: lane)
+        }
     }
 
     /// The head of our answer. A streamed answer's is flushed soon (with whatever follows it in the same turn of
@@ -407,9 +406,9 @@ extension ForwardingLane.Service {
     /// until it ends, and those of the handling (the middleware, the checks, the admission) are not needed while
     /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
     /// child task per request; here only a stream pays for a second task.)
-    func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle, in task: RequestTask? = nil) async {
+    func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, on: channel, in: task)
+        let (head, body) = await respond(to: request, on: channel)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
@@ -423,11 +422,10 @@ extension ForwardingLane.Service {
 
     /// The answer's head and body.
     @inline(never)
-    private func respond(to request: Request, on channel: any Channel, in task: RequestTask?) async -> (HTTPResponse, ResponseBody) {
+    private func respond(to request: Request, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
-        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
-        context.requestTask = task
+        let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
         var response: Response
         do {
             response = try await respond(request, context)

@@ -1,6 +1,5 @@
 import Hummingbird
 import NIOCore
-import Synchronization
 
 /// Who is making a request, and how they proved it.
 public struct Identity: Sendable {
@@ -34,9 +33,6 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     public let remoteAddress: String?
     /// The connection, to notice a caller who leaves while the upstream works.
     let channel: (any Channel)?
-    /// The task the request is answered in, when it is one of its own that nothing else shares (the forwarded
-    /// routes' lane makes one per request): ``cancellingRequestIfCallerLeaves(_:)`` cancels it.
-    var requestTask: RequestTask?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -48,20 +44,6 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// ``CallerDepartureHandler``): upstream work is not done for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         try await Self.cancellingIfCallerLeaves(channel, operation)
-    }
-
-    /// ``cancellingIfCallerLeaves(_:)`` for work the request's own handling awaits (not a response body's, which
-    /// another task writes). When the request has a task of its own (``requestTask``: the lane's), the caller's
-    /// departure cancels that task while the work runs, instead of the work running in a task made for it: a
-    /// task, its allocator's slabs, its switches and a future less per whole answer, about 23,000 instructions
-    /// (bench/README.md, "The request context"). What the handling does after the work, in a task cancelled
-    /// then, is what it does after the work threw `CancellationError`; the storage's writes run to their end
-    /// whatever the calling task (``SerialSQLDatabase``, `PostgresClientDatabase`).
-    func cancellingRequestIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-        guard let channel, let requestTask else { return try await cancellingIfCallerLeaves(operation) }
-        let watching = Self.watchDeparture(of: channel) { requestTask.cancel() }
-        defer { Self.unwatch(watching, on: channel) }
-        return try await operation()
     }
 
     /// ``cancellingIfCallerLeaves(_:)`` for the caller of `channel`: for a closure that keeps the connection,
@@ -142,27 +124,5 @@ private final class IdentityStorage: Sendable {
 
     init(_ identity: Identity) {
         self.identity = identity
-    }
-}
-
-/// The task a request is answered in, to cancel from the connection's event loop; made before the task, which
-/// is attached once it exists (a cancel that comes first is kept and applied then).
-final class RequestTask: Sendable {
-    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
-
-    func attach(_ task: Task<Void, Never>) {
-        let cancelled = state.withLock { state in
-            state.task = task
-            return state.cancelled
-        }
-        if cancelled { task.cancel() }
-    }
-
-    func cancel() {
-        let task = state.withLock { state in
-            state.cancelled = true
-            return state.task
-        }
-        task?.cancel()
     }
 }
