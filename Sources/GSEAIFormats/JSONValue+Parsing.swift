@@ -40,14 +40,14 @@ struct JSONParser {
             try parser.end()
             return value
         }
-        parser.depth += 1
-        parser.index += 1
         var kept: [String: JSONValue] = [:]
-        try parser.readMembers { parser, key in
-            if names.contains(where: { key.isNamed($0) }) {
-                kept[key.string] = try parser.parseValue()
-            } else {
-                try parser.skipValue()
+        try parser.nested { parser in
+            try parser.readMembers { parser, key in
+                if names.contains(where: { key.isNamed($0) }) {
+                    kept[key.string] = try parser.parseValue()
+                } else {
+                    try parser.skipValue()
+                }
             }
         }
         try parser.end()
@@ -94,20 +94,27 @@ struct JSONParser {
         index += count
     }
 
-    private mutating func parseObject() throws -> JSONValue {
+    /// Steps into the object or array whose opening bracket is here, counting the depth, and runs `body` there.
+    private mutating func nested<T>(_ body: (inout JSONParser) throws -> T) throws -> T {
         depth += 1
         defer { depth -= 1 }
         guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
         index += 1
-        let start = members.count
-        defer { members.removeSubrange(start...) }
-        try readMembers { parser, name in
-            parser.members.append((name.string, try parser.parseValue()))
+        return try body(&self)
+    }
+
+    private mutating func parseObject() throws -> JSONValue {
+        try nested { parser in
+            let start = parser.members.count
+            defer { parser.members.removeSubrange(start...) }
+            try parser.readMembers { parser, name in
+                parser.members.append((name.string, try parser.parseValue()))
+            }
+            var object = [String: JSONValue](minimumCapacity: parser.members.count - start)
+            // A name given twice keeps its last value.
+            for (name, value) in parser.members[start...] { object[name] = value }
+            return .object(object)
         }
-        var object = [String: JSONValue](minimumCapacity: members.count - start)
-        // A name given twice keeps its last value.
-        for (name, value) in members[start...] { object[name] = value }
-        return .object(object)
     }
 
     /// A member's name: its bytes in the text when it has no escape, else the string it stands for.
@@ -176,36 +183,8 @@ struct JSONParser {
     private mutating func skipValue() throws {
         guard index < bytes.count else { throw fail("unexpected end") }
         switch bytes[index] {
-        case UInt8(ascii: "{"):
-            depth += 1
-            defer { depth -= 1 }
-            guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
-            index += 1
-            try readMembers { parser, _ in try parser.skipValue() }
-        case UInt8(ascii: "["):
-            depth += 1
-            defer { depth -= 1 }
-            guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
-            index += 1
-            skipWhitespace()
-            if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-                index += 1
-                return
-            }
-            while true {
-                skipWhitespace()
-                try skipValue()
-                skipWhitespace()
-                guard index < bytes.count else { throw fail("unexpected end") }
-                if bytes[index] == UInt8(ascii: ",") {
-                    index += 1
-                } else if bytes[index] == UInt8(ascii: "]") {
-                    index += 1
-                    return
-                } else {
-                    throw fail("expected ',' or ']'")
-                }
-            }
+        case UInt8(ascii: "{"): try nested { parser in try parser.readMembers { parser, _ in try parser.skipValue() } }
+        case UInt8(ascii: "["): try nested { parser in try parser.readElements { parser in try parser.skipValue() } }
         case UInt8(ascii: "\""): try skipString()
         case UInt8(ascii: "t"): try expect("true")
         case UInt8(ascii: "f"): try expect("false")
@@ -219,63 +198,73 @@ struct JSONParser {
         index += 1
         while index < bytes.count {
             let byte = bytes[index]
+            index += 1
             switch byte {
-            case UInt8(ascii: "\""):
-                index += 1
-                return
-            case UInt8(ascii: "\\"):
-                index += 1
-                guard index < bytes.count else { throw fail("unexpected end") }
-                let escaped = bytes[index]
-                index += 1
-                switch escaped {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-                    break
-                case UInt8(ascii: "u"):
-                    let code = try parseHex4()
-                    if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
-                        bytes[index + 1] == UInt8(ascii: "u")
-                    {
-                        index += 2
-                        let low = try parseHex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("invalid surrogate pair") }
-                    }
-                default:
-                    throw fail("invalid escape")
-                }
-            default:
-                if byte < 0x20 { throw fail("control character in a string") }
-                index += 1
+            case UInt8(ascii: "\""): return
+            case UInt8(ascii: "\\"): _ = try readEscape()
+            default: if byte < 0x20 { throw fail("control character in a string") }
             }
         }
         throw fail("unterminated string")
     }
 
-    private mutating func parseArray() throws -> JSONValue {
-        depth += 1
-        defer { depth -= 1 }
-        guard depth <= Self.maxDepth else { throw fail("nested too deeply") }
+    /// An escape after its backslash: the character it stands for (a `\u` pair of surrogates makes one; a lone
+    /// surrogate stands for U+FFFD).
+    private mutating func readEscape() throws -> Unicode.Scalar {
+        guard index < bytes.count else { throw fail("unexpected end") }
+        let escaped = bytes[index]
         index += 1
-        var elements: [JSONValue] = []
+        switch escaped {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): return Unicode.Scalar(escaped)
+        case UInt8(ascii: "b"): return "\u{08}"
+        case UInt8(ascii: "f"): return "\u{0C}"
+        case UInt8(ascii: "n"): return "\n"
+        case UInt8(ascii: "r"): return "\r"
+        case UInt8(ascii: "t"): return "\t"
+        case UInt8(ascii: "u"):
+            var code = try parseHex4()
+            if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                bytes[index + 1] == UInt8(ascii: "u")
+            {
+                index += 2
+                let low = try parseHex4()
+                guard (0xDC00...0xDFFF).contains(low) else { throw fail("invalid surrogate pair") }
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+            }
+            return Unicode.Scalar(code) ?? "\u{FFFD}"
+        default:
+            throw fail("invalid escape")
+        }
+    }
+
+    /// Reads an array's elements after its `[`, up to and with its `]`, `element` reading (or skipping) each.
+    private mutating func readElements(_ element: (inout JSONParser) throws -> Void) throws {
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
             index += 1
-            return .array(elements)
+            return
         }
         while true {
             skipWhitespace()
-            elements.append(try parseValue())
+            try element(&self)
             skipWhitespace()
             guard index < bytes.count else { throw fail("unexpected end") }
             if bytes[index] == UInt8(ascii: ",") {
                 index += 1
             } else if bytes[index] == UInt8(ascii: "]") {
                 index += 1
-                return .array(elements)
+                return
             } else {
                 throw fail("expected ',' or ']'")
             }
+        }
+    }
+
+    private mutating func parseArray() throws -> JSONValue {
+        try nested { parser in
+            var elements: [JSONValue] = []
+            try parser.readElements { parser in elements.append(try parser.parseValue()) }
+            return .array(elements)
         }
     }
 
@@ -303,33 +292,7 @@ struct JSONParser {
                 return String(decoding: scalars, as: UTF8.self)
             case UInt8(ascii: "\\"):
                 index += 1
-                guard index < bytes.count else { throw fail("unexpected end") }
-                let escaped = bytes[index]
-                index += 1
-                switch escaped {
-                case UInt8(ascii: "\""): scalars.append(0x22)
-                case UInt8(ascii: "\\"): scalars.append(0x5C)
-                case UInt8(ascii: "/"): scalars.append(0x2F)
-                case UInt8(ascii: "b"): scalars.append(0x08)
-                case UInt8(ascii: "f"): scalars.append(0x0C)
-                case UInt8(ascii: "n"): scalars.append(0x0A)
-                case UInt8(ascii: "r"): scalars.append(0x0D)
-                case UInt8(ascii: "t"): scalars.append(0x09)
-                case UInt8(ascii: "u"):
-                    var code = try parseHex4()
-                    if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
-                        bytes[index + 1] == UInt8(ascii: "u")
-                    {
-                        index += 2
-                        let low = try parseHex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("invalid surrogate pair") }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    }
-                    let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-                    scalars.append(contentsOf: Array(String(scalar).utf8))
-                default:
-                    throw fail("invalid escape")
-                }
+                UTF8.encode(try readEscape()) { scalars.append($0) }
             default:
                 if byte < 0x20 { throw fail("control character in a string") }
                 scalars.append(byte)

@@ -61,6 +61,9 @@ struct JSONParserTests {
         ])
         #expect(try JSONValue(parsing: Array(" [ 1 , \"x\" ] ".utf8)) == [1, "x"])
         #expect(try JSONValue(parsing: Array("\"ünïcødé\"".utf8)) == "ünïcødé")
+        // A lone surrogate stands for U+FFFD; a high one followed by another escape than its low one is refused.
+        #expect(try JSONValue(parsing: Array(#""a\ud800b""#.utf8)) == "a\u{FFFD}b")
+        #expect(throws: (any Error).self) { try JSONValue(parsing: Array(#""\ud800\u0041""#.utf8)) }
     }
 
     @Test(arguments: ["", "{", "[1,]", "{\"a\" 1}", "tru", "01x", "\"unterminated", "{\"a\":1}x", "-", "1.", "\"\u{1}\"", "[1 2]"])

@@ -490,8 +490,8 @@ public struct ProxyController: Sendable {
         var collected = collected
         // A successful answer is read for its ids and usage (and a download's job), not its content, unless its
         // model list is to be cut to the class; a failure for its message.
-        let whole = !(200..<300).contains(collected.status) || (listingClass != nil && endpoint.modelList != nil)
-        let json = whole
+        let readWhole = !(200..<300).contains(collected.status) || (listingClass != nil && endpoint.modelList != nil)
+        let json = readWhole
             ? try? JSONValue(parsing: collected.body.readableBytesView)
             : try? JSONValue(parsing: collected.body.readableBytesView, keeping: ResponseObserver.wholeAnswerMembers)
         // Class policy (issue 5): a student sees only the models of their class.
