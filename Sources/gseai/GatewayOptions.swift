@@ -50,6 +50,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Upstream response-head limit, seconds (GSEAI_TIMEOUT_FIRST_BYTE_SECONDS; default 300).")
     var firstByteTimeout: Int?
 
+    @Option(help: "How long a caller may take nothing of an answer before its connection is closed, seconds (GSEAI_TIMEOUT_CALLER_STALL_SECONDS; default 120).")
+    var callerStallTimeout: Int?
+
     @Option(help: "Where to read further settings (default .env in the working directory; 'none' for none).")
     var envFile = ".env"
 
@@ -71,6 +74,7 @@ struct GatewayOptions: ParsableArguments {
         overrides["gseai.limits.body.bytes"] = maxBodyBytes.map(String.init)
         overrides["gseai.timeout.idle.seconds"] = idleTimeout.map(String.init)
         overrides["gseai.timeout.first.byte.seconds"] = firstByteTimeout.map(String.init)
+        overrides["gseai.timeout.caller.stall.seconds"] = callerStallTimeout.map(String.init)
         do {
             return try await GatewayConfiguration.load(overrides: overrides, environmentFile: envFile == "none" ? nil : envFile)
         } catch let error as ConfigurationError {

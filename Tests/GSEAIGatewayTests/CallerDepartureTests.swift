@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import Testing
 
@@ -10,7 +11,8 @@ import Testing
 /// `cancellingIfCallerLeaves` and `stoppingIfCallerLeaves` over a real loopback connection whose server side
 /// carries the gateway's `CallerDepartureHandler`: the work of a caller who leaves is cancelled (or stopped),
 /// whether they leave while it runs or before it is watched, and a request that ends leaves nothing watching
-/// on its keep-alive connection.
+/// on its keep-alive connection. A caller who takes nothing of an answer for the stall limit has its connection
+/// closed, which is a departure like any other.
 @Suite("Caller departure")
 struct CallerDepartureTests {
     struct Connection {
@@ -136,5 +138,76 @@ struct CallerDepartureTests {
         try await Self.waitUntilWatching(0, on: connection.server)
         #expect(connection.server.isActive)
         await connection.close()
+    }
+
+    /// On an embedded loop, whose clock the test moves: the limit runs only while the connection takes no more
+    /// (its outbound buffer above the high-water mark), starts again when it takes more, and closes the connection
+    /// exactly when it is reached; the requests watching it are told.
+    @Test func aConnectionThatTakesNothingForTheStallLimitIsClosedAndItsRequestsTold() throws {
+        let (loop, channel, handler) = try Self.embedded(stallLimit: .seconds(5))
+        let left = Flag()
+        #expect(handler.watch { left.value.store(true, ordering: .relaxed) } != nil)
+        // An answer waits to be sent (written, not flushed: the embedded channel's bytes not yet sent).
+        channel.write(ByteBuffer(repeating: 0x61, count: 100), promise: nil)
+        // Full for 4 s, then it takes more; full again at 4.5 s, and nothing taken: closed at 9.5 s (the first
+        // limit, at 5 s, no longer runs), not before.
+        Self.writable(false, channel)
+        loop.advanceTime(by: .seconds(4))
+        Self.writable(true, channel)
+        loop.advanceTime(by: .milliseconds(500))
+        Self.writable(false, channel)
+        loop.advanceTime(by: .milliseconds(4_999))
+        let toldEarly = left.value.load(ordering: .relaxed)
+        #expect(channel.isActive)
+        #expect(!toldEarly)
+        loop.advanceTime(by: .milliseconds(1))
+        let told = left.value.load(ordering: .relaxed)
+        #expect(!channel.isActive)
+        #expect(told)
+    }
+
+    /// A slow reader is not a stalled one: a look that finds fewer bytes waiting than the last gives another
+    /// limit; the first that finds none taken closes the connection.
+    @Test func aConnectionThatTakesSomeOfWhatWaitsGetsAnotherStallLimit() throws {
+        let (loop, channel, _) = try Self.embedded(stallLimit: .seconds(5))
+        channel.write(ByteBuffer(repeating: 0x61, count: 100), promise: nil)
+        Self.writable(false, channel)
+        loop.advanceTime(by: .seconds(4))
+        // 50 of the 100 bytes go (all are sent, and 50 more written), the connection still full.
+        channel.flush()
+        channel.write(ByteBuffer(repeating: 0x62, count: 50), promise: nil)
+        loop.advanceTime(by: .seconds(1))
+        #expect(channel.isActive)
+        // Nothing more taken: closed one limit after that look (at 10 s), not before.
+        loop.advanceTime(by: .milliseconds(4_999))
+        #expect(channel.isActive)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(!channel.isActive)
+    }
+
+    /// A connection that keeps taking is never closed by the limit, however long its answer lasts.
+    @Test func aConnectionThatKeepsTakingIsNotClosed() throws {
+        let (loop, channel, _) = try Self.embedded(stallLimit: .seconds(5))
+        for _ in 0..<20 {
+            Self.writable(false, channel)
+            loop.advanceTime(by: .seconds(3))
+            Self.writable(true, channel)
+        }
+        loop.advanceTime(by: .seconds(60))
+        #expect(channel.isActive)
+        _ = try channel.finish()
+    }
+
+    static func embedded(stallLimit: TimeAmount) throws -> (EmbeddedEventLoop, EmbeddedChannel, CallerDepartureHandler) {
+        let loop = EmbeddedEventLoop()
+        let handler = CallerDepartureHandler(stallLimit: stallLimit)
+        let channel = EmbeddedChannel(handler: handler, loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (loop, channel, handler)
+    }
+
+    static func writable(_ value: Bool, _ channel: EmbeddedChannel) {
+        channel.isWritable = value
+        channel.pipeline.fireChannelWritabilityChanged()
     }
 }

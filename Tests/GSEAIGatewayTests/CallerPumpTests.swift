@@ -68,17 +68,19 @@ struct CallerPumpTests {
         try await RawHTTPServer.with(answer: { _ in .events(count: 256, size: 64 << 10) }) { upstream in
             let client = try GSEAIClient(apiToken: "t", baseURL: upstream.baseURL, engine: .nio)
             defer { Task { try await client.shutdown() } }
-            try await SlowCaller.with { _, served in
+            try await SlowCaller.with(stallLimit: .milliseconds(500)) { _, served in
                 let response = try await client.send(RawRequest(method: .POST, path: "/v1/chat/completions"))
                 try await served.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .ok)))
                 let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
                 let started = ContinuousClock.now
-                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint,
-                                                               stallLimit: .milliseconds(500)))
+                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint))
                 defer { pump.stop() }
-                // The caller never reads: after the stall limit the upstream request is cancelled, and the
-                // caller's connection closed.
-                #expect(Self.describe(await pump.next()) == "ended: CancellationError()")
+                // The caller never reads: after the stall limit its connection is closed (the departure handler),
+                // and the upstream request cancelled (the relay's watch of the caller, as `StreamRelay` runs it).
+                let signal = try await GatewayRequestContext.stoppingIfCallerLeaves(served, stop: { response.body.cancel() }) {
+                    await pump.next()
+                }
+                #expect(Self.describe(signal) == "ended: CancellationError()")
                 #expect(ContinuousClock.now - started >= .milliseconds(500))
                 try await served.closeFuture.get()
                 #expect(!served.isActive)
@@ -159,6 +161,7 @@ final class SlowCaller: Sendable {
     }
 
     static func with(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, highWater: Int = 64 << 10,
+                     stallLimit: TimeAmount = CallerDepartureHandler.defaultStallLimit,
                      _ body: (SlowCaller, any Channel) async throws -> Void) async throws {
         let accepted = group.any().makePromise(of: (any Channel).self)
         let server = try await ServerBootstrap(group: group)
@@ -168,7 +171,7 @@ final class SlowCaller: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false)
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-                    try channel.pipeline.syncOperations.addHandler(CallerDepartureHandler())
+                    try channel.pipeline.syncOperations.addHandler(CallerDepartureHandler(stallLimit: stallLimit))
                     accepted.succeed(channel)
                 }
             }

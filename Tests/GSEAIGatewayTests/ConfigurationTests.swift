@@ -54,6 +54,16 @@ struct ConfigurationTests {
         }
         #expect(try await GatewayConfiguration.load(overrides: [:], environmentFile: nil).shutdownGrace == .seconds(30))
         #expect(try await GatewayConfiguration.load(overrides: ["gseai.shutdown.grace.seconds": "5"], environmentFile: nil).shutdownGrace == .seconds(5))
+        // The caller's stall limit: 120 s unless set, within 1…3600.
+        #expect(try await GatewayConfiguration.load(overrides: [:], environmentFile: nil).callerStallTimeout == .seconds(120))
+        #expect(try await GatewayConfiguration.load(overrides: ["gseai.timeout.caller.stall.seconds": "30"], environmentFile: nil)
+            .callerStallTimeout == .seconds(30))
+        do {
+            _ = try await GatewayConfiguration.load(overrides: ["gseai.timeout.caller.stall.seconds": "-1"], environmentFile: nil)
+            Issue.record("expected an error")
+        } catch let error as ConfigurationError {
+            #expect(error.description == "gseai.timeout.caller.stall.seconds must be a whole number in 1…3600, not '-1'")
+        }
         do {
             _ = try await GatewayConfiguration.load(overrides: ["gseai.upstream.engine": "curl"], environmentFile: nil)
             Issue.record("expected an error")

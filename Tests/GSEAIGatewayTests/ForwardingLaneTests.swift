@@ -188,6 +188,39 @@ struct ForwardingLaneTests {
         }
     }
 
+    @Test func aCallerWhoTakesNothingOfAWholeAnswerIsLetGoAfterTheStallLimitOnEitherLane() async throws {
+        try await Self.withServer(stallLimit: .milliseconds(500)) { server in
+            for (index, (method, path)) in [("POST", "/v1/embeddings"), ("GET", "/large")].enumerated() {
+                let client = try await server.connect(reading: false)
+                let started = ContinuousClock.now
+                try await client.send(Self.request(method, path))
+                // Nothing read: the server closes the connection after the limit (and a little).
+                #expect(try await server.waitUntilServerClosed(index), "\(path)")
+                #expect(ContinuousClock.now - started >= .milliseconds(500), "\(path)")
+                // What the caller then reads is the answer's beginning, cut off.
+                client.startReading()
+                #expect(try await client.waitUntilClosed(), "\(path)")
+                #expect(client.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(path)")
+                #expect(!client.received(endingWith: "end"), "\(path)")
+            }
+        }
+    }
+
+    @Test func aCallerWhoReadsGetsAWholeAnswerLongerThanTheStallLimitAllows() async throws {
+        try await Self.withServer(stallLimit: .milliseconds(500)) { server in
+            for (method, path) in [("POST", "/v1/embeddings"), ("GET", "/large")] {
+                let client = try await server.connect()
+                try await client.send(Self.request(method, path))
+                let answers = try await client.answers(1, within: .seconds(20))
+                // Compared here, not in the expectation: a failure would print 1 MiB.
+                let whole = answers.first?.body == Server.largeAnswer
+                #expect(whole, "\(path): \(answers.first?.body.utf8.count ?? -1) bytes")
+                #expect(!client.isClosed, "\(path)")
+                await client.close()
+            }
+        }
+    }
+
     // MARK: The server
 
     static func request(_ method: String, _ path: String, headers: String = "", body: String = "") -> String {
@@ -206,7 +239,7 @@ struct ForwardingLaneTests {
         private let handledCount = Mutex(0)
         private let gate = Mutex<(held: Bool, release: CheckedContinuation<Void, Never>?)>((false, nil))
 
-        static func start(idleTimeout: TimeAmount? = nil) async throws -> Server {
+        static func start(idleTimeout: TimeAmount? = nil, stallLimit: TimeAmount = CallerDepartureHandler.defaultStallLimit) async throws -> Server {
             let server = Server()
             let logger = Logger(label: "lane-test", factory: { _ in SwiftLogNoOpLogHandler() })
             let router = Router(context: GatewayRequestContext.self)
@@ -218,6 +251,9 @@ struct ForwardingLaneTests {
             }
             router.get("/v1/models") { _, _ in "models" }
             router.get("/page") { _, _ in "page" }
+            // A large whole answer from each lane.
+            router.post("/v1/embeddings") { _, _ in Self.largeAnswer }
+            router.get("/large") { _, _ in Self.largeAnswer }
             router.post("/v1/messages") { _, _ in
                 Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody { writer in
                     for piece in ["one\n", "two\n", "three\n"] {
@@ -241,9 +277,11 @@ struct ForwardingLaneTests {
                 response.headers[.date] = HTTPDate.now()
                 try await writer.write(response: response.head, body: response.body)
             }, configuration: .init(idleTimeout: idleTimeout))
-            let setup = GatewayHTTP1(inner: http1, lane: lane)
+            let setup = GatewayHTTP1(inner: http1, lane: lane, stallLimit: stallLimit)
             server.listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                // Small, so that a caller who reads nothing fills it (and the connection's outbound buffer) soon.
+                .childChannelOption(.socketOption(.so_sndbuf), value: 16 << 10)
                 .childChannelInitializer { channel in
                     setup.setup(channel: channel, logger: logger).map { value in
                         server.connections.withLock { $0.append(value) }
@@ -257,8 +295,22 @@ struct ForwardingLaneTests {
             return server
         }
 
-        func connect() async throws -> RawHTTPClient {
-            try await RawHTTPClient.connect(to: listener!.localAddress!)
+        func connect(reading: Bool = true) async throws -> RawHTTPClient {
+            try await RawHTTPClient.connect(to: listener!.localAddress!, receiveBuffer: reading ? nil : 16 << 10, reading: reading)
+        }
+
+        /// 1 MiB of `a`, then `end`: far more than the sockets' buffers and the connection's high-water mark hold.
+        static let largeAnswer = String(repeating: "a", count: 1 << 20) + "end"
+
+        /// Whether the server has closed its side of the `index`th connection it accepted (waiting up to `limit`).
+        func waitUntilServerClosed(_ index: Int, within limit: Duration = .seconds(5)) async throws -> Bool {
+            let deadline = ContinuousClock.now + limit
+            while ContinuousClock.now < deadline {
+                let channel = connections.withLock { $0.count > index ? $0[index].channel : nil }
+                if let channel, !channel.isActive { return true }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            return false
         }
 
         /// A connection whose request (`POST /v1/completions`, the lane's) is being answered, the answer held
@@ -323,8 +375,9 @@ struct ForwardingLaneTests {
         }
     }
 
-    static func withServer(idleTimeout: TimeAmount? = nil, _ body: (Server) async throws -> Void) async throws {
-        let server = try await Server.start(idleTimeout: idleTimeout)
+    static func withServer(idleTimeout: TimeAmount? = nil, stallLimit: TimeAmount = CallerDepartureHandler.defaultStallLimit,
+                           _ body: (Server) async throws -> Void) async throws {
+        let server = try await Server.start(idleTimeout: idleTimeout, stallLimit: stallLimit)
         do {
             try await body(server)
         } catch {

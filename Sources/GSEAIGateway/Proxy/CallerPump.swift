@@ -13,8 +13,9 @@ import Synchronization
 /// ``highWater`` bytes are on their way from the upstream's event loop to the caller's (when the two differ),
 /// the upstream connection reads nothing (and its idle limit does not run); the connection's writability change
 /// (or the bytes on their way falling to ``lowWater``) starts it again. A caller whose connection takes nothing
-/// for ``stallLimit`` is taken to have left: the upstream request is cancelled and the connection closed (else
-/// a client that never reads would hold a generation slot for ever).
+/// for the stall limit has it closed by ``CallerDepartureHandler``, and the relay's watch of the caller's
+/// departure then cancels the upstream request (else a client that never reads would hold a generation slot
+/// for ever).
 final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     // Unchecked: every variable is used on `loop` only, except `observer`, which the relay's task reads while
     // the pump leaves it alone (a piece held for recording, or the end signalled), and `paused`, an atomic the
@@ -45,34 +46,25 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     private let paused = Atomic<Bool>(false)
     /// Bytes handed over by the upstream's loop and not yet taken on the caller's.
     private let inFlight = Atomic<Int>(0)
-    private let stallLimit: TimeAmount
-    /// Fires when the caller's connection has taken nothing for ``stallLimit``.
-    private var stallTimer: Scheduled<Void>?
 
     /// More than this many bytes on their way between the two loops stop the upstream's reads.
     static let highWater = 256 << 10
     /// Reads start again when the bytes on their way are down to this.
     static let lowWater = 64 << 10
-    /// How long a caller's connection may take nothing before the caller is taken to have left.
-    static let defaultStallLimit = TimeAmount.seconds(120)
-
-    private init(loop: any EventLoop, body: ResponseBodyStream, caller: CallerDepartureHandler, endpoint: ProxyEndpoint,
-                 stallLimit: TimeAmount) {
+    private init(loop: any EventLoop, body: ResponseBodyStream, caller: CallerDepartureHandler, endpoint: ProxyEndpoint) {
         self.loop = loop
         self.body = body
         self.caller = caller
         self.observer = ResponseObserver(endpoint: endpoint)
-        self.stallLimit = stallLimit
     }
 
     /// A pump of `body` to the caller of `channel`, started; `nil` when there can be none (a body of
     /// AsyncHTTPClient's, or a connection that is not the gateway server's), for the relay's own loop instead.
-    static func start(_ body: ResponseBodyStream, to channel: any Channel, endpoint: ProxyEndpoint,
-                      stallLimit: TimeAmount = defaultStallLimit) async -> CallerPump? {
+    static func start(_ body: ResponseBodyStream, to channel: any Channel, endpoint: ProxyEndpoint) async -> CallerPump? {
         guard body.cancelsFromOutside else { return nil }
         let attach: @Sendable () -> CallerPump? = {
             guard let caller = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
-            let pump = CallerPump(loop: channel.eventLoop, body: body, caller: caller, endpoint: endpoint, stallLimit: stallLimit)
+            let pump = CallerPump(loop: channel.eventLoop, body: body, caller: caller, endpoint: endpoint)
             caller.tellWritable(ObjectIdentifier(pump)) { [weak pump] in pump?.writable() }
             return body.push(to: pump) ? pump : nil
         }
@@ -159,9 +151,7 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
                 return
             }
             self.caller.flush()
-            let writable = self.caller.isWritable
-            if !writable { self.watchForStall() }
-            self.setPaused(!writable)
+            self.setPaused(!self.caller.isWritable)
         }
     }
 
@@ -170,8 +160,6 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
         loop.executeHere {
             self.done = true
             self.held = []
-            self.stallTimer?.cancel()
-            self.stallTimer = nil
             self.caller.stopTellingWritable(ObjectIdentifier(self))
         }
     }
@@ -197,29 +185,13 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
             return
         }
         caller.write(piece)
-        if !caller.isWritable {
-            paused.store(true, ordering: .relaxed)
-            watchForStall()
-        }
+        if !caller.isWritable { paused.store(true, ordering: .relaxed) }
     }
 
     /// The caller's connection can take more.
     private func writable() {
-        stallTimer?.cancel()
-        stallTimer = nil
         guard !done, !holding else { return }
         setPaused(false)
-    }
-
-    /// The caller's connection takes no more: if that lasts ``stallLimit``, the caller is taken to have left.
-    private func watchForStall() {
-        guard stallTimer == nil else { return }
-        stallTimer = loop.scheduleTask(in: stallLimit) { [weak self] in
-            guard let self, !self.done, !self.caller.isWritable else { return }
-            self.stallTimer = nil
-            self.body.cancel()
-            self.caller.close()
-        }
     }
 
     private func setPaused(_ value: Bool) {
@@ -230,8 +202,6 @@ final class CallerPump: ResponseBodyConsumer, @unchecked Sendable {
     private func finish(_ ending: Result<Void, any Error>) {
         // Done first: a flush that finds the connection gone closes it at once, and tells the exchange again.
         done = true
-        stallTimer?.cancel()
-        stallTimer = nil
         caller.flush()
         caller.stopTellingWritable(ObjectIdentifier(self))
         signal(.ended(ending))

@@ -127,7 +127,8 @@ public struct Gateway: Sendable {
                                           logger: logger, serverName: serverName,
                                           bodyLimit: min(ForwardingLane.largestBody, configuration.maxBodyBytes))
         var server = HTTPServerBuilder { respond in
-            GatewayHTTP1(inner: HTTP1Channel(responder: respond, configuration: http1), lane: lane)
+            GatewayHTTP1(inner: HTTP1Channel(responder: respond, configuration: http1), lane: lane,
+                         stallLimit: TimeAmount(configuration.callerStallTimeout))
         }
         if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
             let tls = TLSConfiguration.makeServerConfiguration(

@@ -16,10 +16,27 @@ import NIOHTTPTypes
 /// (Hummingbird's connection state, which looks only at heads and ends, and the async channel's writer, which
 /// has written the head before the relay starts and writes the end after it). It tells the relay when the
 /// connection can take more again.
+///
+/// And it is where a caller who takes nothing is let go: a connection that takes no more (its outbound buffer
+/// above the high-water mark) and then takes not one byte of what waits for ``stallLimit`` is closed,
+/// whichever lane or handler is writing (a whole answer, a stream, a page), and its requests' work is cancelled
+/// as for any departure. Else a client that never reads would hold its connection, the answer's memory and,
+/// for a stream, a generation slot for ever. A slow reader is not one: each look that finds fewer bytes waiting
+/// than the last gives it another ``stallLimit``.
 final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Request parts pass through untouched; only the end of input and of the connection matter here.
     typealias InboundIn = NIOAny
 
+    /// How long a caller's connection may take nothing before it is closed
+    /// (`gseai.timeout.caller.stall.seconds`).
+    static let defaultStallLimit = TimeAmount.seconds(120)
+
+    private let stallLimit: TimeAmount
+    /// Fires ``stallLimit`` after the connection stopped taking more, or after the last look found it had
+    /// taken some.
+    private var stallTimer: Scheduled<Void>?
+    /// The bytes waiting to be sent at the last look.
+    private var waitingAtLastLook = 0
     private var watchers: [Int: @Sendable () -> Void] = [:]
     private var nextID = 0
     private var gone = false
@@ -27,12 +44,17 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
     /// The relay waiting for the connection to take more, with its id.
     private var onWritable: (id: ObjectIdentifier, call: () -> Void)?
 
+    init(stallLimit: TimeAmount = CallerDepartureHandler.defaultStallLimit) {
+        self.stallLimit = stallLimit
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        stopWatchingForStall()
     }
 
     /// Writes a piece of the answer's body (not flushed). On the connection's event loop only, as all below.
@@ -42,11 +64,6 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func flush() {
         context?.flush()
-    }
-
-    /// Closes the connection (a caller that took nothing for too long).
-    func close() {
-        context?.close(promise: nil)
     }
 
     /// Whether the connection takes more now (its outbound buffer below the high-water mark).
@@ -64,8 +81,44 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { onWritable?.call() }
+        if context.channel.isWritable {
+            stopWatchingForStall()
+            onWritable?.call()
+        } else {
+            watchForStall(context: context)
+        }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// The connection takes no more: if it takes nothing of what waits for ``stallLimit``, it is closed.
+    private func watchForStall(context: ChannelHandlerContext) {
+        guard stallTimer == nil else { return }
+        waitingAtLastLook = Self.waitingBytes(context.channel)
+        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
+    }
+
+    private func lookForStall() {
+        stallTimer = nil
+        guard let context, !context.channel.isWritable else { return }
+        let waiting = Self.waitingBytes(context.channel)
+        if waiting < waitingAtLastLook {
+            // It took some: another limit from now.
+            waitingAtLastLook = waiting
+            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// The bytes written to the connection and not yet sent (`Int.max` when the channel cannot tell: then no
+    /// look finds progress, and the limit counts from when it stopped taking more).
+    private static func waitingBytes(_ channel: any Channel) -> Int {
+        (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? .max
+    }
+
+    private func stopWatchingForStall() {
+        stallTimer?.cancel()
+        stallTimer = nil
     }
 
     /// Calls `leave` when the caller leaves (at once if it has); returns what ``unwatch(_:)`` takes. On the
@@ -96,6 +149,7 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelInactive(context: ChannelHandlerContext) {
         gone = true
+        stopWatchingForStall()
         let leaving = watchers.values
         watchers = [:]
         for leave in leaving { leave() }

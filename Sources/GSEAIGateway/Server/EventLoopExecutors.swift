@@ -54,6 +54,8 @@ struct GatewayHTTP1: ServerChildChannel {
     /// Hummingbird's HTTP/1 handling (its responder and configuration), for the requests it handles.
     let inner: HTTP1Channel
     let lane: ForwardingLane.Service
+    /// How long a connection may take nothing of an answer before it is closed (``CallerDepartureHandler``).
+    var stallLimit = CallerDepartureHandler.defaultStallLimit
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         // A channel keeps its last read's buffer for the next: reads start at 512 bytes instead of 2 KiB
@@ -72,7 +74,7 @@ struct GatewayHTTP1: ServerChildChannel {
                 withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             // Before the connection state, which passes no `channelInactive` on.
-            try pipeline.addHandler(CallerDepartureHandler())
+            try pipeline.addHandler(CallerDepartureHandler(stallLimit: stallLimit))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: inner.configuration.idleTimeout.map { .init($0) }, logger: logger))
             let hummingbird = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
             let forwarding = ForwardingLane(service: lane, hummingbird: hummingbird)

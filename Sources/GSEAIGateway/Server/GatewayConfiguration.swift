@@ -83,6 +83,9 @@ public struct GatewayConfiguration: Sendable {
     public var connectTimeout = Duration.seconds(10)
     public var firstByteTimeout = Duration.seconds(300)
     public var idleTimeout = Duration.seconds(120)
+    /// How long a caller's connection may take nothing of an answer (its outbound buffer full) before it is
+    /// closed, and the work for it cancelled.
+    public var callerStallTimeout = Duration.seconds(120)
     /// How the gateway talks HTTP to every upstream (`nil`: the client's default, SwiftNIO for `http://`, AsyncHTTPClient for `https://`).
     public var upstreamEngine: GSEAIClient.Engine?
     /// How long a login session lasts.
@@ -185,6 +188,8 @@ public struct GatewayConfiguration: Sendable {
         static let connectTimeout = Setting("gseai.timeout.connect.seconds", "upstream connect limit (default 10)")
         static let firstByteTimeout = Setting("gseai.timeout.first.byte.seconds", "upstream response-head limit (default 300)")
         static let idleTimeout = Setting("gseai.timeout.idle.seconds", "upstream silence limit between chunks (default 120)")
+        static let callerStallTimeout = Setting("gseai.timeout.caller.stall.seconds",
+                                                "how long a caller may take nothing of an answer before its connection is closed (default 120)")
         static let sessionHours = Setting("gseai.session.hours", "login session lifetime (default 168)")
         static let loginAttempts = Setting("gseai.login.attempts", "failed logins per user and address per 5 minutes (default 5)")
         static let publicDirectory = Setting("gseai.public.dir", "folder of the web page (default: the page built into the gateway)")
@@ -201,6 +206,7 @@ public struct GatewayConfiguration: Sendable {
         public static let all: [Setting] = [
             configFile, upstreamURL, upstreamKind, upstreamSlots, apiToken, pool, upstreamEngine, upstreamRefresh, database, replicaURL, host, port, publicURL,
             tlsCertificate, tlsKey, bodyBytes, imageBytes, imagePixels, connectTimeout, firstByteTimeout, idleTimeout,
+            callerStallTimeout,
             sessionHours, loginAttempts, publicDirectory, chatMaxOutputTokens, queueDiscipline, queueMaxWaiting,
             queueMaxWaitingPerUser, queueMaxWait, queueAnticipation, concurrencyPerUser, shutdownGrace,
         ]
@@ -262,6 +268,7 @@ public struct GatewayConfiguration: Sendable {
         connectTimeout = .seconds(try int(.connectTimeout, 10, range: 1...600))
         firstByteTimeout = .seconds(try int(.firstByteTimeout, 300, range: 1...3600))
         idleTimeout = .seconds(try int(.idleTimeout, 120, range: 1...3600))
+        callerStallTimeout = .seconds(try int(.callerStallTimeout, 120, range: 1...3600))
         shutdownGrace = .seconds(try int(.shutdownGrace, 30, range: 1...3600))
         sessionLifetime = .seconds(3600 * (try int(.sessionHours, 168, range: 1...8760)))
         loginAttempts = try int(.loginAttempts, defaults.loginAttempts, range: 1...1000)
