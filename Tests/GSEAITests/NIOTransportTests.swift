@@ -50,7 +50,8 @@ struct NIOTransportTests {
         handler.onIdle = { handler.closeWhenIdle(for: .milliseconds(400)) }
         func exchange(answeredAfter delay: TimeAmount = .zero) throws {
             let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
-            handler.begin(exchange, head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), body: nil, complete: true)
+            let head = try UpstreamRequestHead(method: .GET, target: "/", headers: [:], host: "h", authorization: "a", framing: .none)
+            handler.begin(exchange, head: head, body: nil, complete: true)
             loop.advanceTime(by: delay)
             try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
             try channel.writeInbound(HTTPClientResponsePart.end(nil))
@@ -70,6 +71,122 @@ struct NIOTransportTests {
         loop.advanceTime(by: .milliseconds(1))
         #expect(!channel.isActive)
         _ = try? channel.finish()
+    }
+
+    /// The head as the transport writes it: the request line, the caller's fields in their order (less those that
+    /// are the transport's own, in any case), `Host`, `Authorization`, the framing, the blank line.
+    @Test func aRequestHeadIsWrittenAsMade() throws {
+        var headers: HTTPHeaders = ["Content-Type": "application/json", "Connection": "close", "X-Other": "1"]
+        headers.add(name: "content-LENGTH", value: "99")
+        headers.add(name: "Host", value: "elsewhere")
+        headers.add(name: "TE", value: "trailers")
+        let head = try UpstreamRequestHead(method: .POST, target: "/base/v1/chat/completions?x=1", headers: headers, host: "gpu:1234",
+                                           authorization: "Bearer t", framing: .length(2))
+        #expect(String(buffer: head.bytes) == "POST /base/v1/chat/completions?x=1 HTTP/1.1\r\nContent-Type: application/json\r\n"
+            + "X-Other: 1\r\nHost: gpu:1234\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n")
+        #expect(!head.chunked)
+        #expect(head.decoderHead.method == .POST)
+        let chunked = try UpstreamRequestHead(method: .PUT, target: "/", headers: ["Accept": "ü", "Transfer-Encoding": "gzip"], host: "h",
+                                              authorization: "a", framing: .chunked)
+        #expect(String(buffer: chunked.bytes) == "PUT / HTTP/1.1\r\nAccept: ü\r\nHost: h\r\nAuthorization: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(chunked.chunked)
+        let get = try UpstreamRequestHead(method: .GET, target: "/v1/models", headers: [:], host: "h", authorization: "a", framing: .none)
+        #expect(String(buffer: get.bytes) == "GET /v1/models HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\n\r\n")
+        #expect(get.decoderHead.method == .GET)
+    }
+
+    /// A line break in a value would end the field there, and what follows would be read as another field (or
+    /// another request): refused before anything is sent, as a name, method or target that cannot be sent is.
+    @Test(arguments: [
+        ("GET", "/", "X-Note", "a\r\nX-Admin: yes", "a", "the value of the header 'X-Note' holds a line break or a control character"),
+        ("GET", "/", "X-Note", "a\nb", "a", "the value of the header 'X-Note' holds a line break or a control character"),
+        ("GET", "/", "X-Note", "a\u{0}b", "a", "the value of the header 'X-Note' holds a line break or a control character"),
+        ("GET", "/", "X-Note", "a", "Bearer t\r\nX-Admin: yes", "the value of the header 'Authorization' holds a line break or a control character"),
+        ("GET", "/", "X Note", "a", "a", "the header name 'X Note' cannot be sent"),
+        ("GET", "/", "X-Note:", "a", "a", "the header name 'X-Note:' cannot be sent"),
+        ("GET", "/", "", "a", "a", "the header name '' cannot be sent"),
+        ("GET", "/a b", "X-Note", "a", "a", "the request target holds a space or a control character"),
+        ("GET", "/a\r\nb", "X-Note", "a", "a", "the request target holds a space or a control character"),
+        ("GET", "", "X-Note", "a", "a", "the request target is empty"),
+        ("", "/", "X-Note", "a", "a", "the method '' cannot be sent"),
+        ("GE T", "/", "X-Note", "a", "a", "the method 'GE T' cannot be sent"),
+    ])
+    func aHeadThatCannotBeSentIsRefused(method: String, target: String, name: String, value: String, authorization: String,
+                                        message: String) {
+        #expect(throws: GSEAIError.invalidArgument(message)) {
+            try UpstreamRequestHead(method: HTTPMethod(rawValue: method), target: target, headers: [name: value], host: "h",
+                                    authorization: authorization, framing: .none)
+        }
+    }
+
+    @Test func aRequestWithAHeaderThatCannotBeSentIsRefusedAndNothingSent() async throws {
+        try await RawHTTPServer.with(answer: { _ in .text("fine") }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            var request = RawRequest(method: .GET, path: "/")
+            request.headers.add(name: "X-Note", value: "a\r\nX-Admin: yes")
+            await #expect(throws: GSEAIError.invalidArgument("the value of the header 'X-Note' holds a line break or a control character")) {
+                try await client.send(request)
+            }
+            #expect(server.connectionsAccepted == 0)
+        }
+    }
+
+    /// What goes on the connection, on an embedded channel: the head and the body in hand in one flush; a body
+    /// without a length in chunks (an empty piece sends nothing: it would end the body), then the last chunk; a
+    /// body of known length as it is, then nothing more.
+    @Test func theRequestsBytesAreTheHeadThenTheBodyFramedByItsLength() throws {
+        let channel = EmbeddedChannel()
+        let handler = UpstreamConnectionHandler()
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        // Kept for the next request after each answer (as the pool keeps it).
+        handler.onIdle = {}
+        func sent() throws -> String {
+            var text = ""
+            while let piece = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: piece) }
+            return text
+        }
+        func answer() throws {
+            try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+            try channel.writeInbound(HTTPClientResponsePart.end(nil))
+        }
+        let exchange = { UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5)) }
+        func head(_ target: String, _ framing: UpstreamRequestHead.Framing) throws -> UpstreamRequestHead {
+            try UpstreamRequestHead(method: .POST, target: target, headers: [:], host: "h", authorization: "a", framing: framing)
+        }
+        handler.begin(exchange(), head: try head("/w", .length(5)), body: ByteBuffer(string: "hello"), complete: true)
+        #expect(try sent() == "POST /w HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nContent-Length: 5\r\n\r\nhello")
+        try answer()
+
+        handler.begin(exchange(), head: try head("/c", .chunked), body: nil, complete: false)
+        for piece in ["hello, ", "", "world and more"] { _ = handler.send(ByteBuffer(string: piece)) }
+        handler.endRequest()
+        #expect(try sent() == "POST /c HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nhello, \r\ne\r\nworld and more\r\n0\r\n\r\n")
+        try answer()
+
+        handler.begin(exchange(), head: try head("/k", .length(4)), body: nil, complete: false)
+        for piece in ["ab", "cd"] { _ = handler.send(ByteBuffer(string: piece)) }
+        handler.endRequest()
+        #expect(try sent() == "POST /k HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nContent-Length: 4\r\n\r\nabcd")
+        try answer()
+        _ = try? channel.finish()
+    }
+
+    /// The answer to a `HEAD` has a length but no body: the decoder, told the method, reads it as ended, and the
+    /// next request on the kept-alive connection gets its own answer.
+    @Test func theAnswerToAHeadRequestHasNoBodyAndTheConnectionCarriesOn() async throws {
+        try await RawHTTPServer.with(answer: { index in .text("answer \(index)") }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, connections: 1, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            let head = try await client.send(RawRequest(method: .HEAD, path: "/"))
+            #expect(head.status == 200)
+            #expect(head.headers.first(name: "content-length") == "8")
+            #expect(try await head.body.collect(upTo: 100).readableBytes == 0)
+            let get = try await client.send(RawRequest(method: .GET, path: "/"))
+            #expect(String(buffer: try await get.body.collect(upTo: 100)) == "answer 2")
+            #expect(server.connectionsAccepted == 1)
+        }
     }
 
     @Test func requestsBeyondTheConnectionLimitWaitForAConnection() async throws {

@@ -43,26 +43,17 @@ final class NIOTransport: Sendable {
         }
     }
 
-    /// Hop-by-hop headers: this transport frames the request itself.
-    private static let framingHeaders = ["Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Upgrade",
-                                         "Content-Length", "Host", "Authorization"]
-
     func send(_ request: RawRequest, authorization: String, streaming: Bool) async throws -> RawResponse {
-        var headers = request.headers
-        for name in Self.framingHeaders { headers.remove(name: name) }
-        headers.add(name: "Host", value: authority)
-        headers.add(name: "Authorization", value: authorization)
+        let framing: UpstreamRequestHead.Framing
         switch request.body?.content {
-        case .bytes(let bytes):
-            headers.add(name: "Content-Length", value: String(bytes.readableBytes))
-        case .stream(let length?, _):
-            headers.add(name: "Content-Length", value: String(length))
-        case .stream(nil, _):
-            headers.add(name: "Transfer-Encoding", value: "chunked")
-        case nil:
-            if [.POST, .PUT, .PATCH].contains(request.method) { headers.add(name: "Content-Length", value: "0") }
+        case .bytes(let bytes): framing = .length(bytes.readableBytes)
+        case .stream(let length?, _): framing = .length(length)
+        case .stream(nil, _): framing = .chunked
+        case nil: framing = [.POST, .PUT, .PATCH].contains(request.method) ? .length(0) : .none
         }
-        let head = HTTPRequestHead(version: .http1_1, method: request.method, uri: basePath + request.path, headers: headers)
+        // The caller's hop-by-hop and framing headers are left out: this transport frames the request itself.
+        let head = try UpstreamRequestHead(method: request.method, target: basePath + request.path, headers: request.headers,
+                                           host: authority, authorization: authorization, framing: framing)
         // A stream's pieces come at most the idle limit apart; a whole answer's body may also come only when
         // the answer is ready.
         let idle = streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle
@@ -92,14 +83,17 @@ final class NIOTransport: Sendable {
     }
 
     /// Sends the request on `connection` and waits for the answer's head.
-    private static func run(_ exchange: UpstreamExchange, on connection: UpstreamConnection, head: HTTPRequestHead,
+    private static func run(_ exchange: UpstreamExchange, on connection: UpstreamConnection, head: UpstreamRequestHead,
                             body: RawBody?) async throws -> HTTPResponseHead {
         switch body?.content {
         case .stream(_, let pieces):
             connection.onLoop { $0.begin(exchange, head: head, body: nil, complete: false) }
             do {
                 try await pieces { piece in
-                    try await connection.channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(piece))).get()
+                    let loop = connection.channel.eventLoop
+                    try await loop.flatSubmit {
+                        connection.handler.value.send(piece) ?? loop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+                    }.get()
                 }
                 connection.onLoop { $0.endRequest() }
             } catch {
@@ -140,8 +134,11 @@ final class NIOTransport: Sendable {
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 1 << 16))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnectionHandler())
+                    // SwiftNIO's response decoder, without its request encoder: the head is written as made
+                    // (`UpstreamRequestHead`), and the decoder told each request's method by the handler.
+                    let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(UpstreamResponseDecoder(decoder)))
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnectionHandler(decoder: decoder))
                 }
             }
         let channel = try await bootstrap.connect(host: host, port: port).get()

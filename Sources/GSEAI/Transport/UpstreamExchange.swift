@@ -404,12 +404,18 @@ final class UpstreamExchange: Sendable {
     }
 }
 
-/// The handler at the end of an upstream connection's pipeline: hands what arrives to the exchange under way,
-/// reads only as fast as its reader takes (the channel does not read by itself), and gives the connection back
-/// to the pool once an answer is complete and the server keeps it open.
+/// The handler at the end of an upstream connection's pipeline: writes each request as made
+/// (``UpstreamRequestHead``, then the body, framed in chunks when it has no length), hands what arrives to the
+/// exchange under way, reads only as fast as its reader takes (the channel does not read by itself), and gives
+/// the connection back to the pool once an answer is complete and the server keeps it open.
 final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    /// The connection's response decoder, told each request's method (`nil`: the test hands parsed answers).
+    private let decoder: HTTPResponseDecoder?
+    /// Whether the request being sent has its body in chunks.
+    private var chunked = false
 
     private var exchange: UpstreamExchange?
     private var keepAlive = true
@@ -427,6 +433,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// Called when an exchange has ended and the connection may carry another.
     var onIdle: (() -> Void)?
 
+    init(decoder: HTTPResponseDecoder? = nil) {
+        self.decoder = decoder
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
@@ -436,27 +446,64 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Sends a request (head, body in hand, and its end when `complete`) for `exchange`.
-    func begin(_ exchange: UpstreamExchange, head: HTTPRequestHead, body: ByteBuffer?, complete: Bool) {
+    func begin(_ exchange: UpstreamExchange, head: UpstreamRequestHead, body: ByteBuffer?, complete: Bool) {
         idleSince = nil
         guard let context, context.channel.isActive else {
             exchange.failed(UpstreamExchange.Failure.closedBeforeAnswer)
             return
         }
         self.exchange = exchange
-        keepAlive = head.isKeepAlive
+        // The transport sends no `Connection` header: every request asks to keep the connection.
+        keepAlive = true
         requestWritten = false
         responseEnded = false
         answered = false
+        chunked = head.chunked
+        decoder?.write(data: .head(head.decoderHead))
         exchange.started()
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        if complete { endRequest() } else { context.flush() }
+        if complete && !chunked {
+            // The whole request in one flush, its last write telling when it has been sent.
+            let sent = whenSent()
+            context.write(wrapOutboundOut(head.bytes), promise: body == nil ? sent : nil)
+            if let body { context.write(wrapOutboundOut(body), promise: sent) }
+            context.flush()
+        } else {
+            context.write(wrapOutboundOut(head.bytes), promise: nil)
+            if let body { _ = send(body) }
+            if complete { endRequest() } else { context.flush() }
+        }
         context.read()
+    }
+
+    /// Sends a piece of the request's body (in a chunk of its own when the body has no length); completed when
+    /// it has been written; `nil` when the connection has closed.
+    func send(_ piece: ByteBuffer) -> EventLoopFuture<Void>? {
+        guard let context else { return nil }
+        // An empty chunk would end the body.
+        if chunked && piece.readableBytes == 0 { return context.eventLoop.makeSucceededVoidFuture() }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        if chunked {
+            let (prefix, piece, suffix) = UpstreamRequestHead.chunk(piece)
+            context.write(wrapOutboundOut(prefix), promise: nil)
+            context.write(wrapOutboundOut(piece), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(suffix), promise: written)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(piece), promise: written)
+        }
+        return written.futureResult
     }
 
     /// Ends the request whose body was streamed.
     func endRequest() {
         guard let context else { return }
+        // The last chunk, or nothing (an empty write, for the moment it has all been sent).
+        context.writeAndFlush(wrapOutboundOut(chunked ? UpstreamRequestHead.lastChunk : ByteBuffer()), promise: whenSent())
+    }
+
+    /// What a request's last write completes: once it has been sent, the connection may go back to the pool
+    /// when the answer has ended too; if it could not be sent, the exchange fails and the connection closes.
+    private func whenSent() -> EventLoopPromise<Void>? {
+        guard let context else { return nil }
         let exchange = self.exchange
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
@@ -471,7 +518,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 self.context?.close(promise: nil)
             }
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+        return promise
     }
 
     /// Closes the connection when it has been idle for `timeout`.

@@ -1,0 +1,169 @@
+import NIOCore
+import NIOHTTP1
+
+/// A request's head as the NIO transport sends it: its HTTP/1.1 bytes, made and checked once, in the sender's
+/// task, before a connection is taken.
+///
+/// Why not SwiftNIO's `HTTPRequestEncoder`: each request then passed three outbound handlers (the headers'
+/// validator, the response decoder that notes each request's method, the encoder), each a pipeline step with its
+/// casts, and the encoder wrote the head one field at a time, with the framing headers worked out again
+/// (`bench/README.md`, "The upstream request's head"). The transport frames its requests itself (it sets
+/// `Content-Length` or `Transfer-Encoding: chunked`, and removes what a caller gave of either), so the head is
+/// written here and goes to the socket as it is; the response decoder is told the method directly
+/// (``UpstreamConnectionHandler``).
+struct UpstreamRequestHead: Sendable {
+    /// How the body is framed: its length (0 for a method that has a body, given none), in chunks (no length
+    /// known beforehand), or no body at all.
+    enum Framing: Sendable {
+        case length(Int)
+        case chunked
+        case none
+    }
+
+    /// The request line, the fields and the blank line.
+    let bytes: ByteBuffer
+    /// The method, which the response decoder needs (the answer to a `HEAD` has no body).
+    let method: HTTPMethod
+    /// Whether the body goes in chunks.
+    let chunked: Bool
+
+    /// The head of a `method` request for `target` (a path with its query) with the caller's `headers` (less the
+    /// hop-by-hop and framing ones, which are the transport's: ``isTransportsOwn(_:)``), then `Host`,
+    /// `Authorization` and the framing. Throws ``GSEAIError/invalidArgument(_:)`` for a method, target or field
+    /// that cannot be sent as it is: a line break in a value would end the field there, and what follows would
+    /// be read as another field or request (refused, as SwiftNIO's validator refused it).
+    init(method: HTTPMethod, target: String, headers: HTTPHeaders, host: String, authorization: String, framing: Framing) throws {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(192 + target.utf8.count + authorization.utf8.count)
+        let name = method.rawValue
+        guard !name.isEmpty else { throw GSEAIError.invalidArgument("the method '' cannot be sent") }
+        try Self.append(name, to: &bytes, allowing: Self.isTokenByte, else: "the method '\(name)' cannot be sent")
+        bytes.append(UInt8(ascii: " "))
+        guard !target.isEmpty else { throw GSEAIError.invalidArgument("the request target is empty") }
+        try Self.append(target, to: &bytes, allowing: Self.isTargetByte, else: "the request target holds a space or a control character")
+        Self.append(" HTTP/1.1\r\n", to: &bytes)
+        for (field, value) in headers where !Self.isTransportsOwn(field) {
+            try Self.field(field, value, to: &bytes)
+        }
+        try Self.field("Host", host, to: &bytes)
+        try Self.field("Authorization", authorization, to: &bytes)
+        switch framing {
+        case .length(let length): try Self.field("Content-Length", String(length), to: &bytes)
+        case .chunked: Self.append("Transfer-Encoding: chunked\r\n", to: &bytes)
+        case .none: break
+        }
+        Self.append("\r\n", to: &bytes)
+        self.bytes = ByteBuffer(bytes: bytes)
+        self.method = method
+        if case .chunked = framing { self.chunked = true } else { self.chunked = false }
+    }
+
+    /// What the response decoder is told of the request: its method (the rest it does not read).
+    var decoderHead: HTTPRequestHead {
+        HTTPRequestHead(version: .http1_1, method: method, uri: "/")
+    }
+
+    /// A piece of a chunked body, framed: its size in hexadecimal, the piece, a line end.
+    static func chunk(_ piece: ByteBuffer) -> (prefix: ByteBuffer, piece: ByteBuffer, suffix: ByteBuffer) {
+        (ByteBuffer(string: String(piece.readableBytes, radix: 16) + "\r\n"), piece, ByteBuffer(staticString: "\r\n"))
+    }
+
+    /// The last chunk of a chunked body (no trailers).
+    static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
+
+    /// The hop-by-hop and framing fields, lowercased: the transport's own, never a caller's.
+    private static let transportsOwn: [[UInt8]] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+                                                   "upgrade", "content-length", "host", "authorization"].map { Array($0.utf8) }
+
+    /// Whether a caller's field is one the transport sets itself (or must not pass on), in any case.
+    static func isTransportsOwn(_ field: String) -> Bool {
+        let count = field.utf8.count
+        return transportsOwn.contains { own in
+            own.count == count && zip(field.utf8, own).allSatisfy { byte, lower in
+                (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == lower
+            }
+        }
+    }
+
+    private static func field(_ name: String, _ value: String, to bytes: inout [UInt8]) throws {
+        guard !name.isEmpty else { throw GSEAIError.invalidArgument("the header name '' cannot be sent") }
+        try append(name, to: &bytes, allowing: isTokenByte, else: "the header name '\(name)' cannot be sent")
+        append(": ", to: &bytes)
+        try append(value, to: &bytes, allowing: isValueByte,
+                   else: "the value of the header '\(name)' holds a line break or a control character")
+        append("\r\n", to: &bytes)
+    }
+
+    /// Appends `text`'s bytes, each of which `allowed` must accept.
+    private static func append(_ text: String, to bytes: inout [UInt8], allowing allowed: (UInt8) -> Bool,
+                               else message: @autoclosure () -> String) throws {
+        let start = bytes.count
+        bytes.append(contentsOf: text.utf8)
+        for index in start..<bytes.count where !allowed(bytes[index]) {
+            throw GSEAIError.invalidArgument(message())
+        }
+    }
+
+    private static func append(_ text: StaticString, to bytes: inout [UInt8]) {
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    /// RFC 9110's `tchar`: the bytes of a method or a field's name.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
+    }
+
+    /// A field value's bytes: visible characters, spaces and tabs, and bytes above ASCII (RFC 9110's
+    /// `field-content` with `obs-text`); never a line break, NUL or another control character.
+    static func isValueByte(_ byte: UInt8) -> Bool {
+        byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
+    }
+
+    /// A request target's bytes: no space and no control character (either would end the request line, or
+    /// make it something else).
+    static func isTargetByte(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte != 0x7F
+    }
+}
+
+/// SwiftNIO's response decoder without its watch of the requests written (``UpstreamConnectionHandler`` writes
+/// bytes, not request parts, and tells the decoder each request's method itself): the same decoder, as an
+/// inbound handler only.
+struct UpstreamResponseDecoder: ByteToMessageDecoder {
+    typealias InboundOut = HTTPClientResponsePart
+
+    let decoder: HTTPResponseDecoder
+
+    init(_ decoder: HTTPResponseDecoder) {
+        self.decoder = decoder
+    }
+
+    func decoderAdded(context: ChannelHandlerContext) {
+        decoder.decoderAdded(context: context)
+    }
+
+    func decoderRemoved(context: ChannelHandlerContext) {
+        decoder.decoderRemoved(context: context)
+    }
+
+    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        try decoder.decode(context: context, buffer: &buffer)
+    }
+
+    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        try decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
+    }
+
+    func shouldReclaimBytes(buffer: ByteBuffer) -> Bool {
+        decoder.shouldReclaimBytes(buffer: buffer)
+    }
+}
