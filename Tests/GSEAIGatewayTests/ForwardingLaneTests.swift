@@ -243,7 +243,7 @@ struct ForwardingLaneTests {
             let server = Server()
             let logger = Logger(label: "lane-test", factory: { _ in SwiftLogNoOpLogHandler() })
             let router = Router(context: GatewayRequestContext.self)
-            router.addMiddleware { ErrorFormatMiddleware() }
+            router.addMiddleware { GatewayMiddleware(metrics: GatewayMetrics()) }
             router.post("/v1/chat/completions") { request, _ in
                 var request = request
                 let body = try await RequestBodies.collect(&request, upTo: 64)

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import GSEAI
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -53,12 +54,10 @@ private struct RecordingLogHandler: LogHandler {
     }
 }
 
-/// A router with the operations middlewares and a few routes shaped like the gateway's.
+/// A router with the gateway's middleware and a few routes shaped like the gateway's.
 private func operationsRouter(metrics: GatewayMetrics) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
-    router.add(middleware: RequestLogMiddleware())
-    router.add(middleware: MetricsMiddleware(metrics: metrics))
-    router.add(middleware: GzipMiddleware())
+    router.add(middleware: GatewayMiddleware(metrics: metrics))
     router.get("/large") { _, _ in
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: largeJSON)))
     }
@@ -210,13 +209,13 @@ struct OperationsTests {
     }
 
     @Test func acceptEncodingParsing() {
-        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["gzip, deflate, br"]))
-        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["deflate", "GZIP;q=0.5"]))
-        #expect(GzipMiddleware<BasicRequestContext>.acceptsGzip(["*"]))
-        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["gzip;q=0"]))
-        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["*;q=0.5, gzip;q=0"]))
-        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip(["br, identity"]))
-        #expect(!GzipMiddleware<BasicRequestContext>.acceptsGzip([]))
+        #expect(ResponseCompression.acceptsGzip(["gzip, deflate, br"]))
+        #expect(ResponseCompression.acceptsGzip(["deflate", "GZIP;q=0.5"]))
+        #expect(ResponseCompression.acceptsGzip(["*"]))
+        #expect(!ResponseCompression.acceptsGzip(["gzip;q=0"]))
+        #expect(!ResponseCompression.acceptsGzip(["*;q=0.5, gzip;q=0"]))
+        #expect(!ResponseCompression.acceptsGzip(["br, identity"]))
+        #expect(!ResponseCompression.acceptsGzip([]))
     }
 
     @Test func aBearerTokenIsReadWhateverTheSchemesCaseAndTheSpacesAround() {
@@ -232,7 +231,7 @@ struct OperationsTests {
     /// The four headers replace whatever a handler set under their names: one of each, the gateway's.
     @Test func theSecurityHeadersReplaceAHandlersOwn() async throws {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: SecurityHeadersMiddleware())
+        router.add(middleware: GatewayMiddleware(metrics: GatewayMetrics()))
         router.get("/framed") { _, _ in
             Response(status: .ok, headers: [.xFrameOptions: "SAMEORIGIN", .contentSecurityPolicy: "default-src *", .contentType: "text/plain"],
                      body: .init(byteBuffer: ByteBuffer(string: "framed")))
@@ -250,7 +249,7 @@ struct OperationsTests {
     }
 
     @Test func contentTypesAndCacheControlAreReadWhateverTheirCaseAndSpaces() {
-        typealias Gzip = GzipMiddleware<BasicRequestContext>
+        typealias Gzip = ResponseCompression
         #expect(Gzip.isCompressible(contentType: "Application/JSON; charset=utf-8"))
         #expect(Gzip.isCompressible(contentType: " TEXT/html ;q=1"))
         #expect(Gzip.isCompressible(contentType: "image/svg+xml"))
@@ -316,10 +315,10 @@ struct OperationsTests {
     @Test func requestIDHeaderIsSet() async throws {
         let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
         try await app.test(.router) { client in
-            let first = try await client.execute(uri: "/tiny", method: .get) { $0.headers[RequestLogMiddleware<BasicRequestContext>.requestIDHeader] }
+            let first = try await client.execute(uri: "/tiny", method: .get) { $0.headers[HTTPField.Name.xRequestID] }
             let second = try await client.execute(uri: "/nowhere", method: .get) { response in
                 #expect(response.status == .notFound)
-                return response.headers[RequestLogMiddleware<BasicRequestContext>.requestIDHeader]
+                return response.headers[HTTPField.Name.xRequestID]
             }
             #expect(first?.isEmpty == false)
             #expect(second?.isEmpty == false)

@@ -77,14 +77,10 @@ public struct Gateway: Sendable {
         let publicOrigin = configuration.publicOrigin
         let metrics = self.metrics
         // One stack of one type rather than one layer each (`add(middleware:)` wraps each in closures behind
-        // an existential): fewer asynchronous frames and calls per request.
+        // an existential): fewer asynchronous frames and calls per request. The gateway's own handling is one
+        // middleware (the log, metrics, security headers, gzip, error format and path guard).
         router.addMiddleware {
-            RequestLogMiddleware()
-            MetricsMiddleware(metrics: metrics)
-            SecurityHeadersMiddleware()
-            GzipMiddleware()
-            ErrorFormatMiddleware()
-            PathGuardMiddleware()
+            GatewayMiddleware(metrics: metrics)
             // The page: index.html for "/", with validators (ETag, Last-Modified) for caches.
             FileMiddleware(pageFolder, cacheControl: .init([(MediaType(type: .any), [.noCache])]), searchForIndexHtml: true)
             AuthenticationMiddleware(accounts: accounts, publicOrigin: publicOrigin)

@@ -424,7 +424,8 @@ extension ForwardingLane.Service {
     @inline(never)
     private func respond(to request: Request, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
-        logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+        // Its text made once, for the `X-Request-Id` header and every log line of the request.
+        logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
         let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
         var response: Response
         do {

@@ -2,6 +2,7 @@ import Foundation
 import GSEAI
 import HTTPTypes
 import Hummingbird
+import Logging
 
 /// An error answered to the caller, rendered in the format of the API they used (see ``APISurface``).
 public struct GatewayError: Error, Sendable {
@@ -156,21 +157,15 @@ extension GatewayError.Kind {
 }
 
 /// Renders every error as JSON in the format of the API the caller used: ours, Hummingbird's (404 for an
-/// unknown path, 413 for a body over the limit) and any other (a 500 that reveals nothing).
-public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
-
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch {
-            let surface = APISurface(path: request.uri.path)
-            let gatewayError = Self.gatewayError(for: error, context: context)
-            return Self.response(gatewayError, surface: surface)
-        }
+/// unknown path, 413 for a body over the limit) and any other (a 500 that reveals nothing). Every error of a
+/// request's handling ends here (``GatewayMiddleware``).
+enum ErrorFormat {
+    /// The answer for an error of `request`'s handling.
+    static func response(for error: any Error, to request: Request, logger: Logger) -> Response {
+        response(gatewayError(for: error, logger: logger), surface: APISurface(path: request.uri.path))
     }
 
-    static func gatewayError(for error: any Error, context: Context) -> GatewayError {
+    static func gatewayError(for error: any Error, logger: Logger) -> GatewayError {
         switch error {
         case let error as GatewayError:
             return error
@@ -186,13 +181,13 @@ public struct ErrorFormatMiddleware<Context: RequestContext>: RouterMiddleware {
             return GatewayError(HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), type: .invalidRequest,
                                 "the caller closed the connection")
         default:
-            context.logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))"])
+            logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))"])
             return GatewayError(.internalServerError, type: .server, "internal error")
         }
     }
 
     /// The JSON response for an error on a surface.
-    public static func response(_ error: GatewayError, surface: APISurface) -> Response {
+    static func response(_ error: GatewayError, surface: APISurface) -> Response {
         var headers = error.headers
         headers[.contentType] = "application/json"
         return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: surface.errorBody(error.kind, error.message, param: error.param, status: error.status).jsonData)))

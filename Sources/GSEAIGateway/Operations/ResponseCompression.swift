@@ -4,7 +4,8 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// Compresses text-like responses with gzip for clients that accept it.
+/// Compresses text-like responses with gzip for clients that accept it (``GatewayMiddleware``, on every
+/// response).
 ///
 /// The body is compressed as it is written, through a wrapped `ResponseBodyWriter`, so no response is
 /// held in memory whole. Server-Sent Events (`text/event-stream`) are never touched: an event must
@@ -12,13 +13,12 @@ import NIOCore
 /// length are otherwise streams too, so each of their writes is flushed through the compressor at
 /// once (a sync flush: a little less compression, no added latency); bodies of known length are
 /// compressed in one go for the best ratio.
-public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
+public struct ResponseCompression: Sendable {
     /// Bodies of known length below this many bytes are sent as they are: gzip's header and trailer
     /// alone are 18 bytes and small JSON answers barely shrink.
     public let minimumLength: Int
     let configuration: ZlibConfiguration
 
-    /// Creates the middleware.
     /// - Parameters:
     ///   - minimumLength: the smallest known body length worth compressing.
     ///   - compressionLevel: zlib's level; 6 (the default) is the usual balance of speed and size.
@@ -27,12 +27,12 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
         self.configuration = ZlibConfiguration(compressionLevel: compressionLevel)
     }
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response = try await next(request, context)
-        guard request.method != .head, isCompressible(response) else { return response }
+    /// Compresses `response` to `request` when it is worth it and the client accepts it.
+    func compress(_ response: inout Response, for request: Request) {
+        guard request.method != .head, isCompressible(response) else { return }
         // The answer depends on Accept-Encoding whether or not this client gets gzip, so caches must know.
         Self.addVaryAcceptEncoding(to: &response.headers)
-        guard Self.acceptsGzip(request.headers[values: .acceptEncoding]) else { return response }
+        guard Self.acceptsGzip(request.headers[values: .acceptEncoding]) else { return }
 
         let body = response.body
         let flushEachWrite = body.contentLength == nil
@@ -47,7 +47,6 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
             let gzipWriter = try CompressingWriter(parent: writer, configuration: configuration, flushEachWrite: flushEachWrite)
             try await body.write(gzipWriter)
         }
-        return response
     }
 
     /// Whether the response is worth compressing and safe to compress.
@@ -110,7 +109,7 @@ public struct GzipMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-extension GzipMiddleware {
+extension ResponseCompression {
     /// Passes everything written through a gzip compressor to the real writer.
     struct CompressingWriter: ResponseBodyWriter {
         private var parent: any ResponseBodyWriter

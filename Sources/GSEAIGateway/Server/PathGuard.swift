@@ -3,14 +3,11 @@ import Hummingbird
 /// Refuses a request whose path, once its `%` escapes are decoded, holds a NUL or another control
 /// character (400). The file system ends a name at a NUL, so `/index.html%00.js` would otherwise serve
 /// `index.html` with the type of a `.js` file; no route of the gateway takes such a character either.
-public struct PathGuardMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
-
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard Self.isAcceptable(request.uri.path) else {
-            throw GatewayError.badRequest("the request path holds a control character")
-        }
-        return try await next(request, context)
+/// (Checked by ``GatewayMiddleware`` before anything else reads the path.)
+enum PathGuard {
+    /// Throws the 400 for a path that ``isAcceptable(_:)`` refuses.
+    static func check(_ path: String) throws {
+        guard isAcceptable(path) else { throw GatewayError.badRequest("the request path holds a control character") }
     }
 
     /// Whether `path` (as sent, with `%` escapes) holds no control character, raw or escaped. Escapes are

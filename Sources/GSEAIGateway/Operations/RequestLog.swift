@@ -1,0 +1,83 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// A request context that knows the peer's address, which ``RequestLog`` then logs.
+public protocol RemoteAddressProviding {
+    /// The peer's address, without the port; `nil` when unknown.
+    var remoteAddress: String? { get }
+}
+
+/// One line per request in the log, and its id in `X-Request-Id` (``GatewayMiddleware``), so a user's report
+/// can be matched to the log.
+///
+/// The line holds the request id, method, route pattern, status, duration and, when the context is
+/// ``RemoteAddressProviding``, the peer's address. It deliberately holds nothing else: headers,
+/// cookies and query strings carry credentials, bodies carry people's conversations, and even raw
+/// paths carry ids, so the route pattern stands in for the path.
+struct RequestLog<Context: RequestContext>: Sendable {
+    let level: Logger.Level
+    /// The peer's address, when the context knows it (decided once here, not by a cast per request).
+    let remoteAddress: @Sendable (Context) -> String?
+
+    init(level: Logger.Level) {
+        self.level = level
+        self.remoteAddress = { _ in nil }
+    }
+
+    /// For a context that knows the peer's address, which the line then holds.
+    init(level: Logger.Level) where Context: RemoteAddressProviding {
+        self.level = level
+        self.remoteAddress = { $0.remoteAddress }
+    }
+
+    /// The request's id, put in its logger's metadata if it has none yet (Hummingbird's contexts have it; a
+    /// context made elsewhere may not), so that every line of the request is joined to it.
+    static func identify(_ context: inout Context) -> String {
+        switch context.logger[metadataKey: "hb.request.id"] {
+        case .string(let id): return id
+        case let id?:
+            // Hummingbird's own (a `RequestID`): its text made once, for the header and every line.
+            let text = id.description
+            context.logger[metadataKey: "hb.request.id"] = .string(text)
+            return text
+        case nil:
+            let text = RequestID().description
+            context.logger[metadataKey: "hb.request.id"] = .string(text)
+            return text
+        }
+    }
+
+    /// The request's line.
+    func log(_ request: Request, _ context: Context, route: String, status: HTTPResponse.Status, duration: Duration) {
+        var metadata: Logger.Metadata = [
+            "http.method": .string(request.method.rawValue),
+            "http.route": .string(route),
+            "http.status": .stringConvertible(status.code),
+            "duration_ms": .stringConvertible(Milliseconds(duration)),
+        ]
+        if let remoteAddress = remoteAddress(context) {
+            metadata["client.address"] = .string(remoteAddress)
+        }
+        context.logger.log(level: level, "request", metadata: metadata)
+    }
+}
+
+/// A duration in milliseconds to two decimals (finer digits are noise in a log line), written by integer
+/// arithmetic: `Double`'s shortest-digits printing cost more than the rest of the line.
+struct Milliseconds: CustomStringConvertible, Sendable {
+    /// Hundredths of a millisecond, rounded; at least 0.
+    let hundredths: Int
+
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        // 10 µs are 10^13 attoseconds; a duration of more than about 2.9 million years is clamped.
+        let (whole, overflow) = Int(max(0, seconds)).multipliedReportingOverflow(by: 100_000)
+        hundredths = overflow ? .max : whole.addingSaturated(Int((max(0, attoseconds) + 5_000_000_000_000) / 10_000_000_000_000))
+    }
+
+    var description: String {
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+}
