@@ -40,7 +40,7 @@ struct UpstreamRequestHead: Sendable {
         try Self.append(name, to: &bytes, allowing: Self.isTokenByte, else: "the method '\(name)' cannot be sent")
         bytes.append(UInt8(ascii: " "))
         guard !target.isEmpty else { throw GSEAIError.invalidArgument("the request target is empty") }
-        try Self.append(target, to: &bytes, allowing: Self.isTargetByte, else: "the request target holds a space or a control character")
+        try Self.append(target, to: &bytes, allowing: Self.isTargetByte, else: "the request target holds a space, a control character or a byte above ASCII (percent-encode it)")
         Self.append(" HTTP/1.1\r\n", to: &bytes)
         for (field, value) in headers where !Self.isTransportsOwn(field) {
             try Self.field(field, value, to: &bytes)
@@ -128,10 +128,11 @@ struct UpstreamRequestHead: Sendable {
         byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
     }
 
-    /// A request target's bytes: no space and no control character (either would end the request line, or
-    /// make it something else).
+    /// A request target's bytes: visible ASCII only. A space or a control character would end the request line
+    /// or make it something else, and a byte above ASCII must be percent-encoded (RFC 9112; SwiftNIO's parser, and
+    /// so a model server on it, refuses the request otherwise).
     static func isTargetByte(_ byte: UInt8) -> Bool {
-        byte > 0x20 && byte != 0x7F
+        byte > 0x20 && byte < 0x7F
     }
 }
 
