@@ -104,13 +104,19 @@ struct CallerPumpTests {
                 let response = try await client.send(RawRequest(method: .POST, path: "/v1/chat/completions"))
                 try await served.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .ok)))
                 let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
-                let pump = try #require(await CallerPump.start(response.body, to: served, endpoint: endpoint))
-                defer { pump.stop() }
-                // The caller reads (its connection never stops the upstream), but its loop is kept busy: nothing
-                // it is handed is taken meanwhile.
+                // The caller reads (its connection never stops the upstream), but its loop is kept busy from the
+                // moment the pump is attached: nothing it is handed is taken meanwhile. (Attached on the caller's
+                // loop, in the job that then blocks it: blocked any later, the whole answer could have gone by.)
                 caller.startReading()
                 let busy = DispatchSemaphore(value: 0)
-                served.eventLoop.execute { busy.wait() }
+                let body = response.body
+                let attached = await Task(executorPreference: EventLoopTaskExecutor.of(served.eventLoop)) {
+                    let pump = await CallerPump.start(body, to: served, endpoint: endpoint)
+                    if pump != nil { served.eventLoop.execute { busy.wait() } }
+                    return pump
+                }.value
+                let pump = try #require(attached)
+                defer { pump.stop() }
                 let deadline = ContinuousClock.now + .seconds(20)
                 while pump.bytesOnTheirWay == 0, ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(20))

@@ -174,6 +174,51 @@ struct NIOTransportTests {
         _ = try? channel.finish()
     }
 
+    /// A streamed body must be as long as its head says: more would be read by the server as the start of another
+    /// request, less would keep it waiting. Either fails the request with why, and closes the connection, whose
+    /// framing is lost; nothing past the declared length is sent.
+    @Test func aStreamedBodyThatIsNotItsDeclaredLengthFailsTheRequestAndClosesTheConnection() throws {
+        for (pieces, message) in [(["abc", "de"], "the request body is longer than its declared length"),
+                                  (["ab"], "the request body ended 2 bytes short of its declared length")] {
+            let channel = EmbeddedChannel()
+            let handler = UpstreamConnectionHandler()
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
+            let head = try UpstreamRequestHead(method: .POST, target: "/k", headers: [:], host: "h", authorization: "a", framing: .length(4))
+            handler.begin(exchange, head: head, body: nil, complete: false)
+            var failures: [String] = []
+            for piece in pieces {
+                handler.send(ByteBuffer(string: piece))?.whenFailure { failures.append("\($0)") }
+            }
+            if pieces.count == 1 { handler.endRequest() }
+            var headFailure = ""
+            exchange.head.futureResult.whenFailure { headFailure = "\($0)" }
+            var sent = ""
+            while let piece = try channel.readOutbound(as: ByteBuffer.self) { sent += String(buffer: piece) }
+            #expect(headFailure == "\(GSEAIError.invalidArgument(message))")
+            #expect(!channel.isActive)
+            #expect(sent == "POST /k HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nContent-Length: 4\r\n\r\n" + (pieces.count == 2 ? "abc" : "ab"))
+            #expect(failures == (pieces.count == 2 ? ["\(GSEAIError.invalidArgument(message))"] : []))
+        }
+    }
+
+    @Test func aStreamedBodyLongerThanDeclaredIsRefusedToTheCaller() async throws {
+        try await RawHTTPServer.with(answer: { _ in .text("fine") }) { server in
+            let client = try GSEAIClient(apiToken: "t", baseURL: server.baseURL, engine: .nio)
+            defer { Task { try await client.shutdown() } }
+            let pieces = [ByteBuffer(string: "abcdef")].async
+            await #expect(throws: GSEAIError.invalidArgument("the request body is longer than its declared length")) {
+                try await client.send(RawRequest(method: .POST, path: "/", body: .stream(pieces, length: 3)))
+            }
+            await #expect(throws: GSEAIError.invalidArgument("the request body's length is negative (-1)")) {
+                try await client.send(RawRequest(method: .POST, path: "/", body: .stream([ByteBuffer(string: "a")].async, length: -1)))
+            }
+            // The next request is answered (on a new connection).
+            #expect(String(buffer: try await client.send(RawRequest(method: .GET, path: "/")).body.collect(upTo: 100)) == "fine")
+        }
+    }
+
     /// The answer to a `HEAD` has a length but no body: the decoder, told the method, reads it as ended, and the
     /// next request on the kept-alive connection gets its own answer.
     @Test func theAnswerToAHeadRequestHasNoBodyAndTheConnectionCarriesOn() async throws {

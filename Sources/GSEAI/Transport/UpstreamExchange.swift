@@ -416,6 +416,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private let decoder: HTTPResponseDecoder?
     /// Whether the request being sent has its body in chunks.
     private var chunked = false
+    /// The bytes of a streamed body of declared length still to come (`nil`: chunked, or in hand).
+    private var unsent: Int?
 
     private var exchange: UpstreamExchange?
     private var keepAlive = true
@@ -459,6 +461,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         responseEnded = false
         answered = false
         chunked = head.chunked
+        unsent = complete ? nil : head.length
         decoder?.write(data: .head(head.decoderHead))
         exchange.started()
         if complete && !chunked {
@@ -479,6 +482,15 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// it has been written; `nil` when the connection has closed.
     func send(_ piece: ByteBuffer) -> EventLoopFuture<Void>? {
         guard let context else { return nil }
+        if let unsent {
+            // More than the head declared would be read by the server as the start of another request.
+            guard piece.readableBytes <= unsent else {
+                let error = GSEAIError.invalidArgument("the request body is longer than its declared length")
+                refuseBody(error)
+                return context.eventLoop.makeFailedFuture(error)
+            }
+            self.unsent = unsent - piece.readableBytes
+        }
         // An empty chunk would end the body.
         if chunked && piece.readableBytes == 0 { return context.eventLoop.makeSucceededVoidFuture() }
         let written = context.eventLoop.makePromise(of: Void.self)
@@ -496,8 +508,22 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// Ends the request whose body was streamed.
     func endRequest() {
         guard let context else { return }
+        if let unsent, unsent > 0 {
+            // The server would wait for the rest.
+            refuseBody(GSEAIError.invalidArgument("the request body ended \(unsent) bytes short of its declared length"))
+            return
+        }
         // The last chunk, or nothing (an empty write, for the moment it has all been sent).
         context.writeAndFlush(wrapOutboundOut(chunked ? UpstreamRequestHead.lastChunk : ByteBuffer()), promise: whenSent())
+    }
+
+    /// A body that does not match its head: the exchange fails with `error`, and the connection, whose framing is
+    /// lost, closes.
+    private func refuseBody(_ error: GSEAIError) {
+        let exchange = self.exchange
+        self.exchange = nil
+        exchange?.failed(error)
+        context?.close(promise: nil)
     }
 
     /// What a request's last write completes: once it has been sent, the connection may go back to the pool

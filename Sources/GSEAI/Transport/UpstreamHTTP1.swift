@@ -26,6 +26,8 @@ struct UpstreamRequestHead: Sendable {
     let method: HTTPMethod
     /// Whether the body goes in chunks.
     let chunked: Bool
+    /// The body's length as the head declares it (`nil`: in chunks, or no body).
+    let length: Int?
 
     /// The head of a `method` request for `target` (a path with its query) with the caller's `headers` (less the
     /// hop-by-hop and framing ones, which are the transport's: ``isTransportsOwn(_:)``), then `Host`,
@@ -48,14 +50,20 @@ struct UpstreamRequestHead: Sendable {
         try Self.field("Host", host, to: &bytes)
         try Self.field("Authorization", authorization, to: &bytes)
         switch framing {
-        case .length(let length): try Self.field("Content-Length", String(length), to: &bytes)
+        case .length(let length):
+            guard length >= 0 else { throw GSEAIError.invalidArgument("the request body's length is negative (\(length))") }
+            try Self.field("Content-Length", String(length), to: &bytes)
         case .chunked: Self.append("Transfer-Encoding: chunked\r\n", to: &bytes)
         case .none: break
         }
         Self.append("\r\n", to: &bytes)
         self.bytes = ByteBuffer(bytes: bytes)
         self.method = method
-        if case .chunked = framing { self.chunked = true } else { self.chunked = false }
+        switch framing {
+        case .length(let length): (chunked, self.length) = (false, length)
+        case .chunked: (chunked, length) = (true, nil)
+        case .none: (chunked, length) = (false, nil)
+        }
     }
 
     /// What the response decoder is told of the request: its method (the rest it does not read).

@@ -21,11 +21,14 @@ import NIOHTTPTypes
 /// above the high-water mark) and then takes not one byte of what waits for ``stallLimit`` is closed,
 /// whichever lane or handler is writing (a whole answer, a stream, a page), and its requests' work is cancelled
 /// as for any departure. Else a client that never reads would hold its connection, the answer's memory and,
-/// for a stream, a generation slot for ever. A slow reader is not one: each look that finds fewer bytes waiting
-/// than the last gives it another ``stallLimit``.
-final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// for a stream, a generation slot for ever. A slow reader is not one: each look that finds the caller took some
+/// (fewer bytes waiting than at the last look, with the body bytes written since counted in) gives it another
+/// ``stallLimit``.
+final class CallerDepartureHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Request parts pass through untouched; only the end of input and of the connection matter here.
     typealias InboundIn = NIOAny
+    /// Answers' parts pass through untouched; their bodies' bytes are counted while the connection is full.
+    typealias OutboundIn = HTTPResponsePart
 
     /// How long a caller's connection may take nothing before it is closed
     /// (`gseai.timeout.caller.stall.seconds`).
@@ -37,6 +40,9 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
     private var stallTimer: Scheduled<Void>?
     /// The bytes waiting to be sent at the last look.
     private var waitingAtLastLook = 0
+    /// The body bytes written since the last look (the relay's and the lanes'): what waits now is the last look's
+    /// and these, less what the caller took.
+    private var addedSinceLastLook = 0
     private var watchers: [Int: @Sendable () -> Void] = [:]
     private var nextID = 0
     private var gone = false
@@ -59,7 +65,16 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Writes a piece of the answer's body (not flushed). On the connection's event loop only, as all below.
     func write(_ piece: ByteBuffer) {
+        if stallTimer != nil { addedSinceLastLook = addedSinceLastLook.addingSaturated(piece.readableBytes) }
         context?.write(NIOAny(HTTPResponsePart.body(piece)), promise: nil)
+    }
+
+    /// The answers written by the lanes (Hummingbird's and the forwarded routes').
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if stallTimer != nil, case .body(let piece) = unwrapOutboundIn(data) {
+            addedSinceLastLook = addedSinceLastLook.addingSaturated(piece.readableBytes)
+        }
+        context.write(data, promise: promise)
     }
 
     func flush() {
@@ -94,6 +109,7 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
     private func watchForStall(context: ChannelHandlerContext) {
         guard stallTimer == nil else { return }
         waitingAtLastLook = Self.waitingBytes(context.channel)
+        addedSinceLastLook = 0
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
     }
 
@@ -101,9 +117,10 @@ final class CallerDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
         stallTimer = nil
         guard let context, !context.channel.isWritable else { return }
         let waiting = Self.waitingBytes(context.channel)
-        if waiting < waitingAtLastLook {
+        if waiting < waitingAtLastLook.addingSaturated(addedSinceLastLook) {
             // It took some: another limit from now.
             waitingAtLastLook = waiting
+            addedSinceLastLook = 0
             stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
         } else {
             context.close(promise: nil)
