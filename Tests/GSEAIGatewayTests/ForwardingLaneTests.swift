@@ -190,12 +190,12 @@ struct ForwardingLaneTests {
 
     @Test func aCallerWhoTakesNothingOfAWholeAnswerIsLetGoAfterTheStallLimitOnEitherLane() async throws {
         try await Self.withServer(stallLimit: .milliseconds(500)) { server in
-            for (index, (method, path)) in [("POST", "/v1/embeddings"), ("GET", "/large")].enumerated() {
+            for (method, path) in [("POST", "/v1/embeddings"), ("GET", "/large")] {
                 let client = try await server.connect(reading: false)
                 let started = ContinuousClock.now
                 try await client.send(Self.request(method, path))
                 // Nothing read: the server closes the connection after the limit (and a little).
-                #expect(try await server.waitUntilServerClosed(index), "\(path)")
+                #expect(try await server.waitUntilServerClosed(client), "\(path)")
                 #expect(ContinuousClock.now - started >= .milliseconds(500), "\(path)")
                 // What the caller then reads is the answer's beginning, cut off.
                 client.startReading()
@@ -302,11 +302,17 @@ struct ForwardingLaneTests {
         /// 1 MiB of `a`, then `end`: far more than the sockets' buffers and the connection's high-water mark hold.
         static let largeAnswer = String(repeating: "a", count: 1 << 20) + "end"
 
-        /// Whether the server has closed its side of the `index`th connection it accepted (waiting up to `limit`).
-        func waitUntilServerClosed(_ index: Int, within limit: Duration = .seconds(5)) async throws -> Bool {
+        /// Whether the server has closed its side of `client`'s connection (waiting up to `limit`). Found by the
+        /// client's address, not by its order: while other tests run, a stray connection may come to this port too.
+        func waitUntilServerClosed(_ client: RawHTTPClient, within limit: Duration = .seconds(5)) async throws -> Bool {
+            let address = try #require(client.localAddress)
             let deadline = ContinuousClock.now + limit
+            // Found while it is open (a closed channel no longer tells its peer's address), then watched.
+            var channel: (any Channel)?
             while ContinuousClock.now < deadline {
-                let channel = connections.withLock { $0.count > index ? $0[index].channel : nil }
+                if channel == nil {
+                    channel = connections.withLock { $0.first { $0.channel.isActive && $0.channel.remoteAddress == address }?.channel }
+                }
                 if let channel, !channel.isActive { return true }
                 try await Task.sleep(for: .milliseconds(10))
             }

@@ -52,6 +52,9 @@ public final class RawHTTPClient: ChannelInboundHandler, Sendable {
     /// Whether the server closed the connection (or the client did).
     public var isClosed: Bool { closed.withLock { $0 } }
 
+    /// The connection's own address (the server's side sees it as the remote one).
+    public var localAddress: SocketAddress? { channel.withLock { $0 }?.localAddress }
+
     public func send(_ text: String) async throws {
         try await channel.withLock { $0 }!.writeAndFlush(ByteBuffer(string: text)).get()
     }
