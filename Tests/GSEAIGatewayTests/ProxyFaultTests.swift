@@ -72,6 +72,50 @@ struct ProxyFaultTests {
         }
     }
 
+    /// A student whose client stops reading a stream cannot hold the class's one generation slot: once the
+    /// connection is full and takes nothing for the stall limit, the gateway closes it, the upstream request is
+    /// cancelled, and another student's request gets the slot. (The stub floods the stream, so that the socket
+    /// buffers fill; without the limit the stream would wait for its reader for ever, and the slot with it.)
+    ///
+    /// Disabled (2026-12-07): it passed in ten runs of eleven and fails without the stall limit, but once, in a
+    /// full run of the suite, the stub finished its 256 MiB instead (the upstream read to its end, not cancelled)
+    /// and the cause is not found yet; it stays out of CI until it is (the note on issue 15 says what was seen).
+    @Test(.disabled("once let the stub finish its flood, cause not found: see the note on issue 15"), .timeLimit(.minutes(1)),
+          arguments: GSEAIClient.Engine.allCases)
+    func aCallerWhoStopsReadingAStreamIsLetGoAndTheSlotFreed(engine: GSEAIClient.Engine) async throws {
+        try await GatewayHarness.with(stubSlots: 1, configure: {
+            $0.upstreamEngine = engine
+            $0.callerStallTimeout = .seconds(1)
+        }) { gateway in
+            let (_, aliceKey) = try await gateway.user("alice")
+            let (_, bobKey) = try await gateway.user("bob")
+            let port = try #require(URLComponents(string: gateway.baseURL)?.port)
+            let alice = try await RawHTTPClient.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port), receiveBuffer: 16 << 10,
+                                                        reading: false)
+            let body = #"{"model":"stub/echo-text","stream":true,"messages":[{"role":"user","content":"a b [[flood]]"}]}"#
+            try await alice.send("POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer \(aliceKey)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            // The stub sees its stream abandoned: the gateway let the caller go and cancelled the upstream request.
+            var abandoned = 0
+            for _ in 0..<200 where abandoned == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+                abandoned = await gateway.stub.state.abandonedStreams
+            }
+            #expect(abandoned == 1)
+            #expect(await gateway.stub.state.completedStreams == 0)
+            // The one slot is free again: another student is answered.
+            try await gateway.withClient(key: bobKey) { client in
+                let answer = try await client.chat(ChatRequest(model: "stub/echo-text", input: .text("after")))
+                #expect(answer.text == "Echo: after")
+            }
+            // What the stalled caller then reads: the stream's start, cut off (no final event), and the end.
+            alice.startReading()
+            #expect(try await alice.waitUntilClosed())
+            #expect(alice.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(!alice.text.contains("[DONE]"))
+        }
+    }
+
     @Test func aCallerWhoLeavesBeforeAWholeAnswerCancelsTheUpstreamRequest() async throws {
         try await GatewayHarness.with { gateway in
             let (_, key) = try await gateway.user("alice")

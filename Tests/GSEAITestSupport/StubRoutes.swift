@@ -13,6 +13,9 @@ struct Scenario {
     var hangHead = false
     /// `[[late-head]]`: the answer's head comes after a second (a model being loaded), then it goes on.
     var lateHead = false
+    /// `[[flood]]`: after a stream's first event, 256 MiB of comment lines (which clients skip), as fast as the
+    /// connection takes them: more than any socket buffers hold, for a caller who stops reading.
+    var flood = false
 
     init(_ text: String) {
         error = text.contains("[[error]]")
@@ -22,6 +25,7 @@ struct Scenario {
         hang = text.contains("[[hang]]")
         hangHead = text.contains("[[hang-head]]")
         lateHead = text.contains("[[late-head]]")
+        flood = text.contains("[[flood]]")
     }
 }
 
@@ -189,6 +193,10 @@ struct StubRoutes: Sendable {
                     try await writer.write(ByteBuffer(string: event.encoded))
                     if scenario.hang && index == 0, try await Self.silence(for: .seconds(60), watching: connection) {
                         throw CancellationError()
+                    }
+                    if scenario.flood && index == 0 {
+                        let comment = ByteBuffer(string: ": " + String(repeating: "x", count: 64 << 10) + "\n\n")
+                        for _ in 0..<4096 { try await writer.write(comment) }
                     }
                     if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
                 }

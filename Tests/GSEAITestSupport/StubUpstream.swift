@@ -13,7 +13,8 @@ import ServiceLifecycle
 /// `[[error]]` (a server error), `[[cut]]` (the stream ends before its final event), `[[drop]]` (the
 /// connection drops mid-stream), `[[slow]]` (200 ms between events), `[[hang]]` (the stream goes
 /// silent), `[[hang-head]]` (no response head for a minute, or until the client leaves, which
-/// ``StubState/abandonedHeads`` counts) and `[[busy]]` (429 with `Retry-After: 7`, on every route).
+/// ``StubState/abandonedHeads`` counts), `[[flood]]` (256 MiB of comment lines after a stream's first event) and
+/// `[[busy]]` (429 with `Retry-After: 7`, on every route).
 public final class StubUpstream: Sendable {
     /// The body the stub answers `[[busy]]` with, exactly.
     public static let busyBody = StubRoutes.busyBody

@@ -447,7 +447,9 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         self.context = nil
     }
 
-    /// Sends a request (head, body in hand, and its end when `complete`) for `exchange`.
+    /// Sends a request for `exchange`: when `complete`, the head and `body` (a body in hand, or none: the head's
+    /// framing is a length or none) in one flush; else the head, the body to follow through ``send(_:)`` and
+    /// ``endRequest()``.
     func begin(_ exchange: UpstreamExchange, head: UpstreamRequestHead, body: ByteBuffer?, complete: Bool) {
         idleSince = nil
         guard let context, context.channel.isActive else {
@@ -464,17 +466,15 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         unsent = complete ? nil : head.length
         decoder?.write(data: .head(head.decoderHead))
         exchange.started()
-        if complete && !chunked {
-            // The whole request in one flush, its last write telling when it has been sent.
+        if complete {
+            // Its last write tells when the whole request has been sent.
             let sent = whenSent()
             context.write(wrapOutboundOut(head.bytes), promise: body == nil ? sent : nil)
             if let body { context.write(wrapOutboundOut(body), promise: sent) }
-            context.flush()
         } else {
             context.write(wrapOutboundOut(head.bytes), promise: nil)
-            if let body { _ = send(body) }
-            if complete { endRequest() } else { context.flush() }
         }
+        context.flush()
         context.read()
     }
 

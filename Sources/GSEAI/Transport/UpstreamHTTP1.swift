@@ -24,10 +24,18 @@ struct UpstreamRequestHead: Sendable {
     let bytes: ByteBuffer
     /// The method, which the response decoder needs (the answer to a `HEAD` has no body).
     let method: HTTPMethod
+    /// How the head frames the body.
+    let framing: Framing
+
     /// Whether the body goes in chunks.
-    let chunked: Bool
+    var chunked: Bool {
+        if case .chunked = framing { true } else { false }
+    }
+
     /// The body's length as the head declares it (`nil`: in chunks, or no body).
-    let length: Int?
+    var length: Int? {
+        if case .length(let length) = framing { length } else { nil }
+    }
 
     /// The head of a `method` request for `target` (a path with its query) with the caller's `headers` (less the
     /// hop-by-hop and framing ones, which are the transport's: ``isTransportsOwn(_:)``), then `Host`,
@@ -59,11 +67,7 @@ struct UpstreamRequestHead: Sendable {
         Self.append("\r\n", to: &bytes)
         self.bytes = ByteBuffer(bytes: bytes)
         self.method = method
-        switch framing {
-        case .length(let length): (chunked, self.length) = (false, length)
-        case .chunked: (chunked, length) = (true, nil)
-        case .none: (chunked, length) = (false, nil)
-        }
+        self.framing = framing
     }
 
     /// What the response decoder is told of the request: its method (the rest it does not read).

@@ -65,16 +65,19 @@ final class CallerDepartureHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Writes a piece of the answer's body (not flushed). On the connection's event loop only, as all below.
     func write(_ piece: ByteBuffer) {
-        if stallTimer != nil { addedSinceLastLook = addedSinceLastLook.addingSaturated(piece.readableBytes) }
+        noteWritten(piece)
         context?.write(NIOAny(HTTPResponsePart.body(piece)), promise: nil)
     }
 
     /// The answers written by the lanes (Hummingbird's and the forwarded routes').
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if stallTimer != nil, case .body(let piece) = unwrapOutboundIn(data) {
-            addedSinceLastLook = addedSinceLastLook.addingSaturated(piece.readableBytes)
-        }
+        if stallTimer != nil, case .body(let piece) = unwrapOutboundIn(data) { noteWritten(piece) }
         context.write(data, promise: promise)
+    }
+
+    /// A piece of a body written (by the relay or a lane): counted while the connection is full.
+    private func noteWritten(_ piece: ByteBuffer) {
+        if stallTimer != nil { addedSinceLastLook = addedSinceLastLook.addingSaturated(piece.readableBytes) }
     }
 
     func flush() {
@@ -108,6 +111,11 @@ final class CallerDepartureHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// The connection takes no more: if it takes nothing of what waits for ``stallLimit``, it is closed.
     private func watchForStall(context: ChannelHandlerContext) {
         guard stallTimer == nil else { return }
+        lookAgain(after: context)
+    }
+
+    /// Notes the bytes waiting now, and looks again after ``stallLimit``.
+    private func lookAgain(after context: ChannelHandlerContext) {
         waitingAtLastLook = Self.waitingBytes(context.channel)
         addedSinceLastLook = 0
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
@@ -116,12 +124,9 @@ final class CallerDepartureHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func lookForStall() {
         stallTimer = nil
         guard let context, !context.channel.isWritable else { return }
-        let waiting = Self.waitingBytes(context.channel)
-        if waiting < waitingAtLastLook.addingSaturated(addedSinceLastLook) {
+        if Self.waitingBytes(context.channel) < waitingAtLastLook.addingSaturated(addedSinceLastLook) {
             // It took some: another limit from now.
-            waitingAtLastLook = waiting
-            addedSinceLastLook = 0
-            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: stallLimit) { self.lookForStall() }
+            lookAgain(after: context)
         } else {
             context.close(promise: nil)
         }
