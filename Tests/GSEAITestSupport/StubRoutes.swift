@@ -196,7 +196,14 @@ struct StubRoutes: Sendable {
                     }
                     if scenario.flood && index == 0 {
                         let comment = ByteBuffer(string: ": " + String(repeating: "x", count: 64 << 10) + "\n\n")
-                        for _ in 0..<4096 { try await writer.write(comment) }
+                        for _ in 0..<4096 {
+                            try await writer.write(comment)
+                            // Hummingbird's writer takes a piece while the connection was writable when last told,
+                            // and hands it to the event loop later: on a busy machine this task can put the whole
+                            // flood in the connection's buffers before the loop sends any, and "complete" a stream
+                            // no one read. Like a real server with a slow reader, the flood waits for the connection.
+                            if let connection, try await !Self.waitUntilWritable(connection) { throw CancellationError() }
+                        }
                     }
                     if scenario.slow { try await Task.sleep(for: .milliseconds(200)) }
                 }
@@ -215,6 +222,17 @@ struct StubRoutes: Sendable {
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: body
         )
+    }
+
+    /// Waits until `connection` takes more (what was written before has reached it: the look runs on its loop,
+    /// after the writes handed over): `true`, or `false` when it closed.
+    static func waitUntilWritable(_ connection: any Channel) async throws -> Bool {
+        while true {
+            let (active, writable) = try await connection.eventLoop.submit { (connection.isActive, connection.isWritable) }.get()
+            if !active { return false }
+            if writable { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Says nothing for `duration`, or until the connection closes: whether it closed. A silent server notices
