@@ -119,8 +119,7 @@ public struct ServerSentEventParser: Sendable {
                     continue
                 }
             }
-            var end = index
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\n"), bytes[end] != UInt8(ascii: "\r") { end += 1 }
+            let end = Self.lineEnd(in: bytes, from: index)
             if hold(end - index) { line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end])) }
             guard end < bytes.count else { break }
             sawCR = bytes[end] == UInt8(ascii: "\r")
@@ -128,6 +127,29 @@ public struct ServerSentEventParser: Sendable {
             index = end + 1
         }
         return events
+    }
+
+    /// The index of the first `\n` or `\r` at or after `start`, or `bytes.count` when there is none: eight bytes
+    /// at a time while none of them can be one (a byte at a time, the scan was most of a relayed stream's
+    /// parsing), then a byte at a time from the word that may hold one.
+    static func lineEnd(in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        var index = start
+        let count = bytes.count
+        if let base = bytes.baseAddress, count >= 8 {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            while index <= count - 8 {
+                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                // A byte of `x` is zero where `word` had the byte looked for; `(x - ones) & ~x & highs` is not zero
+                // exactly when `x` has a zero byte (which one is found again below).
+                let lf = word ^ (ones &* 0x0A)
+                let cr = word ^ (ones &* 0x0D)
+                if ((lf &- ones) & ~lf | (cr &- ones) & ~cr) & highs != 0 { break }
+                index += 8
+            }
+        }
+        while index < count, bytes[index] != UInt8(ascii: "\n"), bytes[index] != UInt8(ascii: "\r") { index += 1 }
+        return index
     }
 
     /// Ends the stream: a last line without a newline and a last event without the blank line are

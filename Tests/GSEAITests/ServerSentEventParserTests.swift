@@ -103,6 +103,31 @@ struct ServerSentEventParserTests {
         for try await event in stream { events.append(event) }
         #expect(events == [ServerSentEvent(event: "e", data: "1"), ServerSentEvent(data: "2")])
     }
+
+    /// The contiguous path scans eight bytes at a time for a line's end: a `\n`, `\r` or `\r\n` at every place in and
+    /// across those words (lines of 0 to 40 bytes after 0 to 15 bytes of another line, some characters whose
+    /// UTF-8 holds bytes 0x8A and 0x8D) gives the same events as bytes fed one by one.
+    @Test(arguments: ["\n", "\r", "\r\n"])
+    func aLineEndIsFoundAtEveryPlaceOfAWord(ending: String) {
+        for lead in 0..<16 {
+            for length in 0..<41 {
+                // "Ċ" and "č" are C4 8A and C4 8D in UTF-8: a word's test must not take them for line ends.
+                var filler = ""
+                for index in 0..<length {
+                    switch index % 7 {
+                    case 3: filler += "Ċ"
+                    case 5: filler += "č"
+                    default: filler.unicodeScalars.append(UnicodeScalar(UInt8(97 + index % 26)))
+                    }
+                }
+                let lines = ["data: " + String(repeating: "a", count: lead), "data: " + filler, "", ": " + filler, "event: e", "data: z", ""]
+                let text = lines.map { $0 + ending }.joined()
+                let events = parseWhole(text)
+                #expect(events == parseByteByByte(text), "lead \(lead), length \(length)")
+                #expect(events.map { $0.data } == [String(repeating: "a", count: lead) + "\n" + filler, "z"], "lead \(lead), length \(length)")
+            }
+        }
+    }
 }
 
 /// What the fuzzer found, and the limit on an event's size.
@@ -112,7 +137,7 @@ struct ServerSentEventLimitTests {
         var parser = ServerSentEventParser()
         // "data: " then U+059E (a combining mark), which joins the space in one Character.
         let events = parser.feed(Array("data: \u{059E}x\n\n".utf8))
-        #expect(events.map(\.data) == ["\u{059E}x"])
+        #expect(events.map { $0.data } == ["\u{059E}x"])
         var again = ServerSentEventParser()
         #expect(again.feed(Array(events[0].encoded.utf8)) == events)
     }
@@ -121,7 +146,7 @@ struct ServerSentEventLimitTests {
         var parser = ServerSentEventParser(maxEventBytes: 32)
         let long = "data: " + String(repeating: "x", count: 100) + "\ndata: more\n\n"
         var events = parser.feed(Array((long + "data: ok\n\n").utf8))
-        #expect(events.map(\.data) == ["ok"])
+        #expect(events.map { $0.data } == ["ok"])
         #expect(parser.overflowed)
         // Comments and other fields do not add up towards the limit.
         var keepAlive = ServerSentEventParser(maxEventBytes: 32)
