@@ -69,10 +69,11 @@ struct GatewayHTTP1: ServerChildChannel {
             limits.maxHeaderListSize = inner.configuration.httpDecoder.maxHeaderListSize
             limits.maxHeaderFieldCount = inner.configuration.httpDecoder.maxHeaderFieldCount
             let pipeline = channel.pipeline.syncOperations
-            try pipeline.configureHTTPServerPipeline(
-                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            // SwiftNIO's request decoder, as `configureHTTPServerPipeline` (no pipelining assistance, error handling
+            // or header validation) adds it, and the gateway's codec in place of its response encoder and
+            // swift-nio-extras' `HTTP1ToHTTPServerCodec` (the same bytes, written at once).
+            try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
+            try pipeline.addHandler(GatewayHTTP1Codec(secure: false))
             // Before the connection state, which passes no `channelInactive` on.
             try pipeline.addHandler(CallerDepartureHandler(stallLimit: stallLimit))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: inner.configuration.idleTimeout.map { .init($0) }, logger: logger))

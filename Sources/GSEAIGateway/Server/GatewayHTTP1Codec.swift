@@ -1,0 +1,144 @@
+import DequeModule
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+
+/// The gateway's HTTP/1 server codec, after SwiftNIO's request decoder: requests become swift-http-types'
+/// parts as with swift-nio-extras' `HTTP1ToHTTPServerCodec`, and answers are written straight to bytes, where
+/// that codec turned each into SwiftNIO's parts for SwiftNIO's `HTTPResponseEncoder` (a second copy of every
+/// head's fields, then one string write per name and value: about 25,000 instructions of a forwarded request's
+/// 460,000, `bench/README.md`, "The caller's answer written as bytes").
+///
+/// The bytes are those SwiftNIO's encoder writes, byte for byte (a test compares the two over random heads):
+/// - the status line `HTTP/1.1 <code> <reason>`, the reason SwiftNIO's for a code it knows;
+/// - the fields in their order, by their names as given, with the framing set as SwiftNIO's encoder sets it:
+///   an answer that cannot have a body (1xx, 204, 304, or a `CONNECT`'s) loses `Content-Length` and
+///   `Transfer-Encoding`; one with `Content-Length` loses `Transfer-Encoding`; any other gets
+///   `transfer-encoding: chunked` in place of its own, at the end, and its body in chunks;
+/// - the answer to a `HEAD` or `CONNECT` request (the requests' methods kept in order as they are read, a
+///   non-final 1xx answer not counted) keeps its head's framing but writes no body: a body's write fails.
+final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = IOData
+
+    /// A body written for the answer to a `HEAD` or `CONNECT` request, which has none.
+    struct BodyNotAllowed: Error {}
+
+    private let secure: Bool
+    /// For each request read and not yet answered: whether it was a `HEAD` or a `CONNECT`, and which.
+    private var pending = Deque<BodylessMethod?>()
+    /// The answer being written goes in chunks.
+    private var chunked = false
+    /// The answer being written has no body (a `HEAD`'s or a `CONNECT`'s).
+    private var noBody = false
+
+    enum BodylessMethod {
+        case head, connect
+    }
+
+    init(secure: Bool) {
+        self.secure = secure
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            pending.append(head.method == .HEAD ? .head : head.method == .CONNECT ? .connect : nil)
+            do {
+                context.fireChannelRead(wrapInboundOut(.head(try HTTPRequest(head, secure: secure, splitCookie: false))))
+            } catch {
+                context.fireErrorCaught(error)
+            }
+        case .body(let body):
+            context.fireChannelRead(wrapInboundOut(.body(body)))
+        case .end(let trailers):
+            context.fireChannelRead(wrapInboundOut(.end(trailers.map { HTTPFields($0, splitCookie: false) })))
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let response):
+            let code = response.status.code
+            // A non-final informational answer is followed by the request's answer.
+            var method: BodylessMethod?
+            if !((100..<200).contains(code) && code != 101), let first = pending.popFirst() { method = first }
+            noBody = method != nil
+            let head = Self.head(response, answering: method)
+            chunked = head.chunked && !noBody
+            var buffer = context.channel.allocator.buffer(capacity: head.bytes.count)
+            buffer.writeBytes(head.bytes)
+            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+        case .body(let piece):
+            if noBody {
+                promise?.fail(BodyNotAllowed())
+            } else if chunked && piece.readableBytes > 0 {
+                var prefix = context.channel.allocator.buffer(capacity: 18)
+                prefix.writeString(String(piece.readableBytes, radix: 16))
+                prefix.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
+                context.write(wrapOutboundOut(.byteBuffer(piece)), promise: nil)
+                // The last write's promise: a write fails only when the connection does, and then every later one.
+                context.write(wrapOutboundOut(.byteBuffer(Self.lineEnd)), promise: promise)
+            } else {
+                context.write(wrapOutboundOut(.byteBuffer(piece)), promise: promise)
+            }
+        case .end(let trailers):
+            noBody = false
+            if chunked {
+                var last = context.channel.allocator.buffer(capacity: 5)
+                last.writeStaticString("0\r\n")
+                if let trailers {
+                    var bytes: [UInt8] = []
+                    for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
+                    last.writeBytes(bytes)
+                }
+                last.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(.byteBuffer(last)), promise: promise)
+            } else if let promise {
+                // Nothing to send; the promise is kept for the moment all before it has been.
+                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise)
+            }
+        }
+    }
+
+    private static let lineEnd = ByteBuffer(string: "\r\n")
+
+    /// The head's bytes, and whether its body goes in chunks (before a `HEAD`'s suppression).
+    static func head(_ response: HTTPResponse, answering method: BodylessMethod?) -> (bytes: [UInt8], chunked: Bool) {
+        let code = response.status.code
+        // SwiftNIO's reason for a code it knows, the answer's own for another.
+        let status = HTTPResponseStatus(statusCode: code, reasonPhrase: response.status.reasonPhrase)
+        let hasBody = method != .connect && status.mayHaveResponseBody
+        // The fields as they are, less those the framing replaces (no copy of them to edit).
+        let fields = response.headerFields
+        let chunked = hasBody && !fields.contains(.contentLength)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(64 + fields.count * 40)
+        bytes.append(contentsOf: "HTTP/1.1 ".utf8)
+        bytes.append(utf8: String(code))
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(utf8: status.reasonPhrase)
+        bytes.append(contentsOf: "\r\n".utf8)
+        for field in fields where field.name != .transferEncoding && (hasBody || field.name != .contentLength) {
+            append(field.name.rawName, field.value, to: &bytes)
+        }
+        if chunked { append("transfer-encoding", "chunked", to: &bytes) }
+        bytes.append(contentsOf: "\r\n".utf8)
+        return (bytes, chunked)
+    }
+
+    /// A `name: value` line.
+    private static func append(_ name: String, _ value: String, to bytes: inout [UInt8]) {
+        bytes.append(utf8: name)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(utf8: value)
+        bytes.append(UInt8(ascii: "\r"))
+        bytes.append(UInt8(ascii: "\n"))
+    }
+}
