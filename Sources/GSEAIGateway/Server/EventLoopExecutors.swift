@@ -39,8 +39,8 @@ final class EventLoopTaskExecutor: TaskExecutor {
     }
 }
 
-/// The gateway's HTTP/1 connections: Hummingbird's pipeline (HTTP/1 codec, connection state) with the gateway's
-/// handlers in it (``CallerDepartureHandler`` before the connection state, ``ForwardingLane`` after), and Hummingbird's handling (its
+/// The gateway's HTTP/1 connections: Hummingbird's pipeline (HTTP/1 codec, connection state), its codec the gateway's
+/// own (``GatewayHTTP1Codec``), with the gateway's handlers in it (``CallerDepartureHandler`` before the connection state, ``ForwardingLane`` after), and Hummingbird's handling (its
 /// `NIOAsyncChannel`, made by the lane) only for a connection whose requests need it. Every handling, and every
 /// child task of it, prefers the connection's event loop.
 struct GatewayHTTP1: ServerChildChannel {
