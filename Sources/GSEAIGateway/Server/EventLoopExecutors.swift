@@ -69,11 +69,10 @@ struct GatewayHTTP1: ServerChildChannel {
             limits.maxHeaderListSize = inner.configuration.httpDecoder.maxHeaderListSize
             limits.maxHeaderFieldCount = inner.configuration.httpDecoder.maxHeaderFieldCount
             let pipeline = channel.pipeline.syncOperations
-            // SwiftNIO's request decoder, as `configureHTTPServerPipeline` (no pipelining assistance, error handling
-            // or header validation) adds it, and the gateway's codec in place of its response encoder and
-            // swift-nio-extras' `HTTP1ToHTTPServerCodec` (the same bytes, written at once).
-            try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-            try pipeline.addHandler(GatewayHTTP1Codec(secure: false))
+            // SwiftNIO's request decoder and the gateway's codec, in place of SwiftNIO's response encoder and
+            // swift-nio-extras' `HTTP1ToHTTPServerCodec` (the same bytes, written at once; the codec, not the
+            // decoder, keeps the requests' methods for the answers to a HEAD or CONNECT).
+            try GatewayHTTP1Codec.addHandlers(to: pipeline, limits: limits)
             // Before the connection state, which passes no `channelInactive` on.
             try pipeline.addHandler(CallerDepartureHandler(stallLimit: stallLimit))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: inner.configuration.idleTimeout.map { .init($0) }, logger: logger))

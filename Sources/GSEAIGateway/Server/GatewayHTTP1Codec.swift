@@ -6,7 +6,7 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
 /// The gateway's HTTP/1 server codec, after SwiftNIO's request decoder: requests become swift-http-types'
-/// parts as with swift-nio-extras' `HTTP1ToHTTPServerCodec`, and answers are written straight to bytes, where
+/// parts as with swift-nio-extras' `HTTP1ToHTTPServerCodec` (``request(_:secure:)``), and answers are written straight to bytes, where
 /// that codec turned each into SwiftNIO's parts for SwiftNIO's `HTTPResponseEncoder` (a second copy of every
 /// head's fields, then one string write per name and value: about 25,000 instructions of a forwarded request's
 /// 460,000, `bench/README.md`, "The caller's answer written as bytes").
@@ -17,16 +17,15 @@ import NIOHTTPTypesHTTP1
 ///   an answer that cannot have a body (1xx, 204, 304, or a `CONNECT`'s) loses `Content-Length` and
 ///   `Transfer-Encoding`; one with `Content-Length` loses `Transfer-Encoding`; any other gets
 ///   `transfer-encoding: chunked` in place of its own, at the end, and its body in chunks;
-/// - the answer to a `HEAD` or `CONNECT` request (the requests' methods kept in order as they are read, a
-///   non-final 1xx answer not counted) keeps its head's framing but writes no body: a body's write fails.
+/// - the answer to a `HEAD` request keeps its head's framing (what a `GET` would have had), and neither it nor a
+///   `CONNECT`'s writes a body: a body's write fails with SwiftNIO's `responseBodyNotAllowed`. The requests' methods
+///   are kept in order as they are read (SwiftNIO's decoder told its encoder; here the codec sees them itself), a
+///   non-final 1xx answer not taking a request's turn.
 final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = IOData
-
-    /// A body written for the answer to a `HEAD` or `CONNECT` request, which has none.
-    struct BodyNotAllowed: Error {}
 
     private let secure: Bool
     /// For each request read and not yet answered: whether it was a `HEAD` or a `CONNECT`, and which.
@@ -44,12 +43,20 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         self.secure = secure
     }
 
+    /// Adds SwiftNIO's request decoder (as `configureHTTPServerPipeline` adds it: no pipelining assistance, error
+    /// handling or header validation; not wired to an encoder, since this codec keeps the requests' methods itself)
+    /// and the codec, for the gateway's connections and the tests.
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration) throws {
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
+        try pipeline.addHandler(GatewayHTTP1Codec(secure: false))
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             pending.append(head.method == .HEAD ? .head : head.method == .CONNECT ? .connect : nil)
             do {
-                context.fireChannelRead(wrapInboundOut(.head(try HTTPRequest(head, secure: secure, splitCookie: false))))
+                context.fireChannelRead(wrapInboundOut(.head(try Self.request(head, secure: secure))))
             } catch {
                 context.fireErrorCaught(error)
             }
@@ -60,14 +67,28 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// swift-nio-extras' conversion of a request's head, but a target in origin form (`/…`, nearly every one) is
+    /// taken as its own path: that conversion reads every target with Foundation's `URLComponents` to find the path
+    /// of an absolute one (`http://host/path`), 3,500 instructions a request, and a target that begins with `/` has
+    /// no scheme, so it gave the target back unchanged.
+    static func request(_ head: HTTPRequestHead, secure: Bool) throws -> HTTPRequest {
+        guard head.uri.utf8.first == UInt8(ascii: "/") else { return try HTTPRequest(head, secure: secure, splitCookie: false) }
+        return HTTPRequest(method: try HTTPRequest.Method(head.method), scheme: secure ? "https" : "http",
+                           authority: head.headers.first(name: "Host"), path: head.uri,
+                           headerFields: HTTPFields(head.headers, splitCookie: false))
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let response):
             let code = response.status.code
             // A non-final informational answer is followed by the request's answer.
             var method: BodylessMethod?
-            if !((100..<200).contains(code) && code != 101), let first = pending.popFirst() { method = first }
-            noBody = method != nil
+            if !((100..<200).contains(code) && code != 101), let first = pending.popFirst() {
+                method = first
+                // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
+                noBody = first != nil
+            }
             let head = Self.head(response, answering: method)
             chunked = head.chunked && !noBody
             var buffer = context.channel.allocator.buffer(capacity: head.bytes.count)
@@ -75,7 +96,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
         case .body(let piece):
             if noBody {
-                promise?.fail(BodyNotAllowed())
+                promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
             } else if chunked && piece.readableBytes > 0 {
                 var prefix = context.channel.allocator.buffer(capacity: 18)
                 prefix.writeString(String(piece.readableBytes, radix: 16))
