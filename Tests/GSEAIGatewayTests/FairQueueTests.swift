@@ -99,7 +99,10 @@ struct FairQueueTests {
     }
 
     @Test func aClassCapsItsStudentsRequestsInFlight() async throws {
-        try await GatewayHarness.with(stubSlots: 4, serviceTime: .milliseconds(500)) { gateway in
+        // The second request waits for the first's service time, less the time between their starts: 1.5 s leaves a
+        // busy machine 1.3 s for that before the wait checked below (> 0.2 s) could come out shorter (with 0.5 s, it
+        // once came out 0.176 s in a full run on two loaded cores).
+        try await GatewayHarness.with(stubSlots: 4, serviceTime: .milliseconds(1500)) { gateway in
             let (_, teacher) = try await gateway.user("ines", role: .instructor)
             let (_, student) = try await gateway.user("sam")
             let created = try await gateway.post("/api/classes", key: teacher, json: ["name": "Bio", "policy": ["max_concurrent_requests": 1]])
