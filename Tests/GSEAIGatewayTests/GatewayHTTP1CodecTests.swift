@@ -7,6 +7,8 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import Synchronization
 import Testing
+import Foundation
+import GSEAITestSupport
 
 /// The gateway's HTTP/1 codec against the pair it replaces (SwiftNIO's server pipeline with its response
 /// encoder, and swift-nio-extras' `HTTP1ToHTTPServerCodec`): the same requests read, the same bytes written.
@@ -192,6 +194,42 @@ struct GatewayHTTP1CodecTests {
             let theirs = try Self.run(Self.theirs(), requests: requests, answers: answers)
             #expect(ours == theirs, "round \(round): \(String(decoding: ours.written, as: UTF8.self)) against \(String(decoding: theirs.written, as: UTF8.self))")
             if ours != theirs { return }
+        }
+    }
+}
+
+/// The codec in the whole gateway, over a real connection.
+@Suite("The gateway's HTTP/1 codec, end to end")
+struct GatewayHTTP1CodecGatewayTests {
+    /// A `HEAD` gets the head a `GET` gets (its length) and no body, and the request after it on the same
+    /// connection, sent in the same write, is answered whole: the codec, not SwiftNIO's encoder, now keeps the
+    /// methods that decide it. The page's files write no body for a `HEAD`; a route's JSON (here the 404 of a route
+    /// with no `HEAD`) is written, and the codec drops it.
+    @Test func aHeadRequestGetsAHeadOnlyAndTheConnectionGoesOn() async throws {
+        try await GatewayHarness.with { gateway in
+            let port = try #require(URLComponents(string: gateway.baseURL)?.port)
+            let page = try await gateway.request(.GET, "/")
+            let missing = try await gateway.request(.GET, "/v1/no-such-route")
+            #expect(page.status == 200 && missing.status == 404)
+            let client = try await RawHTTPClient.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port))
+            try await client.send("HEAD / HTTP/1.1\r\nHost: gateway\r\n\r\nHEAD /v1/no-such-route HTTP/1.1\r\nHost: gateway\r\n\r\n"
+                + "GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !client.received(endingWith: #"{"status":"ok"}"#), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let text = client.text
+            // Two heads, then at once the GET's head and body: nothing of the page or the error between them.
+            let parts = text.components(separatedBy: "\r\n\r\n")
+            #expect(parts.count == 4, "\(text)")
+            guard parts.count == 4 else { return }
+            #expect(parts[0].hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(parts[0].lowercased().components(separatedBy: "\r\n").contains("content-length: \(page.text.utf8.count)"), "\(parts[0])")
+            #expect(parts[1].hasPrefix("HTTP/1.1 404 Not Found\r\n"))
+            #expect(parts[1].lowercased().components(separatedBy: "\r\n").contains("content-length: \(missing.text.utf8.count)"), "\(parts[1])")
+            #expect(parts[2].hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(parts[3] == #"{"status":"ok"}"#)
+            await client.close()
         }
     }
 }
