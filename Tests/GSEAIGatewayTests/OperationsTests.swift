@@ -54,6 +54,16 @@ private struct RecordingLogHandler: LogHandler {
     }
 }
 
+/// A request context that knows a peer's address, as the gateway's does.
+private struct AddressedContext: RequestContext, RemoteAddressProviding {
+    var coreContext: CoreRequestContextStorage
+    var remoteAddress: String? { "192.0.2.7" }
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+}
+
 /// A router with the gateway's middleware and a few routes shaped like the gateway's.
 private func operationsRouter(metrics: GatewayMetrics) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
@@ -351,6 +361,26 @@ struct OperationsTests {
         for secret in ["key_secret123", "token=abc", "sk-very-secret", "s3cr3t"] {
             #expect(!everything.contains(secret))
         }
+    }
+
+    /// For a context that knows the peer's address (the gateway's own does), the line holds it; for one that does
+    /// not, the line has no such key (the two initializers of ``GatewayMiddleware``).
+    @Test func requestLogHoldsThePeersAddressWhenTheContextKnowsIt() async throws {
+        let recorded = RecordingLogHandler.Lines()
+        let logger = Logger(label: "test") { _ in RecordingLogHandler(recorded: recorded) }
+        let addressed = Router(context: AddressedContext.self)
+        addressed.add(middleware: GatewayMiddleware(metrics: GatewayMetrics()))
+        addressed.get("/tiny") { _, _ in "ok" }
+        try await Application(router: addressed, logger: logger).test(.router) { client in
+            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+        }
+        try await Application(router: operationsRouter(metrics: GatewayMetrics()), logger: logger).test(.router) { client in
+            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+        }
+        let lines = recorded.lines.withLock { $0 }.filter { $0.message == "request" }
+        #expect(lines.count == 2)
+        #expect(lines.first?.metadata["client.address"] == "192.0.2.7")
+        #expect(lines.last.map { $0.metadata["client.address"] == nil } == true)
     }
 
     @Test func theLogLineIsStreamLogHandlersWithSortedKeysAndAWholeWrite() throws {

@@ -30,15 +30,18 @@ public struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
     ///   - metrics: where requests are counted.
     ///   - logLevel: the level of the per-request line.
     public init(metrics: GatewayMetrics, logLevel: Logger.Level = .info, compression: ResponseCompression = .init()) {
-        self.log = RequestLog(level: logLevel)
-        self.metrics = metrics
-        self.compression = compression
+        self.init(log: RequestLog(level: logLevel), metrics: metrics, compression: compression)
     }
 
-    /// For a context that knows the peer's address, which the request's line then holds.
+    /// For a context that knows the peer's address, which the request's line then holds (the overload of
+    /// ``RequestLog``'s initializer that reads it is chosen here, by the `where` clause).
     public init(metrics: GatewayMetrics, logLevel: Logger.Level = .info, compression: ResponseCompression = .init())
     where Context: RemoteAddressProviding {
-        self.log = RequestLog(level: logLevel)
+        self.init(log: RequestLog(level: logLevel), metrics: metrics, compression: compression)
+    }
+
+    private init(log: RequestLog<Context>, metrics: GatewayMetrics, compression: ResponseCompression) {
+        self.log = log
         self.metrics = metrics
         self.compression = compression
     }
