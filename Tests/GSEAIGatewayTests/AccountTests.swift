@@ -18,6 +18,25 @@ struct AccountTests {
     @Test func digestsAreLowercaseHexSHA256() {
         #expect(Secrets.sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(Secrets.sha256("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        // FIPS 180-2's two-block example: the text's bytes are hashed in place, the digest written by table.
+        #expect(Secrets.sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")
+            == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // A text and its UTF-8 bytes hash alike (the key path and the image path), whatever the characters.
+        for text in ["gsk_abcdefgh_" + String(repeating: "x", count: 40), "é👩‍🎓\u{0}", String(repeating: "ü", count: 100)] {
+            #expect(Secrets.sha256(text) == Secrets.sha256(Data(text.utf8)))
+        }
+    }
+
+    @Test func anAPIKeysPrefixIsItsFirstTwelveBytes() {
+        let (key, prefix) = Secrets.newAPIKey()
+        #expect(Secrets.apiKeyPrefix(key) == prefix)
+        #expect(prefix.count == 12 && key.hasPrefix(prefix + "_"))
+        #expect(Secrets.apiKeyPrefix(String(key.dropLast())) == nil)
+        #expect(Secrets.apiKeyPrefix("gsx_" + key.dropFirst(4)) == nil)
+        // 53 bytes that are not ASCII: a prefix that matches no key (cut inside a character), and no trap.
+        let hostile = "gsk_x" + String(repeating: "é", count: 24)
+        #expect(hostile.utf8.count == 53)
+        #expect(Secrets.apiKeyPrefix(hostile) == "gsk_xééé\u{FFFD}")
     }
 
     @Test func loginSetsASecureSessionCookieAndMeAnswers() async throws {

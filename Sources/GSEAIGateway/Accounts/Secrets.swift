@@ -14,20 +14,30 @@ public enum Secrets {
     /// The SHA-256 of `text`, as lowercase hex. Used for high-entropy secrets (cookies, API keys), where a
     /// slow hash adds nothing and a fast lookup matters; passwords use bcrypt.
     public static func sha256(_ text: String) -> String {
-        sha256(Data(text.utf8))
+        // Every API request hashes its key: its bytes hashed where they are, without a `Data` made of them.
+        var text = text
+        return text.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
     }
 
     /// The SHA-256 of bytes, as lowercase hex (images are stored by it).
     public static func sha256(_ data: Data) -> String {
-        // Every API request hashes its key: digits by table, not a `String(format:)` per byte.
-        let digits = Array("0123456789abcdef".utf8)
-        var hex = [UInt8]()
-        hex.reserveCapacity(64)
-        for byte in SHA256.hash(data: data) {
-            hex.append(digits[Int(byte >> 4)])
-            hex.append(digits[Int(byte & 0x0f)])
+        hex(SHA256.hash(data: data))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// The digest's bytes as lowercase hex: digits by table into the string's own storage, not a
+    /// `String(format:)` per byte nor a byte at a time through the digest's iterator.
+    private static func hex(_ digest: SHA256.Digest) -> String {
+        digest.withUnsafeBytes { bytes in
+            String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+                for (index, byte) in bytes.enumerated() {
+                    out[2 * index] = hexDigits[Int(byte >> 4)]
+                    out[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
+                }
+                return bytes.count * 2
+            }
         }
-        return String(decoding: hex, as: UTF8.self)
     }
 
     /// Compares two strings in time that does not depend on where they differ.
@@ -49,6 +59,7 @@ public enum Secrets {
     /// The prefix of something that looks like one of our API keys.
     public static func apiKeyPrefix(_ key: String) -> String? {
         guard key.hasPrefix("gsk_"), key.utf8.count == 53 else { return nil }
-        return String(key.prefix(12))
+        // Twelve bytes, not characters (a key is ASCII; one that is not matches no record either way).
+        return String(decoding: key.utf8.prefix(12), as: UTF8.self)
     }
 }

@@ -336,11 +336,13 @@ public final class FairScheduler: Sendable {
     }
 
     private func noteWait(_ waited: Duration, for key: FairnessKey, _ state: inout State) {
-        let classKey = key.classID ?? ""
-        var waits = state.recentWaits[classKey] ?? Deque()
+        // In place: a copy taken out and put back would copy the class's last waits at every request.
+        Self.note(waited, in: &state.recentWaits[key.classID ?? "", default: Deque()])
+    }
+
+    private static func note(_ waited: Duration, in waits: inout Deque<Duration>) {
         if waits.count >= Self.recentWaitCount { waits.removeFirst() }
         waits.append(waited)
-        state.recentWaits[classKey] = waits
     }
 
     /// How many requests wait now, and per class (`""` outside any class).
@@ -370,10 +372,11 @@ public final class FairScheduler: Sendable {
         if let index = state.reservations.firstIndex(where: { $0.userID == key.userID && $0.upstream == upstream }) {
             state.reservations.remove(at: index)
         }
+        let classKey = key.classID ?? ""
         state.busy[upstream, default: 0] += 1
         state.holding[key.userID, default: 0] += 1
-        state.holdingPerClass[key.classID ?? "", default: 0] += 1
-        state.holdingByClassUser[key.classID ?? "", default: [:]][key.userID, default: 0] += 1
+        state.holdingPerClass[classKey, default: 0] += 1
+        state.holdingByClassUser[classKey, default: [:]][key.userID, default: 0] += 1
     }
 
     private func enqueue(_ waiter: Waiter, _ state: inout State) {
@@ -534,12 +537,16 @@ public final class FairScheduler: Sendable {
     fileprivate func giveBack(upstream: String, key: FairnessKey) {
         var kept: Int?
         let granted = state.withLock { state in
+            let classKey = key.classID ?? ""
             Self.decrement(&state.busy, upstream)
             Self.decrement(&state.holding, key.userID)
-            Self.decrement(&state.holdingPerClass, key.classID ?? "")
-            var byUser = state.holdingByClassUser[key.classID ?? "", default: [:]]
-            Self.decrement(&byUser, key.userID)
-            state.holdingByClassUser[key.classID ?? ""] = byUser.isEmpty ? nil : byUser
+            Self.decrement(&state.holdingPerClass, classKey)
+            // In place (a copy of the class's counts changed and put back would copy them at every request), and
+            // kept when empty, one per class that ever held a slot, so the class's next request does not make
+            // its storage again.
+            if let index = state.holdingByClassUser.index(forKey: classKey) {
+                Self.decrement(&state.holdingByClassUser.values[index], key.userID)
+            }
             // Others wait and this student does not: the slot is kept for them a moment (see the type's notes).
             if discipline == .fair, limits.anticipation > .zero, !state.waiting.isEmpty, state.waitingPerUser[key.userID] == nil {
                 let id = state.nextReservation
@@ -570,8 +577,13 @@ public final class FairScheduler: Sendable {
     }
 
     private static func decrement(_ counts: inout [String: Int], _ key: String) {
-        let value = counts[key, default: 0] - 1
-        counts[key] = value > 0 ? value : nil
+        // One look-up: the count lowered where it is, or taken out at its last one.
+        guard let index = counts.index(forKey: key) else { return }
+        if counts.values[index] > 1 {
+            counts.values[index] -= 1
+        } else {
+            counts.remove(at: index)
+        }
     }
 
     private func withdraw(_ id: Int, because error: any Error) {

@@ -57,7 +57,7 @@ public final class UpstreamPool: Service, Sendable {
     func route(kinds: Set<UpstreamKind>, model: String?, excluding: Set<String> = []) -> Route {
         let ofKind = upstreams.filter { kinds.contains($0.kind) }
         guard !ofKind.isEmpty else { return .wrongKind }
-        let remaining = ofKind.filter { !excluding.contains($0.name) }
+        let remaining = excluding.isEmpty ? ofKind : ofKind.filter { !excluding.contains($0.name) }
         var serving = remaining
         if let model {
             let known = remaining.filter { $0.knowsServing(model) }
