@@ -94,7 +94,8 @@ let package = Package(
             ],
             // The web page, copied beside the executable so that it is found from any working directory
             // (the repository's `Public` is a link to this folder).
-            resources: [.copy("Public")]
+            resources: [.copy("Public")],
+            swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
         // The thin command-line entry point.
         .executableTarget(

@@ -20,7 +20,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         self.publicOrigin = publicOrigin
     }
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    public func handle(_ request: Request, context: Context, next: @concurrent (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         if let key = Self.presentedKey(request) {
             if let (record, user) = try await accounts.resolveKey(key) {

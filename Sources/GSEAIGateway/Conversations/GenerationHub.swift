@@ -29,8 +29,9 @@ public actor GenerationHub {
     }
 
     /// Starts generating `messageID` with `work`, which reports through ``append(_:name:data:)`` and
-    /// ``finish(_:)``.
-    func start(_ messageID: String, _ work: @escaping @Sendable () async -> Void) {
+    /// ``finish(_:)``. The work runs off this actor (`@concurrent`): the generations of many students at once,
+    /// not one after another on the hub.
+    func start(_ messageID: String, _ work: @escaping @Sendable @concurrent () async -> Void) {
         live[messageID] = Live()
         live[messageID]?.task = Task { await work() }
     }

@@ -124,7 +124,7 @@ extension ResponseCompression {
             self.flushEachWrite = flushEachWrite
         }
 
-        mutating func write(_ buffer: ByteBuffer) async throws {
+        @concurrent mutating func write(_ buffer: ByteBuffer) async throws {
             // zlib needs mutable access to its input, which copies a shared buffer; feeding slices keeps
             // each copy small instead of duplicating a large body.
             var remaining = buffer
@@ -135,14 +135,14 @@ extension ResponseCompression {
             }
         }
 
-        consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        @concurrent consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
             var empty = ByteBuffer()
             try await deflate(&empty, flush: .finish)
             try await parent.finish(trailingHeaders)
         }
 
         /// Runs zlib until it has taken all of `input` and, for a flush, given back everything it held.
-        private mutating func deflate(_ input: inout ByteBuffer, flush: CompressNIOFlush) async throws {
+        @concurrent private mutating func deflate(_ input: inout ByteBuffer, flush: CompressNIOFlush) async throws {
             while true {
                 let inputBefore = input.readableBytes
                 var output = ByteBuffer()

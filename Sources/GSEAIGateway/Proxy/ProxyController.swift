@@ -79,6 +79,28 @@ public struct ProxyController: Sendable {
     }
 
     func forward(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Response {
+        let prepared = try await prepare(request, context: context, endpoint: endpoint)
+        if let list = endpoint.modelList, admission.candidates(prepared.ticket).count > 1 {
+            return try await mergedModelList(prepared, list: list, context: context)
+        }
+        guard prepared.stream else { return try await whole(prepared, context: context) }
+        // A stream that gets a slot at once goes on as before; one that must wait answers its head now and
+        // says its place in line until it is its turn.
+        if let slot = try admission.tryAcquire(prepared.ticket) {
+            return try await streamed(prepared, slot: slot, context: context)
+        }
+        // A refusal of the queue is still an HTTP status now; once the head is sent, it could only be an event.
+        try admission.checkMayWait(prepared.ticket)
+        return queuedStream(prepared, context: context)
+    }
+
+    /// The request checked, its body inspected, the policy applied and a ticket for the queue: everything
+    /// before the upstream is asked. A function of its own (not inlined) so that its frame, the largest of the
+    /// exchange (the request, the identity, the class, the ticket and the outgoing request, about 10 KB), is
+    /// given back before the answer is awaited, rather than held, with a slab of memory of its own, until the
+    /// answer has been written (bench/README.md, "Task frames").
+    @inline(never)
+    private func prepare(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Prepared {
         let identity = try context.require(endpoint.minimumRole)
         guard case .candidates = pool.route(kinds: endpoint.kinds, model: nil) else {
             throw Admission.wrongKind(endpoint.path, needs: endpoint.kinds, present: pool.kinds)
@@ -158,21 +180,8 @@ public struct ProxyController: Sendable {
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      classID: ticket.applied?.id, model: model ?? "unknown",
                                      counted: endpoint.method == .post, reservation: ticket.reservation)
-        let prepared = Prepared(endpoint: endpoint, ticket: ticket, outgoing: outgoing, stream: stream, recorder: recorder,
-                                listingClass: listingClass)
-
-        if let list = endpoint.modelList, admission.candidates(ticket).count > 1 {
-            return try await mergedModelList(prepared, list: list, context: context)
-        }
-        guard stream else { return try await whole(prepared, context: context) }
-        // A stream that gets a slot at once goes on as before; one that must wait answers its head now and
-        // says its place in line until it is its turn.
-        if let slot = try admission.tryAcquire(ticket) {
-            return try await streamed(prepared, slot: slot, context: context)
-        }
-        // A refusal of the queue is still an HTTP status now; once the head is sent, it could only be an event.
-        try admission.checkMayWait(ticket)
-        return queuedStream(prepared, context: context)
+        return Prepared(endpoint: endpoint, ticket: ticket, outgoing: outgoing, stream: stream, recorder: recorder,
+                        listingClass: listingClass)
     }
 
     // MARK: Whole answers

@@ -46,7 +46,7 @@ public struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
         self.compression = compression
     }
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    public func handle(_ request: Request, context: Context, next: @concurrent (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         var context = context
         let requestID = RequestLog.identify(&context)

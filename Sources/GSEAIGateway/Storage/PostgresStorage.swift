@@ -165,7 +165,7 @@ struct PostgresClientDatabase: SQLDatabase {
         }.value
     }
 
-    func withSession<R: Sendable>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    func withSession<R: Sendable>(_ closure: @escaping @Sendable @concurrent (any SQLDatabase) async throws -> R) async throws -> R {
         try await Task {
             try await client.withConnection { connection in
                 try await closure(connection.sql(queryLogLevel: nil))

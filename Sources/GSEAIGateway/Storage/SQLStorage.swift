@@ -78,7 +78,7 @@ private struct ClosableSQLDatabase: SQLDatabase {
         try await base.execute(sql: query, onRow)
     }
 
-    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    func withSession<R>(_ closure: @escaping @Sendable @concurrent (any SQLDatabase) async throws -> R) async throws -> R {
         guard !closed.load() else { throw StorageClosedError() }
         return try await base.withSession(closure)
     }

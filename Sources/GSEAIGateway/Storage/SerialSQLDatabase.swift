@@ -43,7 +43,7 @@ struct SerialSQLDatabase: SQLDatabase {
         try await self.gate.withLock { try await self.session.execute(sql: query, onRow) }
     }
 
-    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    func withSession<R>(_ closure: @escaping @Sendable @concurrent (any SQLDatabase) async throws -> R) async throws -> R {
         try await self.gate.withLock { try await closure(self.session) }
     }
 }
