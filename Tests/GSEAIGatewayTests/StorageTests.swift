@@ -407,6 +407,24 @@ import Testing
         }
     }
 
+    /// Each of the gateway's databases is the witness of SQLKit's `withSession`: the gateway's target takes Swift's
+    /// `NonisolatedNonsendingByDefault`, under which a closure type that differs from SQLKit's makes the method no
+    /// witness at all and SQLKit's default (which hands the closure the database itself) runs instead, silently
+    /// (README, "Layout"). Through the storage's wrapper and the engine's own database, the session handed out
+    /// is the engine's session, not either of them.
+    @Test func everyDatabaseOfTheGatewayHandsOutItsOwnSession() async throws {
+        let storage = try await TestDatabase.open(logger: logger)
+        let database = try #require(storage.database)
+        let session = try await database.withSession { session in String(describing: type(of: session)) }
+        #expect(!["ClosableSQLDatabase", "SerialSQLDatabase", "PostgresClientDatabase"].contains(session))
+        if TestDatabase.engine == "sqlite" {
+            #expect(session == "UncancellableSQLDatabase")
+        } else {
+            #expect(session.hasPrefix("PostgresConnectionSQLDatabase"))
+        }
+        try await storage.close()
+    }
+
     @Test func aStatementFromACancelledTaskStillRuns() async throws {
         try await withStorage { storage in
             let alice = try await makeUser("alice", in: storage)
