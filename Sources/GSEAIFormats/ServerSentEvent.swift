@@ -189,31 +189,45 @@ public struct ServerSentEventParser: Sendable {
             eventBytes -= line.count
             return
         }
-        let field: String
-        let value: String
-        if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
-            field = String(decoding: line[..<colon], as: UTF8.self)
-            // One space after the colon is dropped: the byte, not the first character, which a combining mark
-            // after the space would make a different one.
-            var start = colon + 1
-            if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
-            value = String(decoding: line[start...], as: UTF8.self)
-        } else {
-            field = String(decoding: line, as: UTF8.self)
-            value = ""
-        }
-        if field != "data" { eventBytes -= line.count }
-        switch field {
-        case "event": eventType = String(value)
-        case "data":
-            dataLines.append(String(value))
+        // The field's name is compared as bytes (no string made of it); only the value of a field that is kept
+        // becomes a string.
+        let colon = line.firstIndex(of: UInt8(ascii: ":")) ?? line.count
+        let name = line[..<colon]
+        // One space after the colon is dropped: the byte, not the first character, which a combining mark after
+        // the space would make a different one.
+        var start = colon + 1
+        if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
+        let value = start < line.count ? line[start...] : []
+        if Self.isName(name, "data") {
+            dataLines.append(String(decoding: value, as: UTF8.self))
             hasData = true
-        case "id":
-            if !value.contains("\0") { lastEventID = String(value) }
-        case "retry":
-            if let number = Int(value), value.allSatisfy(\.isASCII) { retry = number }
-        default: break
+            return
         }
+        eventBytes -= line.count
+        if Self.isName(name, "event") {
+            eventType = String(decoding: value, as: UTF8.self)
+        } else if Self.isName(name, "id") {
+            if !value.contains(0) { lastEventID = String(decoding: value, as: UTF8.self) }
+        } else if Self.isName(name, "retry") {
+            if !value.isEmpty, value.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                let number = Int(String(decoding: value, as: UTF8.self))
+            {
+                retry = number
+            }
+        }
+    }
+
+    /// Whether a field's name is `expected` (ASCII), byte for byte: its length first, then its bytes (the generic
+    /// comparison of a slice with a string's bytes cost more than the rest of the line's reading).
+    private static func isName(_ name: ArraySlice<UInt8>, _ expected: StaticString) -> Bool {
+        guard name.count == expected.utf8CodeUnitCount else { return false }
+        let bytes = expected.utf8Start
+        var offset = 0
+        for byte in name {
+            guard byte == bytes[offset] else { return false }
+            offset += 1
+        }
+        return true
     }
 
     private mutating func dispatch(into events: inout [ServerSentEvent]) {
@@ -225,8 +239,8 @@ public struct ServerSentEventParser: Sendable {
             retry = nil
         }
         guard hasData else { return }
-        events.append(
-            ServerSentEvent(event: eventType, data: dataLines.joined(separator: "\n"), id: lastEventID, retry: retry)
-        )
+        // One data line (the usual event) is the data as it is, without a join making it again.
+        let data = dataLines.count == 1 ? dataLines[0] : dataLines.joined(separator: "\n")
+        events.append(ServerSentEvent(event: eventType, data: data, id: lastEventID, retry: retry))
     }
 }

@@ -63,6 +63,21 @@ struct ServerSentEventParserTests {
         ])
     }
 
+    @Test func aRetryOfAnythingButASCIIDigitsIsIgnored() {
+        // The standard: "if the field value consists of only ASCII digits"; a sign, a space, another script's
+        // digits or a number past `Int` leave the event without one.
+        for value in ["-5", "+5", " 5", "5 ", "١٥", "", "99999999999999999999", "5x"] {
+            #expect(parseByteByByte("retry: \(value)\ndata: a\n\n") == [ServerSentEvent(data: "a")], "retry: \(value)")
+        }
+        #expect(parseByteByByte("retry:0\ndata: a\n\n") == [ServerSentEvent(data: "a", retry: 0)])
+    }
+
+    @Test func aFieldNameIsItsExactBytes() {
+        // Names are compared byte for byte: another case, a trailing space or a look-alike is an unknown field.
+        let text = "Data: x\ndata : y\nevent: e\nEVENT: f\nid\u{0}: z\ndata: kept\n\n"
+        #expect(parseByteByByte(text) == [ServerSentEvent(event: "e", data: "kept")])
+    }
+
     @Test func fieldWithoutColonAndEmptyData() {
         #expect(parseByteByByte("data\n\ndata:\ndata\n\n") == [
             ServerSentEvent(data: ""), ServerSentEvent(data: "\n"),
