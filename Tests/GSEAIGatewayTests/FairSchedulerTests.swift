@@ -69,6 +69,38 @@ struct FairSchedulerTests {
         _ = first
     }
 
+    /// What an instructor's queue view reads: each student's slots held and requests waiting, counted up and down
+    /// as requests start and end (a student holding nothing is not listed), and the class's last 200 waits.
+    @Test func aClassQueueCountsWhatEachStudentHoldsAndKeepsTheLastWaits() async throws {
+        let scheduler = FairScheduler()
+        scheduler.setSlots(1, for: "gpu")
+        let first = try await scheduler.acquire(request("ada"))
+        let grants = Grants()
+        _ = try await queue(scheduler, request("bob"), into: grants)
+        var view = scheduler.classQueue("bio")
+        #expect(view.holding == ["ada": 1] && view.waiting == ["bob": 1])
+        first.release()
+        try await eventually { grants.count(of: "bob") == 1 }
+        view = scheduler.classQueue("bio")
+        #expect(view.holding == ["bob": 1] && view.waiting.isEmpty)
+        grants.release(at: 0)
+        view = scheduler.classQueue("bio")
+        #expect(view.holding.isEmpty && view.waiting.isEmpty)
+        #expect(view.recentWaits.count == 2 && view.recentWaits[0] == .zero && view.recentWaits[1] > .zero)
+        // 205 more, none waiting: the class keeps its last 200 waits, Bob's (the oldest but one) gone.
+        for _ in 0..<205 { try await scheduler.acquire(request("ada")).release() }
+        view = scheduler.classQueue("bio")
+        #expect(view.holding.isEmpty)
+        #expect(view.recentWaits.count == 200 && view.recentWaits.allSatisfy { $0 == .zero })
+        // The class holds again after it held nothing; another class and those outside any see none of it.
+        let again = try await scheduler.acquire(request("cy"))
+        #expect(scheduler.classQueue("bio").holding == ["cy": 1])
+        #expect(scheduler.classQueue("chem").holding.isEmpty && scheduler.classQueue("chem").recentWaits.isEmpty)
+        #expect(scheduler.classQueue(nil).holding.isEmpty)
+        again.release()
+        #expect(scheduler.classQueue("bio").holding.isEmpty)
+    }
+
     @Test func aFloodWaitsBehindEveryoneElsesFirstRequest() async throws {
         let scheduler = FairScheduler()
         scheduler.setSlots(2, for: "gpu")

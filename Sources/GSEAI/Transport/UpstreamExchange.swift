@@ -495,7 +495,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         if chunked && piece.readableBytes == 0 { return context.eventLoop.makeSucceededVoidFuture() }
         let written = context.eventLoop.makePromise(of: Void.self)
         if chunked {
-            let (prefix, piece, suffix) = UpstreamRequestHead.chunk(piece)
+            let (prefix, piece, suffix) = ChunkedBody.frame(piece)
             context.write(wrapOutboundOut(prefix), promise: nil)
             context.write(wrapOutboundOut(piece), promise: nil)
             context.writeAndFlush(wrapOutboundOut(suffix), promise: written)
@@ -514,7 +514,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         // The last chunk, or nothing (an empty write, for the moment it has all been sent).
-        context.writeAndFlush(wrapOutboundOut(chunked ? UpstreamRequestHead.lastChunk : ByteBuffer()), promise: whenSent())
+        context.writeAndFlush(wrapOutboundOut(chunked ? ChunkedBody.last : ByteBuffer()), promise: whenSent())
     }
 
     /// A body that does not match its head: the exchange fails with `error`, and the connection, whose framing is

@@ -75,14 +75,6 @@ struct UpstreamRequestHead: Sendable {
         HTTPRequestHead(version: .http1_1, method: method, uri: "/")
     }
 
-    /// A piece of a chunked body, framed: its size in hexadecimal, the piece, a line end.
-    static func chunk(_ piece: ByteBuffer) -> (prefix: ByteBuffer, piece: ByteBuffer, suffix: ByteBuffer) {
-        (ByteBuffer(string: String(piece.readableBytes, radix: 16) + "\r\n"), piece, ByteBuffer(staticString: "\r\n"))
-    }
-
-    /// The last chunk of a chunked body (no trailers).
-    static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
-
     /// The hop-by-hop and framing fields, lowercased: the transport's own, never a caller's.
     private static let transportsOwn: [[UInt8]] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                                                    "upgrade", "content-length", "host", "authorization"].map { Array($0.utf8) }
@@ -179,4 +171,20 @@ struct UpstreamResponseDecoder: ByteToMessageDecoder {
     func shouldReclaimBytes(buffer: ByteBuffer) -> Bool {
         decoder.shouldReclaimBytes(buffer: buffer)
     }
+}
+
+/// HTTP/1.1's chunked framing of a body: the transport's request bodies and the gateway's answers
+/// (`GatewayHTTP1Codec`) write it alike.
+package enum ChunkedBody {
+    /// A piece of a chunked body, framed: its size in hexadecimal, the piece, a line end. An empty piece would end
+    /// the body: the caller sends none.
+    package static func frame(_ piece: ByteBuffer) -> (prefix: ByteBuffer, piece: ByteBuffer, suffix: ByteBuffer) {
+        (ByteBuffer(string: String(piece.readableBytes, radix: 16) + "\r\n"), piece, lineEnd)
+    }
+
+    /// The line end after a chunk's bytes (and after the last chunk's trailers).
+    package static let lineEnd = ByteBuffer(staticString: "\r\n")
+
+    /// The last chunk of a chunked body, without trailers.
+    package static let last = ByteBuffer(staticString: "0\r\n\r\n")
 }

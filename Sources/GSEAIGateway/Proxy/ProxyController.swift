@@ -98,7 +98,7 @@ public struct ProxyController: Sendable {
     /// before the upstream is asked. A function of its own (not inlined) so that its frame, the largest of the
     /// exchange (the request, the identity, the class, the ticket and the outgoing request, about 10 KB), is
     /// given back before the answer is awaited, rather than held, with a slab of memory of its own, until the
-    /// answer has been written (bench/README.md, "Task frames").
+    /// answer has been written (bench/README.md, "Look-ups and copies, the key's digest, a request's largest frame").
     @inline(never)
     private func prepare(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Prepared {
         let identity = try context.require(endpoint.minimumRole)

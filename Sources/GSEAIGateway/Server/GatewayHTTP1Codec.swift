@@ -1,4 +1,5 @@
 import DequeModule
+import GSEAI
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -98,36 +99,29 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             if noBody {
                 promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
             } else if chunked && piece.readableBytes > 0 {
-                var prefix = context.channel.allocator.buffer(capacity: 18)
-                prefix.writeString(String(piece.readableBytes, radix: 16))
-                prefix.writeStaticString("\r\n")
+                let (prefix, piece, suffix) = ChunkedBody.frame(piece)
                 context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
                 context.write(wrapOutboundOut(.byteBuffer(piece)), promise: nil)
                 // The last write's promise: a write fails only when the connection does, and then every later one.
-                context.write(wrapOutboundOut(.byteBuffer(Self.lineEnd)), promise: promise)
+                context.write(wrapOutboundOut(.byteBuffer(suffix)), promise: promise)
             } else {
                 context.write(wrapOutboundOut(.byteBuffer(piece)), promise: promise)
             }
         case .end(let trailers):
             noBody = false
-            if chunked {
-                var last = context.channel.allocator.buffer(capacity: 5)
-                last.writeStaticString("0\r\n")
-                if let trailers {
-                    var bytes: [UInt8] = []
-                    for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
-                    last.writeBytes(bytes)
-                }
-                last.writeStaticString("\r\n")
-                context.write(wrapOutboundOut(.byteBuffer(last)), promise: promise)
+            if chunked, let trailers {
+                var bytes = Array("0\r\n".utf8)
+                for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
+                bytes.append(contentsOf: "\r\n".utf8)
+                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: bytes))), promise: promise)
+            } else if chunked {
+                context.write(wrapOutboundOut(.byteBuffer(ChunkedBody.last)), promise: promise)
             } else if let promise {
                 // Nothing to send; the promise is kept for the moment all before it has been.
                 context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise)
             }
         }
     }
-
-    private static let lineEnd = ByteBuffer(string: "\r\n")
 
     /// The head's bytes, and whether its body goes in chunks (before a `HEAD`'s suppression).
     static func head(_ response: HTTPResponse, answering method: BodylessMethod?) -> (bytes: [UInt8], chunked: Bool) {

@@ -12,6 +12,9 @@ public struct FairnessKey: Hashable, Sendable {
         self.classID = classID
         self.userID = userID
     }
+
+    /// The key of its class in the queue's counts and turns: `""` for everyone outside a class.
+    var group: String { classID ?? "" }
 }
 
 /// Shares the upstreams' slots (how many requests each runs at once) among the requests that want them.
@@ -337,7 +340,7 @@ public final class FairScheduler: Sendable {
 
     private func noteWait(_ waited: Duration, for key: FairnessKey, _ state: inout State) {
         // In place: a copy taken out and put back would copy the class's last waits at every request.
-        Self.note(waited, in: &state.recentWaits[key.classID ?? "", default: Deque()])
+        Self.note(waited, in: &state.recentWaits[key.group, default: Deque()])
     }
 
     private static func note(_ waited: Duration, in waits: inout Deque<Duration>) {
@@ -372,17 +375,16 @@ public final class FairScheduler: Sendable {
         if let index = state.reservations.firstIndex(where: { $0.userID == key.userID && $0.upstream == upstream }) {
             state.reservations.remove(at: index)
         }
-        let classKey = key.classID ?? ""
         state.busy[upstream, default: 0] += 1
         state.holding[key.userID, default: 0] += 1
-        state.holdingPerClass[classKey, default: 0] += 1
-        state.holdingByClassUser[classKey, default: [:]][key.userID, default: 0] += 1
+        state.holdingPerClass[key.group, default: 0] += 1
+        state.holdingByClassUser[key.group, default: [:]][key.userID, default: 0] += 1
     }
 
     private func enqueue(_ waiter: Waiter, _ state: inout State) {
         state.waiting[waiter.id] = waiter
         state.waitingPerUser[waiter.request.key.userID, default: 0] += 1
-        let groupKey = waiter.request.key.classID ?? ""
+        let groupKey = waiter.request.key.group
         let userID = waiter.request.key.userID
         if state.groups[groupKey] == nil {
             state.groups[groupKey] = Group()
@@ -405,7 +407,7 @@ public final class FairScheduler: Sendable {
         let userID = waiter.request.key.userID
         state.waitingPerUser[userID, default: 1] -= 1
         if state.waitingPerUser[userID] == 0 { state.waitingPerUser[userID] = nil }
-        let groupKey = waiter.request.key.classID ?? ""
+        let groupKey = waiter.request.key.group
         guard var group = state.groups[groupKey], var queue = group.students[userID] else { return }
         queue.removeAll { $0.id == waiter.id }
         if queue.isEmpty {
@@ -481,7 +483,7 @@ public final class FairScheduler: Sendable {
     /// After `waiter` got a slot, the next turn goes to the class after its class and, in its class, to the
     /// student after it.
     private func advanceTurns(past waiter: Waiter, _ state: inout State) {
-        let groupKey = waiter.request.key.classID ?? ""
+        let groupKey = waiter.request.key.group
         if let index = state.ring.firstIndex(of: groupKey) {
             state.next = state.ring.isEmpty ? 0 : (index + 1) % state.ring.count
             if var group = state.groups[groupKey], let student = group.ring.firstIndex(of: waiter.request.key.userID) {
@@ -537,14 +539,13 @@ public final class FairScheduler: Sendable {
     fileprivate func giveBack(upstream: String, key: FairnessKey) {
         var kept: Int?
         let granted = state.withLock { state in
-            let classKey = key.classID ?? ""
             Self.decrement(&state.busy, upstream)
             Self.decrement(&state.holding, key.userID)
-            Self.decrement(&state.holdingPerClass, classKey)
+            Self.decrement(&state.holdingPerClass, key.group)
             // In place (a copy of the class's counts changed and put back would copy them at every request), and
             // kept when empty, one per class that ever held a slot, so the class's next request does not make
             // its storage again.
-            if let index = state.holdingByClassUser.index(forKey: classKey) {
+            if let index = state.holdingByClassUser.index(forKey: key.group) {
                 Self.decrement(&state.holdingByClassUser.values[index], key.userID)
             }
             // Others wait and this student does not: the slot is kept for them a moment (see the type's notes).
