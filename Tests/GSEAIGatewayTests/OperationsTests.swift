@@ -322,6 +322,33 @@ struct OperationsTests {
         #expect(exposition.contains(#"gseai_upstream_time_to_first_byte_seconds_bucket{surface="openAI",le="0.25"} 0"#))
     }
 
+    @Test func eachRouteCountsEachStatusAndEachModelOnlyTheDirectionsItHad() {
+        let metrics = GatewayMetrics(modelLabelLimit: 1)
+        for status in [HTTPResponse.Status.ok, .ok, .tooManyRequests, .ok] {
+            metrics.recordRequest(method: .post, route: "/v1/chat/completions", status: status, duration: .milliseconds(2))
+        }
+        metrics.recordRequest(method: .init("PURGE")!, route: "/v1/chat/completions", status: .ok, duration: .milliseconds(2))
+        metrics.recordRequest(method: .get, route: "/v1/models", status: .ok, duration: .milliseconds(2))
+        metrics.recordTokens(model: "gemma-3", input: 0, output: 7)
+        metrics.recordTokens(model: "gemma-3", input: 0, output: 2)
+        metrics.recordTokens(model: "qwen", input: 4, output: 0)
+        metrics.recordTokens(model: "qwen", input: 0, output: 0)
+
+        let exposition = String(buffer: metrics.exposition())
+        #expect(exposition.contains(#"gseai_http_requests_total{method="POST",route="/v1/chat/completions",status="200"} 3"#))
+        #expect(exposition.contains(#"gseai_http_requests_total{method="POST",route="/v1/chat/completions",status="429"} 1"#))
+        #expect(exposition.contains(#"gseai_http_requests_total{method="other",route="/v1/chat/completions",status="200"} 1"#))
+        #expect(exposition.contains(#"gseai_http_requests_total{method="GET",route="/v1/models",status="200"} 1"#))
+        #expect(exposition.contains(#"gseai_http_request_duration_seconds_count{method="POST",route="/v1/chat/completions"} 4"#))
+        #expect(!exposition.contains("PURGE"))
+        #expect(exposition.contains(#"gseai_tokens_total{direction="output",model="gemma-3"} 9"#))
+        #expect(!exposition.contains(#"gseai_tokens_total{direction="input",model="gemma-3"}"#))
+        // Past the limit of one model name: `other`, and only the direction it had.
+        #expect(exposition.contains(#"gseai_tokens_total{direction="input",model="other"} 4"#))
+        #expect(!exposition.contains(#"gseai_tokens_total{direction="output",model="other"}"#))
+        #expect(!exposition.contains("qwen"))
+    }
+
     @Test func requestIDHeaderIsSet() async throws {
         let app = Application(router: operationsRouter(metrics: GatewayMetrics()))
         try await app.test(.router) { client in

@@ -17,21 +17,64 @@ public final class GatewayMetrics: Sendable {
     public let modelLabelLimit: Int
 
     private let activeStreams: Gauge
-    private let seenModels = Mutex<Set<String>>([])
 
-    /// One series: a metric and its label values, in the metric's label order.
+    /// One series: a metric and its label values, in the metric's label order (unused ones empty). Its labels
+    /// are fields, not an array: a request's look-ups allocate nothing (bench/README.md, "Strings hashed").
     private struct Series: Hashable {
-        enum Metric { case requests, requestDuration, timeToFirstByte, tokens, upstreamErrors, queueWait }
+        enum Metric { case timeToFirstByte, upstreamErrors, queueWait }
         var metric: Metric
-        var labels: [String]
+        var first: String
+        var second = ""
     }
     /// The series made so far. The registry would find them again, but it builds the metric's name and
     /// checks its help text on every call, which costs more per request than everything else here.
     private let counters = Mutex<[Series: Counter]>([:])
     private let histograms = Mutex<[Series: DurationHistogram]>([:])
     private let gauges = Mutex<[String: Gauge]>([:])
+    /// Each route's series (by method and route pattern): one look-up per request for its duration and its
+    /// count by status.
+    private let routes = Mutex<[RouteKey: RouteSeries]>([:])
+    /// Each model's token counters, by the model's name as given: at most ``modelLabelLimit`` names, the rest
+    /// counted in ``otherModel``'s (one look-up per answer for the label and both directions).
+    private let models = Mutex<[String: TokenCounters]>([:])
+    private let otherModel: TokenCounters
     /// How many distinct classes get a label of their own in the queue's metrics before the rest share `other`.
     private let seenClasses = Mutex<Set<String>>([])
+
+    private struct RouteKey: Hashable {
+        var method: String
+        var route: String
+    }
+
+    /// A route's request duration, and its request counter by status (a route answers with a few statuses: they are
+    /// looked for in order, without hashing).
+    private final class RouteSeries: Sendable {
+        let duration: DurationHistogram
+        let byStatus: Mutex<[(code: Int, counter: Counter)]> = Mutex([])
+
+        init(duration: DurationHistogram) {
+            self.duration = duration
+        }
+
+        func counter(_ code: Int, _ make: () -> Counter) -> Counter {
+            byStatus.withLock { known in
+                if let found = known.first(where: { $0.code == code }) { return found.counter }
+                let made = make()
+                known.append((code, made))
+                return made
+            }
+        }
+    }
+
+    /// A model's token counters, each made when first counted (a series at 0 is not shown).
+    private final class TokenCounters: Sendable {
+        let label: String
+        let counters = Mutex<(input: Counter?, output: Counter?)>((nil, nil))
+
+        init(label: String) {
+            self.label = label
+        }
+    }
 
     private func counter(_ series: Series, _ make: () -> Counter) -> Counter {
         if let known = counters.withLock({ $0[series] }) { return known }
@@ -53,6 +96,7 @@ public final class GatewayMetrics: Sendable {
         self.registry = PrometheusCollectorRegistry()
         self.modelLabelLimit = modelLabelLimit
         self.activeStreams = registry.makeGauge(descriptor: Self.activeStreamsName)
+        self.otherModel = TokenCounters(label: "other")
         activeStreams.set(to: 0)
     }
 
@@ -66,14 +110,18 @@ public final class GatewayMetrics: Sendable {
     ///   - duration: the time from the request to the response head.
     public func recordRequest(method: HTTPRequest.Method, route: String, status: HTTPResponse.Status, duration: Duration) {
         let method = Self.methodLabel(method)
-        let code = String(status.code)
-        counter(Series(metric: .requests, labels: [method, route, code])) {
-            registry.makeCounter(descriptor: Self.requestsName, labels: [("method", method), ("route", route), ("status", code)])
+        let key = RouteKey(method: method, route: route)
+        let series = routes.withLock { routes in
+            if let known = routes[key] { return known }
+            let made = RouteSeries(duration: registry.makeDurationHistogram(
+                descriptor: Self.requestDurationName, labels: [("method", method), ("route", route)], buckets: Self.requestBuckets))
+            routes[key] = made
+            return made
+        }
+        series.duration.record(duration)
+        series.counter(status.code) {
+            registry.makeCounter(descriptor: Self.requestsName, labels: [("method", method), ("route", route), ("status", String(status.code))])
         }.increment()
-        histogram(Series(metric: .requestDuration, labels: [method, route])) {
-            registry.makeDurationHistogram(descriptor: Self.requestDurationName, labels: [("method", method), ("route", route)],
-                                           buckets: Self.requestBuckets)
-        }.record(duration)
     }
 
     // MARK: Upstream
@@ -83,7 +131,7 @@ public final class GatewayMetrics: Sendable {
     ///   - surface: the API family of the call (``APISurface/rawValue``, such as `openAI`).
     ///   - duration: the time from sending the request to the first response byte.
     public func recordTimeToFirstByte(surface: String, _ duration: Duration) {
-        histogram(Series(metric: .timeToFirstByte, labels: [surface])) {
+        histogram(Series(metric: .timeToFirstByte, first: surface)) {
             registry.makeDurationHistogram(descriptor: Self.timeToFirstByteName, labels: [("surface", surface)],
                                            buckets: Self.upstreamBuckets)
         }.record(duration)
@@ -92,7 +140,7 @@ public final class GatewayMetrics: Sendable {
     /// Counts one failed upstream call.
     /// - Parameter kind: a short fixed category such as `timeout`, `connection` or `status`.
     public func recordUpstreamError(kind: String) {
-        counter(Series(metric: .upstreamErrors, labels: [kind])) {
+        counter(Series(metric: .upstreamErrors, first: kind)) {
             registry.makeCounter(descriptor: Self.upstreamErrorsName, labels: [("kind", kind)])
         }.increment()
     }
@@ -103,11 +151,32 @@ public final class GatewayMetrics: Sendable {
     ///   - input: prompt tokens.
     ///   - output: generated tokens.
     public func recordTokens(model: String, input: Int, output: Int) {
-        let model = modelLabel(model)
-        for (direction, count) in [("input", input), ("output", output)] where count > 0 {
-            counter(Series(metric: .tokens, labels: [direction, model])) {
-                registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", direction), ("model", model)])
-            }.increment(by: Int64(count))
+        guard input > 0 || output > 0 else { return }
+        let model = tokenCounters(model)
+        model.counters.withLock { counters in
+            if input > 0 {
+                if counters.input == nil { counters.input = makeTokenCounter("input", model.label) }
+                counters.input?.increment(by: Int64(input))
+            }
+            if output > 0 {
+                if counters.output == nil { counters.output = makeTokenCounter("output", model.label) }
+                counters.output?.increment(by: Int64(output))
+            }
+        }
+    }
+
+    private func makeTokenCounter(_ direction: String, _ model: String) -> Counter {
+        registry.makeCounter(descriptor: Self.tokensName, labels: [("direction", direction), ("model", model)])
+    }
+
+    /// The model's counters; model names come from callers, so only the first few get series of their own.
+    private func tokenCounters(_ model: String) -> TokenCounters {
+        models.withLock { models in
+            if let known = models[model] { return known }
+            guard models.count < modelLabelLimit else { return otherModel }
+            let made = TokenCounters(label: model)
+            models[model] = made
+            return made
         }
     }
 
@@ -116,7 +185,7 @@ public final class GatewayMetrics: Sendable {
     /// Records how long a request waited for a slot of `upstream`, in the class whose policy applied.
     public func recordQueueWait(upstream: String, classID: String?, _ duration: Duration) {
         let label = classLabel(classID)
-        histogram(Series(metric: .queueWait, labels: [upstream, label])) {
+        histogram(Series(metric: .queueWait, first: upstream, second: label)) {
             registry.makeDurationHistogram(descriptor: Self.queueWaitName, labels: [("upstream", upstream), ("class", label)],
                                            buckets: Self.queueBuckets)
         }.record(duration)
@@ -185,20 +254,11 @@ public final class GatewayMetrics: Sendable {
         return endpointPath
     }
 
-    private static let knownMethods: Set<HTTPRequest.Method> = [.get, .head, .post, .put, .patch, .delete, .options]
-
     /// The method as a label; any other method (HTTP allows any token) would be a new series per token.
     static func methodLabel(_ method: HTTPRequest.Method) -> String {
-        knownMethods.contains(method) ? method.rawValue : "other"
-    }
-
-    /// The model as a label; model names come from callers, so only the first few get series of their own.
-    func modelLabel(_ model: String) -> String {
-        seenModels.withLock { seen in
-            if seen.contains(model) { return model }
-            guard seen.count < modelLabelLimit else { return "other" }
-            seen.insert(model)
-            return model
+        switch method {
+        case .get, .head, .post, .put, .patch, .delete, .options: method.rawValue
+        default: "other"
         }
     }
 
