@@ -432,6 +432,46 @@ struct OperationsTests {
         #expect(GatewayLogHandler.SecondClock.format(0) == "1970-01-01T00:00:00+0000")
     }
 
+    /// The request's line is written from pairs when the handler is the gateway's: the same text as swift-log's API
+    /// makes of the same metadata (the module as its source), at the request log's level only.
+    @Test func theRequestLineFromPairsIsTheLineOfTheLoggersAPI() async throws {
+        var pipe: [Int32] = [0, 0]
+        #expect(Glibc.pipe(&pipe) == 0)
+        defer { close(pipe[0]) }
+        var handler = GatewayLogHandler(label: "gseai", descriptor: pipe[1], metadataProvider: nil)
+        handler.metadata = ["hb.request.id": "r1", "http.route": "shadowed by the line's"]
+        var logger = Logger(label: "gseai") { _ in handler }
+        logger.logLevel = .info
+        let router = Router(context: AddressedContext.self)
+        router.add(middleware: GatewayMiddleware(metrics: GatewayMetrics()))
+        router.get("/tiny") { _, _ in "ok" }
+        let quiet = Router(context: AddressedContext.self)
+        quiet.add(middleware: GatewayMiddleware(metrics: GatewayMetrics(), logLevel: .debug))
+        quiet.get("/tiny") { _, _ in "ok" }
+        try await Application(router: router, logger: logger).test(.router) { client in
+            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+        }
+        // At `debug`, under the handler's `info`: no line.
+        try await Application(router: quiet, logger: logger).test(.router) { client in
+            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+        }
+        logger.info("request", metadata: ["client.address": "192.0.2.7", "http.status": .stringConvertible(200), "http.method": "GET",
+                                          "http.route": "/tiny", "duration_ms": "0.00"], source: "GSEAIGateway")
+        close(pipe[1])
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while case let count = read(pipe[0], &buffer, buffer.count), count > 0 { bytes += buffer[..<count] }
+        // Each without its time; the measured duration and the request's id (Hummingbird's, in the request's
+        // logger) made the API call's.
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map {
+            $0.drop { $0 != " " }.replacing(/duration_ms=\d+\.\d\d/, with: "duration_ms=0.00")
+                .replacing(/hb\.request\.id=[0-9a-f]{32}/, with: "hb.request.id=r1")
+        }
+        #expect(lines.count == 2, "\(lines)")
+        #expect(lines.first == #" info gseai: client.address=192.0.2.7 duration_ms=0.00 hb.request.id=r1 http.method=GET http.route=/tiny http.status=200 [GSEAIGateway] request"#)
+        #expect(lines.first == lines.last)
+    }
+
     @Test(arguments: [
         (Duration.zero, "0.00"), (.microseconds(4), "0.00"), (.microseconds(5), "0.01"), (.milliseconds(12), "12.00"),
         (.microseconds(1_234_567), "1234.57"), (.seconds(-3), "0.00"), (.seconds(Int64.max), "92233720368547758.07"),

@@ -48,19 +48,27 @@ struct RequestLog<Context: RequestContext>: Sendable {
         }
     }
 
-    /// The request's line.
+    /// The request's line: written by the gateway's own handler from pairs (no dictionary made), else through the
+    /// logger's API with the same metadata.
     func log(_ request: Request, _ context: Context, route: String, status: HTTPResponse.Status, duration: Duration) {
-        var metadata: Logger.Metadata = [
-            "http.method": .string(request.method.rawValue),
-            "http.route": .string(route),
-            "http.status": .stringConvertible(status.code),
-            "duration_ms": .stringConvertible(Milliseconds(duration)),
+        var pairs: [(String, Logger.Metadata.Value)] = [
+            ("http.method", .string(request.method.rawValue)),
+            ("http.route", .string(route)),
+            ("http.status", .stringConvertible(status.code)),
+            ("duration_ms", .stringConvertible(Milliseconds(duration))),
         ]
         if let remoteAddress = remoteAddress(context) {
-            metadata["client.address"] = .string(remoteAddress)
+            pairs.append(("client.address", .string(remoteAddress)))
         }
-        context.logger.log(level: level, "request", metadata: metadata)
+        if let handler = context.logger.handler as? GatewayLogHandler {
+            handler.log(level: level, message: "request", pairs: pairs, source: Self.source)
+        } else {
+            context.logger.log(level: level, "request", metadata: Logger.Metadata(uniqueKeysWithValues: pairs))
+        }
     }
+
+    /// The line's source, as swift-log names it for a call from here: the module.
+    static var source: String { "GSEAIGateway" }
 }
 
 /// A duration in milliseconds to two decimals (finer digits are noise in a log line), written by integer
