@@ -83,6 +83,26 @@ import Testing
         #expect(whole.inputTokens + whole.outputTokens > 0 || whole.responseIDs.isEmpty == false || text.contains("null"))
     }
 
+    /// Where an answer holds usage in several shapes at once, the later in this order wins: a nested `result`,
+    /// `stats`, `tokens_predicted` and `tokens_evaluated`, then `usage` (`prompt_tokens`/`completion_tokens`,
+    /// else `input_tokens`/`output_tokens`); ids in the order found, each once.
+    @Test(arguments: [
+        (#"{"result":{"stats":{"input_tokens":1,"total_output_tokens":2},"response_id":"resp_a"},"stats":{"input_tokens":3},"tokens_predicted":5,"tokens_evaluated":6,"usage":{"prompt_tokens":7,"output_tokens":8},"response_id":"resp_b"}"#,
+         7, 8, ["resp_a", "resp_b"]),
+        (#"{"usage":{"completion_tokens":9,"input_tokens":4,"prompt_tokens":"x"},"stats":{"input_tokens":1,"total_output_tokens":2}}"#, 4, 9, []),
+        (#"{"stats":{"input_tokens":3,"total_output_tokens":4.5},"response_id":"resp_c","result":{"response_id":"resp_c"}}"#, 3, 0, ["resp_c"]),
+        (#"{"response":{"object":"response","id":"resp_d","usage":{"input_tokens":2,"output_tokens":3}},"usage":null,"tokens_predicted":4}"#,
+         2, 4, ["resp_d"]),
+        (#"["usage",{"prompt_tokens":1}]"#, 0, 0, []),
+    ])
+    func usageFoundInSeveralShapesTakesTheLastInItsOrder(_ text: String, _ input: Int, _ output: Int, _ ids: [String]) throws {
+        var observer = ResponseObserver(endpoint: try endpoint("/v1/responses"))
+        observer.observe(json: try JSONValue(parsing: Array(text.utf8)))
+        #expect(observer.inputTokens == input)
+        #expect(observer.outputTokens == output)
+        #expect(observer.responseIDs == ids)
+    }
+
     @Test func aStreamCutMidEventHasNoFinalEvent() throws {
         var observer = ResponseObserver(endpoint: try endpoint("/v1/chat/completions"))
         observer.observe(streamPiece: ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel"))
