@@ -59,7 +59,7 @@ final class UpstreamExchange: Sendable {
         var paused = false
         /// When the server last sent something, or the reader last asked after a pause.
         var lastActivity = NIODeadline.now()
-        var timer: Scheduled<Void>?
+        var timer: NIOScheduledCallback?
         /// The reader is done though the body is not: what still comes is dropped, and the connection kept.
         var discarding = false
         /// Who waits for the body's end while it is discarded.
@@ -88,12 +88,12 @@ final class UpstreamExchange: Sendable {
 
     /// The request is on its way: the wait for the head begins.
     func started() {
-        let timer = channel.eventLoop.scheduleTask(in: firstByte) { [weak self] () -> Void in self?.headTookTooLong() }
+        let timer = try? channel.eventLoop.scheduleCallback(in: firstByte, handler: Timer(exchange: self, kind: .firstByte))
         state.withLock { $0.timer = timer }
     }
 
     func received(_ head: HTTPResponseHead) {
-        let timer: Scheduled<Void>? = state.withLock { state in
+        let timer: NIOScheduledCallback? = state.withLock { state in
             state.gotHead = true
             state.lastActivity = .now()
             let old = state.timer
@@ -148,9 +148,7 @@ final class UpstreamExchange: Sendable {
     func readComplete() {
         let consumer: (any ResponseBodyConsumer)? = state.withLock { state in
             if state.gotHead, state.ending == nil, state.timer == nil {
-                state.timer = channel.eventLoop.scheduleTask(deadline: state.lastActivity + idle) { [weak self] () -> Void in
-                    self?.checkSilence()
-                }
+                state.timer = try? channel.eventLoop.scheduleCallback(at: state.lastActivity + idle, handler: Timer(exchange: self, kind: .silence))
             }
             return state.consumer
         }
@@ -203,7 +201,7 @@ final class UpstreamExchange: Sendable {
     private struct Waiting {
         var reader: CheckedContinuation<ByteBuffer?, any Error>?
         var gathering: Gathering?
-        var timer: Scheduled<Void>?
+        var timer: NIOScheduledCallback?
         var endWaiter: CheckedContinuation<Void, Never>?
         var consumer: (any ResponseBodyConsumer)?
     }
@@ -225,6 +223,23 @@ final class UpstreamExchange: Sendable {
                        endWaiter: state.endWaiter, consumer: state.consumer)
     }
 
+    /// The exchange's one timer at a time: the wait for the head, then the silence limit. A scheduled callback, not a
+    /// scheduled task: SwiftNIO makes no promise and future for it (about 2,000 instructions a request, their generic
+    /// metadata looked up as they are made and freed). It holds the exchange until it fires or is cancelled, which every
+    /// end of the exchange does.
+    private struct Timer: NIOScheduledCallbackHandler, Sendable {
+        enum Kind { case firstByte, silence }
+        let exchange: UpstreamExchange
+        let kind: Kind
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            switch kind {
+            case .firstByte: exchange.headTookTooLong()
+            case .silence: exchange.checkSilence()
+            }
+        }
+    }
+
     private func headTookTooLong() {
         guard !state.withLock({ $0.gotHead || $0.ending != nil }) else { return }
         failed(GSEAIError.timeout(.firstByte))
@@ -238,12 +253,12 @@ final class UpstreamExchange: Sendable {
         let silent: Bool = state.withLock { state in
             guard state.ending == nil else { return false }
             if state.paused {
-                state.timer = channel.eventLoop.scheduleTask(in: idle) { [weak self] () -> Void in self?.checkSilence() }
+                state.timer = try? channel.eventLoop.scheduleCallback(in: idle, handler: Timer(exchange: self, kind: .silence))
                 return false
             }
             let due = state.lastActivity + idle
             guard now < due else { return true }
-            state.timer = channel.eventLoop.scheduleTask(deadline: due) { [weak self] () -> Void in self?.checkSilence() }
+            state.timer = try? channel.eventLoop.scheduleCallback(at: due, handler: Timer(exchange: self, kind: .silence))
             return false
         }
         guard silent else { return }

@@ -78,27 +78,48 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
         return try await operation()
     }
 
+    /// A request's watch of its caller's departure: registered with the connection's ``CallerDepartureHandler``
+    /// (by its number there), still to be registered (made off the connection's loop), or none.
+    private enum DepartureWatch: Sendable {
+        case none
+        case registered(Int, NIOLoopBound<CallerDepartureHandler>)
+        case pending(EventLoopFuture<(Int, NIOLoopBound<CallerDepartureHandler>)?>)
+    }
+
     /// Has the connection's ``CallerDepartureHandler`` call `leave` when the caller leaves (at once when it
-    /// has); on the connection's loop, at once when this runs there (the usual case), else by a hop.
-    private static func watchDeparture(of channel: any Channel, then leave: @escaping @Sendable () -> Void) -> EventLoopFuture<Int?> {
-        let register: @Sendable () -> Int? = {
+    /// has); on the connection's loop, at once when this runs there (the usual case: no future made), else by a hop.
+    private static func watchDeparture(of channel: any Channel, then leave: @escaping @Sendable () -> Void) -> DepartureWatch {
+        let register: @Sendable () -> (Int, NIOLoopBound<CallerDepartureHandler>)? = {
             // A caller gone before this runs (its connection closed, its pipeline taken down) is not told again.
             guard channel.isActive else {
                 leave()
                 return nil
             }
             // Not a connection of the gateway's server (tests): nothing tells, nothing is stopped.
-            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self) else { return nil }
-            return handler.watch(leave)
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self),
+                let id = handler.watch(leave)
+            else { return nil }
+            return (id, NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }
         let loop = channel.eventLoop
-        return loop.inEventLoop ? loop.makeSucceededFuture(register()) : loop.submit(register)
+        guard loop.inEventLoop else { return .pending(loop.submit(register)) }
+        guard let (id, handler) = register() else { return .none }
+        return .registered(id, handler)
     }
 
-    private static func unwatch(_ watching: EventLoopFuture<Int?>, on channel: any Channel) {
-        watching.whenSuccess { id in
-            guard let id else { return }
-            (try? channel.pipeline.syncOperations.handler(type: CallerDepartureHandler.self))?.unwatch(id)
+    /// Ends the watch (with the handler it was registered with: no second search of the pipeline).
+    private static func unwatch(_ watching: DepartureWatch, on channel: any Channel) {
+        switch watching {
+        case .none:
+            break
+        case .registered(let id, let handler):
+            let loop = handler.eventLoop
+            if loop.inEventLoop { handler.value.unwatch(id) } else { loop.execute { handler.value.unwatch(id) } }
+        case .pending(let future):
+            future.whenSuccess { registered in
+                guard let (id, handler) = registered else { return }
+                handler.value.unwatch(id)
+            }
         }
     }
 
