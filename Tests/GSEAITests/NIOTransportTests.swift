@@ -193,7 +193,7 @@ struct NIOTransportTests {
             }
             if pieces.count == 1 { handler.endRequest() }
             var headFailure = ""
-            exchange.head.futureResult.whenFailure { headFailure = "\($0)" }
+            if case .failure(let error) = exchange.settledHead { headFailure = "\(error)" }
             var sent = ""
             while let piece = try channel.readOutbound(as: ByteBuffer.self) { sent += String(buffer: piece) }
             #expect(headFailure == "\(GSEAIError.invalidArgument(message))")

@@ -104,7 +104,7 @@ final class NIOTransport: Sendable {
         case nil:
             connection.onLoop { $0.begin(exchange, head: head, body: nil, complete: true) }
         }
-        return try await exchange.head.futureResult.get()
+        return try await exchange.answerHead()
     }
 
     /// A connection for a request: one of the caller's event loop when it names one (see

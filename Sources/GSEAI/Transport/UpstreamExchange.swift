@@ -48,6 +48,10 @@ final class UpstreamExchange: Sendable {
 
     private struct State {
         var gotHead = false
+        /// The answer's head, or why there is none, once known (the first word stands).
+        var headOutcome: Result<HTTPResponseHead, any Error>?
+        /// Who waits for the head (``answerHead()``).
+        var headWaiter: CheckedContinuation<HTTPResponseHead, any Error>?
         var pieces = CircularBuffer<ByteBuffer>()
         var waitingBytes = 0
         /// The reader waiting for the next piece.
@@ -72,14 +76,12 @@ final class UpstreamExchange: Sendable {
     }
 
     let channel: any Channel
-    let head: EventLoopPromise<HTTPResponseHead>
     private let firstByte: TimeAmount
     private let idle: TimeAmount
     private let state = Mutex(State())
 
     init(channel: any Channel, firstByte: Duration, idle: Duration) {
         self.channel = channel
-        self.head = channel.eventLoop.makePromise()
         self.firstByte = TimeAmount(firstByte)
         self.idle = TimeAmount(idle)
     }
@@ -103,7 +105,34 @@ final class UpstreamExchange: Sendable {
             return old
         }
         timer?.cancel()
-        self.head.succeed(head)
+        settleHead(.success(head))
+    }
+
+    /// The answer's head, once it has come; throws why there is none (a continuation, not a promise: SwiftNIO's
+    /// future, its callback and their generic metadata cost about 2,000 instructions a request).
+    func answerHead() async throws -> HTTPResponseHead {
+        try await withCheckedThrowingContinuation { continuation in
+            let known: Result<HTTPResponseHead, any Error>? = state.withLock { state in
+                if let outcome = state.headOutcome { return outcome }
+                state.headWaiter = continuation
+                return nil
+            }
+            if let known { continuation.resume(with: known) }
+        }
+    }
+
+    /// The head's outcome, once known (for tests).
+    var settledHead: Result<HTTPResponseHead, any Error>? { state.withLock { $0.headOutcome } }
+
+    /// Settles the head's outcome (only the first time) and tells who waits for it.
+    private func settleHead(_ outcome: Result<HTTPResponseHead, any Error>) {
+        let waiter: CheckedContinuation<HTTPResponseHead, any Error>? = state.withLock { state in
+            guard state.headOutcome == nil else { return nil }
+            state.headOutcome = outcome
+            defer { state.headWaiter = nil }
+            return state.headWaiter
+        }
+        waiter?.resume(with: outcome)
     }
 
     func received(_ piece: ByteBuffer) {
@@ -169,7 +198,7 @@ final class UpstreamExchange: Sendable {
     /// The connection broke or failed.
     func failed(_ error: any Error) {
         let gotHead = state.withLock { $0.gotHead }
-        if !gotHead { head.fail(error) }
+        if !gotHead { settleHead(.failure(error)) }
         finish(.failure(gotHead ? GSEAIError.streamInterrupted : error))
     }
 
@@ -391,7 +420,7 @@ final class UpstreamExchange: Sendable {
         }
         waiting.timer?.cancel()
         waiting.endWaiter?.resume()
-        head.fail(CancellationError())
+        settleHead(.failure(CancellationError()))
         channel.close(promise: nil)
         waiting.reader?.resume(throwing: CancellationError())
         waiting.gathering?.continuation.resume(throwing: CancellationError())
@@ -403,7 +432,7 @@ final class UpstreamExchange: Sendable {
     /// exchange, with `error`.
     func sendingFailed(_ error: any Error) {
         guard channel.isActive else { return }
-        if !state.withLock({ $0.gotHead }) { head.fail(error) }
+        if !state.withLock({ $0.gotHead }) { settleHead(.failure(error)) }
         cancel()
     }
 
