@@ -177,11 +177,11 @@ public final class GSEAIClient: Sendable {
 
     /// Sends a request as it is, adding only the server's bearer token, and returns the response head
     /// with a body that streams as it arrives. Non-success statuses are returned, not thrown.
-    public func send(_ request: RawRequest) async throws -> RawResponse {
+    nonisolated(nonsending) public func send(_ request: RawRequest) async throws -> RawResponse {
         try await send(request, streaming: request.expectsStream)
     }
 
-    func send(_ request: RawRequest, streaming: Bool) async throws -> RawResponse {
+    nonisolated(nonsending) func send(_ request: RawRequest, streaming: Bool) async throws -> RawResponse {
         switch transport {
         case .nio(let transport):
             return try await transport.send(request, authorization: authorization, streaming: streaming)

@@ -77,7 +77,7 @@ public struct ResponseBodyStream: AsyncSequence, Sendable {
     }
 
     /// Reads the whole body, failing when it exceeds `limit` bytes.
-    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+    nonisolated(nonsending) public func collect(upTo limit: Int) async throws -> ByteBuffer {
         // An exchange gathers it where it arrives, and hands it over once.
         if case .exchange(let handle) = source { return try await handle.exchange.collect(upTo: limit) }
         var collected = ByteBuffer()

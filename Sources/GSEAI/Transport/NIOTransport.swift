@@ -43,7 +43,7 @@ final class NIOTransport: Sendable {
         }
     }
 
-    func send(_ request: RawRequest, authorization: String, streaming: Bool) async throws -> RawResponse {
+    nonisolated(nonsending) func send(_ request: RawRequest, authorization: String, streaming: Bool) async throws -> RawResponse {
         let framing: UpstreamRequestHead.Framing
         switch request.body?.content {
         case .bytes(let bytes): framing = .length(bytes.readableBytes)
@@ -83,7 +83,7 @@ final class NIOTransport: Sendable {
     }
 
     /// Sends the request on `connection` and waits for the answer's head.
-    private static func run(_ exchange: UpstreamExchange, on connection: UpstreamConnection, head: UpstreamRequestHead,
+    nonisolated(nonsending) private static func run(_ exchange: UpstreamExchange, on connection: UpstreamConnection, head: UpstreamRequestHead,
                             body: RawBody?) async throws -> HTTPResponseHead {
         switch body?.content {
         case .stream(_, let pieces):
@@ -109,7 +109,7 @@ final class NIOTransport: Sendable {
 
     /// A connection for a request: one of the caller's event loop when it names one (see
     /// ``ConnectionPool/lease(preferring:strictly:wait:)``), waiting at most the connect limit.
-    private func connection(preferring preferred: (any EventLoop)?) async throws -> (UpstreamConnection, reused: Bool) {
+    nonisolated(nonsending) private func connection(preferring preferred: (any EventLoop)?) async throws -> (UpstreamConnection, reused: Bool) {
         let loop = preferred ?? group.any()
         switch try await pool.lease(preferring: loop, strictly: preferred != nil, wait: TimeAmount(timeouts.connect)) {
         case .idle(let connection):
@@ -224,7 +224,7 @@ final class ConnectionPool: Sendable {
     /// A connection for a request on `loop`: an idle one of that loop; else (unless `strictly`) an idle one of
     /// another; else a new one, while fewer than the limit are open; else an idle one of another loop; else the
     /// first given back, waiting at most `wait`.
-    func lease(preferring loop: any EventLoop, strictly: Bool, wait: TimeAmount) async throws -> Lease {
+    nonisolated(nonsending) func lease(preferring loop: any EventLoop, strictly: Bool, wait: TimeAmount) async throws -> Lease {
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter

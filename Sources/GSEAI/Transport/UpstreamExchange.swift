@@ -110,7 +110,7 @@ final class UpstreamExchange: Sendable {
 
     /// The answer's head, once it has come; throws why there is none (a continuation, not a promise: SwiftNIO's
     /// future, its callback and their generic metadata cost about 2,000 instructions a request).
-    func answerHead() async throws -> HTTPResponseHead {
+    nonisolated(nonsending) func answerHead() async throws -> HTTPResponseHead {
         try await withCheckedThrowingContinuation { continuation in
             let known: Result<HTTPResponseHead, any Error>? = state.withLock { state in
                 if let outcome = state.headOutcome { return outcome }
@@ -301,7 +301,7 @@ final class UpstreamExchange: Sendable {
     // MARK: From the reader
 
     /// The next piece of the body, `nil` at its end.
-    func next() async throws -> ByteBuffer? {
+    nonisolated(nonsending) func next() async throws -> ByteBuffer? {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
                 var resume = false
@@ -325,7 +325,7 @@ final class UpstreamExchange: Sendable {
     }
 
     /// The whole body, failing when it exceeds `limit` bytes.
-    func collect(upTo limit: Int) async throws -> ByteBuffer {
+    nonisolated(nonsending) func collect(upTo limit: Int) async throws -> ByteBuffer {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer, any Error>) in
                 var resume = false
