@@ -88,6 +88,25 @@ struct ForwardingLaneTests {
         }
     }
 
+    @Test func theBodyTheLaneReadIsTakenAsReadWithinTheRoutesLimit() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            let short = String(repeating: "s", count: 32), long = String(repeating: "l", count: 33)
+            try await client.send(Self.request("POST", "/v1/responses", body: short) + Self.request("POST", "/v1/responses", body: long)
+                + "POST /v1/responses HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                + Self.request("POST", "/v1/responses", body: "again"))
+            let answers = try await client.expectAnswers(4)
+            #expect(answers.map(\.status) == [200, 413, 200, 200])
+            #expect(answers[0].body == "responses:\(short) (read by the lane)")
+            #expect(answers[1].body.contains("the request body is too large (the limit is 32 bytes)"))
+            // A body of no declared length is Hummingbird's to read: the route reads it as before.
+            #expect(answers[2].body == "responses:hello")
+            #expect(answers[3].body == "responses:again (read by the lane)")
+            #expect(answers.map { $0.headers["server"] } == ["lane", "lane", "hummingbird", "lane"])
+            await client.close()
+        }
+    }
+
     @Test func aLargeBodyIsRefusedBeforeItsUploadEnds() async throws {
         try await Self.withServer { server in
             let client = try await server.connect()
@@ -248,6 +267,12 @@ struct ForwardingLaneTests {
                 var request = request
                 let body = try await RequestBodies.collect(&request, upTo: 64)
                 return "chat:" + String(buffer: body)
+            }
+            // A route whose limit is under the lane's: the lane's body is taken as read, within the route's limit.
+            router.post("/v1/responses") { request, context in
+                var request = request
+                let body = try await RequestBodies.collect(&request, context: context, upTo: 32)
+                return "responses:" + String(buffer: body) + (context.readBody == nil ? "" : " (read by the lane)")
             }
             router.get("/v1/models") { _, _ in "models" }
             router.get("/page") { _, _ in "page" }

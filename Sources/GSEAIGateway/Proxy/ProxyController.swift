@@ -121,7 +121,7 @@ public struct ProxyController: Sendable {
             }
         }
         if endpoint.method == .post {
-            let bytes = try await RequestBodies.collect(&request, upTo: maxBodyBytes)
+            let bytes = try await RequestBodies.collect(&request, context: context, upTo: maxBodyBytes)
             if endpoint.body == .optionalJSON, let other = try Self.nonObjectBody(bytes) {
                 // Nothing, or JSON that is not an object (llama.cpp's LoRA scales): it names no model.
                 body = other.bytes

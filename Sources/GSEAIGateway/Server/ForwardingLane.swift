@@ -282,7 +282,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let service = self.service
         let channel = context.channel
         Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
-            await service.answer(request, on: channel, through: lane)
+            await service.answer(request, body: body, on: channel, through: lane)
         }
     }
 
@@ -416,9 +416,9 @@ extension ForwardingLane.Service {
     /// until it ends, and those of the handling (the middleware, the checks, the admission) are not needed while
     /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
     /// child task per request; here only a stream pays for a second task.)
-    func answer(_ request: Request, on channel: any Channel, through lane: ForwardingLane.Handle) async {
+    func answer(_ request: Request, body read: ByteBuffer, on channel: any Channel, through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, on: channel)
+        let (head, body) = await respond(to: request, body: read, on: channel)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
@@ -432,11 +432,12 @@ extension ForwardingLane.Service {
 
     /// The answer's head and body.
     @inline(never)
-    private func respond(to request: Request, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
+    private func respond(to request: Request, body read: ByteBuffer, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
-        let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
+        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
+        context.readBody = read
         var response: Response
         do {
             response = try await respond(request, context)

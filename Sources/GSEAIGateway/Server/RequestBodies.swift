@@ -9,8 +9,20 @@ enum RequestBodies {
         do {
             return try await request.collectBody(upTo: limit)
         } catch is NIOTooManyBytesError {
-            throw GatewayError(.contentTooLarge, type: .requestTooLarge, "the request body is too large (the limit is \(limit) bytes)")
+            throw tooLarge(limit)
         }
+    }
+
+    /// The request body, or 413 when it is over the limit: the one the forwarding lane read, when it did (no
+    /// middleware changes a request's body), else read now.
+    static func collect(_ request: inout Request, context: GatewayRequestContext, upTo limit: Int) async throws -> ByteBuffer {
+        guard let read = context.readBody else { return try await collect(&request, upTo: limit) }
+        guard read.readableBytes <= limit else { throw tooLarge(limit) }
+        return read
+    }
+
+    private static func tooLarge(_ limit: Int) -> GatewayError {
+        GatewayError(.contentTooLarge, type: .requestTooLarge, "the request body is too large (the limit is \(limit) bytes)")
     }
 
     /// The body decoded as `T`.
