@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import Synchronization
 import Testing
@@ -35,6 +36,61 @@ struct ForwardingLaneTests {
         #expect(!routes.contains(.get, path: "/"))
         #expect(!routes.contains(.get, path: "/conversations"))
         #expect(!routes.contains(.post, path: "/auth/login"))
+    }
+
+    /// The lane answers a forwarded route's request without the router (``ForwardedResponder``): for every forwarded
+    /// route, the route's name and parameters its match gives the handler are the router's.
+    @Test func eachForwardedRoutesMatchGivesItsHandlerWhatTheRouterGives() async throws {
+        let router = Router(context: GatewayRequestContext.self)
+        @Sendable func seen(_ context: GatewayRequestContext) -> String {
+            "\(context.endpointPath ?? "-") job=\(context.parameters.get("job") ?? "-") id=\(context.parameters.get("id") ?? "-") "
+                + "rest=\(context.parameters.getCatchAll().joined(separator: "/"))"
+        }
+        let handled = Mutex<String?>(nil)
+        for endpoint in ProxyEndpoint.all {
+            router.on(RouterPath(endpoint.path), method: endpoint.method) { _, context in
+                handled.withLock { $0 = seen(context) }
+                return "ok"
+            }
+        }
+        let responder = router.buildResponder()
+        let routes = ForwardedRoutes(ProxyEndpoint.all)
+        let channel = EmbeddedChannel()
+        func context() -> GatewayRequestContext {
+            GatewayRequestContext(source: .init(channel: channel, logger: Logger(label: "test")))
+        }
+        var patterns = 0
+        for endpoint in ProxyEndpoint.all {
+            let path = endpoint.path.replacingOccurrences(of: ":job", with: "job-7").replacingOccurrences(of: ":id", with: "slot-3")
+                .replacingOccurrences(of: "**", with: "qwen/qwen3-4b%2Fq4") + "?x=1"
+            let match = try #require(routes.match(endpoint.method, path: path), "\(endpoint.method) \(path)")
+            #expect(match.route.endpoint.path == endpoint.path && match.route.endpoint.method == endpoint.method)
+            var matched = context()
+            matched.coreContext.parameters = match.parameters
+            matched.coreContext.endpointPath.value = match.route.label
+            let request = Request(head: HTTPRequest(method: endpoint.method, scheme: "http", authority: "test", path: path),
+                                  body: RequestBody(buffer: ByteBuffer()))
+            handled.withLock { $0 = nil }
+            _ = try await responder.respond(to: request, context: context())
+            let answer = try #require(handled.withLock { $0 }, "\(endpoint.method) \(path)")
+            #expect(answer == seen(matched), "\(endpoint.method) \(path)")
+            if endpoint.path.contains(":") || endpoint.path.contains("**") {
+                patterns += 1
+                #expect(answer.contains("job=job-7") || answer.contains("id=slot-3") || answer.contains("rest=qwen/qwen3-4b%2Fq4"), "\(answer)")
+            }
+        }
+        #expect(patterns == 3)
+    }
+
+    /// The lane's middleware logs the caller's address, as the router's does (the initializer for a context that knows it).
+    @Test func theLanesRequestLineHoldsTheCallersAddress() async throws {
+        try await GatewayHarness.with { harness in
+            let responder = harness.gateway.forwardedResponder(proxy: harness.gateway.makeProxy())
+            let channel = EmbeddedChannel()
+            channel.remoteAddress = try SocketAddress(ipAddress: "192.0.2.9", port: 4711)
+            let context = GatewayRequestContext(source: .init(channel: channel, logger: Logger(label: "test")))
+            #expect(responder.middleware.log.remoteAddress(context) == "192.0.2.9")
+        }
     }
 
     @Test func pipelinedRequestsOfBothLanesAreAnsweredInOrder() async throws {
@@ -293,7 +349,7 @@ struct ForwardingLaneTests {
                 return "released"
             }
             let responder = router.buildResponder()
-            let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await responder.respond(to: $0, context: $1) },
+            let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { request, context, _ in try await responder.respond(to: request, context: context) },
                                               logger: logger, serverName: "lane", bodyLimit: 64)
             let http1 = HTTP1Channel(responder: { request, writer, channel in
                 let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))

@@ -71,6 +71,24 @@ public struct Gateway: Sendable {
 
     /// The router with every endpoint and middleware.
     public func buildRouter() -> Router<GatewayRequestContext> {
+        buildRouter(proxy: makeProxy())
+    }
+
+    /// The forwarded routes' handler (one for both lanes: it remembers which upstream runs each download job).
+    func makeProxy() -> ProxyController {
+        ProxyController(admission: admission, storage: storage, metrics: metrics, usageMeter: usageMeter,
+                        maxBodyBytes: configuration.maxBodyBytes, imageLimits: configuration.imageLimits)
+    }
+
+    /// The gateway's own handling of the forwarded routes' requests that the lane reads: the router's middleware
+    /// (less the page's files) and handler, without the router (``ForwardedResponder``).
+    func forwardedResponder(proxy: ProxyController) -> ForwardedResponder {
+        ForwardedResponder(middleware: GatewayMiddleware<GatewayRequestContext>(metrics: metrics),
+                           authentication: AuthenticationMiddleware(accounts: accounts, publicOrigin: configuration.publicOrigin),
+                           proxy: proxy)
+    }
+
+    func buildRouter(proxy: ProxyController) -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         let pageFolder = self.pageFolder
         let accounts = self.accounts
@@ -95,8 +113,7 @@ public struct Gateway: Sendable {
         AccountController(accounts: accounts, throttle: LoginThrottle(limit: configuration.loginAttempts, window: configuration.loginWindow, attempts: storage.shared.rates),
                           secureCookies: configuration.secureCookies, publicOrigin: configuration.publicOrigin).register(on: router)
         ConversationController(engine: engine, imageLimits: configuration.imageLimits).register(on: router)
-        ProxyController(admission: admission, storage: storage, metrics: metrics, usageMeter: usageMeter,
-                        maxBodyBytes: configuration.maxBodyBytes, imageLimits: configuration.imageLimits).register(on: router)
+        proxy.register(on: router)
         UpstreamController(pool: pool).register(on: router)
         let setupLinks = SetupLinks(accounts: accounts, publicURL: configuration.effectivePublicURL, clock: policies.clock)
         ClassController(accounts: accounts, policies: policies, secureCookies: configuration.secureCookies,
@@ -114,12 +131,15 @@ public struct Gateway: Sendable {
         // Long enough for the slowest upstream answer, so that a connection waiting on one is not dropped.
         let idle = TimeAmount(configuration.firstByteTimeout + configuration.idleTimeout + .seconds(30))
         let http1 = HTTP1Channel.Configuration(idleTimeout: idle)
-        let routing = buildRouter().buildResponder()
+        let proxy = makeProxy()
+        let routing = buildRouter(proxy: proxy).buildResponder()
         let responder = SeparateTaskResponder(routing)
         let serverName = "gseai"
-        // The forwarded routes' requests are answered by the same router, from the connection's handler (whose
-        // task for the request is already one of its own: no child task).
-        let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all), respond: { try await routing.respond(to: $0, context: $1) },
+        // The forwarded routes' requests are answered by the same middleware and handler, from the connection's
+        // handler (whose task for the request is already one of its own: no child task).
+        let forwarded = forwardedResponder(proxy: proxy)
+        let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all),
+                                          respond: { try await forwarded.respond(to: $0, context: $1, $2) },
                                           logger: logger, serverName: serverName,
                                           bodyLimit: min(ForwardingLane.largestBody, configuration.maxBodyBytes))
         var server = HTTPServerBuilder { respond in

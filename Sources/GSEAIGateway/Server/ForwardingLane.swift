@@ -35,7 +35,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// What every connection's lane shares: which routes it takes and how it answers them.
     struct Service: Sendable {
         let routes: ForwardedRoutes
-        let respond: @Sendable (Request, GatewayRequestContext) async throws -> Response
+        /// Answers a request of a forwarded route (``ForwardedResponder``, the gateway's own handling of them).
+        let respond: @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response
         let logger: Logger
         let serverName: String?
         /// The largest body the lane reads itself (``ForwardingLane/largestBody``, or the gateway's body limit
@@ -52,8 +53,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum State {
         case idle
-        /// Our request, its body (``body``) being read, with the length it declared.
-        case reading(HTTPRequest, length: Int)
+        /// Our request, its body (``body``) being read, with the length it declared and its route.
+        case reading(HTTPRequest, length: Int, ForwardedRoutes.Match)
         /// Our request, read whole, being answered.
         case answering
         /// A request of Hummingbird's handling: whether it has been read to its end, and whether its answer has
@@ -141,10 +142,10 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
-            if service.routes.contains(head.method, path: head.path ?? ""), let length = Self.declaredLength(head),
+            if let match = service.routes.match(head.method, path: head.path ?? ""), let length = Self.declaredLength(head),
                 length <= service.bodyLimit
             {
-                state = .reading(head, length: length)
+                state = .reading(head, length: length, match)
             } else {
                 state = .passing(inboundEnded: false, answered: false)
                 pass(part, context: context)
@@ -152,7 +153,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         case (.idle, _):
             // A body with no head: Hummingbird's handling refuses it as it would have.
             pass(part, context: context)
-        case (.reading(_, let length), .body(var piece)):
+        case (.reading(_, let length, _), .body(var piece)):
             // The decoder cuts the body at its declared length, which the lane took only when within its limit.
             if body == nil {
                 // Most bodies come whole: kept as read, without a copy.
@@ -162,10 +163,10 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
                 body!.reserveCapacity(minimumWritableBytes: max(0, length - body!.readableBytes))
                 body!.writeBuffer(&piece)
             }
-        case (.reading(let head, _), .end):
+        case (.reading(let head, _, let match), .end):
             let read = body ?? ByteBuffer()
             body = nil
-            start(head, body: read, context: context)
+            start(head, body: read, match: match, context: context)
         case (.reading, .head):
             // The decoder gives a head only after an end; should it not, the connection is in no state to go on.
             body = nil
@@ -273,7 +274,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Starts answering our request (read to its end) in a task of its own.
-    private func start(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+    private func start(_ head: HTTPRequest, body: ByteBuffer, match: ForwardedRoutes.Match, context: ChannelHandlerContext) {
         state = .answering
         let request = Request(head: head, body: RequestBody(buffer: body))
         current &+= 1
@@ -282,7 +283,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let service = self.service
         let channel = context.channel
         Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
-            await service.answer(request, body: body, on: channel, through: lane)
+            await service.answer(request, body: body, match: match, on: channel, through: lane)
         }
     }
 
@@ -416,9 +417,10 @@ extension ForwardingLane.Service {
     /// until it ends, and those of the handling (the middleware, the checks, the admission) are not needed while
     /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
     /// child task per request; here only a stream pays for a second task.)
-    func answer(_ request: Request, body read: ByteBuffer, on channel: any Channel, through lane: ForwardingLane.Handle) async {
+    func answer(_ request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match, on channel: any Channel,
+                through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, body: read, on: channel)
+        let (head, body) = await respond(to: request, body: read, match: match, on: channel)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
@@ -432,7 +434,8 @@ extension ForwardingLane.Service {
 
     /// The answer's head and body.
     @inline(never)
-    private func respond(to request: Request, body read: ByteBuffer, on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
+    private func respond(to request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match,
+                         on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
@@ -440,7 +443,7 @@ extension ForwardingLane.Service {
         context.readBody = read
         var response: Response
         do {
-            response = try await respond(request, context)
+            response = try await respond(request, context, match)
         } catch {
             logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             response = Response(status: .internalServerError, body: .init())
@@ -490,42 +493,75 @@ extension ForwardingLane {
     }
 }
 
-/// Which requests the lane takes: the forwarded routes, by method and path (`:name` one segment, `**` the rest).
-/// A request it does not take is answered by Hummingbird's handling with the same responder, so the two lanes
-/// answer alike; this only chooses the lighter one.
+/// Which requests the lane takes: the forwarded routes, by method and path (`:name` one segment, `**` the rest),
+/// each with what Hummingbird's router would give its handler (the parameters, the route's name). A request it
+/// does not take is answered by Hummingbird's handling with the same handler, so the two lanes answer alike.
 struct ForwardedRoutes: Sendable {
-    private var exact: [String: [HTTPRequest.Method]] = [:]
-    private var patterns: [(method: HTTPRequest.Method, segments: [String])] = []
+    /// A forwarded route: its endpoint, and its pattern as Hummingbird's router names it (the route of the metrics
+    /// and of the log line: `/api/v1/models/download/status/{job}`).
+    struct Route: Sendable {
+        let endpoint: ProxyEndpoint
+        let label: String
+        fileprivate let segments: [String]
+    }
+
+    /// A request's route, with the parameters its path gives, as the router sets them.
+    struct Match: Sendable {
+        let route: Route
+        let parameters: Parameters
+    }
+
+    private var exact: [String: [Route]] = [:]
+    private var patterns: [Route] = []
 
     init(_ endpoints: [ProxyEndpoint]) {
         for endpoint in endpoints {
             let segments = endpoint.path.split(separator: "/").map(String.init)
+            let route = Route(endpoint: endpoint, label: RouterPath(endpoint.path).description, segments: segments)
             if segments.contains(where: { $0.hasPrefix(":") || $0 == "**" || $0 == "*" }) {
-                patterns.append((endpoint.method, segments))
+                patterns.append(route)
             } else {
-                exact["/" + segments.joined(separator: "/"), default: []].append(endpoint.method)
+                exact["/" + segments.joined(separator: "/"), default: []].append(route)
             }
         }
     }
 
     /// Whether a request of `method` for `target` (a path, perhaps with a query) is a forwarded route's.
     func contains(_ method: HTTPRequest.Method, path target: String) -> Bool {
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
-        if let methods = exact[path] { return methods.contains(method) }
-        let segments = path.split(separator: "/")
-        return patterns.contains { pattern in
-            pattern.method == method && Self.matches(segments, pattern.segments)
-        }
+        match(method, path: target) != nil
     }
 
-    private static func matches(_ path: [Substring], _ pattern: [String]) -> Bool {
-        for (index, expected) in pattern.enumerated() {
-            if expected == "**" { return path.count > index }
-            guard index < path.count else { return false }
-            if expected.hasPrefix(":") || expected == "*" { continue }
-            guard path[index] == expected else { return false }
+    /// The forwarded route of a request of `method` for `target` (a path, perhaps with a query), if any.
+    func match(_ method: HTTPRequest.Method, path target: String) -> Match? {
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
+        if let routes = exact[path] {
+            return routes.first { $0.endpoint.method == method }.map { Match(route: $0, parameters: Parameters()) }
         }
-        return path.count == pattern.count
+        let segments = path.split(separator: "/")
+        for route in patterns where route.endpoint.method == method {
+            if let parameters = Self.parameters(segments, of: path, route.segments) { return Match(route: route, parameters: parameters) }
+        }
+        return nil
+    }
+
+    /// The parameters of a path (its segments) that matches a pattern, as the router's: `:name` by its name, `**`
+    /// the rest of the path; `nil` when it does not match.
+    private static func parameters(_ path: [Substring], of whole: String, _ pattern: [String]) -> Parameters? {
+        var parameters = Parameters()
+        for (index, expected) in pattern.enumerated() {
+            if expected == "**" {
+                guard path.count > index else { return nil }
+                parameters.setCatchAll(whole[path[index].startIndex...])
+                return parameters
+            }
+            guard index < path.count else { return nil }
+            if expected.hasPrefix(":") {
+                parameters[Substring(expected.dropFirst())] = path[index]
+            } else if expected != "*" {
+                guard path[index] == expected else { return nil }
+            }
+        }
+        return path.count == pattern.count ? parameters : nil
     }
 }
 
