@@ -10,8 +10,9 @@ import Synchronization
 
 /// Serves the requests of the forwarded routes (``ProxyEndpoint/all``) from a channel handler, ahead of
 /// Hummingbird's connection task: the request's head and body are read here, the answer is made by the same
-/// responder as every other request's (middleware, router, ``ProxyController``: the same behaviour), in a task of
-/// the request's own, and written here, straight to the connection.
+/// middleware and handler as on Hummingbird's lane (``ForwardedResponder``: ``GatewayMiddleware``,
+/// ``AuthenticationMiddleware``, ``ProxyController``; the same behaviour, without the router), in a task of the
+/// request's own, and written here, straight to the connection.
 ///
 /// Why: Hummingbird answers a connection's requests in one task per connection, reading them from and writing
 /// the answers to a `NIOAsyncChannel` (an async sequence and an async writer, each part a hop between the task and
