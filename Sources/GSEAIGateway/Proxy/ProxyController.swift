@@ -102,9 +102,7 @@ public struct ProxyController: Sendable {
     @inline(never)
     private func prepare(_ request: Request, context: GatewayRequestContext, endpoint: ProxyEndpoint) async throws -> Prepared {
         let identity = try context.require(endpoint.minimumRole)
-        guard case .candidates = pool.route(kinds: endpoint.kinds, model: nil) else {
-            throw Admission.wrongKind(endpoint.path, needs: endpoint.kinds, present: pool.kinds)
-        }
+        guard pool.serves(endpoint.kinds) else { throw Admission.wrongKind(endpoint.path, needs: endpoint.kinds, present: pool.kinds) }
         var request = request
         var inspection: RequestInspection?
         var body: ByteBuffer?
@@ -237,8 +235,10 @@ public struct ProxyController: Sendable {
             do {
                 let response = try await slot.upstream.client.send(prepared.outgoing)
                 metrics.recordTimeToFirstByte(surface: surface, ContinuousClock.now - started)
-                let others = !admission.candidates(prepared.ticket, excluding: tried.union([slot.upstream.name])).isEmpty
-                if response.status >= 500, !isCallersError(response.status), others, prepared.endpoint.usesSlot {
+                // Whether another upstream may serve it is asked only of a failure (a route made, and a set).
+                if response.status >= 500, !isCallersError(response.status), prepared.endpoint.usesSlot,
+                    !admission.candidates(prepared.ticket, excluding: tried.union([slot.upstream.name])).isEmpty
+                {
                     // Its body is not read: leaving it cancels the request.
                     guard let next = try await admission.failOver(prepared.ticket, from: slot, reason: "HTTP \(response.status)",
                                                                   tried: &tried, onPosition: onPosition) else { return (response, slot) }

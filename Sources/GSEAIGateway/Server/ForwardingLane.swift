@@ -500,10 +500,17 @@ extension ForwardingLane {
 struct ForwardedRoutes: Sendable {
     /// A forwarded route: its endpoint, and its pattern as Hummingbird's router names it (the route of the metrics
     /// and of the log line: `/api/v1/models/download/status/{job}`).
-    struct Route: Sendable {
+    /// A class, not a struct: a request's match is copied into several frames, and the endpoint's fields are many.
+    final class Route: Sendable {
         let endpoint: ProxyEndpoint
         let label: String
         fileprivate let segments: [String]
+
+        init(endpoint: ProxyEndpoint, label: String, segments: [String]) {
+            self.endpoint = endpoint
+            self.label = label
+            self.segments = segments
+        }
     }
 
     /// A request's route, with the parameters its path gives, as the router sets them.

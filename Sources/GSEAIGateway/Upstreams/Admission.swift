@@ -50,9 +50,7 @@ public struct Admission: Sendable {
     /// `shape` is the request body's shape for the policy (forwarded requests), `.none` for the chat page.
     func ticket(user: User, model: String?, imageCount: Int, shape: ProxyEndpoint.PolicyShape, kinds: Set<UpstreamKind>,
                 usesSlot: Bool, preferredClassID: String? = nil, preferredUpstream: String? = nil, path: String) async throws -> Ticket {
-        guard case .candidates = pool.route(kinds: kinds, model: model) else {
-            throw Self.wrongKind(path, needs: kinds, present: pool.kinds)
-        }
+        guard pool.serves(kinds) else { throw Self.wrongKind(path, needs: kinds, present: pool.kinds) }
         // Counted towards the rate limit only once everything else has passed.
         let admitted = usesSlot
             ? try await policies.admit(user: user, model: model, imageCount: imageCount, shape: shape, preferredClassID: preferredClassID)

@@ -30,6 +30,12 @@ public final class UpstreamPool: Service, Sendable {
         upstreams.first { $0.name == name }
     }
 
+    /// Whether an upstream speaks one of `kinds` (else ``route(kinds:model:excluding:)`` is `.wrongKind`, whatever
+    /// the model and exclusions): without making the route's lists.
+    func serves(_ kinds: Set<UpstreamKind>) -> Bool {
+        upstreams.contains { kinds.contains($0.kind) }
+    }
+
     /// The kinds of its upstreams.
     public var kinds: Set<UpstreamKind> { Set(upstreams.map(\.kind)) }
 
