@@ -414,10 +414,13 @@ final class UpstreamExchange: Sendable {
     }
 
     private func cancel(evenIfDiscarding: Bool) {
-        let ending = Result<Void, any Error>.failure(CancellationError())
-        guard let waiting = state.withLock({ $0.complete ? nil : Self.end(&$0, with: ending, evenIfDiscarding: evenIfDiscarding) }) else {
-            return
+        // Every body let go cancels its exchange, most of them complete: the error is made only when it ends one.
+        let ended: (ending: Result<Void, any Error>, waiting: Waiting)? = state.withLock { state in
+            guard !state.complete, state.ending == nil, evenIfDiscarding || !state.discarding else { return nil }
+            let ending = Result<Void, any Error>.failure(CancellationError())
+            return Self.end(&state, with: ending, evenIfDiscarding: evenIfDiscarding).map { (ending, $0) }
         }
+        guard let (ending, waiting) = ended else { return }
         waiting.timer?.cancel()
         waiting.endWaiter?.resume()
         settleHead(.failure(CancellationError()))

@@ -28,6 +28,8 @@ public struct PolicyResolver: Sendable {
     public func chosenClass(for user: User, preferredClassID: String? = nil) async throws -> ClassSession? {
         guard user.role == .student else { return nil }
         let memberships = try await classes.classes(ofMember: user.id)
+        // In no class: no active class to ask for.
+        guard !memberships.isEmpty else { return nil }
         if let preferredClassID, let preferred = memberships.first(where: { $0.id == preferredClassID }) { return preferred }
         if let active = try await classes.activeClass(userID: user.id), let selected = memberships.first(where: { $0.id == active }) {
             return selected
