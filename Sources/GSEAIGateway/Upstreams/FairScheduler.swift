@@ -120,15 +120,45 @@ public final class FairScheduler: Sendable {
         var next = 0
     }
 
+    /// An upstream's slots: how many in all, how many in use. One entry, one look-up for both.
+    private struct UpstreamSlots {
+        var slots = 0
+        var busy = 0
+    }
+
+    /// What one class's members hold now (`""`: everyone outside a class), in one entry: a request's slot is
+    /// counted with one look-up of its class (and one of its user there), not one per count.
+    private struct ClassCounts {
+        /// Slots the class's members hold.
+        var holding = 0
+        /// Slots each member holds through the class (a member holding none has no entry: everyone outside a class
+        /// shares one, and would else be kept for ever).
+        var byUser: [String: Int] = [:]
+        /// The last waits of the class's requests, immediate ones included.
+        var recentWaits = Deque<Duration>()
+
+        /// A slot taken, after `waited`.
+        mutating func take(_ userID: String, waited: Duration) {
+            holding += 1
+            byUser[userID, default: 0] += 1
+            if recentWaits.count >= FairScheduler.recentWaitCount { recentWaits.removeFirst() }
+            recentWaits.append(waited)
+        }
+
+        /// A slot given back.
+        mutating func giveBack(_ userID: String) {
+            holding = max(0, holding - 1)
+            FairScheduler.decrement(&byUser, userID)
+        }
+    }
+
     private struct State {
-        var slots: [String: Int] = [:]
-        var busy: [String: Int] = [:]
+        /// Each upstream's slots, by name.
+        var upstreams: [String: UpstreamSlots] = [:]
         /// Slots each user holds now, over every upstream.
         var holding: [String: Int] = [:]
-        /// Slots the members of each class hold now (`""`: outside any class).
-        var holdingPerClass: [String: Int] = [:]
-        /// Slots each user holds through each class.
-        var holdingByClassUser: [String: [String: Int]] = [:]
+        /// Each class's counts (`""`: outside any class).
+        var classes: [String: ClassCounts] = [:]
         /// Turn order of the classes with requests waiting (`""`: outside any class).
         var groups: [String: Group] = [:]
         var ring: [String] = []
@@ -137,8 +167,6 @@ public final class FairScheduler: Sendable {
         var waiting: [Int: Waiter] = [:]
         var nextID = 0
         var waitingPerUser: [String: Int] = [:]
-        /// The last waits of each class's requests (`""`: outside any class), immediate ones included.
-        var recentWaits: [String: Deque<Duration>] = [:]
         /// Slots kept for a moment for the student who freed them.
         var reservations: [Reservation] = []
         var nextReservation = 0
@@ -171,9 +199,9 @@ public final class FairScheduler: Sendable {
     public func setSlots(_ slots: Int, for upstream: String) {
         var stranded: [Waiter] = []
         let granted = state.withLock { state in
-            state.slots[upstream] = max(0, slots)
+            state.upstreams[upstream, default: UpstreamSlots()].slots = max(0, slots)
             // Requests that only this upstream could serve, now down, are not kept waiting for nothing.
-            for waiter in state.waiting.values where !waiter.request.candidates.contains(where: { state.slots[$0, default: 0] > 0 }) {
+            for waiter in state.waiting.values where !waiter.request.candidates.contains(where: { state.upstreams[$0]?.slots ?? 0 > 0 }) {
                 stranded.append(waiter)
             }
             for waiter in stranded { remove(waiter, &state) }
@@ -189,7 +217,7 @@ public final class FairScheduler: Sendable {
     /// Slots in use and in all, per upstream.
     public func usage() -> [String: (busy: Int, slots: Int)] {
         state.withLock { state in
-            state.slots.reduce(into: [:]) { $0[$1.key] = (state.busy[$1.key, default: 0], $1.value) }
+            state.upstreams.mapValues { ($0.busy, $0.slots) }
         }
     }
 
@@ -233,8 +261,7 @@ public final class FairScheduler: Sendable {
             if state.waiting.isEmpty || hasReservation(request.key.userID, on: request.candidates, state),
                 let upstream = freeUpstream(request, state)
             {
-                take(upstream, request.key, &state)
-                noteWait(.zero, for: request.key, &state)
+                take(upstream, request.key, waited: .zero, &state)
                 return .success(Lease(upstream: upstream, waited: .zero, key: request.key, scheduler: self))
             }
             return refusal(request, state).map { .failure($0) }
@@ -295,7 +322,7 @@ public final class FairScheduler: Sendable {
     }
 
     private func refusal(_ request: Request, _ state: State) -> Refusal? {
-        guard request.candidates.contains(where: { state.slots[$0, default: 0] > 0 }) else { return .noUpstream }
+        guard request.candidates.contains(where: { state.upstreams[$0]?.slots ?? 0 > 0 }) else { return .noUpstream }
         if state.waiting.count >= limits.maxWaiting { return .queueFull(waiting: state.waiting.count) }
         let mine = state.waitingPerUser[request.key.userID, default: 0]
         if mine >= limits.maxWaitingPerUser { return .tooManyWaiting(count: mine, limit: limits.maxWaitingPerUser) }
@@ -309,8 +336,7 @@ public final class FairScheduler: Sendable {
             guard state.waiting.isEmpty || hasReservation(request.key.userID, on: request.candidates, state),
                 let upstream = freeUpstream(request, state)
             else { return nil }
-            take(upstream, request.key, &state)
-            noteWait(.zero, for: request.key, &state)
+            take(upstream, request.key, waited: .zero, &state)
             return Lease(upstream: upstream, waited: .zero, key: request.key, scheduler: self)
         }
     }
@@ -322,10 +348,11 @@ public final class FairScheduler: Sendable {
             let key = classID ?? ""
             let waiting = state.groups[key]?.students.mapValues(\.count) ?? [:]
             var holding: [String: Int] = [:]
-            for userID in Set(waiting.keys).union(state.holdingByClassUser[key, default: [:]].keys) {
-                holding[userID] = state.holdingByClassUser[key]?[userID]
+            let counts = state.classes[key]
+            for userID in Set(waiting.keys).union(counts?.byUser.keys ?? [:].keys) {
+                holding[userID] = counts?.byUser[userID]
             }
-            return (waiting, holding.compactMapValues { $0 }, Array(state.recentWaits[key] ?? []))
+            return (waiting, holding.compactMapValues { $0 }, Array(counts?.recentWaits ?? []))
         }
     }
 
@@ -336,16 +363,6 @@ public final class FairScheduler: Sendable {
                 if let first = waiter.request.candidates.first { counts[first, default: 0] += 1 }
             }
         }
-    }
-
-    private func noteWait(_ waited: Duration, for key: FairnessKey, _ state: inout State) {
-        // In place: a copy taken out and put back would copy the class's last waits at every request.
-        Self.note(waited, in: &state.recentWaits[key.group, default: Deque()])
-    }
-
-    private static func note(_ waited: Duration, in waits: inout Deque<Duration>) {
-        if waits.count >= Self.recentWaitCount { waits.removeFirst() }
-        waits.append(waited)
     }
 
     /// How many requests wait now, and per class (`""` outside any class).
@@ -361,7 +378,8 @@ public final class FairScheduler: Sendable {
         if discipline == .fair, state.holding[request.key.userID, default: 0] >= request.cap { return nil }
         return request.candidates.first { upstream in
             let keptForOthers = state.reservations.reduce(0) { $0 + ($1.upstream == upstream && $1.userID != request.key.userID ? 1 : 0) }
-            return state.busy[upstream, default: 0] + keptForOthers < state.slots[upstream, default: 0]
+            guard let counts = state.upstreams[upstream] else { return false }
+            return counts.busy + keptForOthers < counts.slots
         }
     }
 
@@ -370,15 +388,18 @@ public final class FairScheduler: Sendable {
         state.reservations.contains { $0.userID == userID && upstreams.contains($0.upstream) }
     }
 
-    private func take(_ upstream: String, _ key: FairnessKey, _ state: inout State) {
+    /// Counts a slot of `upstream` taken by `key`'s request after `waited`. In place, one look-up for each count's
+    /// entry: a copy taken out and put back would copy the class's last waits at every request.
+    private func take(_ upstream: String, _ key: FairnessKey, waited: Duration, _ state: inout State) {
         // A slot kept for the user is theirs now.
-        if let index = state.reservations.firstIndex(where: { $0.userID == key.userID && $0.upstream == upstream }) {
+        if !state.reservations.isEmpty,
+            let index = state.reservations.firstIndex(where: { $0.userID == key.userID && $0.upstream == upstream })
+        {
             state.reservations.remove(at: index)
         }
-        state.busy[upstream, default: 0] += 1
+        state.upstreams[upstream, default: UpstreamSlots()].busy += 1
         state.holding[key.userID, default: 0] += 1
-        state.holdingPerClass[key.group, default: 0] += 1
-        state.holdingByClassUser[key.group, default: [:]][key.userID, default: 0] += 1
+        state.classes[key.group, default: ClassCounts()].take(key.userID, waited: waited)
     }
 
     private func enqueue(_ waiter: Waiter, _ state: inout State) {
@@ -439,8 +460,7 @@ public final class FairScheduler: Sendable {
         while let (waiter, upstream) = nextEligible(state) {
             remove(waiter, &state)
             advanceTurns(past: waiter, &state)
-            take(upstream, waiter.request.key, &state)
-            noteWait(now - waiter.since, for: waiter.request.key, &state)
+            take(upstream, waiter.request.key, waited: now - waiter.since, &state)
             granted.append((waiter, Lease(upstream: upstream, waited: now - waiter.since, key: waiter.request.key, scheduler: self)))
         }
         return granted
@@ -448,7 +468,7 @@ public final class FairScheduler: Sendable {
 
     /// The request whose turn it is among those that may take a free slot now, with its slot.
     private func nextEligible(_ state: State) -> (Waiter, String)? {
-        guard state.slots.contains(where: { state.busy[$0.key, default: 0] < $0.value }) else { return nil }
+        guard state.upstreams.values.contains(where: { $0.busy < $0.slots }) else { return nil }
         if discipline == .fifo {
             for waiter in state.waiting.values.sorted(by: { $0.id < $1.id }) {
                 if let upstream = freeUpstream(waiter.request, state) { return (waiter, upstream) }
@@ -460,7 +480,7 @@ public final class FairScheduler: Sendable {
         var best: (held: Int, waiter: Waiter, upstream: String)?
         for offset in 0..<state.ring.count {
             let groupKey = state.ring[(state.next + offset) % state.ring.count]
-            let held = state.holdingPerClass[groupKey, default: 0]
+            let held = state.classes[groupKey]?.holding ?? 0
             if let best, best.held <= held { continue }
             guard let group = state.groups[groupKey], let (waiter, upstream) = nextEligible(in: group, state) else { continue }
             best = (held, waiter, upstream)
@@ -539,15 +559,13 @@ public final class FairScheduler: Sendable {
     fileprivate func giveBack(upstream: String, key: FairnessKey) {
         var kept: Int?
         let granted = state.withLock { state in
-            Self.decrement(&state.busy, upstream)
-            Self.decrement(&state.holding, key.userID)
-            Self.decrement(&state.holdingPerClass, key.group)
-            // In place (a copy of the class's counts changed and put back would copy them at every request), and
-            // kept when empty, one per class that ever held a slot, so the class's next request does not make
-            // its storage again.
-            if let index = state.holdingByClassUser.index(forKey: key.group) {
-                Self.decrement(&state.holdingByClassUser.values[index], key.userID)
+            // In place, one look-up each (a copy changed and put back would copy a class's counts at every request);
+            // a class's counts are kept, one entry per class that ever held a slot, so its next request makes none.
+            if let index = state.upstreams.index(forKey: upstream), state.upstreams.values[index].busy > 0 {
+                state.upstreams.values[index].busy -= 1
             }
+            Self.decrement(&state.holding, key.userID)
+            if let index = state.classes.index(forKey: key.group) { state.classes.values[index].giveBack(key.userID) }
             // Others wait and this student does not: the slot is kept for them a moment (see the type's notes).
             if discipline == .fair, limits.anticipation > .zero, !state.waiting.isEmpty, state.waitingPerUser[key.userID] == nil {
                 let id = state.nextReservation
@@ -577,7 +595,7 @@ public final class FairScheduler: Sendable {
         resume(granted)
     }
 
-    private static func decrement(_ counts: inout [String: Int], _ key: String) {
+    fileprivate static func decrement(_ counts: inout [String: Int], _ key: String) {
         // One look-up: the count lowered where it is, or taken out at its last one.
         guard let index = counts.index(forKey: key) else { return }
         if counts.values[index] > 1 {
