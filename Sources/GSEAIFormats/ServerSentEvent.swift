@@ -53,7 +53,9 @@ public struct ServerSentEventParser: Sendable {
     private var sawCR = false
     private var atStart = true
     private var eventType: String?
-    private var dataLines: [String] = []
+    /// The event's data so far: its `data` lines' bytes, joined by `\n` (a string is made of them only for an
+    /// event that is kept, once).
+    private var data: [UInt8] = []
     private var hasData = false
     private var retry: Int?
     /// The last event id seen, which persists across events as the standard says.
@@ -76,7 +78,7 @@ public struct ServerSentEventParser: Sendable {
             lineSkipped = true
             overflowed = true
             line.removeAll()
-            dataLines.removeAll()
+            data.removeAll()
             hasData = false
             return false
         }
@@ -84,11 +86,21 @@ public struct ServerSentEventParser: Sendable {
         return true
     }
 
+    /// Which completed events to make: given each one's type (`nil`: the default) and data (its bytes, the
+    /// lines joined by `\n`), whether to make it. An event not made costs no string and no copy; the stream's
+    /// state (the last event id) goes on as if it had been.
+    public typealias Keep = (_ event: String?, _ data: UnsafeRawBufferPointer) -> Bool
+
     /// Parses the next piece of the stream and returns the events it completes.
     public mutating func feed(_ bytes: some Sequence<UInt8>) -> [ServerSentEvent] {
+        feed(bytes, keeping: nil)
+    }
+
+    /// Parses the next piece of the stream and returns the events it completes that `keep` keeps.
+    public mutating func feed(_ bytes: some Sequence<UInt8>, keeping keep: Keep?) -> [ServerSentEvent] {
         // Pieces in contiguous memory (a ByteBuffer's view, an array) are scanned line by line; going through
         // the generic sequence byte by byte costs more than relaying the stream (a witness call per byte).
-        if let events = bytes.withContiguousStorageIfAvailable({ feed(contiguous: $0) }) { return events }
+        if let events = bytes.withContiguousStorageIfAvailable({ feed(contiguous: $0, keep) }) { return events }
         var events: [ServerSentEvent] = []
         for byte in bytes {
             if sawCR {
@@ -98,9 +110,9 @@ public struct ServerSentEventParser: Sendable {
             switch byte {
             case UInt8(ascii: "\r"):
                 sawCR = true
-                endLine(into: &events)
+                endLine(into: &events, keep)
             case UInt8(ascii: "\n"):
-                endLine(into: &events)
+                endLine(into: &events, keep)
             default:
                 if hold(1) { line.append(byte) }
             }
@@ -108,7 +120,7 @@ public struct ServerSentEventParser: Sendable {
         return events
     }
 
-    private mutating func feed(contiguous bytes: UnsafeBufferPointer<UInt8>) -> [ServerSentEvent] {
+    private mutating func feed(contiguous bytes: UnsafeBufferPointer<UInt8>, _ keep: Keep?) -> [ServerSentEvent] {
         var events: [ServerSentEvent] = []
         var index = 0
         while index < bytes.count {
@@ -123,7 +135,7 @@ public struct ServerSentEventParser: Sendable {
             if hold(end - index) { line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end])) }
             guard end < bytes.count else { break }
             sawCR = bytes[end] == UInt8(ascii: "\r")
-            endLine(into: &events)
+            endLine(into: &events, keep)
             index = end + 1
         }
         return events
@@ -155,13 +167,18 @@ public struct ServerSentEventParser: Sendable {
     /// Ends the stream: a last line without a newline and a last event without the blank line are
     /// still delivered, because servers that close right after `data: [DONE]` are common.
     public mutating func finish() -> [ServerSentEvent] {
+        finish(keeping: nil)
+    }
+
+    /// Ends the stream (as ``finish()``), returning the last events that `keep` keeps.
+    public mutating func finish(keeping keep: Keep?) -> [ServerSentEvent] {
         var events: [ServerSentEvent] = []
-        if !line.isEmpty { endLine(into: &events) }
-        dispatch(into: &events)
+        if !line.isEmpty { endLine(into: &events, keep) }
+        dispatch(into: &events, keep)
         return events
     }
 
-    private mutating func endLine(into events: inout [ServerSentEvent]) {
+    private mutating func endLine(into events: inout [ServerSentEvent], _ keep: Keep?) {
         defer { line.removeAll(keepingCapacity: true) }
         if lineSkipped {
             lineSkipped = false
@@ -180,7 +197,7 @@ public struct ServerSentEventParser: Sendable {
                 retry = nil
                 return
             }
-            dispatch(into: &events)
+            dispatch(into: &events, keep)
             return
         }
         // Only `data` lines stay with the event until it ends; a comment (a keep-alive, say) or another field
@@ -199,7 +216,8 @@ public struct ServerSentEventParser: Sendable {
         if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
         let value = start < line.count ? line[start...] : []
         if Self.isName(name, "data") {
-            dataLines.append(String(decoding: value, as: UTF8.self))
+            if hasData { data.append(UInt8(ascii: "\n")) }
+            data.append(contentsOf: value)
             hasData = true
             return
         }
@@ -230,17 +248,17 @@ public struct ServerSentEventParser: Sendable {
         return true
     }
 
-    private mutating func dispatch(into events: inout [ServerSentEvent]) {
+    private mutating func dispatch(into events: inout [ServerSentEvent], _ keep: Keep?) {
         defer {
             eventBytes = 0
             eventType = nil
-            dataLines.removeAll(keepingCapacity: true)
+            // Its room kept for the next event, unless a large event made it large (a stream may stay open long).
+            if data.capacity > 4096 { data = [] } else { data.removeAll(keepingCapacity: true) }
             hasData = false
             retry = nil
         }
         guard hasData else { return }
-        // One data line (the usual event) is the data as it is, without a join making it again.
-        let data = dataLines.count == 1 ? dataLines[0] : dataLines.joined(separator: "\n")
-        events.append(ServerSentEvent(event: eventType, data: data, id: lastEventID, retry: retry))
+        if let keep, !data.withUnsafeBytes({ keep(eventType, $0) }) { return }
+        events.append(ServerSentEvent(event: eventType, data: String(decoding: data, as: UTF8.self), id: lastEventID, retry: retry))
     }
 }

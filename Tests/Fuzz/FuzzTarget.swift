@@ -87,7 +87,15 @@ enum FuzzTarget: String, CaseIterable {
         var contiguous = ServerSentEventParser()
         var byteByByte = ServerSentEventParser()
         var small = ServerSentEventParser(maxEventBytes: 64)
-        var events: [ServerSentEvent] = [], slow: [ServerSentEvent] = [], bounded: [ServerSentEvent] = []
+        // Keeping the events whose type's name has an even length: exactly those of the others; the filter is shown
+        // every event, with the bytes the event's data is made of.
+        var filtering = ServerSentEventParser()
+        var shown: [String] = []
+        let keep: ServerSentEventParser.Keep = { name, data in
+            shown.append(String(decoding: data, as: UTF8.self))
+            return (name?.utf8.count ?? 0) % 2 == 0
+        }
+        var events: [ServerSentEvent] = [], slow: [ServerSentEvent] = [], bounded: [ServerSentEvent] = [], kept: [ServerSentEvent] = []
         var index = 1
         while index < bytes.count {
             let end = min(index + step, bytes.count)
@@ -95,12 +103,17 @@ enum FuzzTarget: String, CaseIterable {
             events += contiguous.feed(piece)
             slow += byteByByte.feed(piece.lazy.map { $0 })
             bounded += small.feed(piece)
+            kept += filtering.feed(piece, keeping: keep)
             index = end
         }
         events += contiguous.finish()
         slow += byteByByte.finish()
         bounded += small.finish()
+        kept += filtering.finish(keeping: keep)
         require(events == slow, "the two feeding paths disagree")
+        require(kept == events.filter { ($0.event?.utf8.count ?? 0) % 2 == 0 }, "the filter kept other events than its own")
+        require(shown == events.map(\.data), "the filter was not shown each event's data")
+        require(filtering.lastEventID == contiguous.lastEventID, "a filtered stream lost its last event id")
         // The limit is on the bytes read; an invalid byte reads as U+FFFD, three bytes of UTF-8.
         require(bounded.allSatisfy { $0.data.utf8.count <= 3 * 64 }, "an event over the limit was delivered")
         for event in events {

@@ -103,6 +103,54 @@ import Testing
         #expect(observer.responseIDs == ids)
     }
 
+    /// A stream's events are made only when the observer may learn something from them (the parser's filter, on their
+    /// bytes): over random streams of every surface, with names, markers and usage where they count and where they do
+    /// not, the observer sees exactly what it sees when every event is made and read.
+    @Test func theEventsLeftUnmadeAreThoseTheObserverIgnores() throws {
+        var generator = SeededGenerator(seed: 7)
+        let names = [nil, nil, nil, "message_start", "message_delta", "message_stop", "chat.end", "response.created",
+                     "response.completed", "note", "error"]
+        let datas = [#"{"choices":[{"delta":{"content":"hi"}}]}"#, #"{"usage":{"prompt_tokens":4,"completion_tokens":5}}"#,
+                     #"{"type":"message_delta","usage":{"output_tokens":6}}"#, #"{"type":"message_start","message":{"type":"message","usage":{"input_tokens":3}}}"#,
+                     #"{"stop":true,"tokens_predicted":8,"tokens_evaluated":9}"#, #"{"stop":false,"content":"x"}"#,
+                     #"{"type":"response.created","response":{"object":"response","id":"resp_r1"}}"#,
+                     #"{"type":"chat.end","result":{"response_id":"resp_c1","stats":{"input_tokens":1,"total_output_tokens":2}}}"#,
+                     "[DONE]", "[DONE] ", #"{"content":"the "usage" of words"}"#, "plain text"]
+        let paths = ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/api/v1/chat", "/llamacpp/completion", "/v1/completions"]
+        for round in 0..<600 {
+            let path = paths[round % paths.count]
+            var text = ""
+            for _ in 0..<(1 + Int(generator.next() % 6)) {
+                if let name = names[Int(generator.next() % UInt64(names.count))] { text += "event: \(name)\n" }
+                let data = datas[Int(generator.next() % UInt64(datas.count))]
+                // Sometimes on two data lines (joined by a newline), sometimes with an id.
+                if generator.next() % 4 == 0, data.count > 2 {
+                    text += "data: \(data.prefix(2))\ndata: \(data.dropFirst(2))\n"
+                } else {
+                    text += "data: \(data)\n"
+                }
+                if generator.next() % 5 == 0 { text += "id: \(round)\n" }
+                text += "\n"
+            }
+            let endpoint = try endpoint(path)
+            var filtered = ResponseObserver(endpoint: endpoint), reference = ResponseObserver(endpoint: endpoint)
+            // In pieces cut anywhere.
+            let bytes = Array(text.utf8)
+            var start = 0
+            while start < bytes.count {
+                let end = min(bytes.count, start + 1 + Int(generator.next() % 40))
+                filtered.observe(streamPiece: ByteBuffer(bytes: bytes[start..<end]))
+                start = end
+            }
+            filtered.finishStream()
+            var parser = ServerSentEventParser()
+            for event in parser.feed(bytes) + parser.finish() { reference.observe(event) }
+            #expect(filtered.responseIDs == reference.responseIDs, "\(path) \(text)")
+            #expect(filtered.inputTokens == reference.inputTokens && filtered.outputTokens == reference.outputTokens, "\(path) \(text)")
+            #expect(filtered.sawFinalEvent == reference.sawFinalEvent, "\(path) \(text)")
+        }
+    }
+
     @Test func aStreamCutMidEventHasNoFinalEvent() throws {
         var observer = ResponseObserver(endpoint: try endpoint("/v1/chat/completions"))
         observer.observe(streamPiece: ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel"))

@@ -146,6 +146,30 @@ struct ServerSentEventParserTests {
 }
 
 /// What the fuzzer found, and the limit on an event's size.
+@Suite("Server-Sent Event parser: a filter")
+struct ServerSentEventFilterTests {
+    /// An event the filter leaves out is not made, and the stream goes on as if it had been: the next events keep its
+    /// id; the filter sees an event's data lines joined by a newline, invalid bytes as they came.
+    @Test func anEventLeftOutIsNotMadeAndTheStreamGoesOn() {
+        var parser = ServerSentEventParser()
+        var shown: [(String?, [UInt8])] = []
+        let keep: ServerSentEventParser.Keep = { name, data in
+            shown.append((name, Array(data)))
+            return name != "skip"
+        }
+        // With an invalid byte, as a server might send it.
+        let bytes = Array("event: skip\nid: 7\ndata: a\ndata: b\n\ndata: c".utf8) + [0xFF] + Array("\n\nevent: keep\ndata: d\r\n\r\n".utf8)
+        let events = parser.feed(bytes, keeping: keep) + parser.finish(keeping: keep)
+        #expect(events == [ServerSentEvent(data: "c\u{FFFD}", id: "7"), ServerSentEvent(event: "keep", data: "d", id: "7")])
+        #expect(shown.map(\.0) == ["skip", nil, "keep"])
+        #expect(shown.map(\.1) == [Array("a\nb".utf8), [UInt8(ascii: "c"), 0xFF], Array("d".utf8)])
+        #expect(parser.lastEventID == "7")
+        // Without a filter, the same events and the one left out.
+        var all = ServerSentEventParser()
+        #expect(all.feed(bytes) + all.finish() == [ServerSentEvent(event: "skip", data: "a\nb", id: "7")] + events)
+    }
+}
+
 @Suite("Server-Sent Events: hostile streams")
 struct ServerSentEventLimitTests {
     @Test func theSpaceAfterTheColonIsDroppedEvenBeforeACombiningMark() {

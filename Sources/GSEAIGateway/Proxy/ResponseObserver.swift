@@ -40,15 +40,34 @@ struct ResponseObserver: Sendable {
 
     /// Reads the next piece of a stream.
     mutating func observe(streamPiece: ByteBuffer) {
-        for event in parser.feed(streamPiece.readableBytesView) { observe(event) }
+        let keep = keep
+        for event in parser.feed(streamPiece.readableBytesView, keeping: keep) { observe(event) }
     }
 
     /// Reads what is left when the stream ends: a last event need not be followed by its blank line.
     mutating func finishStream() {
-        for event in parser.finish() { observe(event) }
+        let keep = keep
+        for event in parser.finish(keeping: keep) { observe(event) }
     }
 
-    private mutating func observe(_ event: ServerSentEvent) {
+    /// Which events the parser makes: those ``observe(_:)`` may learn something from, judged on their bytes (an
+    /// event left out costs no string and no copy; nearly every event of a stream is a token, left out).
+    /// Exactly those for which ``observe(_:)`` does anything: `ResponseObserverTests` checks both see the same.
+    private var keep: ServerSentEventParser.Keep {
+        let endpoint = endpoint
+        let finalMarker = finalMarker
+        return { name, data in
+            if data.elementsEqual("[DONE]".utf8) { return true }
+            if endpoint.finalFlag != nil, let finalMarker, ASCII.contains(data, finalMarker) { return true }
+            if let name {
+                return endpoint.finalEvents.contains(name) || name == "message_start" || name == "message_delta" || name == "response.created"
+            }
+            return ASCII.contains(data, Self.usageKey) || ASCII.contains(data, Self.typeKey)
+        }
+    }
+
+    /// Reads one event of a stream (internal for the tests, which compare it with the parser's filter).
+    mutating func observe(_ event: ServerSentEvent) {
         if event.data == "[DONE]" {
             sawFinalEvent = true
             return

@@ -48,24 +48,28 @@ enum ASCII {
     /// Whether `text` contains `pattern`, byte for byte.
     static func contains(_ text: String, _ pattern: Pattern) -> Bool {
         var text = text
-        return text.withUTF8 { bytes in
-            pattern.bytes.withUnsafeBufferPointer { needle in
-                guard bytes.count >= needle.count, let base = bytes.baseAddress, let first = needle.baseAddress, !needle.isEmpty else {
-                    return false
-                }
-                // The anchor byte is found by the vectorized memchr, and the rest compared.
-                let anchor = pattern.anchor
-                let byte = Int32(needle[anchor])
-                var start = base + anchor
-                let last = base + (bytes.count - needle.count + anchor)
-                while start <= last {
-                    guard let found = memchr(start, byte, last - start + 1) else { return false }
-                    let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
-                    if memcmp(candidate - anchor, first, needle.count) == 0 { return true }
-                    start = candidate + 1
-                }
+        return text.withUTF8 { contains(UnsafeRawBufferPointer($0), pattern) }
+    }
+
+    /// Whether `bytes` contain `pattern`.
+    static func contains(_ raw: UnsafeRawBufferPointer, _ pattern: Pattern) -> Bool {
+        let bytes = raw.assumingMemoryBound(to: UInt8.self)
+        return pattern.bytes.withUnsafeBufferPointer { needle in
+            guard bytes.count >= needle.count, let base = bytes.baseAddress, let first = needle.baseAddress, !needle.isEmpty else {
                 return false
             }
+            // The anchor byte is found by the vectorized memchr, and the rest compared.
+            let anchor = pattern.anchor
+            let byte = Int32(needle[anchor])
+            var start = base + anchor
+            let last = base + (bytes.count - needle.count + anchor)
+            while start <= last {
+                guard let found = memchr(start, byte, last - start + 1) else { return false }
+                let candidate = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
+                if memcmp(candidate - anchor, first, needle.count) == 0 { return true }
+                start = candidate + 1
+            }
+            return false
         }
     }
 
