@@ -51,6 +51,42 @@ struct JSONModelTests {
     }
 }
 
+@Suite("JSON writer: strings")
+struct JSONStringWritingTests {
+    /// A string is written with exactly the bytes that need it escaped (quote, backslash, the control characters),
+    /// the short escapes where JSON has them, everything else as it is; the text parses back to the string.
+    @Test func stringsAreEscapedExactlyWhereTheyMustBe() throws {
+        func expected(_ text: String) -> String {
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case "\u{8}": out += "\\b"
+                case "\u{C}": out += "\\f"
+                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
+        }
+        var generator = SystemRandomNumberGenerator()
+        let pieces = ["a", "plain text ", "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1F}", "\u{8}", "\u{C}", "\u{7F}", "é", "😀", "\u{2028}", "/"]
+        var samples = ["", "\"", "\\\\", "no escapes at all, a longer run of plain bytes", "\u{0}\u{1}\u{2}"]
+        for _ in 0..<300 {
+            samples.append((0..<Int.random(in: 0...12, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined())
+        }
+        for text in samples {
+            let written = String(decoding: JSONValue.string(text).jsonData, as: UTF8.self)
+            #expect(written == expected(text), "\(text.debugDescription)")
+            #expect(try JSONValue(parsing: Array(written.utf8)) == .string(text))
+        }
+    }
+}
+
 @Suite("JSON parser")
 struct JSONParserTests {
     @Test func parsesEveryKindOfValue() throws {
