@@ -173,7 +173,7 @@ public struct ProxyController: Sendable {
         if let body { outgoing.body = .bytes(body) }
         let stream = inspection?.stream == true
         outgoing.expectsStream = stream
-        outgoing.bodyExecutor = context.channel.map { EventLoopTaskExecutor.of($0.eventLoop) }
+        outgoing.bodyExecutor = context.executor
         outgoing.eventLoop = context.channel?.eventLoop
         let recorder = UsageRecorder(storage: storage, metrics: metrics, meter: usageMeter, userID: identity.user.id,
                                      classID: ticket.applied?.id, model: model ?? "unknown",

@@ -80,7 +80,8 @@ struct GatewayHTTP1: ServerChildChannel {
             let forwarding = ForwardingLane(service: lane, hummingbird: hummingbird)
             try pipeline.addHandler(forwarding)
             return Value(channel: channel, hummingbird: hummingbird.futureResult,
-                         lane: .init(lane: NIOLoopBound(forwarding, eventLoop: channel.eventLoop)))
+                         lane: .init(lane: NIOLoopBound(forwarding, eventLoop: channel.eventLoop),
+                                     executor: EventLoopTaskExecutor.of(channel.eventLoop)))
         }
     }
 

@@ -84,6 +84,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     /// The connection's event loop (kept after the handler is removed).
     private var loop: (any EventLoop)?
+    /// Its executor, for the tasks of the answers (found once per connection, not once per request).
+    private var executor: EventLoopTaskExecutor?
     /// The number of the answer being written by this lane: the calls of an answer's task that has ended
     /// its answer (or of an earlier one) change nothing.
     private var current = 0
@@ -105,6 +107,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         loop = context.eventLoop
+        executor = EventLoopTaskExecutor.of(context.eventLoop)
     }
 
     /// When the connection closes (the connection state before this handler passes no `channelInactive` on).
@@ -279,11 +282,12 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         state = .answering
         let request = Request(head: head, body: RequestBody(buffer: body))
         current &+= 1
-        let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), answer: current)
+        let executor = self.executor ?? EventLoopTaskExecutor.of(context.eventLoop)
+        let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), executor: executor, answer: current)
         running.append(current)
         let service = self.service
         let channel = context.channel
-        Task(executorPreference: EventLoopTaskExecutor.of(context.eventLoop)) {
+        Task(executorPreference: executor) {
             await service.answer(request, body: body, match: match, on: channel, through: lane)
         }
     }
@@ -390,6 +394,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// runs there, the usual case; else by a hop, in order).
     struct Handle: Sendable {
         let lane: NIOLoopBound<ForwardingLane>
+        /// The executor of the connection's loop.
+        let executor: EventLoopTaskExecutor
         /// The answer's number (``ForwardingLane/current`` when it started).
         var answer = 0
 
@@ -421,14 +427,14 @@ extension ForwardingLane.Service {
     func answer(_ request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match, on channel: any Channel,
                 through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, body: read, match: match, on: channel)
+        let (head, body) = await respond(to: request, body: read, match: match, on: channel, executor: lane.executor)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
             await Self.write(body, through: lane, streamed: false, closes: closes)
             return
         }
-        Task(executorPreference: EventLoopTaskExecutor.of(lane.eventLoop)) {
+        Task(executorPreference: lane.executor) {
             await Self.write(body, through: lane, streamed: true, closes: closes)
         }
     }
@@ -436,11 +442,11 @@ extension ForwardingLane.Service {
     /// The answer's head and body.
     @inline(never)
     private func respond(to request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match,
-                         on channel: any Channel) async -> (HTTPResponse, ResponseBody) {
+                         on channel: any Channel, executor: EventLoopTaskExecutor) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
-        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
+        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), executor: executor)
         context.readBody = read
         var response: Response
         do {

@@ -39,25 +39,35 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
     /// Hummingbird's lane.
     var readBody: ByteBuffer?
 
+    /// The connection's event loop as a task executor: what the request's own tasks prefer (its answer's body is
+    /// read and written there).
+    let executor: EventLoopTaskExecutor?
+
     public init(source: ApplicationRequestContextSource) {
+        self.init(source: source, executor: EventLoopTaskExecutor.of(source.channel.eventLoop))
+    }
+
+    /// With the executor of the connection's loop already known (the forwarding lane's, found once per connection).
+    init(source: ApplicationRequestContextSource, executor: EventLoopTaskExecutor) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress?.ipAddress
         channel = source.channel
+        self.executor = executor
     }
 
     /// Runs `operation`, cancelling it when the caller's connection closes (told by the connection's
     /// ``CallerDepartureHandler``): upstream work is not done for someone who has gone.
     public func cancellingIfCallerLeaves<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await Self.cancellingIfCallerLeaves(channel, operation)
+        try await Self.cancellingIfCallerLeaves(channel, executor: executor, operation)
     }
 
     /// ``cancellingIfCallerLeaves(_:)`` for the caller of `channel`: for a closure that keeps the connection,
     /// not the whole context (a stream's body keeps its closure's frame while it is open).
-    static func cancellingIfCallerLeaves<T: Sendable>(_ channel: (any Channel)?,
+    static func cancellingIfCallerLeaves<T: Sendable>(_ channel: (any Channel)?, executor: EventLoopTaskExecutor? = nil,
                                                       _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let channel else { return try await operation() }
         // On the connection's event loop, as the handler (an unstructured task does not inherit that).
-        let task = Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
+        let task = Task(executorPreference: executor ?? EventLoopTaskExecutor.of(channel.eventLoop)) { try await operation() }
         let watching = Self.watchDeparture(of: channel) { task.cancel() }
         defer { Self.unwatch(watching, on: channel) }
         return try await withTaskCancellationHandler {
