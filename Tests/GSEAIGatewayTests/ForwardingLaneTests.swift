@@ -93,6 +93,43 @@ struct ForwardingLaneTests {
         }
     }
 
+    /// The lane cancels a whole answer's own task when its caller leaves during the upstream work
+    /// (`cancellingRequestIfCallerLeaves`); a cancellation that lands as the answer comes leaves the task cancelled.
+    /// The answer's usage is still settled then, in a task that is not (a class's budget on PostgreSQL is settled
+    /// through a connection lease, which a cancelled task's would refuse): here a ledger that refuses to settle from
+    /// a cancelled task.
+    @Test func anAnswersUsageIsSettledWhenItsTaskWasCancelledAsItCame() async throws {
+        final class Ledger: BudgetLedger {
+            let settled = Mutex<[String]>([])
+            func reserve(_ key: BudgetKey, tokens: Int, budget: Int, now: Date, expires: Date) async throws -> BudgetDecision {
+                .reserved(id: "r1")
+            }
+            func settle(_ reservation: String, key: BudgetKey, model: String, inputTokens: Int, outputTokens: Int) async throws {
+                try Task.checkCancellation()
+                settled.withLock { $0.append("\(reservation) \(model) \(inputTokens) \(outputTokens)") }
+            }
+            func release(_ reservation: String) async throws {}
+        }
+        try await GatewayHarness.with { harness in
+            let gateway = harness.gateway
+            let ledger = Ledger()
+            let reservation = BudgetReservation(ledger: ledger, id: "r1", key: BudgetKey(userID: "u", classID: "c", day: "2026-12-07"))
+            let recorder = UsageRecorder(storage: gateway.storage, metrics: gateway.metrics, meter: gateway.usageMeter, userID: "u",
+                                         classID: "c", model: "m", counted: true, reservation: reservation)
+            let endpoint = try #require(ProxyEndpoint.all.first { $0.path == "/v1/chat/completions" })
+            let answer = ProxyController.CollectedResponse(
+                status: 200, headers: ["Content-Type": "application/json"],
+                body: ByteBuffer(string: #"{"id":"c1","object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":4}}"#))
+            let proxy = gateway.makeProxy()
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await proxy.answer(answer, endpoint: endpoint, recorder: recorder)
+            }
+            #expect(try await task.value.status == .ok)
+            #expect(ledger.settled.withLock { $0 } == ["r1 m 3 4"])
+        }
+    }
+
     @Test func pipelinedRequestsOfBothLanesAreAnsweredInOrder() async throws {
         try await Self.withServer { server in
             let client = try await server.connect()

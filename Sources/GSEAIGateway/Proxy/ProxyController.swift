@@ -192,7 +192,7 @@ public struct ProxyController: Sendable {
         let metrics = self.metrics
         let surface = prepared.endpoint.surface.rawValue
         let (collected, waited, upstream) = try await upstreamCall {
-            try await context.cancellingIfCallerLeaves {
+            try await context.cancellingRequestIfCallerLeaves {
                 var (response, slot) = try await Self.send(prepared, admission: admission, slot: nil, metrics: metrics, surface: surface)
                 var tried: Set<String> = []
                 let waited = slot.waited
@@ -517,8 +517,15 @@ public struct ProxyController: Sendable {
         if endpoint.path == "/api/v1/models/download", let job = json?["job_id"]?.stringValue, let upstream = recorder.upstream {
             downloads.remember(job, on: upstream)
         }
-        // Written before answering: an acknowledged response id is never lost.
-        try await recorder.record(observer)
+        // Written before answering: an acknowledged response id is never lost. The request's task cancelled as the
+        // answer came (its caller left then: `cancellingRequestIfCallerLeaves`), the upstream's work is still counted,
+        // in a task that is not.
+        if Task.isCancelled {
+            let observed = observer
+            try await Task { try await recorder.record(observed) }.value
+        } else {
+            try await recorder.record(observer)
+        }
         return Response(status: .init(code: collected.status), headers: Self.responseHeaders(collected.headers),
                         body: .init(byteBuffer: collected.body))
     }

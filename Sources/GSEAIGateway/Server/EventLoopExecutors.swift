@@ -81,7 +81,7 @@ struct GatewayHTTP1: ServerChildChannel {
             try pipeline.addHandler(forwarding)
             return Value(channel: channel, hummingbird: hummingbird.futureResult,
                          lane: .init(lane: NIOLoopBound(forwarding, eventLoop: channel.eventLoop),
-                                     executor: EventLoopTaskExecutor.of(channel.eventLoop)))
+                                     executor: EventLoopTaskExecutor.of(channel.eventLoop), requestTask: nil))
         }
     }
 

@@ -283,13 +283,15 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let request = Request(head: head, body: RequestBody(buffer: body))
         current &+= 1
         let executor = self.executor ?? EventLoopTaskExecutor.of(context.eventLoop)
-        let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), executor: executor, answer: current)
+        let requestTask = RequestTask()
+        let lane = Handle(lane: NIOLoopBound(self, eventLoop: context.eventLoop), executor: executor, requestTask: requestTask,
+                          answer: current)
         running.append(current)
         let service = self.service
         let channel = context.channel
-        Task(executorPreference: executor) {
+        requestTask.set(Task(executorPreference: executor) {
             await service.answer(request, body: body, match: match, on: channel, through: lane)
-        }
+        })
     }
 
     /// The head of our answer. A streamed answer's is flushed soon (with whatever follows it in the same turn of
@@ -396,6 +398,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let lane: NIOLoopBound<ForwardingLane>
         /// The executor of the connection's loop.
         let executor: EventLoopTaskExecutor
+        /// The task answering the request (`nil` for the connection's own handle).
+        var requestTask: RequestTask?
         /// The answer's number (``ForwardingLane/current`` when it started).
         var answer = 0
 
@@ -427,7 +431,8 @@ extension ForwardingLane.Service {
     func answer(_ request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match, on channel: any Channel,
                 through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, body: read, match: match, on: channel, executor: lane.executor)
+        let (head, body) = await respond(to: request, body: read, match: match, on: channel, executor: lane.executor,
+                                         task: lane.requestTask)
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
@@ -442,12 +447,13 @@ extension ForwardingLane.Service {
     /// The answer's head and body.
     @inline(never)
     private func respond(to request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match,
-                         on channel: any Channel, executor: EventLoopTaskExecutor) async -> (HTTPResponse, ResponseBody) {
+                         on channel: any Channel, executor: EventLoopTaskExecutor, task: RequestTask?) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
         var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), executor: executor)
         context.readBody = read
+        context.requestTask = task
         var response: Response
         do {
             response = try await respond(request, context, match)
