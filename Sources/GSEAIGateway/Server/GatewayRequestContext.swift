@@ -195,4 +195,9 @@ final class RequestTask: Sendable {
     func cancel() {
         task.withLock { $0 }?.cancel()
     }
+
+    /// Lets the task go, once nothing is to cancel it any more.
+    func clear() {
+        task.withLock { $0 = nil }
+    }
 }
