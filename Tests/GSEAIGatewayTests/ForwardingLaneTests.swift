@@ -8,6 +8,7 @@ import NIOEmbedded
 import NIOPosix
 import Synchronization
 import Testing
+import GSEAI
 import GSEAITestSupport
 
 @testable import GSEAIGateway
@@ -80,6 +81,21 @@ struct ForwardingLaneTests {
             }
         }
         #expect(patterns == 3)
+    }
+
+    /// A forwarded route's request refused before its handler (a wrong key: the authentication's 401) is counted under
+    /// its route, as the router's routes are (the route is set before the middleware runs), and answered in the
+    /// caller's API's format by the gateway's middleware.
+    @Test func aRequestRefusedBeforeItsHandlerIsCountedUnderItsRoute() async throws {
+        try await GatewayHarness.with { gateway in
+            let refused = try await gateway.post("/v1/chat/completions", key: "gsk_not-a-key", json: ["model": "stub/echo-text", "messages": []])
+            #expect(refused.status == 401)
+            let error = try JSONValue(parsing: Array(refused.text.utf8))
+            #expect(error["error"]?["message"]?.stringValue == "invalid or revoked API key", "\(refused.text)")
+            let metrics = try await gateway.request(.GET, "/metrics").text
+            #expect(metrics.contains(#"gseai_http_requests_total{method="POST",route="/v1/chat/completions",status="401"} 1"#), "\(metrics)")
+            #expect(!metrics.contains(#"route="unmatched",status="401""#))
+        }
     }
 
     /// The lane's middleware logs the caller's address, as the router's does (the initializer for a context that knows it).

@@ -91,7 +91,13 @@ final class UpstreamExchange: Sendable {
     /// The request is on its way: the wait for the head begins.
     func started() {
         let timer = try? channel.eventLoop.scheduleCallback(in: firstByte, handler: Timer(exchange: self, kind: .firstByte))
-        state.withLock { $0.timer = timer }
+        // Ended meanwhile (cancelled from another thread): the timer, which holds the exchange, goes at once.
+        let ended: Bool = state.withLock { state in
+            guard state.ending == nil else { return true }
+            state.timer = timer
+            return false
+        }
+        if ended { timer?.cancel() }
     }
 
     func received(_ head: HTTPResponseHead) {

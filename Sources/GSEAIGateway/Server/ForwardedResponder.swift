@@ -21,18 +21,15 @@ struct ForwardedResponder: Sendable {
     func respond(to request: Request, context: GatewayRequestContext, _ match: ForwardedRoutes.Match) async throws -> Response {
         let authentication = self.authentication
         let proxy = self.proxy
+        // As the router sets them, before the route's middleware runs: a request refused there (no valid key, a path
+        // that is not allowed) is counted and logged under its route too. Errors are the middleware's to answer, as
+        // on the router's routes (`GatewayMiddleware` answers every error in the caller's format).
+        var context = context
+        context.coreContext.parameters = match.parameters
+        context.coreContext.endpointPath.value = match.route.label
         return try await middleware.handle(request, context: context) { request, context in
             try await authentication.handle(request, context: context) { request, context in
-                // As the router sets them for the handler.
-                var context = context
-                context.coreContext.parameters = match.parameters
-                context.coreContext.endpointPath.value = match.route.label
-                do {
-                    return try await proxy.forward(request, context: context, endpoint: match.route.endpoint)
-                } catch let error as any HTTPResponseError {
-                    // As the router answers them.
-                    return try error.response(from: request, context: context)
-                }
+                try await proxy.forward(request, context: context, endpoint: match.route.endpoint)
             }
         }
     }
