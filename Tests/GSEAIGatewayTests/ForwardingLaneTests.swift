@@ -23,20 +23,25 @@ import GSEAITestSupport
 struct ForwardingLaneTests {
     @Test func theForwardedRoutesAreKnownByMethodAndPath() {
         let routes = ForwardedRoutes(ProxyEndpoint.all)
-        #expect(routes.contains(.post, path: "/v1/chat/completions"))
-        #expect(routes.contains(.post, path: "/v1/chat/completions?stream=true"))
-        #expect(routes.contains(.get, path: "/v1/models"))
-        #expect(routes.contains(.get, path: "/api/v0/models/qwen/qwen3-4b"))
-        #expect(routes.contains(.get, path: "/api/v1/models/download/status/job-1"))
-        #expect(routes.contains(.post, path: "/llamacpp/completion"))
-        #expect(routes.contains(.post, path: "/v1/internal/encode"))
-        #expect(!routes.contains(.get, path: "/v1/chat/completions"))
-        #expect(!routes.contains(.get, path: "/api/v0/models/"))
-        #expect(!routes.contains(.get, path: "/api/v1/models/download/status"))
-        #expect(!routes.contains(.get, path: "/api/v1/models/download/status/a/b"))
-        #expect(!routes.contains(.get, path: "/"))
-        #expect(!routes.contains(.get, path: "/conversations"))
-        #expect(!routes.contains(.post, path: "/auth/login"))
+        #expect(routes.match(.post, path: "/v1/chat/completions") != nil)
+        #expect(routes.match(.post, path: "/v1/chat/completions?stream=true") != nil)
+        #expect(routes.match(.get, path: "/v1/models") != nil)
+        #expect(routes.match(.get, path: "/api/v0/models/qwen/qwen3-4b") != nil)
+        #expect(routes.match(.get, path: "/api/v1/models/download/status/job-1") != nil)
+        #expect(routes.match(.post, path: "/llamacpp/completion") != nil)
+        #expect(routes.match(.post, path: "/v1/internal/encode") != nil)
+        #expect(routes.match(.get, path: "/v1/chat/completions") == nil)
+        #expect(routes.match(.get, path: "/api/v0/models/") == nil)
+        #expect(routes.match(.get, path: "/api/v1/models/download/status") == nil)
+        #expect(routes.match(.get, path: "/api/v1/models/download/status/a/b") == nil)
+        #expect(routes.match(.get, path: "/") == nil)
+        #expect(routes.match(.get, path: "/conversations") == nil)
+        #expect(routes.match(.post, path: "/auth/login") == nil)
+        // Paths the router might read another way (a trailing slash, an empty segment, an escaped slash) are left to
+        // Hummingbird's handling, whose router decides them as before.
+        #expect(routes.match(.post, path: "/v1/chat/completions/") == nil)
+        #expect(routes.match(.post, path: "/v1//chat/completions") == nil)
+        #expect(routes.match(.post, path: "/v1/chat%2Fcompletions") == nil)
     }
 
     /// The lane answers a forwarded route's request without the router (``ForwardedResponder``): for every forwarded

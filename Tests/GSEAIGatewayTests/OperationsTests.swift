@@ -410,21 +410,28 @@ struct OperationsTests {
         #expect(lines.last.map { $0.metadata["client.address"] == nil } == true)
     }
 
-    @Test func theLogLineIsStreamLogHandlersWithSortedKeysAndAWholeWrite() throws {
+    /// What a gateway log handler with `metadata`, at `info`, writes while `body` logs through it (a pipe read whole).
+    static func logged(metadata: Logger.Metadata, _ body: (Logger) async throws -> Void) async throws -> String {
         var pipe: [Int32] = [0, 0]
         #expect(Glibc.pipe(&pipe) == 0)
         defer { close(pipe[0]) }
         var handler = GatewayLogHandler(label: "gseai", descriptor: pipe[1], metadataProvider: nil)
-        handler.metadata = ["hb.request.id": "r1", "shadowed": "handler"]
+        handler.metadata = metadata
         var logger = Logger(label: "gseai") { _ in handler }
         logger.logLevel = .info
-        logger.debug("not written")
-        logger.info("request", metadata: ["http.status": .stringConvertible(200), "shadowed": "line", "a": ["x", "y"]])
+        try await body(logger)
         close(pipe[1])
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while case let count = read(pipe[0], &buffer, buffer.count), count > 0 { bytes += buffer[..<count] }
-        let line = String(decoding: bytes, as: UTF8.self)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func theLogLineIsStreamLogHandlersWithSortedKeysAndAWholeWrite() async throws {
+        let line = try await Self.logged(metadata: ["hb.request.id": "r1", "shadowed": "handler"]) { logger in
+            logger.debug("not written")
+            logger.info("request", metadata: ["http.status": .stringConvertible(200), "shadowed": "line", "a": ["x", "y"]])
+        }
         let time = try #require(line.split(separator: " ").first)
         #expect(time.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000/) != nil, "\(line)")
         #expect(line.dropFirst(time.count) == #" info gseai: a=["x", "y"] hb.request.id=r1 http.status=200 shadowed=line [GSEAIGatewayTests] request"# + "\n")
@@ -435,35 +442,26 @@ struct OperationsTests {
     /// The request's line is written from pairs when the handler is the gateway's: the same text as swift-log's API
     /// makes of the same metadata (the module as its source), at the request log's level only.
     @Test func theRequestLineFromPairsIsTheLineOfTheLoggersAPI() async throws {
-        var pipe: [Int32] = [0, 0]
-        #expect(Glibc.pipe(&pipe) == 0)
-        defer { close(pipe[0]) }
-        var handler = GatewayLogHandler(label: "gseai", descriptor: pipe[1], metadataProvider: nil)
-        handler.metadata = ["hb.request.id": "r1", "http.route": "shadowed by the line's"]
-        var logger = Logger(label: "gseai") { _ in handler }
-        logger.logLevel = .info
         let router = Router(context: AddressedContext.self)
         router.add(middleware: GatewayMiddleware(metrics: GatewayMetrics()))
         router.get("/tiny") { _, _ in "ok" }
         let quiet = Router(context: AddressedContext.self)
         quiet.add(middleware: GatewayMiddleware(metrics: GatewayMetrics(), logLevel: .debug))
         quiet.get("/tiny") { _, _ in "ok" }
-        try await Application(router: router, logger: logger).test(.router) { client in
-            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+        let text = try await Self.logged(metadata: ["hb.request.id": "r1", "http.route": "shadowed by the line's"]) { logger in
+            try await Application(router: router, logger: logger).test(.router) { client in
+                try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+            }
+            // At `debug`, under the handler's `info`: no line.
+            try await Application(router: quiet, logger: logger).test(.router) { client in
+                try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+            }
+            logger.info("request", metadata: ["client.address": "192.0.2.7", "http.status": .stringConvertible(200), "http.method": "GET",
+                                              "http.route": "/tiny", "duration_ms": "0.00"], source: "GSEAIGateway")
         }
-        // At `debug`, under the handler's `info`: no line.
-        try await Application(router: quiet, logger: logger).test(.router) { client in
-            try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
-        }
-        logger.info("request", metadata: ["client.address": "192.0.2.7", "http.status": .stringConvertible(200), "http.method": "GET",
-                                          "http.route": "/tiny", "duration_ms": "0.00"], source: "GSEAIGateway")
-        close(pipe[1])
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while case let count = read(pipe[0], &buffer, buffer.count), count > 0 { bytes += buffer[..<count] }
         // Each without its time; the measured duration and the request's id (Hummingbird's, in the request's
         // logger) made the API call's.
-        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map {
+        let lines = text.split(separator: "\n").map {
             $0.drop { $0 != " " }.replacing(/duration_ms=\d+\.\d\d/, with: "duration_ms=0.00")
                 .replacing(/hb\.request\.id=[0-9a-f]+/, with: "hb.request.id=r1")
         }

@@ -399,7 +399,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// The executor of the connection's loop.
         let executor: EventLoopTaskExecutor
         /// The task answering the request (`nil` for the connection's own handle).
-        var requestTask: RequestTask?
+        let requestTask: RequestTask?
         /// The answer's number (``ForwardingLane/current`` when it started).
         var answer = 0
 
@@ -437,7 +437,6 @@ extension ForwardingLane.Service {
         // its handle is let go, which would else keep the task, and the memory of its deepest frames, while a stream
         // is open (24 KiB a stream, measured).
         lane.requestTask?.clear()
-        let lane = { var lane = lane; lane.requestTask = nil; return lane }()
         let streamed = body.contentLength == nil
         lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
         guard streamed else {
@@ -549,11 +548,6 @@ struct ForwardedRoutes: Sendable {
                 exact["/" + segments.joined(separator: "/"), default: []].append(route)
             }
         }
-    }
-
-    /// Whether a request of `method` for `target` (a path, perhaps with a query) is a forwarded route's.
-    func contains(_ method: HTTPRequest.Method, path target: String) -> Bool {
-        match(method, path: target) != nil
     }
 
     /// The forwarded route of a request of `method` for `target` (a path, perhaps with a query), if any.
