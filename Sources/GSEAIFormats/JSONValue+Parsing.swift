@@ -106,6 +106,9 @@ struct JSONParser {
     private mutating func parseObject() throws -> JSONValue {
         try nested { parser in
             let start = parser.members.count
+            // Room for the members of a usual request or answer at once: grown from empty, the buffer was made
+            // again at 1, 2, 4, 8 and 16 members.
+            if parser.members.capacity == 0 { parser.members.reserveCapacity(16) }
             defer { parser.members.removeSubrange(start...) }
             try parser.readMembers { parser, name in
                 parser.members.append((name.string, try parser.parseValue()))

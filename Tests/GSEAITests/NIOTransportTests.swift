@@ -235,6 +235,60 @@ struct NIOTransportTests {
         }
     }
 
+    /// The pool's choices, in order: an idle connection of the request's loop; else, unless the request keeps to its
+    /// loop, one of another; else a new one under the limit; else, at the limit, one of another loop; else a wait.
+    /// A list of a loop emptied and filled again, and a connection closed while idle, are counted right.
+    @Test func thePoolGivesTheLoopsOwnConnectionThenAnothersThenANewOne() async throws {
+        let first = EmbeddedEventLoop(), second = EmbeddedEventLoop()
+        func connection(on loop: EmbeddedEventLoop) -> UpstreamConnection {
+            let channel = EmbeddedChannel(loop: loop)
+            return UpstreamConnection(channel: channel, handler: NIOLoopBound(UpstreamConnectionHandler(), eventLoop: loop))
+        }
+        func isIdle(_ lease: ConnectionPool.Lease, _ expected: UpstreamConnection) -> Bool {
+            if case .idle(let connection) = lease { return connection === expected }
+            return false
+        }
+        func isOpen(_ lease: ConnectionPool.Lease) -> Bool {
+            if case .open = lease { return true }
+            return false
+        }
+        let pool = ConnectionPool(limit: 2, idleTimeout: .seconds(60))
+        #expect(isOpen(try await pool.lease(preferring: first, strictly: true, wait: .seconds(1))))
+        let a = connection(on: first)
+        pool.opened(a)
+        #expect(pool.returned(a))
+        // Its own loop's, three times over: given back, taken again from the same list.
+        for _ in 1...3 {
+            #expect(isIdle(try await pool.lease(preferring: first, strictly: true, wait: .seconds(1)), a))
+            #expect(pool.returned(a))
+        }
+        // Another loop's request that keeps to its loop opens a new one (under the limit); one that does not
+        // takes the idle one.
+        #expect(isOpen(try await pool.lease(preferring: second, strictly: true, wait: .seconds(1))))
+        let b = connection(on: second)
+        pool.opened(b)
+        #expect(isIdle(try await pool.lease(preferring: second, strictly: false, wait: .seconds(1)), a))
+        #expect(pool.returned(b))
+        // At the limit, even a request that keeps to its loop takes another loop's idle connection.
+        #expect(isIdle(try await pool.lease(preferring: first, strictly: true, wait: .seconds(1)), b))
+        // None idle, none to open: it waits, and gets the first given back.
+        async let waited = pool.lease(preferring: first, strictly: true, wait: .seconds(5))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!pool.returned(a))
+        #expect(isIdle(try await waited, a))
+        // A connection closed while idle leaves the pool: its place is opened again.
+        #expect(pool.returned(b))
+        pool.closed(b)
+        #expect(isOpen(try await pool.lease(preferring: second, strictly: true, wait: .seconds(1))))
+        // A task already cancelled gets no connection.
+        pool.closedUnknown()
+        let cancelled = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await pool.lease(preferring: first, strictly: true, wait: .seconds(1))
+        }
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+    }
+
     @Test func requestsBeyondTheConnectionLimitWaitForAConnection() async throws {
         try await StubUpstream.with { stub in
             let client = try GSEAIClient(apiToken: "stub-token", baseURL: stub.baseURL, connections: 1, engine: .nio)

@@ -200,7 +200,9 @@ final class ConnectionPool: Sendable {
     }
 
     private struct State {
+        /// The idle connections of each event loop (a loop's list, once made, stays when it empties).
         var idle: [ObjectIdentifier: [UpstreamConnection]] = [:]
+        /// How many connections the lists hold.
         var idleCount = 0
         /// Open or being opened.
         var open = 0
@@ -225,6 +227,12 @@ final class ConnectionPool: Sendable {
     /// another; else a new one, while fewer than the limit are open; else an idle one of another loop; else the
     /// first given back, waiting at most `wait`.
     nonisolated(nonsending) func lease(preferring loop: any EventLoop, strictly: Bool, wait: TimeAmount) async throws -> Lease {
+        // The usual case: a connection (or the right to open one) at once, with no continuation, cancellation
+        // handler or timer; a task already cancelled gets what the waiting path would give it.
+        if Task.isCancelled { throw CancellationError() }
+        if let now = state.withLock({ Self.grant(on: ObjectIdentifier(loop), strictly: strictly, limit: limit, &$0) }) {
+            return try now.get()
+        }
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter
@@ -232,19 +240,9 @@ final class ConnectionPool: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
                 let now: Result<Lease, any Error>? = state.withLock { state in
-                    if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
                     if state.abandoned.remove(id) != nil { return .failure(CancellationError()) }
-                    if let connection = Self.takeIdle(on: ObjectIdentifier(loop), &state) { return .success(.idle(connection)) }
-                    if !strictly, let any = state.idle.keys.first, let connection = Self.takeIdle(on: any, &state) {
-                        return .success(.idle(connection))
-                    }
-                    if state.open < limit {
-                        state.open += 1
-                        return .success(.open)
-                    }
-                    if let any = state.idle.keys.first, let connection = Self.takeIdle(on: any, &state) {
-                        return .success(.idle(connection))
-                    }
+                    // Given back or closed since the first look: taken now, as on the usual path.
+                    if let now = Self.grant(on: ObjectIdentifier(loop), strictly: strictly, limit: limit, &state) { return now }
                     state.waiters.append(Waiter(id: id, continuation: continuation))
                     return nil
                 }
@@ -256,9 +254,32 @@ final class ConnectionPool: Sendable {
         }
     }
 
+    /// What a request gets now, in the order ``lease(preferring:strictly:wait:)`` names; `nil` when it must wait.
+    private static func grant(on loop: ObjectIdentifier, strictly: Bool, limit: Int, _ state: inout State) -> Result<Lease, any Error>? {
+        if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
+        if let connection = takeIdle(on: loop, &state) { return .success(.idle(connection)) }
+        if !strictly, let connection = takeIdleOfAnyLoop(&state) { return .success(.idle(connection)) }
+        if state.open < limit {
+            state.open += 1
+            return .success(.open)
+        }
+        if let connection = takeIdleOfAnyLoop(&state) { return .success(.idle(connection)) }
+        return nil
+    }
+
+    /// An idle connection of `loop`. A loop's list stays in the pool when it empties, so that a connection taken
+    /// and given back, request after request, neither makes a list nor an entry again.
     private static func takeIdle(on loop: ObjectIdentifier, _ state: inout State) -> UpstreamConnection? {
-        guard var list = state.idle[loop], let connection = list.popLast() else { return nil }
-        state.idle[loop] = list.isEmpty ? nil : list
+        guard let index = state.idle.index(forKey: loop), let connection = state.idle.values[index].popLast() else { return nil }
+        state.idleCount -= 1
+        return connection
+    }
+
+    /// An idle connection of any loop.
+    private static func takeIdleOfAnyLoop(_ state: inout State) -> UpstreamConnection? {
+        guard state.idleCount > 0, let index = state.idle.values.firstIndex(where: { !$0.isEmpty }),
+            let connection = state.idle.values[index].popLast()
+        else { return nil }
         state.idleCount -= 1
         return connection
     }
@@ -301,8 +322,8 @@ final class ConnectionPool: Sendable {
         let waiter: Waiter? = state.withLock { state in
             state.all[ObjectIdentifier(connection)] = nil
             let loop = ObjectIdentifier(connection.channel.eventLoop)
-            if let index = state.idle[loop]?.firstIndex(where: { $0 === connection }) {
-                state.idle[loop]?.remove(at: index)
+            if let list = state.idle.index(forKey: loop), let index = state.idle.values[list].firstIndex(where: { $0 === connection }) {
+                state.idle.values[list].remove(at: index)
                 state.idleCount -= 1
             }
             return Self.placeFreed(&state)

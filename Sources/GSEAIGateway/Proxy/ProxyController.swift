@@ -546,9 +546,11 @@ public struct ProxyController: Sendable {
     }
 
     static func responseHeaders(_ upstream: HTTPHeaders) -> HTTPFields {
+        // Appended (the names differ) into room made once, also for the fields the answer adds after these.
         var headers = HTTPFields()
+        headers.reserveCapacity(6)
         for name in forwardedResponseHeaders {
-            if let value = upstream.first(name: name.rawName) { headers[name] = value }
+            if let value = upstream.first(name: name.rawName) { headers.append(HTTPField(name: name, value: value)) }
         }
         return headers
     }
