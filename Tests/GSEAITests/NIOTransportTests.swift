@@ -341,6 +341,22 @@ struct NIOTransportTests {
         }
     }
 
+    /// A whole answer gathered as it comes (the reader asks before most of it has come): every byte, in order; and
+    /// one byte over the limit fails as too large, whichever read brings it.
+    @Test func aLargeWholeAnswerIsGatheredWholeAndOneByteOverTheLimitFails() async throws {
+        let size = 16 << 20
+        try await Self.withLargeAnswer(size) { response in
+            let body = try await response.body.collect(upTo: size)
+            #expect(body.readableBytes == size)
+            #expect(body.readableBytesView.allSatisfy { $0 == 0x61 })
+        }
+        try await Self.withLargeAnswer(size) { response in
+            await #expect(throws: GSEAIError.responseTooLarge(limit: size - 1)) {
+                try await response.body.collect(upTo: size - 1)
+            }
+        }
+    }
+
     @Test func aSlowReaderStopsTheReadsAndGetsEveryByte() async throws {
         let size = 16 << 20
         try await Self.withLargeAnswer(size) { response in

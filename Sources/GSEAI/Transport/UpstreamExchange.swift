@@ -152,14 +152,15 @@ final class UpstreamExchange: Sendable {
                 return nil
             }
             if var gathering = state.gathering {
+                // Out of the state while it grows: a buffer held twice would be copied whole at each piece.
+                state.gathering = nil
                 guard gathering.buffer.readableBytes <= gathering.limit - piece.readableBytes else {
-                    state.gathering = nil
                     state.ending = .failure(GSEAIError.responseTooLarge(limit: gathering.limit))
                     tooLarge = (gathering.continuation, gathering.limit)
                     return nil
                 }
                 var piece = piece
-                gathering.buffer.writeBuffer(&piece)
+                if gathering.buffer.readableBytes == 0 { gathering.buffer = piece } else { gathering.buffer.writeBuffer(&piece) }
                 state.gathering = gathering
                 return nil
             }
@@ -332,19 +333,26 @@ final class UpstreamExchange: Sendable {
 
     /// The whole body, failing when it exceeds `limit` bytes.
     nonisolated(nonsending) func collect(upTo limit: Int) async throws -> ByteBuffer {
-        try await withTaskCancellationHandler {
+        // The usual case for a whole answer: its body and its end came with its head, or before the reader asked.
+        // Taken at once, with no continuation or cancellation handler (a cancellation now would find the exchange
+        // ended and change nothing).
+        let ended: Result<ByteBuffer, any Error>? = state.withLock { state in
+            guard let ending = state.ending else { return nil }
+            return Self.take(upTo: limit, &state).flatMap { buffer in ending.map { buffer } }
+        }
+        if let ended {
+            if case .failure = ended { channel.close(promise: nil) }
+            return try ended.get()
+        }
+        return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer, any Error>) in
                 var resume = false
                 let answer: Result<ByteBuffer, any Error>? = state.withLock { state in
-                    var buffer = ByteBuffer()
-                    while var piece = state.pieces.popFirst() {
-                        guard buffer.readableBytes <= limit - piece.readableBytes else {
-                            state.ending = .failure(GSEAIError.responseTooLarge(limit: limit))
-                            return .failure(GSEAIError.responseTooLarge(limit: limit))
-                        }
-                        buffer.writeBuffer(&piece)
+                    let buffer: ByteBuffer
+                    switch Self.take(upTo: limit, &state) {
+                    case .failure(let error): return .failure(error)
+                    case .success(let taken): buffer = taken
                     }
-                    state.waitingBytes = 0
                     if let ending = state.ending { return ending.map { buffer } }
                     state.gathering = Gathering(limit: limit, buffer: buffer, continuation: continuation)
                     resume = Self.unpause(&state)
@@ -357,6 +365,21 @@ final class UpstreamExchange: Sendable {
         } onCancel: {
             self.cancel()
         }
+    }
+
+    /// The pieces that wait, in one buffer; past `limit` bytes, the exchange ends as too large.
+    private static func take(upTo limit: Int, _ state: inout State) -> Result<ByteBuffer, any Error> {
+        var buffer = ByteBuffer()
+        while var piece = state.pieces.popFirst() {
+            guard buffer.readableBytes <= limit - piece.readableBytes else {
+                state.ending = .failure(GSEAIError.responseTooLarge(limit: limit))
+                return .failure(GSEAIError.responseTooLarge(limit: limit))
+            }
+            // The first piece as it came (an answer in one read is not copied), the others after it.
+            if buffer.readableBytes == 0 { buffer = piece } else { buffer.writeBuffer(&piece) }
+        }
+        state.waitingBytes = 0
+        return .success(buffer)
     }
 
     /// Hands the body to `consumer` as it arrives from now on, on the connection's event loop: first what has
