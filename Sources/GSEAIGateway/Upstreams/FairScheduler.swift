@@ -422,35 +422,39 @@ public final class FairScheduler: Sendable {
         }
     }
 
-    /// Takes a waiting request out of the queue (without resuming it).
+    /// Takes a waiting request out of the queue (without resuming it). In place: a class's students and a student's
+    /// requests taken out of the state, changed and put back were copied whole at every request given a slot.
     private func remove(_ waiter: Waiter, _ state: inout State) {
         guard state.waiting.removeValue(forKey: waiter.id) != nil else { return }
         let userID = waiter.request.key.userID
-        state.waitingPerUser[userID, default: 1] -= 1
-        if state.waitingPerUser[userID] == 0 { state.waitingPerUser[userID] = nil }
+        Self.decrement(&state.waitingPerUser, userID)
         let groupKey = waiter.request.key.group
-        guard var group = state.groups[groupKey], var queue = group.students[userID] else { return }
-        queue.removeAll { $0.id == waiter.id }
-        if queue.isEmpty {
-            group.students[userID] = nil
-            if let index = group.ring.firstIndex(of: userID) {
-                group.ring.remove(at: index)
-                if index < group.next { group.next -= 1 }
-                if group.next >= group.ring.count { group.next = 0 }
-            }
-        } else {
-            group.students[userID] = queue
+        guard let groupIndex = state.groups.index(forKey: groupKey),
+            Self.remove(waiter, of: userID, from: &state.groups.values[groupIndex])
+        else { return }
+        // The class has nobody waiting any more.
+        state.groups.remove(at: groupIndex)
+        Self.leave(groupKey, ring: &state.ring, next: &state.next)
+    }
+
+    /// Takes `waiter` out of its student's requests in `group`, and the student out of the turns when none is left;
+    /// whether the group has nobody waiting any more.
+    private static func remove(_ waiter: Waiter, of userID: String, from group: inout Group) -> Bool {
+        guard let studentIndex = group.students.index(forKey: userID) else { return false }
+        group.students.values[studentIndex].removeAll { $0.id == waiter.id }
+        if group.students.values[studentIndex].isEmpty {
+            group.students.remove(at: studentIndex)
+            leave(userID, ring: &group.ring, next: &group.next)
         }
-        if group.students.isEmpty {
-            state.groups[groupKey] = nil
-            if let index = state.ring.firstIndex(of: groupKey) {
-                state.ring.remove(at: index)
-                if index < state.next { state.next -= 1 }
-                if state.next >= state.ring.count { state.next = 0 }
-            }
-        } else {
-            state.groups[groupKey] = group
-        }
+        return group.students.isEmpty
+    }
+
+    /// Takes `key` out of a turn order, the next turn staying with whoever had it.
+    private static func leave(_ key: String, ring: inout [String], next: inout Int) {
+        guard let index = ring.firstIndex(of: key) else { return }
+        ring.remove(at: index)
+        if index < next { next -= 1 }
+        if next >= ring.count { next = 0 }
     }
 
     /// Gives free slots to waiting requests, in turn; returns those granted, to resume outside the lock.
