@@ -1,3 +1,11 @@
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One Server-Sent Event, as defined by the HTML standard's `text/event-stream` format.
 public struct ServerSentEvent: Sendable, Hashable {
     /// The `event:` field; `nil` means the default type, `message`.
@@ -141,27 +149,17 @@ public struct ServerSentEventParser: Sendable {
         return events
     }
 
-    /// The index of the first `\n` or `\r` at or after `start`, or `bytes.count` when there is none: eight bytes
-    /// at a time while none of them can be one (a byte at a time, the scan was most of a relayed stream's
-    /// parsing), then a byte at a time from the word that may hold one.
+    /// The index of the first `\n` or `\r` at or after `start`, or `bytes.count` when there is none: the C
+    /// library's `memchr` finds the `\n` (many bytes at a time), then looks for a `\r` before it. (Eight bytes at a
+    /// time in Swift, the scan cost 5,400 instructions of a 2 KB stream's; a byte at a time, it was most of a
+    /// relayed stream's parsing.)
     static func lineEnd(in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
-        var index = start
-        let count = bytes.count
-        if let base = bytes.baseAddress, count >= 8 {
-            let ones: UInt64 = 0x0101_0101_0101_0101
-            let highs: UInt64 = 0x8080_8080_8080_8080
-            while index <= count - 8 {
-                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
-                // A byte of `x` is zero where `word` had the byte looked for; `(x - ones) & ~x & highs` is not zero
-                // exactly when `x` has a zero byte (which one is found again below).
-                let lf = word ^ (ones &* 0x0A)
-                let cr = word ^ (ones &* 0x0D)
-                if ((lf &- ones) & ~lf | (cr &- ones) & ~cr) & highs != 0 { break }
-                index += 8
-            }
-        }
-        while index < count, bytes[index] != UInt8(ascii: "\n"), bytes[index] != UInt8(ascii: "\r") { index += 1 }
-        return index
+        guard let base = bytes.baseAddress, start < bytes.count else { return bytes.count }
+        let from = UnsafeRawPointer(base + start)
+        let length = bytes.count - start
+        let newline = memchr(from, 0x0A, length).map { from.distance(to: UnsafeRawPointer($0)) } ?? length
+        guard newline > 0, let carriage = memchr(from, 0x0D, newline) else { return start + newline }
+        return start + from.distance(to: UnsafeRawPointer(carriage))
     }
 
     /// Ends the stream: a last line without a newline and a last event without the blank line are
