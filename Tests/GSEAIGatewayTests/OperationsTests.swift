@@ -267,6 +267,11 @@ struct OperationsTests {
         #expect(!Gzip.isCompressible(contentType: "image/png"))
         #expect(!Gzip.isCompressible(contentType: ""))
         #expect(!Gzip.isCompressible(contentType: "application/jsonx"))
+        #expect(!Gzip.isCompressible(contentType: "application/jso"))
+        #expect(!Gzip.isCompressible(contentType: "text"))
+        #expect(Gzip.isCompressible(contentType: "TEXT/"))
+        #expect(Gzip.isCompressible(contentType: "Application/Manifest+JSON"))
+        #expect(Gzip.isCompressible(contentType: "text/event-streams"))
         func transformable(_ cacheControl: String) -> Bool {
             Gzip().isCompressible(Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: cacheControl],
                                            body: .init(byteBuffer: ByteBuffer(repeating: 0x20, count: 4096))))

@@ -14,6 +14,16 @@ enum ASCII {
         String(decoding: bytes.map(lowercased), as: UTF8.self)
     }
 
+    /// Whether `bytes`, their ASCII letters in lower case, are `lowercase`'s.
+    static func equals(lowercasing bytes: some Collection<UInt8>, _ lowercase: String) -> Bool {
+        bytes.count == lowercase.utf8.count && zip(bytes, lowercase.utf8).allSatisfy { lowercased($0) == $1 }
+    }
+
+    /// Whether `bytes`, their ASCII letters in lower case, begin with `lowercase`'s.
+    static func hasPrefix(lowercasing bytes: some Collection<UInt8>, _ lowercase: String) -> Bool {
+        bytes.count >= lowercase.utf8.count && zip(bytes, lowercase.utf8).allSatisfy { lowercased($0) == $1 }
+    }
+
     /// `bytes` without the spaces and tabs at either end.
     static func trimmed(_ bytes: Substring.UTF8View) -> Substring.UTF8View {
         func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
