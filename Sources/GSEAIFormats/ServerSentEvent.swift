@@ -140,7 +140,15 @@ public struct ServerSentEventParser: Sendable {
                 }
             }
             let end = Self.lineEnd(in: bytes, from: index)
-            if hold(end - index) { line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end])) }
+            let held = hold(end - index)
+            if end < bytes.count, held, line.isEmpty {
+                // A whole line in this piece, none begun before it: read where it is, not copied.
+                sawCR = bytes[end] == UInt8(ascii: "\r")
+                endLine(UnsafeBufferPointer(rebasing: bytes[index..<end]), into: &events, keep)
+                index = end + 1
+                continue
+            }
+            if held { line.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<end])) }
             guard end < bytes.count else { break }
             sawCR = bytes[end] == UInt8(ascii: "\r")
             endLine(into: &events, keep)
@@ -176,17 +184,28 @@ public struct ServerSentEventParser: Sendable {
         return events
     }
 
+    /// Ends the line held in ``line`` (begun in an earlier piece, or fed a byte at a time).
     private mutating func endLine(into events: inout [ServerSentEvent], _ keep: Keep?) {
-        defer { line.removeAll(keepingCapacity: true) }
+        // Out of `self` while it is read, so that the reading may change the rest of `self`; its room kept.
+        var held: [UInt8] = []
+        swap(&held, &line)
+        held.withUnsafeBufferPointer { endLine($0, into: &events, keep) }
+        held.removeAll(keepingCapacity: true)
+        swap(&held, &line)
+    }
+
+    /// Ends the line whose bytes (without its line end) are `whole`.
+    private mutating func endLine(_ whole: UnsafeBufferPointer<UInt8>, into events: inout [ServerSentEvent], _ keep: Keep?) {
         if lineSkipped {
             lineSkipped = false
             return
         }
+        var bytes = whole
         if atStart {
             atStart = false
-            if line.starts(with: [0xEF, 0xBB, 0xBF]) { line.removeFirst(3) }
+            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = UnsafeBufferPointer(rebasing: bytes[3...]) }
         }
-        if line.isEmpty {
+        if bytes.isEmpty {
             if discarding {
                 // The blank line ends the event that was too large; the next one starts afresh.
                 discarding = false
@@ -200,26 +219,26 @@ public struct ServerSentEventParser: Sendable {
         }
         // Only `data` lines stay with the event until it ends; a comment (a keep-alive, say) or another field
         // no longer counts once read.
-        if line[0] == UInt8(ascii: ":") {
-            eventBytes -= line.count
+        if bytes[0] == UInt8(ascii: ":") {
+            eventBytes -= bytes.count
             return
         }
         // The field's name is compared as bytes (no string made of it); only the value of a field that is kept
         // becomes a string.
-        let colon = line.firstIndex(of: UInt8(ascii: ":")) ?? line.count
-        let name = line[..<colon]
+        let colon = bytes.firstIndex(of: UInt8(ascii: ":")) ?? bytes.count
+        let name = UnsafeBufferPointer(rebasing: bytes[..<colon])
         // One space after the colon is dropped: the byte, not the first character, which a combining mark after
         // the space would make a different one.
         var start = colon + 1
-        if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
-        let value = start < line.count ? line[start...] : []
+        if start < bytes.count, bytes[start] == UInt8(ascii: " ") { start += 1 }
+        let value = UnsafeBufferPointer(rebasing: bytes[min(start, bytes.count)...])
         if Self.isName(name, "data") {
             if hasData { data.append(UInt8(ascii: "\n")) }
             data.append(contentsOf: value)
             hasData = true
             return
         }
-        eventBytes -= line.count
+        eventBytes -= bytes.count
         if Self.isName(name, "event") {
             eventType = String(decoding: value, as: UTF8.self)
         } else if Self.isName(name, "id") {
@@ -235,7 +254,7 @@ public struct ServerSentEventParser: Sendable {
 
     /// Whether a field's name is `expected` (ASCII), byte for byte: its length first, then its bytes (the generic
     /// comparison of a slice with a string's bytes cost more than the rest of the line's reading).
-    private static func isName(_ name: ArraySlice<UInt8>, _ expected: StaticString) -> Bool {
+    private static func isName(_ name: UnsafeBufferPointer<UInt8>, _ expected: StaticString) -> Bool {
         guard name.count == expected.utf8CodeUnitCount else { return false }
         let bytes = expected.utf8Start
         var offset = 0
