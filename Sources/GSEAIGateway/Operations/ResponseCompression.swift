@@ -66,16 +66,20 @@ public struct ResponseCompression: Sendable {
 
     /// Whether a `Content-Type` names text-like content; `text/event-stream` never counts.
     static func isCompressible(contentType: String) -> Bool {
-        // The media type: before any parameter, without spaces, compared in lower case (read on every answer:
-        // compared in place, no string made).
-        let mediaType = ASCII.trimmed(contentType.utf8.prefix { $0 != UInt8(ascii: ";") })
-        if ASCII.equals(lowercasing: mediaType, "text/event-stream") { return false }
-        if ASCII.hasPrefix(lowercasing: mediaType, "text/") { return true }
-        return compressibleTypes.contains { ASCII.equals(lowercasing: mediaType, $0) }
+        var contentType = contentType
+        return contentType.withUTF8 { bytes in
+            // The media type: before any parameter, without spaces, compared in lower case (read on every answer:
+            // in place, no string made).
+            let mediaType = ASCII.trimmed(UnsafeBufferPointer(rebasing: bytes[..<(bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count)]))
+            if ASCII.equals(lowercasing: mediaType, "text/event-stream") { return false }
+            if ASCII.hasPrefix(lowercasing: mediaType, "text/") { return true }
+            return compressibleTypes.contains { ASCII.equals(lowercasing: mediaType, $0) }
+        }
     }
 
     /// The media types besides `text/*` worth compressing.
-    private static let compressibleTypes = ["application/json", "application/javascript", "image/svg+xml", "application/manifest+json"]
+    private static let compressibleTypes: [StaticString] = ["application/json", "application/javascript", "image/svg+xml",
+                                                            "application/manifest+json"]
 
     /// Whether `Accept-Encoding` allows gzip: listed (or covered by `*`) with a quality above zero.
     static func acceptsGzip(_ fieldValues: [String]) -> Bool {

@@ -15,13 +15,26 @@ enum ASCII {
     }
 
     /// Whether `bytes`, their ASCII letters in lower case, are `lowercase`'s.
-    static func equals(lowercasing bytes: some Collection<UInt8>, _ lowercase: String) -> Bool {
-        bytes.count == lowercase.utf8.count && zip(bytes, lowercase.utf8).allSatisfy { lowercased($0) == $1 }
+    static func equals(lowercasing bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        bytes.count == lowercase.utf8CodeUnitCount && hasPrefix(lowercasing: bytes, lowercase)
     }
 
     /// Whether `bytes`, their ASCII letters in lower case, begin with `lowercase`'s.
-    static func hasPrefix(lowercasing bytes: some Collection<UInt8>, _ lowercase: String) -> Bool {
-        bytes.count >= lowercase.utf8.count && zip(bytes, lowercase.utf8).allSatisfy { lowercased($0) == $1 }
+    static func hasPrefix(lowercasing bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        let count = lowercase.utf8CodeUnitCount
+        guard bytes.count >= count else { return false }
+        let expected = lowercase.utf8Start
+        for index in 0..<count where lowercased(bytes[index]) != expected[index] { return false }
+        return true
+    }
+
+    /// `bytes` without the spaces and tabs at either end.
+    static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        var start = 0, end = bytes.count
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[start..<end])
     }
 
     /// `bytes` without the spaces and tabs at either end.
