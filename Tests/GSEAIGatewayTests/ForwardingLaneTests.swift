@@ -369,6 +369,19 @@ struct ForwardingLaneTests {
         }
         private let listening = Mutex<(any Channel)?>(nil)
         private let connections = Mutex<[GatewayHTTP1.Value]>([])
+        /// A connection accepted: its caller's address, noted then (a channel closed no longer tells it), and whether it
+        /// has closed (a channel not yet active is not closed).
+        final class Accepted: Sendable {
+            let address: SocketAddress?
+            let closed = Mutex(false)
+            init(_ channel: any Channel) {
+                address = channel.remoteAddress
+                channel.closeFuture.whenComplete { [self] _ in closed.withLock { $0 = true } }
+            }
+        }
+        private let callers = Mutex<[Accepted]>([])
+        /// For each client of ``connect(reading:)``, how many connections had been accepted before it.
+        private let acceptedAfter = Mutex<[ObjectIdentifier: Int]>([:])
         private let handledCount = Mutex(0)
         private let gate = Mutex<(held: Bool, release: CheckedContinuation<Void, Never>?)>((false, nil))
 
@@ -422,7 +435,9 @@ struct ForwardingLaneTests {
                 // Small, so that a caller who reads nothing fills it (and the connection's outbound buffer) soon.
                 .childChannelOption(.socketOption(.so_sndbuf), value: 16 << 10)
                 .childChannelInitializer { channel in
-                    setup.setup(channel: channel, logger: logger).map { value in
+                    let accepted = Accepted(channel)
+                    server.callers.withLock { $0.append(accepted) }
+                    return setup.setup(channel: channel, logger: logger).map { value in
                         server.connections.withLock { $0.append(value) }
                         Task {
                             await setup.handle(value: value, logger: logger)
@@ -435,7 +450,12 @@ struct ForwardingLaneTests {
         }
 
         func connect(reading: Bool = true) async throws -> RawHTTPClient {
-            try await RawHTTPClient.connect(to: listener!.localAddress!, receiveBuffer: reading ? nil : 16 << 10, reading: reading)
+            // The connections accepted before this one: its own is among those after (its address may be an earlier
+            // connection's, the port given again).
+            let before = callers.withLock { $0.count }
+            let client = try await RawHTTPClient.connect(to: listener!.localAddress!, receiveBuffer: reading ? nil : 16 << 10, reading: reading)
+            acceptedAfter.withLock { $0[ObjectIdentifier(client)] = before }
+            return client
         }
 
         /// 1 MiB of `a`, then `end`: far more than the sockets' buffers and the connection's high-water mark hold.
@@ -446,13 +466,13 @@ struct ForwardingLaneTests {
         func waitUntilServerClosed(_ client: RawHTTPClient, within limit: Duration = .seconds(5)) async throws -> Bool {
             let address = try #require(client.localAddress)
             let deadline = ContinuousClock.now + limit
-            // Found while it is open (a closed channel no longer tells its peer's address), then watched.
-            var channel: (any Channel)?
+            // Found by the address noted when it was accepted, among the connections accepted after the client's
+            // began, so that a connection the server closed before the first look is found too; then watched.
+            let after = acceptedAfter.withLock { $0[ObjectIdentifier(client)] } ?? 0
+            var accepted: Accepted?
             while ContinuousClock.now < deadline {
-                if channel == nil {
-                    channel = connections.withLock { $0.first { $0.channel.isActive && $0.channel.remoteAddress == address }?.channel }
-                }
-                if let channel, !channel.isActive { return true }
+                if accepted == nil { accepted = callers.withLock { $0[after...].first { $0.address == address } } }
+                if let accepted, accepted.closed.withLock({ $0 }) { return true }
                 try await Task.sleep(for: .milliseconds(10))
             }
             return false

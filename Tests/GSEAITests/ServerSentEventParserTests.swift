@@ -120,13 +120,27 @@ struct ServerSentEventParserTests {
     }
 
     /// The contiguous path finds a line's end with `memchr`, which reads many bytes at a time: a `\n`, `\r` or `\r\n`
-    /// at every place in and across its blocks (lines of 0 to 79 bytes after 0 to 15 bytes of another line, some
-    /// characters whose UTF-8 holds bytes 0x8A and 0x8D) gives the same events as bytes fed one by one.
+    /// at every place in and across its blocks (lines of 0 to 79 characters, up to about a hundred bytes, after 0 to 15
+    /// bytes of another line; some characters whose UTF-8 holds bytes 0x8A and 0x8D, which must not be taken for line
+    /// ends) gives the same events as bytes fed one by one.
+    /// Lines ended by `\r` alone (no `\n` in the whole piece), and by `\r` with a `\n` only at the piece's end, many
+    /// in one piece: each line is found (the `\n` is looked for once, not again from every line).
+    @Test func manyLinesEndedByACarriageReturnInOnePiece() {
+        let count = 8192
+        let alone = String(repeating: "data: x\r\r", count: count)
+        #expect(parseWhole(alone) == Array(repeating: ServerSentEvent(data: "x"), count: count))
+        let newlineAtTheEnd = String(repeating: "data: y\r\r", count: count) + "data: z\n\n"
+        let events = parseWhole(newlineAtTheEnd)
+        #expect(events.count == count + 1)
+        #expect(events.last == ServerSentEvent(data: "z"))
+        #expect(events.dropLast().allSatisfy { $0 == ServerSentEvent(data: "y") })
+    }
+
     @Test(arguments: ["\n", "\r", "\r\n"])
-    func aLineEndIsFoundAtEveryPlaceOfAWord(ending: String) {
+    func aLineEndIsFoundAtEveryPlaceOfABlock(ending: String) {
         for lead in 0..<16 {
             for length in 0..<80 {
-                // "Ċ" and "č" are C4 8A and C4 8D in UTF-8: a word's test must not take them for line ends.
+                // "Ċ" and "č" are C4 8A and C4 8D in UTF-8: bytes that are not line ends.
                 var filler = ""
                 for index in 0..<length {
                     switch index % 7 {

@@ -229,10 +229,12 @@ final class ConnectionPool: Sendable {
     nonisolated(nonsending) func lease(preferring loop: any EventLoop, strictly: Bool, wait: TimeAmount) async throws -> Lease {
         // The usual case: a connection (or the right to open one) at once, with no continuation, cancellation
         // handler or timer; a task already cancelled gets what the waiting path would give it.
-        if Task.isCancelled { throw CancellationError() }
-        if let now = state.withLock({ Self.grant(on: ObjectIdentifier(loop), strictly: strictly, limit: limit, &$0) }) {
-            return try now.get()
+        let now: Result<Lease, any Error>? = state.withLock { state in
+            if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
+            if Task.isCancelled { return .failure(CancellationError()) }
+            return Self.grant(on: ObjectIdentifier(loop), strictly: strictly, limit: limit, &state)
         }
+        if let now { return try now.get() }
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter
@@ -240,6 +242,7 @@ final class ConnectionPool: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
                 let now: Result<Lease, any Error>? = state.withLock { state in
+                    if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
                     if state.abandoned.remove(id) != nil { return .failure(CancellationError()) }
                     // Given back or closed since the first look: taken now, as on the usual path.
                     if let now = Self.grant(on: ObjectIdentifier(loop), strictly: strictly, limit: limit, &state) { return now }
@@ -254,9 +257,11 @@ final class ConnectionPool: Sendable {
         }
     }
 
+    /// How many requests wait for a connection (for the tests).
+    var waitingCount: Int { state.withLock { $0.waiters.count } }
+
     /// What a request gets now, in the order ``lease(preferring:strictly:wait:)`` names; `nil` when it must wait.
     private static func grant(on loop: ObjectIdentifier, strictly: Bool, limit: Int, _ state: inout State) -> Result<Lease, any Error>? {
-        if state.shutDown { return .failure(GSEAIError.connection("the client is shut down")) }
         if let connection = takeIdle(on: loop, &state) { return .success(.idle(connection)) }
         if !strictly, let connection = takeIdleOfAnyLoop(&state) { return .success(.idle(connection)) }
         if state.open < limit {

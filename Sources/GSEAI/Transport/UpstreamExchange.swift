@@ -336,18 +336,22 @@ final class UpstreamExchange: Sendable {
         // The usual case for a whole answer: its body and its end came with its head, or before the reader asked.
         // Taken at once, with no continuation or cancellation handler (a cancellation now would find the exchange
         // ended and change nothing).
-        let ended: Result<ByteBuffer, any Error>? = state.withLock { state in
+        let ended: (answer: Result<ByteBuffer, any Error>, complete: Bool)? = state.withLock { state in
             guard let ending = state.ending else { return nil }
-            return Self.take(upTo: limit, &state).flatMap { buffer in ending.map { buffer } }
+            return (Self.take(upTo: limit, &state).flatMap { buffer in ending.map { buffer } }, state.complete)
         }
         if let ended {
-            if case .failure = ended { channel.close(promise: nil) }
-            return try ended.get()
+            // A connection whose answer came whole may be back in the pool, another request's already: never closed
+            // here (an answer too large for its reader fails without it).
+            if case .failure = ended.answer, !ended.complete { channel.close(promise: nil) }
+            return try ended.answer.get()
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer, any Error>) in
                 var resume = false
+                var complete = false
                 let answer: Result<ByteBuffer, any Error>? = state.withLock { state in
+                    complete = state.complete
                     let buffer: ByteBuffer
                     switch Self.take(upTo: limit, &state) {
                     case .failure(let error): return .failure(error)
@@ -358,7 +362,7 @@ final class UpstreamExchange: Sendable {
                     resume = Self.unpause(&state)
                     return nil
                 }
-                if case .failure = answer { channel.close(promise: nil) }
+                if case .failure = answer, !complete { channel.close(promise: nil) }
                 if resume { readMore() }
                 if let answer { continuation.resume(with: answer) }
             }
@@ -367,7 +371,9 @@ final class UpstreamExchange: Sendable {
         }
     }
 
-    /// The pieces that wait, in one buffer; past `limit` bytes, the exchange ends as too large.
+    /// The pieces that wait, in one buffer; past `limit` bytes, the exchange ends as too large. A body that came in
+    /// one read is that read's slice, not a copy: it keeps the read's memory (at most 64 KiB) as long as it lives,
+    /// which for a whole answer is until it has been written.
     private static func take(upTo limit: Int, _ state: inout State) -> Result<ByteBuffer, any Error> {
         var buffer = ByteBuffer()
         while var piece = state.pieces.popFirst() {
