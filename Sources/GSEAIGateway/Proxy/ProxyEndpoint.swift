@@ -4,35 +4,59 @@ import Hummingbird
 /// One forwarded endpoint, and everything the gateway knows of it as data: who may call it, which upstream
 /// kinds have it, where its model is named, how a class's policy applies to its body, whether it lists
 /// models, whether it holds a slot of the model server while it runs, and how its streams end.
-struct ProxyEndpoint: Sendable {
-    var method: HTTPRequest.Method
+///
+/// A class of constants, not a struct: a request hands its endpoint to its controller, admission, observer, relay
+/// and closures, and a struct of these strings and sets was copied (each of its references retained) at every hand;
+/// now one reference is.
+final class ProxyEndpoint: Sendable {
+    let method: HTTPRequest.Method
     /// The route pattern, such as `/api/v0/models/**` (`**`: the rest of the path, slashes included, as a
     /// model key such as `qwen/qwen3-4b`).
-    var path: String
-    var surface: APISurface
-    var minimumRole: Role = .student
+    let path: String
+    let surface: APISurface
+    let minimumRole: Role
     /// The upstream kinds that serve it; others answer 501.
-    var kinds: Set<UpstreamKind> = [.lmstudio]
+    let kinds: Set<UpstreamKind>
     /// Where the request names its model.
-    var model = ModelSource.none
+    let model: ModelSource
     /// How a class's policy applies to the request's body.
-    var policy = PolicyShape.none
+    let policy: PolicyShape
     /// Where a model list keeps its models and their ids, for endpoints that list them.
-    var modelList: ModelList?
+    let modelList: ModelList?
     /// Whether it runs on the model server's GPU while it is answered (generation, embeddings): it then
     /// waits for a slot in the fair queue. Lists and model management do not.
-    var usesSlot = false
+    let usesSlot: Bool
     /// Whether it issues and continues stored responses (`response_id`, `previous_response_id`).
-    var isStateful = false
+    let isStateful: Bool
     /// The event names (or `type`s) that end its streams.
-    var finalEvents: Set<String> = []
+    let finalEvents: Set<String>
     /// A field whose `true` marks a stream's last event, for streams that end without a named event or
     /// `[DONE]` (llama.cpp's `/completion`: `"stop": true`).
-    var finalFlag: String?
+    let finalFlag: String?
     /// What its body may be.
-    var body = BodyRule.jsonObject
+    let body: BodyRule
     /// The gateway's prefix before the upstream's own path (`/llamacpp`), left out when forwarding.
-    var mountPoint = ""
+    let mountPoint: String
+
+    init(method: HTTPRequest.Method, path: String, surface: APISurface, minimumRole: Role = .student,
+         kinds: Set<UpstreamKind> = [.lmstudio], model: ModelSource = .none, policy: PolicyShape = .none,
+         modelList: ModelList? = nil, usesSlot: Bool = false, isStateful: Bool = false, finalEvents: Set<String> = [],
+         finalFlag: String? = nil, body: BodyRule = .jsonObject, mountPoint: String = "") {
+        self.method = method
+        self.path = path
+        self.surface = surface
+        self.minimumRole = minimumRole
+        self.kinds = kinds
+        self.model = model
+        self.policy = policy
+        self.modelList = modelList
+        self.usesSlot = usesSlot
+        self.isStateful = isStateful
+        self.finalEvents = finalEvents
+        self.finalFlag = finalFlag
+        self.body = body
+        self.mountPoint = mountPoint
+    }
 
     /// Where a request names its model.
     enum ModelSource: Sendable {
