@@ -2,12 +2,31 @@ import Foundation
 import GSEAI
 import GSEAIGateway
 import GSEAITestSupport
+import HTTPTypes
 import NIOCore
 import Testing
 
 /// Streams, disconnects, upstream faults and bad input.
 @Suite("Gateway: streaming, faults, bad input")
 struct ProxyFaultTests {
+    /// What a caller is told when the client core fails in the middle of an upstream answer: an answer too large for
+    /// the gateway's limit, one that broke off, a silence past a time limit, a server gone; each with its status,
+    /// kind and message (a whole answer's collect and a stream's relay both end this way).
+    @Test func anUpstreamFailureMidAnswerIsToldAsTheGatewaysError() {
+        let cases: [(GSEAIError, HTTPResponse.Status, GatewayError.Kind, String)] = [
+            (.responseTooLarge(limit: 1024), .badGateway, .upstream, "the model server's answer exceeded 1024 bytes"),
+            (.streamInterrupted, .badGateway, .upstream, "the model server's answer broke off"),
+            (.timeout(.idle), .gatewayTimeout, .timeout, "the model server did not answer in time (idle)"),
+            (.connection("refused"), .badGateway, .upstream, "the model server cannot be reached"),
+        ]
+        for (failure, status, kind, message) in cases {
+            let error = GatewayError.upstream(failure)
+            #expect(error.status == status, "\(failure)")
+            #expect(error.kind == kind, "\(failure)")
+            #expect(error.message == message, "\(failure)")
+        }
+    }
+
     @Test func firstEventReachesTheCallerBeforeTheUpstreamFinishes() async throws {
         try await GatewayHarness.with { gateway in
             let (_, key) = try await gateway.user("alice")

@@ -59,10 +59,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// The token of `Bearer <token>` (the scheme in any case, spaces and tabs around the token dropped), or
     /// `nil`; by bytes, as it is read on every request.
     static func bearerToken(_ authorization: String) -> String? {
-        let scheme = "bearer ".utf8
+        let scheme: StaticString = "bearer "
         let bytes = authorization.utf8
-        guard bytes.starts(with: scheme, by: { ASCII.lowercased($0) == $1 }) else { return nil }
-        let token = ASCII.trimmed(bytes.dropFirst(scheme.count))
+        guard ASCII.hasPrefix(lowercasing: bytes, scheme) else { return nil }
+        let token = ASCII.trimmed(bytes.dropFirst(scheme.utf8CodeUnitCount))
         return token.isEmpty ? nil : String(Substring(token))
     }
 

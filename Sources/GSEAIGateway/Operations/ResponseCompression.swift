@@ -70,7 +70,7 @@ public struct ResponseCompression: Sendable {
         return contentType.withUTF8 { bytes in
             // The media type: before any parameter, without spaces, compared in lower case (read on every answer:
             // in place, no string made).
-            let mediaType = ASCII.trimmed(UnsafeBufferPointer(rebasing: bytes[..<(bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count)]))
+            let mediaType = ASCII.trimmed(bytes[..<(bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count)])
             if ASCII.equals(lowercasing: mediaType, "text/event-stream") { return false }
             if ASCII.hasPrefix(lowercasing: mediaType, "text/") { return true }
             return compressibleTypes.contains { ASCII.equals(lowercasing: mediaType, $0) }

@@ -15,35 +15,22 @@ enum ASCII {
     }
 
     /// Whether `bytes`, their ASCII letters in lower case, are `lowercase`'s.
-    static func equals(lowercasing bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+    static func equals(lowercasing bytes: some Collection<UInt8>, _ lowercase: StaticString) -> Bool {
         bytes.count == lowercase.utf8CodeUnitCount && hasPrefix(lowercasing: bytes, lowercase)
     }
 
     /// Whether `bytes`, their ASCII letters in lower case, begin with `lowercase`'s.
-    static func hasPrefix(lowercasing bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        let expected = lowercase.utf8Start
-        for index in 0..<count where lowercased(bytes[index]) != expected[index] { return false }
-        return true
+    static func hasPrefix(lowercasing bytes: some Collection<UInt8>, _ lowercase: StaticString) -> Bool {
+        bytes.starts(with: UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)) { lowercased($0) == $1 }
     }
 
     /// `bytes` without the spaces and tabs at either end.
-    static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+    static func trimmed<Bytes: BidirectionalCollection<UInt8>>(_ bytes: Bytes) -> Bytes.SubSequence {
         func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        var start = 0, end = bytes.count
-        while start < end, isSpace(bytes[start]) { start += 1 }
-        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-        return UnsafeBufferPointer(rebasing: bytes[start..<end])
-    }
-
-    /// `bytes` without the spaces and tabs at either end.
-    static func trimmed(_ bytes: Substring.UTF8View) -> Substring.UTF8View {
-        func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        var bytes = bytes
-        while let first = bytes.first, isSpace(first) { bytes = bytes.dropFirst() }
-        while let last = bytes.last, isSpace(last) { bytes = bytes.dropLast() }
-        return bytes
+        var start = bytes.startIndex, end = bytes.endIndex
+        while start < end, isSpace(bytes[start]) { start = bytes.index(after: start) }
+        while end > start, isSpace(bytes[bytes.index(before: end)]) { end = bytes.index(before: end) }
+        return bytes[start..<end]
     }
 
     /// Bytes to search for, with the byte the search starts from: the pattern's rarest (by ``commonness``),

@@ -516,7 +516,7 @@ extension ForwardingLane {
 struct ForwardedRoutes: Sendable {
     /// A forwarded route: its endpoint, and its pattern as Hummingbird's router names it (the route of the metrics
     /// and of the log line: `/api/v1/models/download/status/{job}`).
-    /// A class, not a struct: a request's match is copied into several frames, and the endpoint's fields are many.
+    /// A class, not a struct: a request's match is copied into several frames, each copy one reference.
     final class Route: Sendable {
         let endpoint: ProxyEndpoint
         let label: String

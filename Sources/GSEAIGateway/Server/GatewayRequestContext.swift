@@ -42,7 +42,7 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressProviding {
 
     /// The connection's event loop as a task executor: what the request's own tasks prefer (its answer's body is
     /// read and written there).
-    let executor: EventLoopTaskExecutor?
+    let executor: EventLoopTaskExecutor
     /// The task that answers the request and nothing else, when the forwarding lane made one for it: what
     /// ``cancellingRequestIfCallerLeaves(_:)`` cancels. `nil` on Hummingbird's lane.
     var requestTask: RequestTask?
