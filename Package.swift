@@ -68,10 +68,13 @@ let package = Package(
             ]
         ),
         // The web application in front of the upstream (see issue 3).
+        // The Swift runtime's task allocator, called from C (`TaskMemory` in GSEAIGateway).
+        .target(name: "CGSEAIRuntime"),
         .target(
             name: "GSEAIGateway",
             dependencies: [
                 "GSEAI",
+                "CGSEAIRuntime",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -9,6 +9,7 @@ import Synchronization
 import Testing
 import Foundation
 import GSEAITestSupport
+@testable import GSEAI
 
 /// The gateway's HTTP/1 codec against the pair it replaces (SwiftNIO's server pipeline with its response
 /// encoder, and swift-nio-extras' `HTTP1ToHTTPServerCodec`): the same requests read, the same bytes written.
@@ -158,6 +159,25 @@ struct GatewayHTTP1CodecTests {
         #expect(absolute.read.first?.hasPrefix("head GET http z /p?q=1 ") == true, "\(absolute.read)")
         let odd = try Self.run(Self.ours(), steps: scenarios[6]).read.filter { $0.hasPrefix("head") }
         #expect(odd == ["head GET http h //e.com/x?y [HOST: i]", "head GET http  /%7e/%zz?a=%20#f []", "head GET http  /a|b{c}^`\\ []"])
+    }
+
+    /// A chunk's framing: its size in hexadecimal, the piece, a line end; one buffer (the piece copied) up to the
+    /// copying limit, three (the piece itself in the middle) above it; the last one marked.
+    @Test func aPieceIsFramedInOneBufferUpToTheLimitAndInThreeAbove() {
+        for size in [1, 9, 10, 15, 16, 255, 256, 4095, 4096, ChunkedBody.copiedUpTo, ChunkedBody.copiedUpTo + 1, 70_000] {
+            let piece = ByteBuffer(bytes: (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            var buffers: [ByteBuffer] = []
+            var lasts: [Bool] = []
+            ChunkedBody.frame(piece) { buffer, last in
+                buffers.append(buffer)
+                lasts.append(last)
+            }
+            let expected = Array((String(size, radix: 16) + "\r\n").utf8) + Array(piece.readableBytesView) + Array("\r\n".utf8)
+            #expect(buffers.flatMap { Array($0.readableBytesView) } == expected, "size \(size)")
+            let count = size <= ChunkedBody.copiedUpTo ? 1 : 3
+            #expect(lasts == Array(repeating: false, count: count - 1) + [true], "size \(size)")
+            if count == 3 { #expect(buffers[1] == piece) }
+        }
     }
 
     /// 500 answers made at random (a fixed seed): statuses known and not, any framing fields in any case, bodies

@@ -368,6 +368,33 @@ struct OperationsTests {
         }
     }
 
+    /// The gateway's request ids: 32 lower-case hexadecimal digits, the first 16 the process's, the last 16 counted.
+    @Test func requestIDsAreThirtyTwoHexDigitsCountedUp() throws {
+        let ids = (0..<3).map { _ in RequestIDs.next() }
+        for id in ids {
+            #expect(id.utf8.count == 32 && id.allSatisfy { "0123456789abcdef".contains($0) }, "\(id)")
+            #expect(id.prefix(16) == ids[0].prefix(16))
+        }
+        let counts = try ids.map { try #require(UInt64($0.suffix(16), radix: 16)) }
+        // Other tests running alongside take ids too: later ids are larger (or have wrapped round), never equal.
+        #expect(counts[1] != counts[0] && counts[2] != counts[1])
+        #expect(counts[1] &- counts[0] < 1 << 20 && counts[2] &- counts[1] < 1 << 20)
+    }
+
+    /// The log handler keeps the request's id apart from its other metadata, and shows both as one.
+    @Test func theLogHandlersRequestIDIsMetadataLikeAnyOther() {
+        var handler = GatewayLogHandler(label: "gseai", descriptor: -1, metadataProvider: nil)
+        handler.metadata = ["hb.request.id": "r1", "other": "x"]
+        #expect(handler[metadataKey: "hb.request.id"] == "r1")
+        #expect(handler[metadataKey: "other"] == "x")
+        handler[metadataKey: "hb.request.id"] = "r2"
+        handler[metadataKey: "more"] = "y"
+        #expect(handler.metadata == ["hb.request.id": "r2", "other": "x", "more": "y"])
+        handler[metadataKey: "hb.request.id"] = nil
+        #expect(handler.metadata == ["other": "x", "more": "y"])
+        #expect(handler[metadataKey: "hb.request.id"] == nil)
+    }
+
     @Test func requestLogShowsTheRouteAndNoSecrets() async throws {
         let recorded = RecordingLogHandler.Lines()
         let logger = Logger(label: "test") { _ in RecordingLogHandler(recorded: recorded) }

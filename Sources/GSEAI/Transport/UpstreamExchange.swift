@@ -577,10 +577,13 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         if chunked && piece.readableBytes == 0 { return context.eventLoop.makeSucceededVoidFuture() }
         let written = context.eventLoop.makePromise(of: Void.self)
         if chunked {
-            let (prefix, piece, suffix) = ChunkedBody.frame(piece)
-            context.write(wrapOutboundOut(prefix), promise: nil)
-            context.write(wrapOutboundOut(piece), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(suffix), promise: written)
+            ChunkedBody.frame(piece) { buffer, last in
+                if last {
+                    context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
+                } else {
+                    context.write(wrapOutboundOut(buffer), promise: nil)
+                }
+            }
         } else {
             context.writeAndFlush(wrapOutboundOut(piece), promise: written)
         }

@@ -13,8 +13,7 @@ import NIOHTTPTypes
 ///
 /// It is also where a stream's relay (``CallerPump``) writes the pieces of the answer's body, as they come from
 /// the upstream, without a task between: they go from here towards the socket, past the handlers after it
-/// (Hummingbird's connection state, which looks only at heads and ends, and the async channel's writer, which
-/// has written the head before the relay starts and writes the end after it). It tells the relay when the
+/// (the lanes' writers, which have written the head before the relay starts and write the end after it). It tells the relay when the
 /// connection can take more again.
 ///
 /// And it is where a caller who takes nothing is let go: a connection that takes no more (its outbound buffer

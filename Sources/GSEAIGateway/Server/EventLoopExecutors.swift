@@ -40,7 +40,8 @@ final class EventLoopTaskExecutor: TaskExecutor {
 }
 
 /// The gateway's HTTP/1 connections: Hummingbird's pipeline (HTTP/1 codec, connection state), its codec the gateway's
-/// own (``GatewayHTTP1Codec``), with the gateway's handlers in it (``CallerDepartureHandler`` before the connection state, ``ForwardingLane`` after), and Hummingbird's handling (its
+/// own (``GatewayHTTP1Codec``, which keeps the connection's state too), with the gateway's handlers after it
+/// (``CallerDepartureHandler``, ``ForwardingLane``), and Hummingbird's handling (its
 /// `NIOAsyncChannel`, made by the lane) only for a connection whose requests need it. Every handling, and every
 /// child task of it, prefers the connection's event loop.
 struct GatewayHTTP1: ServerChildChannel {
@@ -72,10 +73,9 @@ struct GatewayHTTP1: ServerChildChannel {
             // SwiftNIO's request decoder and the gateway's codec, in place of SwiftNIO's response encoder and
             // swift-nio-extras' `HTTP1ToHTTPServerCodec` (the same bytes, written at once; the codec, not the
             // decoder, keeps the requests' methods for the answers to a HEAD or CONNECT).
-            try GatewayHTTP1Codec.addHandlers(to: pipeline, limits: limits)
-            // Before the connection state, which passes no `channelInactive` on.
+            // The codec keeps the connection's state (idle limit, graceful stop) too.
+            try GatewayHTTP1Codec.addHandlers(to: pipeline, limits: limits, idleTimeout: inner.configuration.idleTimeout)
             try pipeline.addHandler(CallerDepartureHandler(stallLimit: stallLimit))
-            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: inner.configuration.idleTimeout.map { .init($0) }, logger: logger))
             let hummingbird = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
             let forwarding = ForwardingLane(service: lane, hummingbird: hummingbird)
             try pipeline.addHandler(forwarding)

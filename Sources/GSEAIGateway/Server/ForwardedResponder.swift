@@ -27,8 +27,8 @@ struct ForwardedResponder: Sendable {
         var context = context
         context.coreContext.parameters = match.parameters
         context.coreContext.endpointPath.value = match.route.label
-        return try await middleware.handle(request, context: context) { request, context in
-            try await authentication.handle(request, context: context) { request, context in
+        return try await middleware.run(request, context: context) { request, context in
+            try await authentication.run(request, context: context) { request, context in
                 try await proxy.forward(request, context: context, endpoint: match.route.endpoint)
             }
         }

@@ -24,7 +24,7 @@ import Synchronization
 ///
 /// Requests on one connection are answered one at a time, in order, whichever lane takes them: parts that come
 /// while an answer of the other lane is being written wait here (and the connection reads no more once some do).
-/// The connection's state (`HTTPConnectionStateHandler`, before this one) sees every request's head and end,
+/// The connection's state (kept by ``GatewayHTTP1Codec``, before this one) sees every request's head and end,
 /// ours included: its idle limit and a graceful stop (close once the answer in progress has ended) hold for both
 /// lanes.
 final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
@@ -46,6 +46,18 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// valid key is refused before the upload ends, and a body over the limit is refused (413) once its
         /// first bytes over it come, both as before.
         let bodyLimit: Int
+        /// The `Server` field, made once.
+        let serverField: HTTPField?
+
+        init(routes: ForwardedRoutes, respond: @escaping @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response,
+             logger: Logger, serverName: String?, bodyLimit: Int) {
+            self.routes = routes
+            self.respond = respond
+            self.logger = logger
+            self.serverName = serverName
+            self.bodyLimit = bodyLimit
+            serverField = serverName.map { HTTPField(name: .server, value: $0) }
+        }
     }
 
     /// Bodies up to this size are read by the lane (a chat request with text, or a small image); larger ones go to
@@ -86,6 +98,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private var loop: (any EventLoop)?
     /// Its executor, for the tasks of the answers (found once per connection, not once per request).
     private var executor: EventLoopTaskExecutor?
+    /// The caller's address as the request's line gives it (no port), found at the connection's first request: its
+    /// text is made by `inet_ntop`, about 3,000 instructions, the same for every request of the connection.
+    private var callerAddress: String??
     /// The number of the answer being written by this lane: the calls of an answer's task that has ended
     /// its answer (or of an earlier one) change nothing.
     private var current = 0
@@ -110,7 +125,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         executor = EventLoopTaskExecutor.of(context.eventLoop)
     }
 
-    /// When the connection closes (the connection state before this handler passes no `channelInactive` on).
+    /// When the connection closes (its handlers are removed then, after `channelInactive`).
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         tellHummingbird()
@@ -289,8 +304,16 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         running.append(current)
         let service = self.service
         let channel = context.channel
+        let address: String?
+        if let known = callerAddress {
+            address = known
+        } else {
+            address = channel.remoteAddress?.ipAddress
+            callerAddress = .some(address)
+        }
         requestTask.set(Task(executorPreference: executor) {
-            await service.answer(request, body: body, match: match, on: channel, through: lane)
+            TaskMemory.reserve(TaskMemory.forwardedRequest)
+            await service.answer(request, body: body, match: match, on: channel, from: address, through: lane)
         })
     }
 
@@ -429,9 +452,9 @@ extension ForwardingLane.Service {
     /// the stream is open. (Hummingbird's handling gets the same from ``SeparateTaskResponder``, at the cost of a
     /// child task per request; here only a stream pays for a second task.)
     func answer(_ request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match, on channel: any Channel,
-                through lane: ForwardingLane.Handle) async {
+                from address: String?, through lane: ForwardingLane.Handle) async {
         let closes = request.headers.value(.connection) == "close"
-        let (head, body) = await respond(to: request, body: read, match: match, on: channel, executor: lane.executor,
+        let (head, body) = await respond(to: request, body: read, match: match, on: channel, from: address, executor: lane.executor,
                                          task: lane.requestTask)
         // The upstream work is done (a stream's goes on in the body's writer): nothing cancels this task any more, and
         // its handle is let go, which would else keep the task, and the memory of its deepest frames, while a stream
@@ -451,11 +474,11 @@ extension ForwardingLane.Service {
     /// The answer's head and body.
     @inline(never)
     private func respond(to request: Request, body read: ByteBuffer, match: ForwardedRoutes.Match,
-                         on channel: any Channel, executor: EventLoopTaskExecutor, task: RequestTask?) async -> (HTTPResponse, ResponseBody) {
+                         on channel: any Channel, from address: String?, executor: EventLoopTaskExecutor, task: RequestTask?) async -> (HTTPResponse, ResponseBody) {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
-        logger[metadataKey: "hb.request.id"] = .string(RequestID().description)
-        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), executor: executor)
+        logger[metadataKey: RequestIDs.key] = .string(RequestIDs.next())
+        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), remoteAddress: address, executor: executor)
         context.readBody = read
         context.requestTask = task
         var response: Response
@@ -465,8 +488,12 @@ extension ForwardingLane.Service {
             logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             response = Response(status: .internalServerError, body: .init())
         }
-        response.headers[.date] = HTTPDate.now()
-        if let serverName { response.headers[.server] = serverName }
+        // Appended when the handler set none (it never does on these routes): a field set by name is searched for
+        // among the others first, and its value checked; the date's field is made once a second, the server's once.
+        if response.headers.contains(.date) { response.headers[.date] = HTTPDate.now() } else { response.headers.append(HTTPDate.field()) }
+        if let serverField {
+            if response.headers.contains(.server) { response.headers[.server] = serverField.value } else { response.headers.append(serverField) }
+        }
         return (response.head, response.body)
     }
 
@@ -586,12 +613,17 @@ struct ForwardedRoutes: Sendable {
 
 /// The `Date` header's value (RFC 9110's IMF-fixdate), made at most once a second.
 enum HTTPDate {
-    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+    private static let cache = Mutex<(second: Int, field: HTTPField?)>((-1, nil))
 
     static func now() -> String {
+        field().value
+    }
+
+    /// The `Date` field of this second.
+    static func field() -> HTTPField {
         var seconds = time(nil)
         return cache.withLock { cache in
-            if cache.second == seconds { return cache.text }
+            if cache.second == seconds, let field = cache.field { return field }
             var parts = tm()
             gmtime_r(&seconds, &parts)
             let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
@@ -599,8 +631,9 @@ enum HTTPDate {
             func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
             let text = "\(days[Int(parts.tm_wday) % 7]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon) % 12]) \(parts.tm_year + 1900) "
                 + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
-            cache = (seconds, text)
-            return text
+            let field = HTTPField(name: .date, value: text)
+            cache = (seconds, field)
+            return field
         }
     }
 }

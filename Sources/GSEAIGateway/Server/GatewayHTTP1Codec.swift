@@ -22,6 +22,12 @@ import NIOHTTPTypesHTTP1
 ///   `CONNECT`'s writes a body: a body's write fails with SwiftNIO's `responseBodyNotAllowed`. The requests' methods
 ///   are kept in order as they are read (SwiftNIO's decoder told its encoder; here the codec sees them itself), a
 ///   non-final 1xx answer not taking a request's turn.
+///
+/// It also keeps the connection's state, as Hummingbird's `HTTPConnectionStateHandler` kept it in a handler of its
+/// own after this one (``ConnectionState``): a connection idle for ``idleTimeout`` (no request being read or
+/// answered) is closed, and a graceful stop (`ChannelShouldQuiesceEvent`) closes it at once when idle, else once the
+/// answers in progress have been written. One handler less that every request's parts pass through, both ways, each
+/// pass a dynamic cast of the part (bench/README.md, "Fewer hops, the connection's state in the codec").
 final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -36,24 +42,83 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer being written has no body (a `HEAD`'s or a `CONNECT`'s).
     private var noBody = false
 
+    /// Whether the connection is idle, and since when (``ConnectionState``).
+    private var state: ConnectionState
+    /// Fires when the connection may have been idle for its limit.
+    private var idleTimer: Scheduled<Void>?
+
     enum BodylessMethod {
         case head, connect
     }
 
-    init(secure: Bool) {
+    /// - Parameter idleTimeout: how long a connection may be idle (no request being read or answered) before it is
+    ///   closed; `nil`: no limit.
+    init(secure: Bool, idleTimeout: TimeAmount? = nil) {
         self.secure = secure
+        self.state = ConnectionState(idleTimeout: idleTimeout)
+    }
+
+    // MARK: The connection's state
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { becameActive(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        becameActive(context)
+        context.fireChannelActive()
+    }
+
+    private func becameActive(_ context: ChannelHandlerContext) {
+        if let deadline = state.becameActive(now: context.eventLoop.now) { scheduleIdleCheck(context, at: deadline) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.becameInactive()
+        idleTimer?.cancel()
+        idleTimer = nil
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // A graceful stop: taken here, not passed on.
+        if state.shouldQuiesce() { context.close(promise: nil) }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        guard idleTimer == nil else { return }
+        idleTimer = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(deadline: deadline) { [self] in
+            idleTimer = nil
+            switch state.idleCheck(now: context.eventLoop.now) {
+            case .close: context.close(promise: nil)
+            case .lookAgain(let deadline): scheduleIdleCheck(context, at: deadline)
+            case .nothing: break
+            }
+        }
     }
 
     /// Adds SwiftNIO's request decoder (as `configureHTTPServerPipeline` adds it: no pipelining assistance, error
     /// handling or header validation; not wired to an encoder, since this codec keeps the requests' methods itself)
     /// and the codec, for the gateway's connections and the tests.
-    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration) throws {
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration,
+                            idleTimeout: TimeAmount? = nil) throws {
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-        try pipeline.addHandler(GatewayHTTP1Codec(secure: false))
+        try pipeline.addHandler(GatewayHTTP1Codec(secure: false, idleTimeout: idleTimeout))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        state.read(part, now: context.eventLoop.now)
+        switch part {
         case .head(let head):
             pending.append(head.method == .HEAD ? .head : head.method == .CONNECT ? .connect : nil)
             do {
@@ -99,27 +164,42 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             if noBody {
                 promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
             } else if chunked && piece.readableBytes > 0 {
-                let (prefix, piece, suffix) = ChunkedBody.frame(piece)
-                context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
-                context.write(wrapOutboundOut(.byteBuffer(piece)), promise: nil)
-                // The last write's promise: a write fails only when the connection does, and then every later one.
-                context.write(wrapOutboundOut(.byteBuffer(suffix)), promise: promise)
+                ChunkedBody.frame(piece) { buffer, last in
+                    // The last write's promise: a write fails only when the connection does, and then every later one.
+                    context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: last ? promise : nil)
+                }
             } else {
                 context.write(wrapOutboundOut(.byteBuffer(piece)), promise: promise)
             }
         case .end(let trailers):
             noBody = false
-            if chunked, let trailers {
-                var bytes = Array("0\r\n".utf8)
-                for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
-                bytes.append(contentsOf: "\r\n".utf8)
-                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: bytes))), promise: promise)
-            } else if chunked {
-                context.write(wrapOutboundOut(.byteBuffer(ChunkedBody.last)), promise: promise)
-            } else if let promise {
-                // Nothing to send; the promise is kept for the moment all before it has been.
-                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise)
+            switch state.answerEnded(now: context.eventLoop.now) {
+            case .close:
+                // A graceful stop waited for this answer: written, then the connection closed.
+                writeEnd(trailers, context: context, promise: promise)
+                context.flush()
+                context.close(promise: nil)
+            case .lookAgain(let deadline):
+                scheduleIdleCheck(context, at: deadline)
+                writeEnd(trailers, context: context, promise: promise)
+            case .nothing:
+                writeEnd(trailers, context: context, promise: promise)
             }
+        }
+    }
+
+    /// The answer's end: the last chunk (with any trailers) of a chunked body, else nothing.
+    private func writeEnd(_ trailers: HTTPFields?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        if chunked, let trailers {
+            var bytes = Array("0\r\n".utf8)
+            for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
+            bytes.append(contentsOf: "\r\n".utf8)
+            context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: bytes))), promise: promise)
+        } else if chunked {
+            context.write(wrapOutboundOut(.byteBuffer(ChunkedBody.last)), promise: promise)
+        } else if let promise {
+            // Nothing to send; the promise is kept for the moment all before it has been.
+            context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise)
         }
     }
 
@@ -155,5 +235,89 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         bytes.append(utf8: value)
         bytes.append(UInt8(ascii: "\r"))
         bytes.append(UInt8(ascii: "\n"))
+    }
+}
+
+/// A connection's state, for its idle limit and a graceful stop: as Hummingbird's `HTTPConnectionStateHandler` keeps
+/// it (the same rules), in ``GatewayHTTP1Codec``, which sees every request's parts and every answer's end.
+///
+/// - A connection is idle when no request is being read and every request read has been answered. The idle limit
+///   counts from the last part read or the last answer's end; a request being read (a slow upload) is not idle, but its
+///   parts must keep coming within the limit; an answer being made (however long an upstream takes) holds the
+///   connection open.
+/// - A graceful stop closes an idle connection at once, and one with answers in progress once they have ended.
+struct ConnectionState {
+    let idleTimeout: TimeAmount?
+    /// Requests read (their heads) and not yet answered (their answers' ends).
+    private(set) var inProgress = 0
+    private var readingRequest = false
+    private var lastActive = NIODeadline.uptimeNanoseconds(0)
+    private var active = false
+    private var closeAfterAnswers = false
+
+    init(idleTimeout: TimeAmount?) {
+        self.idleTimeout = idleTimeout
+    }
+
+    /// What to do after an event.
+    enum Action: Equatable {
+        case nothing
+        /// Look whether the connection has been idle for its limit at this time (a look already scheduled stands).
+        case lookAgain(NIODeadline)
+        case close
+    }
+
+    /// The connection is open: when to look first, if it has a limit.
+    mutating func becameActive(now: NIODeadline) -> NIODeadline? {
+        active = true
+        lastActive = now
+        return idleTimeout.map { now + $0 }
+    }
+
+    mutating func becameInactive() {
+        active = false
+    }
+
+    /// A part of a request read. (The time is not read at a request's end while its answer is still to come: that
+    /// answer's end sets it.)
+    mutating func read(_ part: HTTPServerRequestPart, now: @autoclosure () -> NIODeadline) {
+        switch part {
+        case .head:
+            lastActive = now()
+            readingRequest = true
+            inProgress &+= 1
+        case .body:
+            lastActive = now()
+        case .end:
+            readingRequest = false
+            if inProgress == 0 { lastActive = now() }
+        }
+    }
+
+    /// An answer's end has been written.
+    mutating func answerEnded(now: NIODeadline) -> Action {
+        // Never below zero, whatever a handler writes.
+        inProgress = max(0, inProgress &- 1)
+        guard inProgress == 0 else { return .nothing }
+        if closeAfterAnswers { return .close }
+        guard let idleTimeout, active else { return .nothing }
+        lastActive = now
+        return .lookAgain(now + idleTimeout)
+    }
+
+    /// The scheduled look: close if idle for the limit, look again when the limit may next be reached, or nothing
+    /// while an answer is being made (its end schedules the next look).
+    func idleCheck(now: NIODeadline) -> Action {
+        guard let idleTimeout, active else { return .nothing }
+        if !readingRequest && inProgress > 0 { return .nothing }
+        let deadline = lastActive + idleTimeout
+        return now >= deadline ? .close : .lookAgain(deadline)
+    }
+
+    /// A graceful stop: whether to close now (nothing in progress); else the connection closes after its answers.
+    mutating func shouldQuiesce() -> Bool {
+        guard inProgress > 0 else { return true }
+        closeAfterAnswers = true
+        return false
     }
 }

@@ -47,6 +47,12 @@ public struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     public func handle(_ request: Request, context: Context, next: @concurrent (Request, Context) async throws -> Response) async throws -> Response {
+        try await run(request, context: context, next: next)
+    }
+
+    /// The handling itself, on its caller's executor, as is its `next`: what the forwarding lane calls
+    /// (``ForwardedResponder``), without the executor checks of Hummingbird's `@concurrent` closure.
+    func run(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         var context = context
         let requestID = RequestLog.identify(&context)
