@@ -9,7 +9,7 @@ import Synchronization
 import Testing
 import Foundation
 import GSEAITestSupport
-@testable import GSEAI
+import GSEAI
 
 /// The gateway's HTTP/1 codec against the pair it replaces (SwiftNIO's server pipeline with its response
 /// encoder, and swift-nio-extras' `HTTP1ToHTTPServerCodec`): the same requests read, the same bytes written.

@@ -37,9 +37,10 @@ struct RequestLog<Context: RequestContext>: Sendable {
     static func identify(_ context: inout Context) -> String {
         switch context.logger[metadataKey: RequestIDs.key] {
         case .string(let id): return id
-        case let id?:
-            // Hummingbird's own (a `RequestID`): its text made once, for the header and every line.
-            let text = id.description
+        case _?:
+            // Hummingbird's own (a `RequestID`, on its lane): one of the gateway's in its place, so that every id has
+            // the same shape (Hummingbird's drops its first half's leading zeros), made once for the header and every line.
+            let text = RequestIDs.next()
             context.logger[metadataKey: RequestIDs.key] = .string(text)
             return text
         case nil:
@@ -48,7 +49,6 @@ struct RequestLog<Context: RequestContext>: Sendable {
             return text
         }
     }
-
 
     /// The request's line: written by the gateway's own handler from pairs (no dictionary made), else through the
     /// logger's API with the same metadata.

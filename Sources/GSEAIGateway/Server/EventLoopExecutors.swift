@@ -39,8 +39,8 @@ final class EventLoopTaskExecutor: TaskExecutor {
     }
 }
 
-/// The gateway's HTTP/1 connections: Hummingbird's pipeline (HTTP/1 codec, connection state), its codec the gateway's
-/// own (``GatewayHTTP1Codec``, which keeps the connection's state too), with the gateway's handlers after it
+/// The gateway's HTTP/1 connections: as Hummingbird's pipeline (HTTP/1 codec, connection state), but with the gateway's
+/// own codec (``GatewayHTTP1Codec``, which keeps the connection's state too), the gateway's handlers after it
 /// (``CallerDepartureHandler``, ``ForwardingLane``), and Hummingbird's handling (its
 /// `NIOAsyncChannel`, made by the lane) only for a connection whose requests need it. Every handling, and every
 /// child task of it, prefers the connection's event loop.

@@ -175,10 +175,17 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             noBody = false
             switch state.answerEnded(now: context.eventLoop.now) {
             case .close:
-                // A graceful stop waited for this answer: written, then the connection closed.
-                writeEnd(trailers, context: context, promise: promise)
+                // A graceful stop waited for this answer: closed once all of it has been sent (a close drops the
+                // writes still waiting for the socket: a slow reader's last pieces and the body's end). A caller
+                // that takes nothing more is let go by its stall limit (`CallerDepartureHandler`), and the server's
+                // stop has its own time limit.
+                let sent = context.eventLoop.makePromise(of: Void.self)
+                writeEnd(trailers, context: context, promise: sent)
                 context.flush()
-                context.close(promise: nil)
+                sent.futureResult.assumeIsolatedUnsafeUnchecked().whenComplete { result in
+                    promise?.completeWith(result)
+                    context.close(promise: nil)
+                }
             case .lookAgain(let deadline):
                 scheduleIdleCheck(context, at: deadline)
                 writeEnd(trailers, context: context, promise: promise)
@@ -244,8 +251,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 /// - A connection is idle when no request is being read and every request read has been answered. The idle limit
 ///   counts from the last part read or the last answer's end; a request being read (a slow upload) is not idle, but its
 ///   parts must keep coming within the limit; an answer being made (however long an upstream takes) holds the
-///   connection open.
-/// - A graceful stop closes an idle connection at once, and one with answers in progress once they have ended.
+///   connection open, also while the next request, sent behind it, is still being read (Hummingbird's handler closed
+///   such a connection in the middle of the answer).
+/// - A graceful stop closes an idle connection at once, and one with answers in progress once they have ended and been
+///   sent (Hummingbird's closed it as the last answer's end was written, dropping what still waited for the socket).
 struct ConnectionState {
     let idleTimeout: TimeAmount?
     /// Requests read (their heads) and not yet answered (their answers' ends).
@@ -298,18 +307,25 @@ struct ConnectionState {
     mutating func answerEnded(now: NIODeadline) -> Action {
         // Never below zero, whatever a handler writes.
         inProgress = max(0, inProgress &- 1)
-        guard inProgress == 0 else { return .nothing }
-        if closeAfterAnswers { return .close }
-        guard let idleTimeout, active else { return .nothing }
+        if inProgress == 0 && closeAfterAnswers { return .close }
+        // Idle now, or reading only the next request (sent behind this one, its body not all come): the limit counts
+        // from here. Else the next request's answer is being made, and its end looks.
+        guard !answering, let idleTimeout, active else { return .nothing }
         lastActive = now
         return .lookAgain(now + idleTimeout)
+    }
+
+    /// Whether an answer is being made: a request has been read whole and not yet answered. (The request being read,
+    /// if any, is the last one counted; one answered early, before its body's end, is no longer counted.)
+    private var answering: Bool {
+        inProgress > (readingRequest ? 1 : 0)
     }
 
     /// The scheduled look: close if idle for the limit, look again when the limit may next be reached, or nothing
     /// while an answer is being made (its end schedules the next look).
     func idleCheck(now: NIODeadline) -> Action {
         guard let idleTimeout, active else { return .nothing }
-        if !readingRequest && inProgress > 0 { return .nothing }
+        if answering { return .nothing }
         let deadline = lastActive + idleTimeout
         return now >= deadline ? .close : .lookAgain(deadline)
     }
