@@ -35,19 +35,13 @@ struct RequestLog<Context: RequestContext>: Sendable {
     /// The request's id, put in its logger's metadata if it has none yet (Hummingbird's contexts have it; a
     /// context made elsewhere may not), so that every line of the request is joined to it.
     static func identify(_ context: inout Context) -> String {
-        switch context.logger[metadataKey: RequestIDs.key] {
-        case .string(let id): return id
-        case _?:
-            // Hummingbird's own (a `RequestID`, on its lane): one of the gateway's in its place, so that every id has
-            // the same shape (Hummingbird's drops its first half's leading zeros), made once for the header and every line.
-            let text = RequestIDs.next()
-            context.logger[metadataKey: RequestIDs.key] = .string(text)
-            return text
-        case nil:
-            let text = RequestIDs.next()
-            context.logger[metadataKey: RequestIDs.key] = .string(text)
-            return text
-        }
+        if case .string(let id)? = context.logger[metadataKey: RequestIDs.key] { return id }
+        // None yet, or Hummingbird's own (a `RequestID`, on its lane): one of the gateway's in its place, so that every
+        // id has the same shape (Hummingbird's drops its first half's leading zeros), made once for the header and
+        // every line.
+        let text = RequestIDs.next()
+        context.logger[metadataKey: RequestIDs.key] = .string(text)
+        return text
     }
 
     /// The request's line: written by the gateway's own handler from pairs (no dictionary made), else through the
@@ -105,16 +99,21 @@ enum RequestIDs {
         return String(unsafeUninitializedCapacity: 32) { buffer in
             for index in 0..<16 {
                 buffer[index] = idPrefix[index]
-                buffer[16 + index] = hexDigits[Int(truncatingIfNeeded: (low >> UInt64(60 - 4 * index)) & 0xF)]
+                buffer[16 + index] = hexDigit(low, index)
             }
             return 32
         }
     }
 
+    /// The `index`th of `value`'s 16 hexadecimal digits, most significant first.
+    private static func hexDigit(_ value: UInt64, _ index: Int) -> UInt8 {
+        hexDigits[Int(truncatingIfNeeded: (value >> UInt64(60 - 4 * index)) & 0xF)]
+    }
+
     private static let hexDigits = Array("0123456789abcdef".utf8)
     private static let idPrefix: [UInt8] = {
         let high = UInt64.random(in: .min ... .max)
-        return (0..<16).map { hexDigits[Int(truncatingIfNeeded: (high >> UInt64(60 - 4 * $0)) & 0xF)] }
+        return (0..<16).map { hexDigit(high, $0) }
     }()
     private static let nextID = Atomic<UInt64>(UInt64.random(in: .min ... .max))
 }

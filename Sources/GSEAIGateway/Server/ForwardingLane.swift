@@ -39,14 +39,13 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// Answers a request of a forwarded route (``ForwardedResponder``, the gateway's own handling of them).
         let respond: @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response
         let logger: Logger
-        let serverName: String?
         /// The largest body the lane reads itself (``ForwardingLane/largestBody``, or the gateway's body limit
         /// if smaller). A request that declares a larger one, or sends it in chunks of no declared length, is
         /// handed to Hummingbird's handling, which reads a body as the handler asks for it: a caller without a
         /// valid key is refused before the upload ends, and a body over the limit is refused (413) once its
         /// first bytes over it come, both as before.
         let bodyLimit: Int
-        /// The `Server` field, made once.
+        /// The `Server` field (`nil`: none), made once.
         let serverField: HTTPField?
 
         init(routes: ForwardedRoutes, respond: @escaping @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response,
@@ -54,7 +53,6 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             self.routes = routes
             self.respond = respond
             self.logger = logger
-            self.serverName = serverName
             self.bodyLimit = bodyLimit
             serverField = serverName.map { HTTPField(name: .server, value: $0) }
         }
@@ -304,13 +302,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         running.append(current)
         let service = self.service
         let channel = context.channel
-        let address: String?
-        if let known = callerAddress {
-            address = known
-        } else {
-            address = channel.remoteAddress?.ipAddress
-            callerAddress = .some(address)
-        }
+        if callerAddress == nil { callerAddress = .some(channel.remoteAddress?.ipAddress) }
+        let address = callerAddress ?? nil
         requestTask.set(Task(executorPreference: executor) {
             TaskMemory.reserve(TaskMemory.forwardedRequest)
             await service.answer(request, body: body, match: match, on: channel, from: address, through: lane)
@@ -488,12 +481,9 @@ extension ForwardingLane.Service {
             logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             response = Response(status: .internalServerError, body: .init())
         }
-        // Appended when the handler set none (it never does on these routes): a field set by name is searched for
-        // among the others first, and its value checked; the date's field is made once a second, the server's once.
-        if response.headers.contains(.date) { response.headers[.date] = HTTPDate.now() } else { response.headers.append(HTTPDate.field()) }
-        if let serverField {
-            if response.headers.contains(.server) { response.headers[.server] = serverField.value } else { response.headers.append(serverField) }
-        }
+        // Fields made once (the date's once a second), not by name and value on every answer.
+        response.headers.set(HTTPDate.field())
+        if let serverField { response.headers.set(serverField) }
         return (response.head, response.body)
     }
 
@@ -614,10 +604,6 @@ struct ForwardedRoutes: Sendable {
 /// The `Date` header's value (RFC 9110's IMF-fixdate), made at most once a second.
 enum HTTPDate {
     private static let cache = Mutex<(second: Int, field: HTTPField?)>((-1, nil))
-
-    static func now() -> String {
-        field().value
-    }
 
     /// The `Date` field of this second.
     static func field() -> HTTPField {

@@ -65,8 +65,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        stopIdleCheck()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -80,8 +79,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         state.becameInactive()
-        idleTimer?.cancel()
-        idleTimer = nil
+        stopIdleCheck()
         context.fireChannelInactive()
     }
 
@@ -104,6 +102,11 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             case .nothing: break
             }
         }
+    }
+
+    private func stopIdleCheck() {
+        idleTimer?.cancel()
+        idleTimer = nil
     }
 
     /// Adds SwiftNIO's request decoder (as `configureHTTPServerPipeline` adds it: no pipelining assistance, error
@@ -173,8 +176,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case .end(let trailers):
             noBody = false
-            switch state.answerEnded(now: context.eventLoop.now) {
-            case .close:
+            let action = state.answerEnded(now: context.eventLoop.now)
+            guard action != .close else {
                 // A graceful stop waited for this answer: closed once all of it has been sent (a close drops the
                 // writes still waiting for the socket: a slow reader's last pieces and the body's end). A caller
                 // that takes nothing more is let go by its stall limit (`CallerDepartureHandler`), and the server's
@@ -186,12 +189,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                     promise?.completeWith(result)
                     context.close(promise: nil)
                 }
-            case .lookAgain(let deadline):
-                scheduleIdleCheck(context, at: deadline)
-                writeEnd(trailers, context: context, promise: promise)
-            case .nothing:
-                writeEnd(trailers, context: context, promise: promise)
+                return
             }
+            if case .lookAgain(let deadline) = action { scheduleIdleCheck(context, at: deadline) }
+            writeEnd(trailers, context: context, promise: promise)
         }
     }
 

@@ -7,10 +7,7 @@ enum SecurityHeaders {
     /// Sets the four headers, replacing whatever a handler set under their names.
     static func apply(to headers: inout HTTPFields) {
         // Fields made once: a field's name and value are checked when it is made, the policy's 200 bytes too.
-        for field in fields where headers.contains(field.name) {
-            headers[field.name] = nil
-        }
-        headers.append(contentsOf: fields)
+        for field in fields { headers.set(field) }
     }
 
     static let contentSecurityPolicy =
