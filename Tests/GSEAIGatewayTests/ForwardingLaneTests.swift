@@ -114,6 +114,40 @@ struct ForwardingLaneTests {
         }
     }
 
+    /// Over a real connection to a gateway logging as `gseai serve` does (``GatewayLogHandler``): each request's line
+    /// holds the id its answer's `X-Request-Id` gives and the caller's address, on both lanes, for every request of a
+    /// kept-alive connection (the lane notes the address once per connection).
+    @Test func everyRequestsLineHoldsItsAnswersIDAndTheCallersAddress() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gseai-log-\(UUID().uuidString)").path
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
+        try #require(descriptor >= 0)
+        defer {
+            close(descriptor)
+            unlink(path)
+        }
+        let answers = try await GatewayHarness.with(logHandler: { GatewayLogHandler(label: $0, descriptor: descriptor, metadataProvider: nil) }) { harness in
+            let (_, key) = try await harness.user("ada")
+            let client = try await RawHTTPClient.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: harness.app.port))
+            defer { Task { await client.close() } }
+            let authorized = "Authorization: Bearer \(key)\r\n"
+            try await client.send(Self.request("GET", "/v1/models", headers: authorized) + Self.request("GET", "/healthz")
+                                  + Self.request("POST", "/v1/embeddings", headers: authorized + "Content-Type: application/json\r\n",
+                                                 body: #"{"model":"stub/embed","input":"x"}"#)
+                                  + Self.request("GET", "/v1/models", headers: authorized))
+            return try await client.expectAnswers(4)
+        }
+        let log = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").filter { $0.hasSuffix("] request") }
+        let ids = answers.compactMap { $0.headers["x-request-id"] }
+        #expect(answers.map(\.status) == [200, 200, 200, 200], "\(answers)")
+        #expect(ids.count == 4 && Set(ids).count == 4, "\(answers.map(\.headers))")
+        for (id, route) in zip(ids, ["/v1/models", "/healthz", "/v1/embeddings", "/v1/models"]) {
+            #expect(id.utf8.count == 32 && id.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+            let lines = log.filter { $0.contains(" hb.request.id=\(id) ") }
+            #expect(lines.count == 1, "\(id): \(log)")
+            #expect(lines.first.map { $0.contains(" client.address=127.0.0.1 ") && $0.contains(" http.route=\(route) ") } == true, "\(lines)")
+        }
+    }
+
     /// The lane cancels a whole answer's own task when its caller leaves during the upstream work
     /// (`cancellingRequestIfCallerLeaves`); a cancellation that lands as the answer comes leaves the task cancelled.
     /// The answer's usage is still settled then, in a task that is not (a class's budget on PostgreSQL is settled

@@ -36,27 +36,32 @@ struct GatewayHarness: Sendable {
         serviceTime: Duration = .zero,
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         clock: @escaping @Sendable () -> Date = Date.init,
+        logHandler: (@Sendable (String) -> any LogHandler)? = nil,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
-        try await with(stubs: [StubSpec(kind: kind, slots: stubSlots, serviceTime: serviceTime)], configure: configure, clock: clock, body)
+        try await with(stubs: [StubSpec(kind: kind, slots: stubSlots, serviceTime: serviceTime)], configure: configure, clock: clock,
+                       logHandler: logHandler, body)
     }
 
     /// Runs `body` with a fresh gateway in front of a pool of stubs named `up1`, `up2`… (one stub: the plain
     /// one-upstream configuration); the upstreams' slots are the stubs' (4 when a stub has no limit).
     /// `postgresSchema`: the gateway is a replica on that schema of the PostgreSQL test database (open two
-    /// harnesses on one schema for two replicas).
+    /// harnesses on one schema for two replicas). `logHandler`: the gateway's log handler, for a test that reads its
+    /// log (else none, or standard error's with `GSEAI_TEST_LOG=1`).
     static func with<T: Sendable>(
         stubs specs: [StubSpec],
         postgresSchema: String? = nil,
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         clock: @escaping @Sendable () -> Date = Date.init,
+        logHandler: (@Sendable (String) -> any LogHandler)? = nil,
         _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         var stubs: [StubUpstream] = []
         let outcome: Result<T, any Error>
         do {
             for spec in specs { stubs.append(try await StubUpstream.start(slots: spec.slots, serviceTime: spec.serviceTime, models: spec.models)) }
-            outcome = .success(try await run(stubs: stubs, specs: specs, postgresSchema: postgresSchema, configure: configure, clock: clock, body))
+            outcome = .success(try await run(stubs: stubs, specs: specs, postgresSchema: postgresSchema, configure: configure, clock: clock,
+                                                 logHandler: logHandler, body))
         } catch {
             outcome = .failure(error)
         }
@@ -66,7 +71,8 @@ struct GatewayHarness: Sendable {
 
     private static func run<T: Sendable>(
         stubs: [StubUpstream], specs: [StubSpec], postgresSchema: String?, configure: @Sendable (inout GatewayConfiguration) -> Void,
-        clock: @escaping @Sendable () -> Date, _ body: (GatewayHarness) async throws -> T
+        clock: @escaping @Sendable () -> Date, logHandler: (@Sendable (String) -> any LogHandler)?,
+        _ body: (GatewayHarness) async throws -> T
     ) async throws -> T {
         let stub = stubs[0]
         do {
@@ -86,9 +92,10 @@ struct GatewayHarness: Sendable {
             // GSEAI_TEST_LOG=1 prints the gateway's log (debug and up, the service group's included) to stderr.
             let logs = ProcessInfo.processInfo.environment["GSEAI_TEST_LOG"] != nil
             var logger = Logger(label: "gateway-test", factory: { label in
-                logs ? StreamLogHandler.standardError(label: label) : SwiftLogNoOpLogHandler() as any LogHandler
+                if let logHandler { return logHandler(label) }
+                return logs ? StreamLogHandler.standardError(label: label) : SwiftLogNoOpLogHandler() as any LogHandler
             })
-            if logs {
+            if logs && logHandler == nil {
                 logger.logLevel = .debug
                 // Which gateway a line is from, when several run at once.
                 logger[metadataKey: "test.gateway"] = .string(String(UUID().uuidString.prefix(8)))
