@@ -109,13 +109,23 @@ struct JSONParser {
             // Room for the members of a usual request or answer at once: grown from empty, the buffer was made
             // again at 1, 2, 4, 8 and 16 members.
             if parser.members.capacity == 0 { parser.members.reserveCapacity(16) }
-            defer { parser.members.removeSubrange(start...) }
-            try parser.readMembers { parser, name in
-                parser.members.append((name.string, try parser.parseValue()))
+            do {
+                try parser.readMembers { parser, name in
+                    parser.members.append((name.string, try parser.parseValue()))
+                }
+            } catch {
+                parser.members.removeSubrange(start...)
+                throw error
             }
+            // The members moved out from the last: `removeSubrange` destroyed them through the runtime's generic code,
+            // a look-up of the tuple's type and of each part's (about 1,000 instructions a request; bench/README.md,
+            // "JSON objects, writes and turns").
             var object = [String: JSONValue](minimumCapacity: parser.members.count - start)
-            // A name given twice keeps its last value.
-            for (name, value) in parser.members[start...] { object[name] = value }
+            while parser.members.count > start {
+                let (name, value) = parser.members.removeLast()
+                // A name given twice keeps its last value: the one met first from the end.
+                if let earlier = object.updateValue(value, forKey: name) { object[name] = earlier }
+            }
             return .object(object)
         }
     }

@@ -500,6 +500,16 @@ struct OperationsTests {
         #expect(lines.count == 2, "\(lines)")
         #expect(lines.first == #" info gseai: client.address=192.0.2.7 duration_ms=0.00 hb.request.id=r1 http.method=GET http.route=/tiny http.status=200 [GSEAIGateway] request"#)
         #expect(lines.first == lines.last)
+        // A handler with no metadata of its own (as `gseai serve` logs): the request's pairs taken as they are, with the
+        // request's id, in the same order.
+        let bare = try await Self.logged(metadata: [:]) { logger in
+            try await Application(router: router, logger: logger).test(.router) { client in
+                try await client.execute(uri: "/tiny", method: .get) { #expect($0.status == .ok) }
+            }
+        }
+        let bareLine = bare.drop { $0 != " " }.replacing(/duration_ms=\d+\.\d\d/, with: "duration_ms=0.00")
+            .replacing(#/hb\.request\.id=[0-9a-f]{32} /#, with: "hb.request.id=r1 ")
+        #expect(bareLine == (lines.first ?? "") + "\n", "\(bare)")
     }
 
     @Test(arguments: [

@@ -114,6 +114,8 @@ struct JSONParserTests {
 
     @Test func aNameGivenTwiceKeepsItsLastValue() throws {
         #expect(try JSONValue(parsing: Array(#"{"a":1,"b":2,"a":3}"#.utf8)) == ["a": 3, "b": 2])
+        #expect(try JSONValue(parsing: Array(#"{"a":1,"a":2,"b":{"c":1,"c":[2]},"a":3,"d":4}"#.utf8))
+            == ["a": 3, "b": ["c": [2]], "d": 4])
     }
 
     /// Whole numbers of up to 15 characters are read without making their text: the same `Double` as the text.

@@ -42,11 +42,8 @@ struct NIOTransportTests {
     /// exchange when the limit's timer fires, is not. (The timer is not reset on every request: when it fires, it
     /// looks at when the connection last went idle.) On an embedded loop, whose clock the test moves.
     @Test func aConnectionIdleInThePoolIsClosedAfterItsLimitButNotOneInUse() async throws {
-        let channel = EmbeddedChannel()
+        let (channel, handler) = try Self.embeddedConnection(keptForTheNext: false)
         let loop = channel.embeddedEventLoop
-        let handler = UpstreamConnectionHandler()
-        try channel.pipeline.syncOperations.addHandler(handler)
-        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
         handler.onIdle = { handler.closeWhenIdle(for: .milliseconds(400)) }
         func exchange(answeredAfter delay: TimeAmount = .zero) throws {
             let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
@@ -133,16 +130,22 @@ struct NIOTransportTests {
         }
     }
 
-    /// What goes on the connection, on an embedded channel: the head and the body in hand in one flush; a body
-    /// without a length in chunks (an empty piece sends nothing: it would end the body), then the last chunk; a
-    /// body of known length as it is, then nothing more.
-    @Test func theRequestsBytesAreTheHeadThenTheBodyFramedByItsLength() throws {
+    /// An upstream connection's handler on an embedded channel, connected; `keptForTheNext`: the connection is kept for
+    /// the next request after each answer (as the pool keeps it).
+    static func embeddedConnection(keptForTheNext: Bool = true) throws -> (EmbeddedChannel, UpstreamConnectionHandler) {
         let channel = EmbeddedChannel()
         let handler = UpstreamConnectionHandler()
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        // Kept for the next request after each answer (as the pool keeps it).
-        handler.onIdle = {}
+        if keptForTheNext { handler.onIdle = {} }
+        return (channel, handler)
+    }
+
+    /// What goes on the connection, on an embedded channel: the head and the body in hand in one flush; a body
+    /// without a length in chunks (an empty piece sends nothing: it would end the body), then the last chunk; a
+    /// body of known length as it is, then nothing more.
+    @Test func theRequestsBytesAreTheHeadThenTheBodyFramedByItsLength() throws {
+        let (channel, handler) = try Self.embeddedConnection()
         func sent() throws -> String {
             var text = ""
             while let piece = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: piece) }
@@ -174,16 +177,42 @@ struct NIOTransportTests {
         _ = try? channel.finish()
     }
 
+    /// A body in hand of up to `ChunkedBody.copiedUpTo` bytes goes in one buffer with the head (one write through
+    /// the pipeline); a larger one as a write of its own after the head's, itself not copied.
+    @Test func aSmallBodyInHandIsWrittenWithItsHeadAndALargeOneAfterIt() throws {
+        let (channel, handler) = try Self.embeddedConnection()
+        func writes() throws -> [ByteBuffer] {
+            var buffers: [ByteBuffer] = []
+            while let piece = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(piece) }
+            return buffers
+        }
+        let head = "POST /w HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nContent-Length: "
+        for size in [ChunkedBody.copiedUpTo, ChunkedBody.copiedUpTo + 1] {
+            let body = ByteBuffer(repeating: UInt8(ascii: "x"), count: size)
+            let requestHead = try UpstreamRequestHead(method: .POST, target: "/w", headers: [:], host: "h", authorization: "a",
+                                                      framing: .length(size))
+            handler.begin(UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5)), head: requestHead, body: body,
+                          complete: true)
+            let written = try writes()
+            #expect(written.map { String(buffer: $0) }.joined() == head + "\(size)\r\n\r\n" + String(buffer: body))
+            #expect(written.count == (size <= ChunkedBody.copiedUpTo ? 1 : 2))
+            // The large body is the caller's own buffer, not a copy.
+            if written.count == 2 {
+                #expect(written[1].withUnsafeReadableBytes { $0.baseAddress } == body.withUnsafeReadableBytes { $0.baseAddress })
+            }
+            try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+            try channel.writeInbound(HTTPClientResponsePart.end(nil))
+        }
+        _ = try? channel.finish()
+    }
+
     /// A streamed body must be as long as its head says: more would be read by the server as the start of another
     /// request, less would keep it waiting. Either fails the request with why, and closes the connection, whose
     /// framing is lost; nothing past the declared length is sent.
     @Test func aStreamedBodyThatIsNotItsDeclaredLengthFailsTheRequestAndClosesTheConnection() throws {
         for (pieces, message) in [(["abc", "de"], "the request body is longer than its declared length"),
                                   (["ab"], "the request body ended 2 bytes short of its declared length")] {
-            let channel = EmbeddedChannel()
-            let handler = UpstreamConnectionHandler()
-            try channel.pipeline.syncOperations.addHandler(handler)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            let (channel, handler) = try Self.embeddedConnection(keptForTheNext: false)
             let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
             let head = try UpstreamRequestHead(method: .POST, target: "/k", headers: [:], host: "h", authorization: "a", framing: .length(4))
             handler.begin(exchange, head: head, body: nil, complete: false)

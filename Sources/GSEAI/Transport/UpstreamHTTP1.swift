@@ -102,7 +102,10 @@ struct UpstreamRequestHead: Sendable {
     private static func append(_ text: String, to bytes: inout [UInt8], allowing allowed: (UInt8) -> Bool,
                                else message: @autoclosure () -> String) throws {
         let start = bytes.count
-        bytes.append(contentsOf: text.utf8)
+        // Copied at once, also a string of up to 15 bytes (kept inside the `String`, whose `utf8` view was appended
+        // byte by byte; bench/README.md, "JSON objects, writes and turns").
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
         for index in start..<bytes.count where !allowed(bytes[index]) {
             throw GSEAIError.invalidArgument(message())
         }
@@ -181,19 +184,22 @@ package enum ChunkedBody {
     /// bytes is copied into one buffer between its size and its line end: one write through the channel's pipeline
     /// instead of three (each write costs SwiftNIO about 1,000 instructions, more than copying such a piece;
     /// bench/README.md, "Fewer hops, the connection's state in the codec"). A larger one goes as three buffers,
-    /// itself not copied. An empty piece would end the body: the caller sends none.
-    package static func frame(_ piece: ByteBuffer, _ write: (_ buffer: ByteBuffer, _ last: Bool) -> Void) {
+    /// itself not copied. An empty piece would end the body: the caller sends none. `before`: bytes to send first
+    /// (an answer's head), in the first buffer.
+    package static func frame(_ piece: ByteBuffer, after before: [UInt8] = [], _ write: (_ buffer: ByteBuffer, _ last: Bool) -> Void) {
         let size = piece.readableBytes
         // The size's digits, most significant first, without leading zeros (at most 16 for an `Int`).
         let digits = size == 0 ? 1 : (Int.bitWidth - size.leadingZeroBitCount + 3) / 4
         if size <= copiedUpTo {
-            var buffer = ByteBufferAllocator().buffer(capacity: digits + size + 4)
+            var buffer = ByteBufferAllocator().buffer(capacity: before.count + digits + size + 4)
+            buffer.writeBytes(before)
             writeSize(size, digits: digits, to: &buffer)
             buffer.writeImmutableBuffer(piece)
             buffer.writeStaticString("\r\n")
             write(buffer, true)
         } else {
-            var prefix = ByteBufferAllocator().buffer(capacity: digits + 2)
+            var prefix = ByteBufferAllocator().buffer(capacity: before.count + digits + 2)
+            prefix.writeBytes(before)
             writeSize(size, digits: digits, to: &prefix)
             write(prefix, false)
             write(piece, false)

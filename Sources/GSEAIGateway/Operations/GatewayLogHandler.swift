@@ -58,17 +58,42 @@ public struct GatewayLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let explicit = event.metadata.map { Array($0) } ?? []
-        emit(Self.line(time: Self.clock.now(), level: event.level, label: label, metadata: effectiveMetadata(explicit, error: event.error),
-                        source: event.source, message: event.message.description))
+        emit(Self.line(time: Self.clock.now(), level: event.level, label: label,
+                       metadata: Self.texts(effectiveMetadata(explicit, error: event.error)), source: event.source,
+                       message: event.message.description))
     }
 
-    /// Writes a line whose own metadata comes as pairs (distinct keys) rather than a dictionary, if `level` is
-    /// logged: the same line as a `Logger`'s call with that metadata, without making, merging and looking up a
-    /// dictionary (the request's line, ``RequestLog``: about 3,000 instructions a request).
-    func log(level: Logger.Level, message: String, pairs: [(String, Logger.Metadata.Value)], source: String) {
+    /// Writes a line whose own metadata comes as pairs of a key and its value's text (distinct keys) rather than a
+    /// dictionary, if `level` is logged: the same line as a `Logger`'s call with that metadata (each value a string
+    /// or printed as one), without making, merging and looking up a dictionary (the request's line, ``RequestLog``:
+    /// about 3,000 instructions a request), nor copying each value through swift-log's enum of kinds (about 150
+    /// instructions a pair; bench/README.md, "JSON objects, writes and turns").
+    func log(level: Logger.Level, message: String, pairs: consuming [(String, String)], source: String) {
         guard level >= logLevel else { return }
-        emit(Self.line(time: Self.clock.now(), level: level, label: label, metadata: effectiveMetadata(pairs, error: nil),
-                        source: source, message: message))
+        let metadata: [(String, String)]
+        if others.isEmpty, metadataProvider == nil {
+            // The usual request line: its own pairs, taken as they are, and its id.
+            var own = pairs
+            if let requestID, !own.contains(where: { $0.0 == RequestIDs.key }) { own.append((RequestIDs.key, Self.text(requestID))) }
+            own.sort { $0.0 < $1.0 }
+            metadata = own
+        } else {
+            metadata = Self.texts(effectiveMetadata(pairs.map { ($0.0, .string($0.1)) }, error: nil))
+        }
+        emit(Self.line(time: Self.clock.now(), level: level, label: label, metadata: metadata, source: source, message: message))
+    }
+
+    /// A value's text in a line: a string as it is, anything else printed.
+    private static func text(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let string): string
+        case .stringConvertible(let convertible): convertible.description
+        case let value: value.description
+        }
+    }
+
+    private static func texts(_ pairs: [(String, Logger.Metadata.Value)]) -> [(String, String)] {
+        pairs.map { ($0.0, text($0.1)) }
     }
 
     /// Writes the line in one `write(2)` (repeated only for what a short write left).
@@ -111,7 +136,7 @@ public struct GatewayLogHandler: LogHandler {
     /// One line, ending in a newline, as UTF-8: the pieces copied into one buffer (as a `String`, each append
     /// cost a few hundred instructions, a tenth of a plain request's own work; bench/README.md, "Header values
     /// and JSON objects").
-    static func line(time: String, level: Logger.Level, label: String, metadata: [(String, Logger.Metadata.Value)],
+    static func line(time: String, level: Logger.Level, label: String, metadata: [(String, String)],
                      source: String, message: String) -> [UInt8] {
         var line: [UInt8] = []
         line.reserveCapacity(128 + message.utf8.count + metadata.count * 32)
@@ -127,11 +152,7 @@ public struct GatewayLogHandler: LogHandler {
             line.append(utf8: " ")
             line.append(utf8: key)
             line.append(utf8: "=")
-            switch value {
-            case .string(let string): line.append(utf8: string)
-            case .stringConvertible(let convertible): line.append(utf8: convertible.description)
-            default: line.append(utf8: value.description)
-            }
+            line.append(utf8: value)
         }
         line.append(utf8: " [")
         line.append(utf8: source)
@@ -169,8 +190,12 @@ public struct GatewayLogHandler: LogHandler {
 }
 
 extension [UInt8] {
-    /// Appends the text's UTF-8 bytes, copied at once from the string's own storage.
+    /// Appends the text's UTF-8 bytes, copied at once: from the string's own storage, or (a string of up to 15 bytes,
+    /// kept inside the `String` itself, most of a head's and a log line's) from the copy `withUTF8` makes on the
+    /// stack. `utf8.withContiguousStorageIfAvailable` has no storage to give for such a string, and the bytes were
+    /// then appended one by one (about 90 instructions a piece; bench/README.md, "JSON objects, writes and turns").
     mutating func append(utf8 text: String) {
-        if text.utf8.withContiguousStorageIfAvailable({ append(contentsOf: $0) }) == nil { append(contentsOf: text.utf8) }
+        var text = text
+        text.withUTF8 { append(contentsOf: $0) }
     }
 }

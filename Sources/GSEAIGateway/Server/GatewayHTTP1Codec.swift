@@ -41,6 +41,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private var chunked = false
     /// The answer being written has no body (a `HEAD`'s or a `CONNECT`'s).
     private var noBody = false
+    /// A final answer's head written without a promise, held until what follows it: its body's first piece (sent in
+    /// one buffer with it when small), its end, a flush or another head. One write through the rest of the pipeline
+    /// for a whole answer's head and body, not two (bench/README.md, "JSON objects, writes and turns").
+    private var heldHead: [UInt8]?
 
     /// Whether the connection is idle, and since when (``ConnectionState``).
     private var state: ConnectionState
@@ -65,6 +69,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        writeHeldHead(context)
         stopIdleCheck()
     }
 
@@ -150,31 +155,47 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let response):
-            let code = response.status.code
+            writeHeldHead(context)
+            // Read once: swift-http-types makes the status from its pseudo-field's text at each read.
+            let status = response.status
+            let code = status.code
             // A non-final informational answer is followed by the request's answer.
+            let final = !((100..<200).contains(code) && code != 101)
             var method: BodylessMethod?
-            if !((100..<200).contains(code) && code != 101), let first = pending.popFirst() {
+            if final, let first = pending.popFirst() {
                 method = first
                 // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
                 noBody = first != nil
             }
-            let head = Self.head(response, answering: method)
+            let head = Self.head(response, status: status, answering: method)
             chunked = head.chunked && !noBody
-            var buffer = context.channel.allocator.buffer(capacity: head.bytes.count)
-            buffer.writeBytes(head.bytes)
-            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+            if final && promise == nil {
+                heldHead = head.bytes
+            } else {
+                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: head.bytes))), promise: promise)
+            }
         case .body(let piece):
             if noBody {
                 promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
             } else if chunked && piece.readableBytes > 0 {
-                ChunkedBody.frame(piece) { buffer, last in
+                let head = heldHead ?? []
+                heldHead = nil
+                ChunkedBody.frame(piece, after: head) { buffer, last in
                     // The last write's promise: a write fails only when the connection does, and then every later one.
                     context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: last ? promise : nil)
                 }
+            } else if let head = heldHead, piece.readableBytes <= ChunkedBody.copiedUpTo {
+                heldHead = nil
+                var buffer = context.channel.allocator.buffer(capacity: head.count + piece.readableBytes)
+                buffer.writeBytes(head)
+                buffer.writeImmutableBuffer(piece)
+                context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
             } else {
+                writeHeldHead(context)
                 context.write(wrapOutboundOut(.byteBuffer(piece)), promise: promise)
             }
         case .end(let trailers):
+            writeHeldHead(context)
             noBody = false
             let action = state.answerEnded(now: context.eventLoop.now)
             guard action != .close else {
@@ -196,6 +217,18 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    func flush(context: ChannelHandlerContext) {
+        writeHeldHead(context)
+        context.flush()
+    }
+
+    /// Writes the head held (``heldHead``), if any.
+    private func writeHeldHead(_ context: ChannelHandlerContext) {
+        guard let head = heldHead else { return }
+        heldHead = nil
+        context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: head))), promise: nil)
+    }
+
     /// The answer's end: the last chunk (with any trailers) of a chunked body, else nothing.
     private func writeEnd(_ trailers: HTTPFields?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         if chunked, let trailers {
@@ -211,27 +244,29 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The head's bytes, and whether its body goes in chunks (before a `HEAD`'s suppression).
-    static func head(_ response: HTTPResponse, answering method: BodylessMethod?) -> (bytes: [UInt8], chunked: Bool) {
-        let code = response.status.code
+    /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s suppression).
+    static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?)
+        -> (bytes: [UInt8], chunked: Bool)
+    {
+        let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
-        let status = HTTPResponseStatus(statusCode: code, reasonPhrase: response.status.reasonPhrase)
+        let status = HTTPResponseStatus(statusCode: code, reasonPhrase: given.reasonPhrase)
         let hasBody = method != .connect && status.mayHaveResponseBody
         // The fields as they are, less those the framing replaces (no copy of them to edit).
         let fields = response.headerFields
         let chunked = hasBody && !fields.contains(.contentLength)
         var bytes: [UInt8] = []
         bytes.reserveCapacity(64 + fields.count * 40)
-        bytes.append(contentsOf: "HTTP/1.1 ".utf8)
+        bytes.append(utf8: "HTTP/1.1 ")
         bytes.append(utf8: String(code))
         bytes.append(UInt8(ascii: " "))
         bytes.append(utf8: status.reasonPhrase)
-        bytes.append(contentsOf: "\r\n".utf8)
+        bytes.append(utf8: "\r\n")
         for field in fields where field.name != .transferEncoding && (hasBody || field.name != .contentLength) {
             append(field.name.rawName, field.value, to: &bytes)
         }
         if chunked { append("transfer-encoding", "chunked", to: &bytes) }
-        bytes.append(contentsOf: "\r\n".utf8)
+        bytes.append(utf8: "\r\n")
         return (bytes, chunked)
     }
 
