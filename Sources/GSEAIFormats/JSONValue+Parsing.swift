@@ -123,8 +123,13 @@ struct JSONParser {
             var object = [String: JSONValue](minimumCapacity: parser.members.count - start)
             while parser.members.count > start {
                 let (name, value) = parser.members.removeLast()
-                // A name given twice keeps its last value: the one met first from the end.
-                if let earlier = object.updateValue(value, forKey: name) { object[name] = earlier }
+                // A name given twice keeps its last value (met first from the end) under its first spelling: two
+                // spellings of one text (a precomposed letter and a combined one) are one key to a dictionary, which
+                // keeps the key it holds.
+                if let later = object.updateValue(value, forKey: name) {
+                    object.removeValue(forKey: name)
+                    object[name] = later
+                }
             }
             return .object(object)
         }

@@ -240,6 +240,37 @@ struct GatewayHTTP1CodecTests {
         _ = try? channel.finish()
     }
 
+    /// A held head before a chunked piece larger than the copying limit goes in front of the piece's size line (the piece
+    /// itself not copied); before an empty piece it goes alone; a codec taken out of the pipeline sends the head it holds.
+    @Test func aHeldHeadGoesBeforeALargeChunkAnEmptyOneAndOnRemoval() throws {
+        let channel = try Self.ours()
+        try channel.writeInbound(ByteBuffer(string: String(repeating: "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", count: 3)))
+        while try channel.readInbound(as: HTTPRequestPart.self) != nil {}
+        func writes() throws -> [String] {
+            var buffers: [String] = []
+            while case .byteBuffer(let buffer)? = try channel.readOutbound(as: IOData.self) { buffers.append(String(buffer: buffer)) }
+            return buffers
+        }
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        let large = ByteBuffer(repeating: UInt8(ascii: "y"), count: ChunkedBody.copiedUpTo + 1)
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok)), promise: nil)
+        channel.write(HTTPResponsePart.body(large), promise: nil)
+        channel.writeAndFlush(HTTPResponsePart.end(nil), promise: nil)
+        #expect(try writes() == [head + String(ChunkedBody.copiedUpTo + 1, radix: 16) + "\r\n", String(buffer: large), "\r\n", "0\r\n\r\n"])
+
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok)), promise: nil)
+        channel.write(HTTPResponsePart.body(ByteBuffer()), promise: nil)
+        channel.writeAndFlush(HTTPResponsePart.end(nil), promise: nil)
+        #expect(try writes() == [head, "0\r\n\r\n"])
+
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: [.contentLength: "0"])), promise: nil)
+        let codec = try channel.pipeline.syncOperations.handler(type: GatewayHTTP1Codec.self)
+        try channel.pipeline.syncOperations.removeHandler(codec).wait()
+        channel.flush()
+        #expect(try writes() == ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+        _ = try? channel.finish()
+    }
+
     /// 500 answers made at random (a fixed seed): statuses known and not, any framing fields in any case, bodies
     /// in pieces (some empty), trailers, to requests of every method: the same bytes and the same failed writes
     /// as SwiftNIO's pair.

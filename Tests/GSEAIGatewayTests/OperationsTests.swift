@@ -414,6 +414,8 @@ struct OperationsTests {
         #expect(metadata["http.route"] == "/auth/keys/{id}")
         #expect(metadata["http.method"] == "GET")
         #expect(metadata["http.status"]?.description == "200")
+        // Numbers as numbers, for a handler that writes them as such (a JSON one, say).
+        if case .stringConvertible(let status)? = metadata["http.status"] { #expect(status is Int) } else { Issue.record("\(metadata)") }
         #expect(metadata["duration_ms"] != nil)
         #expect(metadata["hb.request.id"] != nil)
         let everything = metadata.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
@@ -510,6 +512,12 @@ struct OperationsTests {
         let bareLine = bare.drop { $0 != " " }.replacing(/duration_ms=\d+\.\d\d/, with: "duration_ms=0.00")
             .replacing(#/hb\.request\.id=[0-9a-f]{32} /#, with: "hb.request.id=r1 ")
         #expect(bareLine == (lines.first ?? "") + "\n", "\(bare)")
+        // A pair named as the request's id is the line's own: it stands for the handler's.
+        let own = try await Self.logged(metadata: ["hb.request.id": "r1"]) { logger in
+            (logger.handler as? GatewayLogHandler)?.log(level: .info, message: "request", pairs: [("hb.request.id", "mine"), ("a", "é ü, more than fifteen bytes")],
+                                                        source: "GSEAIGateway")
+        }
+        #expect(own.drop { $0 != " " } == " info gseai: a=é ü, more than fifteen bytes hb.request.id=mine [GSEAIGateway] request\n", "\(own)")
     }
 
     @Test(arguments: [

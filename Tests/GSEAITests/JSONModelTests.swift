@@ -116,6 +116,9 @@ struct JSONParserTests {
         #expect(try JSONValue(parsing: Array(#"{"a":1,"b":2,"a":3}"#.utf8)) == ["a": 3, "b": 2])
         #expect(try JSONValue(parsing: Array(#"{"a":1,"a":2,"b":{"c":1,"c":[2]},"a":3,"d":4}"#.utf8))
             == ["a": 3, "b": ["c": [2]], "d": 4])
+        // Two spellings of one name (é precomposed, then e and a combining accent): the last value, the first spelling.
+        let spelled = try JSONValue(parsing: Array("{\"\u{E9}\":1,\"e\u{301}\":2}".utf8))
+        #expect(Array(spelled.jsonString.utf8) == Array("{\"".utf8) + [0xC3, 0xA9] + Array("\":2}".utf8))
     }
 
     /// Whole numbers of up to 15 characters are read without making their text: the same `Double` as the text.

@@ -47,21 +47,25 @@ struct RequestLog<Context: RequestContext>: Sendable {
     /// The request's line: written by the gateway's own handler from pairs (no dictionary made), else through the
     /// logger's API with the same metadata.
     func log(_ request: Request, _ context: Context, route: String, status: HTTPResponse.Status, duration: Duration) {
+        let remoteAddress = remoteAddress(context)
+        guard let handler = context.logger.handler as? GatewayLogHandler else {
+            var metadata: Logger.Metadata = [
+                "http.method": .string(request.method.rawValue), "http.route": .string(route),
+                "http.status": .stringConvertible(status.code), "duration_ms": .stringConvertible(Milliseconds(duration)),
+            ]
+            if let remoteAddress { metadata["client.address"] = .string(remoteAddress) }
+            context.logger.log(level: level, "request", metadata: metadata)
+            return
+        }
         // In the line's order (its keys sorted), so that the handler's sort has little to do; each value as its text.
         var pairs: [(String, String)] = []
         pairs.reserveCapacity(6)
-        if let remoteAddress = remoteAddress(context) {
-            pairs.append(("client.address", remoteAddress))
-        }
+        if let remoteAddress { pairs.append(("client.address", remoteAddress)) }
         pairs.append(("duration_ms", Milliseconds(duration).description))
         pairs.append(("http.method", request.method.rawValue))
         pairs.append(("http.route", route))
         pairs.append(("http.status", String(status.code)))
-        if let handler = context.logger.handler as? GatewayLogHandler {
-            handler.log(level: level, message: "request", pairs: pairs, source: Self.source)
-        } else {
-            context.logger.log(level: level, "request", metadata: Logger.Metadata(uniqueKeysWithValues: pairs.map { ($0.0, .string($0.1)) }))
-        }
+        handler.log(level: level, message: "request", pairs: pairs, source: Self.source)
     }
 
     /// The line's source, as swift-log names it for a call from here: the module.
