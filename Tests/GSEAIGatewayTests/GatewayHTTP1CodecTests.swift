@@ -143,6 +143,9 @@ struct GatewayHTTP1CodecTests {
              ("HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\nGET /4 HTTP/1.1\r\nHost: y\r\n\r\n", [ok, ok])],
             [("GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: z\r\n\r\nOPTIONS * HTTP/1.1\r\n\r\nGET http://e.com HTTP/1.1\r\nHost: z\r\nHost: w\r\n\r\n", [ok, ok, ok])],
             [("GET //e.com/x?y HTTP/1.1\r\nhost: h\r\nHOST: i\r\n\r\nGET /%7e/%zz?a=%20#f HTTP/1.1\r\n\r\nGET /a|b{c}^`\\ HTTP/1.1\r\nHost: \r\n\r\n", [ok, ok, ok])],
+            // Fields before and after the first `Host` in any case, a second one kept, names in odd cases, and trailers.
+            [("GET /h HTTP/1.1\r\nX-A: 1\r\nhOsT: h\r\nHost: j\r\nx-b: 2\r\nHosts: k\r\nHos: l\r\nCookie: a=1; b=2\r\n\r\n", [ok]),
+             ("POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: 1\r\nhost: t\r\nHOST: u\r\n\r\n", [ok])],
         ]
         for (number, steps) in scenarios.enumerated() {
             let ours = try Self.run(Self.ours(), steps: steps)
@@ -165,6 +168,9 @@ struct GatewayHTTP1CodecTests {
         #expect(absolute.read.first?.hasPrefix("head GET http z /p?q=1 ") == true, "\(absolute.read)")
         let odd = try Self.run(Self.ours(), steps: scenarios[6]).read.filter { $0.hasPrefix("head") }
         #expect(odd == ["head GET http h //e.com/x?y [HOST: i]", "head GET http  /%7e/%zz?a=%20#f []", "head GET http  /a|b{c}^`\\ []"])
+        let fields = try Self.run(Self.ours(), steps: scenarios[7]).read.filter { !$0.hasPrefix("body") }
+        #expect(fields == ["head GET http h /h [X-A: 1, Host: j, x-b: 2, Hosts: k, Hos: l, Cookie: a=1; b=2]", "end -",
+                           "head POST http h /t [Transfer-Encoding: chunked]", "end [X-T: 1, HOST: u]"], "\(fields)")
     }
 
     /// A chunk's framing: its size in hexadecimal, the piece, a line end; one buffer (the piece copied) up to the
