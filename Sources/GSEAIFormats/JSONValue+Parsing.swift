@@ -109,13 +109,10 @@ struct JSONParser {
             // Room for the members of a usual request or answer at once: grown from empty, the buffer was made
             // again at 1, 2, 4, 8 and 16 members.
             if parser.members.capacity == 0 { parser.members.reserveCapacity(16) }
-            do {
-                try parser.readMembers { parser, name in
-                    parser.members.append((name.string, try parser.parseValue()))
-                }
-            } catch {
-                parser.members.removeSubrange(start...)
-                throw error
+            // A failure ends the whole parse (nothing catches it inside the parser, which is dropped): the members of
+            // the objects it was in are not taken back.
+            try parser.readMembers { parser, name in
+                parser.members.append((name.string, try parser.parseValue()))
             }
             // The members moved out from the last: `removeSubrange` destroyed them through the runtime's generic code,
             // a look-up of the tuple's type and of each part's (about 1,000 instructions a request; bench/README.md,

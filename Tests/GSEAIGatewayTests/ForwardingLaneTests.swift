@@ -115,8 +115,8 @@ struct ForwardingLaneTests {
     }
 
     /// Over a real connection to a gateway logging as `gseai serve` does (``GatewayLogHandler``): each request's line
-    /// holds the id its answer's `X-Request-Id` gives and the caller's address, on both lanes, for every request of a
-    /// kept-alive connection (the lane notes the address once per connection).
+    /// holds the id its answer's `X-Request-Id` gives, its status and the caller's address, on both lanes, for every
+    /// request of a kept-alive connection (the lane notes the address once per connection), a refused one's too.
     @Test func everyRequestsLineHoldsItsAnswersIDAndTheCallersAddress() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("gseai-log-\(UUID().uuidString)").path
         let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
@@ -128,24 +128,30 @@ struct ForwardingLaneTests {
         let answers = try await GatewayHarness.with(logHandler: { GatewayLogHandler(label: $0, descriptor: descriptor, metadataProvider: nil) }) { harness in
             let (_, key) = try await harness.user("ada")
             let client = try await RawHTTPClient.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: harness.app.port))
-            defer { Task { await client.close() } }
             let authorized = "Authorization: Bearer \(key)\r\n"
+            // The fourth a wrong key's: its refusal has an id and a line too, for the caller's report.
             try await client.send(Self.request("GET", "/v1/models", headers: authorized) + Self.request("GET", "/healthz")
                                   + Self.request("POST", "/v1/embeddings", headers: authorized + "Content-Type: application/json\r\n",
                                                  body: #"{"model":"stub/embed","input":"x"}"#)
+                                  + Self.request("GET", "/v1/models", headers: "Authorization: Bearer gsk_not-a-key\r\n")
                                   + Self.request("GET", "/v1/models", headers: authorized))
-            return try await client.expectAnswers(4)
+            let answers = try await client.expectAnswers(5)
+            await client.close()
+            return answers
         }
         let log = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").filter { $0.hasSuffix("] request") }
         let ids = answers.compactMap { $0.headers["x-request-id"] }
-        #expect(answers.map(\.status) == [200, 200, 200, 200], "\(answers)")
-        #expect(ids.count == 4 && Set(ids).count == 4, "\(answers.map(\.headers))")
-        for (id, route) in zip(ids, ["/v1/models", "/healthz", "/v1/embeddings", "/v1/models"]) {
+        #expect(answers.map(\.status) == [200, 200, 200, 401, 200], "\(answers)")
+        #expect(ids.count == 5 && Set(ids).count == 5, "\(answers.map(\.headers))")
+        for (id, (route, status)) in zip(ids, [("/v1/models", 200), ("/healthz", 200), ("/v1/embeddings", 200), ("/v1/models", 401), ("/v1/models", 200)]) {
             #expect(id.utf8.count == 32 && id.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
             let lines = log.filter { $0.contains(" hb.request.id=\(id) ") }
             #expect(lines.count == 1, "\(id): \(log)")
-            #expect(lines.first.map { $0.contains(" client.address=127.0.0.1 ") && $0.contains(" http.route=\(route) ") } == true, "\(lines)")
+            #expect(lines.first.map { $0.contains(" client.address=127.0.0.1 ") && $0.contains(" http.route=\(route) ") && $0.contains(" http.status=\(status) ") } == true,
+                    "\(lines)")
         }
+        // The key the caller sent is in no line.
+        #expect(!log.contains { $0.contains("not-a-key") })
     }
 
     /// The lane cancels a whole answer's own task when its caller leaves during the upstream work
