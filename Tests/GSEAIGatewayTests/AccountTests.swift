@@ -1,6 +1,6 @@
 import Foundation
 import GSEAI
-import GSEAIGateway
+@testable import GSEAIGateway
 import GSEAITestSupport
 import Testing
 
@@ -24,7 +24,16 @@ struct AccountTests {
         // A text and its UTF-8 bytes hash alike (the key path and the image path), whatever the characters.
         for text in ["gsk_abcdefgh_" + String(repeating: "x", count: 40), "é👩‍🎓\u{0}", String(repeating: "ü", count: 100)] {
             #expect(Secrets.sha256(text) == Secrets.sha256(Data(text.utf8)))
+            // The key cache's digest: the same hex (what the database holds), equal for equal texts only.
+            #expect(Secrets.keyDigest(text).hex == Secrets.sha256(text))
+            #expect(Secrets.keyDigest(text) == Secrets.keyDigest(text))
+            #expect(Secrets.keyDigest(text).hashValue == Secrets.keyDigest(text).hashValue)
+            #expect(Secrets.keyDigest(text) != Secrets.keyDigest(text + "x"))
         }
+        #expect(Secrets.keyDigest("abc").hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        // Digests that differ in one word only are different keys.
+        let keys = (0..<1_000).map { Secrets.keyDigest("gsk_\($0)") }
+        #expect(Set(keys).count == 1_000)
     }
 
     @Test func anAPIKeysPrefixIsItsFirstTwelveBytes() {

@@ -5,7 +5,7 @@ import Testing
 /// The short-lived cache behind API keys and class memberships.
 @Suite struct ExpiringCacheTests {
     @Test func aValueReadBeforeAChangeIsNotKeptAfterIt() {
-        let cache = ExpiringCache<String>(lifetime: .seconds(3600))
+        let cache = ExpiringCache<String, String>(lifetime: .seconds(3600))
         let generation = cache.generation
         // A key is revoked while its record is being read from the database ...
         cache.forget()
@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func forgettingPicksValuesAndEntriesExpire() {
-        let cache = ExpiringCache<(user: String, n: Int)>(lifetime: .seconds(3600))
+        let cache = ExpiringCache<String, (user: String, n: Int)>(lifetime: .seconds(3600))
         for (key, user) in [("a", "alice"), ("b", "alice"), ("c", "bob")] {
             cache.remember(key, since: cache.generation) { _ in (user, 1) }
         }
@@ -27,7 +27,7 @@ import Testing
         cache.remember("c", since: cache.generation) { old in (old!.user, old!.n + 1) }
         #expect(cache.value(for: "c")?.n == 2)
 
-        let expired = ExpiringCache<Int>(lifetime: .zero)
+        let expired = ExpiringCache<String, Int>(lifetime: .zero)
         expired.remember("x", since: expired.generation) { _ in 1 }
         #expect(expired.value(for: "x") == nil)
     }

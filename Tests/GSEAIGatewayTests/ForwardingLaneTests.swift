@@ -25,6 +25,11 @@ struct ForwardingLaneTests {
         let routes = ForwardedRoutes(ProxyEndpoint.all)
         #expect(routes.match(.post, path: "/v1/chat/completions") != nil)
         #expect(routes.match(.post, path: "/v1/chat/completions?stream=true") != nil)
+        // A query is not part of the path: a pattern's parameters end before it (a small target and a large one).
+        #expect(routes.match(.get, path: "/api/v0/models/q/m?x=é")?.parameters.getCatchAll().joined(separator: "/") == "q/m")
+        #expect(routes.match(.get, path: "/api/v0/models/qwen/qwen3-4b-instruct?x=1&y=ü")?.parameters.getCatchAll()
+            .joined(separator: "/") == "qwen/qwen3-4b-instruct")
+        #expect(routes.match(.get, path: "/v1/models?") != nil)
         #expect(routes.match(.get, path: "/v1/models") != nil)
         #expect(routes.match(.get, path: "/api/v0/models/qwen/qwen3-4b") != nil)
         #expect(routes.match(.get, path: "/api/v1/models/download/status/job-1") != nil)

@@ -24,11 +24,53 @@ struct GatewayHTTP1CodecTests {
         return channel
     }
 
-    /// The gateway's, as its server sets it up.
-    static func ours() throws -> EmbeddedChannel {
+    /// The gateway's, as its server sets it up, but for the fields it writes into every final answer (the security
+    /// headers, which SwiftNIO's pair knows nothing of: `theCodecsOwnFieldsAreInEveryFinalAnswerOnce` checks them).
+    static func ours(fixedFields: GatewayHTTP1Codec.FixedFields = .none) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try GatewayHTTP1Codec.addHandlers(to: channel.pipeline.syncOperations, limits: NIOHTTPDecoderLimitConfiguration())
+        try GatewayHTTP1Codec.addHandlers(to: channel.pipeline.syncOperations, limits: NIOHTTPDecoderLimitConfiguration(),
+                                          fixedFields: fixedFields)
         return channel
+    }
+
+    /// The security headers, written by the codec into every final answer after its own fields, in place of any the
+    /// handler set under their names (in any case), and into no 1xx: otherwise the bytes SwiftNIO writes. A head with
+    /// long values (more than the room the codec tries first) too.
+    @Test func theCodecsOwnFieldsAreInEveryFinalAnswerOnce() throws {
+        let security = SecurityHeaders.fields.map { "\($0.name.rawName): \($0.value)\r\n" }.joined()
+        let long = String(repeating: "l", count: 2_000)
+        let requests = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nHEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        var handlers = HTTPFields()
+        handlers[.contentType] = "text/plain"
+        handlers.append(HTTPField(name: HTTPField.Name("x-frame-options")!, value: "SAMEORIGIN"))
+        handlers[.contentSecurityPolicy] = "default-src *"
+        handlers[.contentLength] = "2"
+        handlers.append(HTTPField(name: HTTPField.Name("Referrer-POLICY")!, value: "origin"))
+        var plain = handlers
+        plain.removeAll { ["x-frame-options", "content-security-policy", "referrer-policy"].contains($0.name.canonicalName) }
+        var longFields = plain
+        longFields[.cacheControl] = long
+        let answers: [[HTTPResponsePart]] = [
+            [.head(HTTPResponse(status: .continue)), .head(HTTPResponse(status: .ok, headerFields: handlers)), .body(ByteBuffer(string: "ok")), .end(nil)],
+            [.head(HTTPResponse(status: .ok, headerFields: longFields)), .body(ByteBuffer(string: "ok")), .end(nil)],
+            [.head(HTTPResponse(status: .notFound, headerFields: plain)), .end(nil)],
+        ]
+        let ours = try Self.run(Self.ours(fixedFields: .security), requests: requests, answers: answers)
+        let without = try Self.run(Self.ours(), requests: requests, answers: answers.map { parts in
+            parts.map { part in
+                guard case .head(var head) = part else { return part }
+                if head.status == .ok { head.headerFields = head.headerFields == handlers ? plain : head.headerFields }
+                return .head(head)
+            }
+        })
+        let text = String(decoding: ours.written, as: UTF8.self)
+        #expect(text == "HTTP/1.1 100 Continue\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\(security)\r\nok"
+            + "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nCache-Control: \(long)\r\n\(security)\r\nok"
+            + "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\(security)\r\n", "\(text.prefix(600))")
+        // The rest is as without them: the same requests read, the same bytes less the fields.
+        #expect(ours.read == without.read)
+        #expect(text.replacingOccurrences(of: security, with: "") == String(decoding: without.written, as: UTF8.self))
     }
 
     /// An exchange on a channel: requests in, the answers' parts out; what was read (and any error reading), what
@@ -277,7 +319,8 @@ struct GatewayHTTP1CodecTests {
         _ = try? channel.finish()
     }
 
-    /// 500 answers made at random (a fixed seed): statuses known and not, any framing fields in any case, bodies
+    /// 500 answers made at random (a fixed seed): statuses known and not, any framing fields in any case, values short
+    /// and long (heads that fit the room the codec tries first, and heads that do not), bodies
     /// in pieces (some empty), trailers, to requests of every method: the same bytes and the same failed writes
     /// as SwiftNIO's pair.
     @Test func randomAnswersAreTheBytesSwiftNIOWrites() throws {
@@ -295,7 +338,11 @@ struct GatewayHTTP1CodecTests {
                 var fields = HTTPFields()
                 for _ in 0..<Int.random(in: 0...4, using: &random) {
                     let name = HTTPField.Name(names.randomElement(using: &random)!)!
-                    let value = name == .contentLength ? "\(Int.random(in: 0...20, using: &random))" : Bool.random(using: &random) ? "chunked" : "v\(round)"
+                    // Now and then a long value: a head longer than the room the codec tries first, written again.
+                    let long = Int.random(in: 0..<8, using: &random) == 0
+                    let value = name == .contentLength ? "\(Int.random(in: 0...20, using: &random))"
+                        : long ? String(repeating: "w", count: Int.random(in: 100...900, using: &random))
+                        : Bool.random(using: &random) ? "chunked" : "v\(round)"
                     fields.append(HTTPField(name: name, value: value))
                 }
                 let code = codes.randomElement(using: &random)!

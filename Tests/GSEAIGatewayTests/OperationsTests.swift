@@ -238,22 +238,24 @@ struct OperationsTests {
         }
     }
 
-    /// The four headers replace whatever a handler set under their names: one of each, the gateway's.
-    @Test func theSecurityHeadersReplaceAHandlersOwn() async throws {
-        let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: GatewayMiddleware(metrics: GatewayMetrics()))
-        router.get("/framed") { _, _ in
-            Response(status: .ok, headers: [.xFrameOptions: "SAMEORIGIN", .contentSecurityPolicy: "default-src *", .contentType: "text/plain"],
-                     body: .init(byteBuffer: ByteBuffer(string: "framed")))
-        }
-        try await Application(router: router).test(.router) { client in
-            try await client.execute(uri: "/framed", method: .get) { response in
-                #expect(response.headers[values: .xFrameOptions] == ["DENY"])
-                #expect(response.headers[values: .contentSecurityPolicy] == [SecurityHeaders.contentSecurityPolicy])
-                #expect(response.headers[values: .xContentTypeOptions] == ["nosniff"])
-                #expect(response.headers[values: .referrerPolicy] == ["no-referrer"])
-                #expect(response.headers[.contentType] == "text/plain")
-                #expect(String(buffer: response.body) == "framed")
+    /// The four security headers are on every answer of the gateway's server, once each, with the gateway's values:
+    /// the page's, a forwarded route's (a refusal of the lane, before any upstream), an error of Hummingbird's handling
+    /// and a request refused before any handler (a control character in its path). The codec writes them
+    /// (`GatewayHTTP1CodecTests.theCodecsOwnFieldsAreInEveryFinalAnswerOnce`: in place of a handler's own).
+    @Test func theSecurityHeadersAreOnEveryAnswerOnce() async throws {
+        try await GatewayHarness.with { gateway in
+            let answers = [
+                try await gateway.request(.GET, "/"),
+                try await gateway.request(.POST, "/v1/chat/completions", body: #"{"model":"m","messages":[]}"#),
+                try await gateway.request(.GET, "/v1/no-such-route"),
+                try await gateway.request(.GET, "/a%00b"),
+            ]
+            #expect(answers.map(\.status) == [200, 401, 404, 400])
+            for answer in answers {
+                #expect(answer.headers["x-frame-options"] == ["DENY"])
+                #expect(answer.headers["content-security-policy"] == [SecurityHeaders.contentSecurityPolicy])
+                #expect(answer.headers["x-content-type-options"] == ["nosniff"])
+                #expect(answer.headers["referrer-policy"] == ["no-referrer"])
             }
         }
     }

@@ -1,3 +1,4 @@
+import GSEAIFormats
 import NIOCore
 import NIOHTTP1
 
@@ -43,32 +44,45 @@ struct UpstreamRequestHead: Sendable {
     /// that cannot be sent as it is: a line break in a value would end the field there, and what follows would
     /// be read as another field or request (refused, as SwiftNIO's validator refused it).
     init(method: HTTPMethod, target: String, headers: HTTPHeaders, host: String, authorization: String, framing: Framing) throws {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(192 + target.utf8.count + authorization.utf8.count)
         let name = method.rawValue
         guard !name.isEmpty else { throw GSEAIError.invalidArgument("the method '' cannot be sent") }
-        try Self.append(name, to: &bytes, allowing: Self.isTokenByte, else: "the method '\(name)' cannot be sent")
-        bytes.append(UInt8(ascii: " "))
-        guard !target.isEmpty else { throw GSEAIError.invalidArgument("the request target is empty") }
-        try Self.append(target, to: &bytes, allowing: Self.isTargetByte, else: "the request target holds a space, a control character or a byte above ASCII (percent-encode it)")
-        Self.append(" HTTP/1.1\r\n", to: &bytes)
-        for (field, value) in headers where !Self.isTransportsOwn(field) {
-            try Self.field(field, value, to: &bytes)
+        let length: String?
+        if case .length(let count) = framing { length = String(count) } else { length = nil }
+        // Its size counted first (at most: the caller's fields the transport leaves out counted too, not looked at
+        // twice), then each piece checked and copied into room made once (bench/README.md, "Bytes written into room
+        // counted once"). Lengths of texts in memory: their sum cannot overflow.
+        var size = name.utf8.count + 1 + target.utf8.count + 11 + 6 + host.utf8.count + 2 + 15 + authorization.utf8.count + 2 + 2
+        for (field, value) in headers { size += field.utf8.count + 2 + value.utf8.count + 2 }
+        if let length { size += 18 + length.utf8.count }
+        if case .chunked = framing { size += Self.chunkedField.utf8CodeUnitCount }
+        var bytes = ByteBufferAllocator().buffer(capacity: size)
+        try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { room in
+            try ByteWriter.write(into: UnsafeMutableRawBufferPointer(rebasing: room[..<size])) { bytes in
+                try Self.write(name, to: &bytes, allowing: Self.isTokenByte, else: "the method '\(name)' cannot be sent")
+                bytes.write(UInt8(ascii: " "))
+                guard !target.isEmpty else { throw GSEAIError.invalidArgument("the request target is empty") }
+                try Self.write(target, to: &bytes, allowing: Self.isTargetByte,
+                               else: "the request target holds a space, a control character or a byte above ASCII (percent-encode it)")
+                bytes.write(" HTTP/1.1\r\n" as StaticString)
+                for (field, value) in headers where !Self.isTransportsOwn(field) {
+                    try Self.field(field, value, to: &bytes)
+                }
+                try Self.field("Host", host, to: &bytes)
+                try Self.field("Authorization", authorization, to: &bytes)
+                if case .length(let count) = framing, let length {
+                    guard count >= 0 else { throw GSEAIError.invalidArgument("the request body's length is negative (\(count))") }
+                    try Self.field("Content-Length", length, to: &bytes)
+                }
+                if case .chunked = framing { bytes.write(Self.chunkedField) }
+                bytes.write("\r\n" as StaticString)
+            }
         }
-        try Self.field("Host", host, to: &bytes)
-        try Self.field("Authorization", authorization, to: &bytes)
-        switch framing {
-        case .length(let length):
-            guard length >= 0 else { throw GSEAIError.invalidArgument("the request body's length is negative (\(length))") }
-            try Self.field("Content-Length", String(length), to: &bytes)
-        case .chunked: Self.append("Transfer-Encoding: chunked\r\n", to: &bytes)
-        case .none: break
-        }
-        Self.append("\r\n", to: &bytes)
-        self.bytes = ByteBuffer(bytes: bytes)
+        self.bytes = bytes
         self.method = method
         self.framing = framing
     }
+
+    private static let chunkedField: StaticString = "Transfer-Encoding: chunked\r\n"
 
     /// What the response decoder is told of the request: its method (the rest it does not read).
     var decoderHead: HTTPRequestHead {
@@ -89,30 +103,25 @@ struct UpstreamRequestHead: Sendable {
         }
     }
 
-    private static func field(_ name: String, _ value: String, to bytes: inout [UInt8]) throws {
+    private static func field(_ name: String, _ value: String, to bytes: inout ByteWriter) throws {
         guard !name.isEmpty else { throw GSEAIError.invalidArgument("the header name '' cannot be sent") }
-        try append(name, to: &bytes, allowing: isTokenByte, else: "the header name '\(name)' cannot be sent")
-        append(": ", to: &bytes)
-        try append(value, to: &bytes, allowing: isValueByte,
-                   else: "the value of the header '\(name)' holds a line break or a control character")
-        append("\r\n", to: &bytes)
+        try write(name, to: &bytes, allowing: isTokenByte, else: "the header name '\(name)' cannot be sent")
+        bytes.write(": " as StaticString)
+        try write(value, to: &bytes, allowing: isValueByte,
+                  else: "the value of the header '\(name)' holds a line break or a control character")
+        bytes.write("\r\n" as StaticString)
     }
 
-    /// Appends `text`'s bytes, each of which `allowed` must accept.
-    private static func append(_ text: String, to bytes: inout [UInt8], allowing allowed: (UInt8) -> Bool,
-                               else message: @autoclosure () -> String) throws {
-        let start = bytes.count
-        // Copied at once, also a string of up to 15 bytes (kept inside the `String`, whose `utf8` view was appended
-        // byte by byte; bench/README.md, "JSON objects, writes and turns").
+    /// Writes `text`'s bytes, each of which `allowed` must accept (checked before any is written).
+    private static func write(_ text: String, to bytes: inout ByteWriter, allowing allowed: (UInt8) -> Bool,
+                              else message: @autoclosure () -> String) throws {
+        // Read at once, also a string of up to 15 bytes (kept inside the `String`, whose `utf8` view was read byte by
+        // byte; bench/README.md, "JSON objects, writes and turns").
         var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
-        for index in start..<bytes.count where !allowed(bytes[index]) {
-            throw GSEAIError.invalidArgument(message())
+        try text.withUTF8 { utf8 in
+            for byte in utf8 where !allowed(byte) { throw GSEAIError.invalidArgument(message()) }
+            bytes.write(utf8)
         }
-    }
-
-    private static func append(_ text: StaticString, to bytes: inout [UInt8]) {
-        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
     /// RFC 9110's `tchar`: the bytes of a method or a field's name.

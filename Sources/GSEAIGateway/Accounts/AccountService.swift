@@ -7,13 +7,13 @@ public struct AccountService: Sendable {
     public let sessionLifetime: Duration
     /// Recently checked API keys with their users, by the key's digest; forgotten whenever an account
     /// changes, here or on another replica (``ChangeFeed``).
-    private let keyCache: ExpiringCache<(key: APIKey, user: User)>
+    private let keyCache: ExpiringCache<Secrets.KeyDigest, (key: APIKey, user: User)>
 
     public init(storage: Storage, hasher: PasswordHasher, sessionLifetime: Duration = .seconds(7 * 24 * 3600)) {
         self.storage = storage
         self.hasher = hasher
         self.sessionLifetime = sessionLifetime
-        let keyCache = ExpiringCache<(key: APIKey, user: User)>(lifetime: .seconds(2))
+        let keyCache = ExpiringCache<Secrets.KeyDigest, (key: APIKey, user: User)>(lifetime: .seconds(2))
         self.keyCache = keyCache
         storage.shared.changes.subscribe { topic in
             if topic == .accounts { keyCache.forget() }
@@ -156,11 +156,11 @@ public struct AccountService: Sendable {
     /// The live key and its user for a presented key.
     public func resolveKey(_ key: String) async throws -> (APIKey, User)? {
         guard let prefix = Secrets.apiKeyPrefix(key) else { return nil }
-        let digest = Secrets.sha256(key)
+        let digest = Secrets.keyDigest(key)
         if let cached = keyCache.value(for: digest) { return cached }
         let generation = keyCache.generation
         guard let record = try await storage.apiKeys.find(prefix: prefix), record.revokedAt == nil,
-            Secrets.constantTimeEquals(record.hash, digest),
+            Secrets.constantTimeEquals(record.hash, digest.hex),
             let user = try await storage.users.find(id: record.userID), !user.disabled
         else { return nil }
         let now = Date()

@@ -19,6 +19,42 @@ public enum Secrets {
         return text.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
     }
 
+    /// The SHA-256 of an API key, as the key cache looks it up (``KeyDigest``); its hex (``sha256(_:)``'s) only when
+    /// the key is read from the database.
+    static func keyDigest(_ key: String) -> KeyDigest {
+        var key = key
+        return key.withUTF8 { KeyDigest(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+    }
+
+    /// A SHA-256 digest as four words: hashed for a dictionary by them (a 64-digit hex text cost about 400 instructions
+    /// to hash, and about 1,000 to make, on every request with an API key; bench/README.md, "Bytes written into room
+    /// counted once").
+    struct KeyDigest: Hashable, Sendable {
+        /// The digest's 32 bytes, as they are in memory.
+        private let words: (UInt64, UInt64, UInt64, UInt64)
+
+        fileprivate init(_ digest: SHA256.Digest) {
+            words = digest.withUnsafeBytes { bytes in
+                (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                 bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            }
+        }
+
+        /// The digest as ``Secrets/sha256(_:)`` writes it (made when asked: only a key not in the cache needs it).
+        var hex: String { withUnsafeBytes(of: words) { Secrets.hex($0) } }
+
+        static func == (a: KeyDigest, b: KeyDigest) -> Bool {
+            a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(words.0)
+            hasher.combine(words.1)
+            hasher.combine(words.2)
+            hasher.combine(words.3)
+        }
+    }
+
     /// The SHA-256 of bytes, as lowercase hex (images are stored by it).
     public static func sha256(_ data: Data) -> String {
         hex(SHA256.hash(data: data))
@@ -29,14 +65,16 @@ public enum Secrets {
     /// The digest's bytes as lowercase hex: digits by table into the string's own storage, not a
     /// `String(format:)` per byte nor a byte at a time through the digest's iterator.
     private static func hex(_ digest: SHA256.Digest) -> String {
-        digest.withUnsafeBytes { bytes in
-            String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-                for (index, byte) in bytes.enumerated() {
-                    out[2 * index] = hexDigits[Int(byte >> 4)]
-                    out[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
-                }
-                return bytes.count * 2
+        digest.withUnsafeBytes { hex($0) }
+    }
+
+    private static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = hexDigits[Int(byte >> 4)]
+                out[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
             }
+            return bytes.count * 2
         }
     }
 

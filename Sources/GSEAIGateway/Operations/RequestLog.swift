@@ -1,3 +1,4 @@
+import GSEAIFormats
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -86,8 +87,15 @@ struct Milliseconds: CustomStringConvertible, Sendable {
     }
 
     var description: String {
+        // Written digit by digit: an interpolation of three parts cost about 900 instructions a request.
+        let whole = hundredths / 100
         let fraction = hundredths % 100
-        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+        return ByteWriter.string(capacity: ByteWriter.decimalCount(whole) + 3) { text in
+            text.write(decimal: whole)
+            text.write(UInt8(ascii: "."))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: fraction / 10))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: fraction % 10))
+        }
     }
 }
 

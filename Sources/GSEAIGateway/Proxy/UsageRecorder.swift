@@ -1,3 +1,4 @@
+import GSEAIFormats
 import Foundation
 
 /// Records, once per request, the response ids issued to the user (with the upstream that issued them) and
@@ -59,8 +60,16 @@ struct UsageRecorder: Sendable {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(year)-\(two(month))-\(two(day))"
+        // Written digit by digit: the interpolation cost about 1,700 instructions a request.
+        return ByteWriter.string(capacity: ByteWriter.decimalCount(year) + 6) { text in
+            text.write(decimal: year)
+            text.write(UInt8(ascii: "-"))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: month / 10))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: month % 10))
+            text.write(UInt8(ascii: "-"))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: day / 10))
+            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: day % 10))
+        }
     }
 }
 

@@ -139,7 +139,7 @@ public struct Gateway: Sendable {
         // handler (whose task for the request is already one of its own: no child task).
         let forwarded = forwardedResponder(proxy: proxy)
         let lane = ForwardingLane.Service(routes: ForwardedRoutes(ProxyEndpoint.all),
-                                          respond: { try await forwarded.respond(to: $0, context: $1, $2) },
+                                          respond: { request, context, match in try await forwarded.respond(to: request, context: consume context, match) },
                                           logger: logger, serverName: serverName,
                                           bodyLimit: min(ForwardingLane.largestBody, configuration.maxBodyBytes))
         var server = HTTPServerBuilder { respond in

@@ -18,13 +18,12 @@ struct ForwardedResponder: Sendable {
     let authentication: AuthenticationMiddleware
     let proxy: ProxyController
 
-    func respond(to request: Request, context: GatewayRequestContext, _ match: ForwardedRoutes.Match) async throws -> Response {
+    func respond(to request: Request, context: consuming GatewayRequestContext, _ match: ForwardedRoutes.Match) async throws -> Response {
         let authentication = self.authentication
         let proxy = self.proxy
         // As the router sets them, before the route's middleware runs: a request refused there (no valid key, a path
         // that is not allowed) is counted and logged under its route too. Errors are the middleware's to answer, as
         // on the router's routes (`GatewayMiddleware` answers every error in the caller's format).
-        var context = context
         context.coreContext.parameters = match.parameters
         context.coreContext.endpointPath.value = match.route.label
         return try await middleware.run(request, context: context) { request, context in

@@ -37,7 +37,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     struct Service: Sendable {
         let routes: ForwardedRoutes
         /// Answers a request of a forwarded route (``ForwardedResponder``, the gateway's own handling of them).
-        let respond: @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response
+        let respond: @Sendable (Request, consuming GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response
         let logger: Logger
         /// The largest body the lane reads itself (``ForwardingLane/largestBody``, or the gateway's body limit
         /// if smaller). A request that declares a larger one, or sends it in chunks of no declared length, is
@@ -48,7 +48,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// The `Server` field (`nil`: none), made once.
         let serverField: HTTPField?
 
-        init(routes: ForwardedRoutes, respond: @escaping @Sendable (Request, GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response,
+        init(routes: ForwardedRoutes, respond: @escaping @Sendable (Request, consuming GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response,
              logger: Logger, serverName: String?, bodyLimit: Int) {
             self.routes = routes
             self.respond = respond
@@ -471,12 +471,11 @@ extension ForwardingLane.Service {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: RequestIDs.key] = .string(RequestIDs.next())
-        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), remoteAddress: address, executor: executor)
-        context.readBody = read
-        context.requestTask = task
         var response: Response
         do {
-            response = try await respond(request, context, match)
+            // The context made where it is handed on, which takes it (`consuming`): not a copy kept here until the end.
+            response = try await respond(request, Self.context(channel: channel, logger: logger, address: address, executor: executor,
+                                                               body: read, task: task), match)
         } catch {
             logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             response = Response(status: .internalServerError, body: .init())
@@ -485,6 +484,14 @@ extension ForwardingLane.Service {
         response.headers.set(HTTPDate.field())
         if let serverField { response.headers.set(serverField) }
         return (response.head, response.body)
+    }
+
+    private static func context(channel: any Channel, logger: Logger, address: String?, executor: EventLoopTaskExecutor,
+                                body: ByteBuffer, task: RequestTask?) -> GatewayRequestContext {
+        var context = GatewayRequestContext(source: .init(channel: channel, logger: logger), remoteAddress: address, executor: executor)
+        context.readBody = body
+        context.requestTask = task
+        return context
     }
 
     /// Writes the body (closing the connection when that fails), then tells the lane the answer's task ended.
@@ -569,7 +576,10 @@ struct ForwardedRoutes: Sendable {
 
     /// The forwarded route of a request of `method` for `target` (a path, perhaps with a query), if any.
     func match(_ method: HTTPRequest.Method, path target: String) -> Match? {
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
+        // The query's `?` looked for in the text's bytes at once (through its `utf8` view, about 600 instructions).
+        var bytes = target
+        let query = bytes.withUTF8 { $0.firstIndex(of: UInt8(ascii: "?")) }
+        let path = query.map { String(decoding: target.utf8.prefix($0), as: UTF8.self) } ?? target
         if let routes = exact[path] {
             return routes.first { $0.endpoint.method == method }.map { Match(route: $0, parameters: Parameters()) }
         }

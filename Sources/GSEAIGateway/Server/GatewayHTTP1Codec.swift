@@ -35,6 +35,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = IOData
 
     private let secure: Bool
+    /// The fields every final answer gets, whatever its handler set under their names (``SecurityHeaders``).
+    private let fixedFields: FixedFields
     /// For each request read and not yet answered: whether it was a `HEAD` or a `CONNECT`, and which.
     private var pending = Deque<BodylessMethod?>()
     /// The answer being written goes in chunks.
@@ -57,8 +59,9 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// - Parameter idleTimeout: how long a connection may be idle (no request being read or answered) before it is
     ///   closed; `nil`: no limit.
-    init(secure: Bool, idleTimeout: TimeAmount? = nil) {
+    init(secure: Bool, idleTimeout: TimeAmount? = nil, fixedFields: FixedFields = .security) {
         self.secure = secure
+        self.fixedFields = fixedFields
         self.state = ConnectionState(idleTimeout: idleTimeout)
     }
 
@@ -118,9 +121,46 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// handling or header validation; not wired to an encoder, since this codec keeps the requests' methods itself)
     /// and the codec, for the gateway's connections and the tests.
     static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration,
-                            idleTimeout: TimeAmount? = nil) throws {
+                            idleTimeout: TimeAmount? = nil, fixedFields: FixedFields = .security) throws {
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-        try pipeline.addHandler(GatewayHTTP1Codec(secure: false, idleTimeout: idleTimeout))
+        try pipeline.addHandler(GatewayHTTP1Codec(secure: false, idleTimeout: idleTimeout, fixedFields: fixedFields))
+    }
+
+    /// Fields written into every final answer's head (not a non-final 1xx's) after its own, from bytes made once; a
+    /// field of the answer under one of their names is left out (so each is there once, with this value).
+    ///
+    /// The security headers (``SecurityHeaders``) were set by the gateway's middleware on every answer it made, each
+    /// a look for the name and an append to swift-http-types' fields (about 1,100 instructions a field), then written
+    /// by this codec a field at a time: about 6,000 instructions a request (bench/README.md, "Bytes written into room
+    /// counted once"). Here they also reach the answers no middleware makes (a request the lane or Hummingbird refuses
+    /// before any handler runs).
+    struct FixedFields: Sendable {
+        /// The fields' lines, `name: value` and a line end each.
+        let bytes: [UInt8]
+        /// Their names, lowercase, with their lengths (looked at first: a comparison of names costs more).
+        let names: [(length: Int, name: String)]
+
+        init(_ fields: [HTTPField]) {
+            var bytes: [UInt8] = []
+            for field in fields {
+                bytes.append(contentsOf: field.name.rawName.utf8)
+                bytes.append(contentsOf: ": ".utf8)
+                bytes.append(contentsOf: field.value.utf8)
+                bytes.append(contentsOf: "\r\n".utf8)
+            }
+            self.bytes = bytes
+            names = fields.map { ($0.name.canonicalName.utf8.count, $0.name.canonicalName) }
+        }
+
+        /// No fields of the codec's own (its tests against SwiftNIO's encoder).
+        static let none = FixedFields([])
+        static let security = FixedFields(SecurityHeaders.fields)
+
+        /// Whether `name` is one of these fields'.
+        func contains(_ name: HTTPField.Name) -> Bool {
+            let length = name.canonicalName.utf8.count
+            return names.contains { $0.length == length && $0.name == name.canonicalName }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -149,7 +189,24 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         guard head.uri.utf8.first == UInt8(ascii: "/") else { return try HTTPRequest(head, secure: secure, splitCookie: false) }
         return HTTPRequest(method: try HTTPRequest.Method(head.method), scheme: secure ? "https" : "http",
                            authority: head.headers.first(name: "Host"), path: head.uri,
-                           headerFields: HTTPFields(head.headers, splitCookie: false))
+                           headerFields: fields(head.headers))
+    }
+
+    /// swift-nio-extras' `HTTPFields(_:splitCookie: false)`: the fields in order, the first `Host` (any case) left
+    /// out (it is the request's authority), a name that is not a token dropped. The `Host` is found by its bytes:
+    /// that conversion lowercased every name up to it (a string made for each, about 190 instructions).
+    static func fields(_ headers: HTTPHeaders) -> HTTPFields {
+        var fields = HTTPFields()
+        fields.reserveCapacity(headers.count)
+        var firstHost = true
+        for (name, value) in headers {
+            if firstHost && ASCII.equals(lowercasing: name, "host") {
+                firstHost = false
+                continue
+            }
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        return fields
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -167,7 +224,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
                 noBody = first != nil
             }
-            let head = Self.head(response, status: status, answering: method)
+            let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none)
             chunked = head.chunked && !noBody
             if final && promise == nil {
                 heldHead = head.bytes
@@ -245,8 +302,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s suppression).
-    static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?)
-        -> (bytes: [UInt8], chunked: Bool)
+    static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?,
+                     fixed: FixedFields) -> (bytes: [UInt8], chunked: Bool)
     {
         let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
@@ -255,20 +312,59 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         // The fields as they are, less those the framing replaces (no copy of them to edit).
         let fields = response.headerFields
         let chunked = hasBody && !fields.contains(.contentLength)
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(64 + fields.count * 40)
-        bytes.append(utf8: "HTTP/1.1 ")
-        bytes.append(utf8: String(code))
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(utf8: status.reasonPhrase)
-        bytes.append(utf8: "\r\n")
-        for field in fields where field.name != .transferEncoding && (hasBody || field.name != .contentLength) {
-            append(field.name.rawName, field.value, to: &bytes)
+        // Written in one pass into room for a usual head (bench/README.md, "Bytes written into room counted once"); a
+        // head that does not fit (long values) is written again into room counted for it. Lengths of texts in memory:
+        // their sums cannot overflow.
+        let reason = status.reasonPhrase
+        func write(_ bytes: inout ByteWriter) {
+            bytes.write("HTTP/1.1 " as StaticString)
+            bytes.write(decimal: code)
+            bytes.write(UInt8(ascii: " "))
+            bytes.write(reason)
+            bytes.write("\r\n" as StaticString)
+            for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed) {
+                bytes.write(field.name.rawName)
+                bytes.write(": " as StaticString)
+                bytes.write(field.value)
+                bytes.write("\r\n" as StaticString)
+            }
+            fixed.bytes.withUnsafeBufferPointer { bytes.write($0) }
+            if chunked { bytes.write(chunkedField) }
+            bytes.write("\r\n" as StaticString)
         }
-        if chunked { append("transfer-encoding", "chunked", to: &bytes) }
-        bytes.append(utf8: "\r\n")
-        return (bytes, chunked)
+        var fitted = true
+        let bytes = ByteWriter.bytes(capacity: usualHead + fields.count * usualField) { bytes in
+            bytes.cutsSilently = true
+            write(&bytes)
+            fitted = !bytes.wasCut
+        }
+        if fitted { return (bytes, chunked) }
+        var size = 9 + ByteWriter.decimalCount(code) + 1 + reason.utf8.count + 2 + 2
+        for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed) {
+            size += field.name.rawName.utf8.count + 2 + field.value.utf8.count + 2
+        }
+        size += fixed.bytes.count
+        if chunked { size += chunkedField.utf8CodeUnitCount }
+        return (ByteWriter.bytes(capacity: size, write), chunked)
     }
+
+    /// The room a head is first written into: for its status line, the blank line and the codec's own fields (about
+    /// 300 bytes, nearly all the security policy's), and for each field.
+    private static let usualHead = 512
+    private static let usualField = 64
+
+    /// Whether a field of the answer is written as it is: not one the framing replaces (its name's length looked at
+    /// first: a comparison of names costs more), nor one of the codec's own.
+    private static func isWritten(_ field: HTTPField, hasBody: Bool, fixed: FixedFields) -> Bool {
+        switch field.name.canonicalName.utf8.count {
+        case 17: if field.name == .transferEncoding { return false }
+        case 14: if !hasBody && field.name == .contentLength { return false }
+        default: break
+        }
+        return fixed.names.isEmpty || !fixed.contains(field.name)
+    }
+
+    private static let chunkedField: StaticString = "transfer-encoding: chunked\r\n"
 
     /// A `name: value` line.
     private static func append(_ name: String, _ value: String, to bytes: inout [UInt8]) {

@@ -11,9 +11,11 @@ import Logging
 /// 4. any error of 2 or 3 answered as JSON in the format of the caller's API (``ErrorFormat``): nothing is thrown
 ///    past this point;
 /// 5. gzip, for a client that accepts it (``ResponseCompression``);
-/// 6. the security headers (``SecurityHeaders``);
-/// 7. the metrics: the request counted and timed, by method, route and status (``GatewayMetrics``);
-/// 8. the request's line in the log.
+/// 6. the metrics: the request counted and timed, by method, route and status (``GatewayMetrics``);
+/// 7. the request's line in the log.
+///
+/// The security headers (``SecurityHeaders``) are not set here but written into every final answer's head by the
+/// connection's codec (``GatewayHTTP1Codec/FixedFields``), also into the answers no middleware makes.
 ///
 /// The time ends when the response head is ready, not when the body has been sent: for a streamed answer that
 /// is the time to the first event, which is what a user waits for; how long the stream then runs is the
@@ -52,9 +54,9 @@ public struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
 
     /// The handling itself, on its caller's executor, as is its `next`: what the forwarding lane calls
     /// (``ForwardedResponder``), without the executor checks of Hummingbird's `@concurrent` closure.
-    func run(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    /// The context is taken (`consuming`), not copied (as ``AuthenticationMiddleware``'s `run`).
+    func run(_ request: Request, context: consuming Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
-        var context = context
         let requestID = RequestLog.identify(&context)
         var response: Response
         do {
@@ -64,7 +66,6 @@ public struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
             response = ErrorFormat.response(for: error, to: request, logger: context.logger)
         }
         compression.compress(&response, for: request)
-        SecurityHeaders.apply(to: &response.headers)
         // Read after the handling: the router fills in the endpoint path (or `NotFound`) on its way in.
         let route = GatewayMetrics.routeLabel(endpointPath: context.endpointPath)
         let duration = ContinuousClock.now - start

@@ -1,15 +1,10 @@
 import HTTPTypes
 
-/// The headers that keep the page safe, on every response (``GatewayMiddleware``): a strict
+/// The headers that keep the page safe, on every final answer of the gateway's server: a strict
 /// Content-Security-Policy (no inline script or style, nothing from elsewhere), no MIME sniffing, no framing, no
-/// referrer.
+/// referrer. Written by the connection's codec (``GatewayHTTP1Codec/FixedFields``) in place of whatever a handler set
+/// under their names, so also on the answers no middleware makes (a request refused before any handler runs).
 enum SecurityHeaders {
-    /// Sets the four headers, replacing whatever a handler set under their names.
-    static func apply(to headers: inout HTTPFields) {
-        // Fields made once: a field's name and value are checked when it is made, the policy's 200 bytes too.
-        for field in fields { headers.set(field) }
-    }
-
     static let contentSecurityPolicy =
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
         + "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"

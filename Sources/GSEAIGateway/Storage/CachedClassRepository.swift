@@ -18,12 +18,12 @@ final class CachedClassRepository: ClassRepository {
     }
 
     private let base: any ClassRepository
-    private let cache: ExpiringCache<Entry>
+    private let cache: ExpiringCache<String, Entry>
     private let changes: any ChangeFeed
 
     init(_ base: any ClassRepository, changes: any ChangeFeed = LocalChangeFeed(), lifetime: Duration = .seconds(2)) {
         self.base = base
-        let cache = ExpiringCache<Entry>(lifetime: lifetime)
+        let cache = ExpiringCache<String, Entry>(lifetime: lifetime)
         self.cache = cache
         self.changes = changes
         // An account's change (disabled, deleted) may change its classes too.

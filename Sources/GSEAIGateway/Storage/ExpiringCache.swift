@@ -5,14 +5,14 @@ import Synchronization
 /// a change, but stored after it, is not kept (``remember(_:since:_:)``), so a change made through this
 /// process takes effect on the very next request. Changes made by another process are seen when the
 /// entries expire.
-final class ExpiringCache<Value: Sendable>: Sendable {
+final class ExpiringCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct Entry {
         var value: Value
         var expires: ContinuousClock.Instant
     }
 
     private struct State {
-        var entries: [String: Entry] = [:]
+        var entries: [Key: Entry] = [:]
         var generation = 0
     }
 
@@ -29,7 +29,7 @@ final class ExpiringCache<Value: Sendable>: Sendable {
     var generation: Int { state.withLock { $0.generation } }
 
     /// The value kept for `key`, if still fresh.
-    func value(for key: String) -> Value? {
+    func value(for key: Key) -> Value? {
         let now = ContinuousClock.now
         return state.withLock { state in
             guard let entry = state.entries[key] else { return nil }
@@ -43,7 +43,7 @@ final class ExpiringCache<Value: Sendable>: Sendable {
 
     /// Keeps a value read since `generation` unless something was forgotten meanwhile; `update` gets the
     /// fresh value kept now, if any.
-    func remember(_ key: String, since generation: Int, _ update: (Value?) -> Value) {
+    func remember(_ key: Key, since generation: Int, _ update: (Value?) -> Value) {
         let now = ContinuousClock.now
         state.withLock { state in
             guard state.generation == generation else { return }
