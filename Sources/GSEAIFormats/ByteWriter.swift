@@ -3,13 +3,15 @@
 /// has room, then the copy through its generic path): about 90 instructions a piece less, and a head or a log line
 /// has 30 to 60 pieces (bench/README.md, "Bytes written into room counted once").
 ///
-/// The room is never overrun: a piece that does not fit is cut where the room ends (a wrong count is a bug, which a
-/// debug build stops at; the tests compare every writer's bytes with another implementation's).
+/// The room is never overrun: a piece that does not fit is cut where the room ends, and ``wasCut`` says so. A wrong
+/// count is a bug, which a debug build stops at (the tests compare every writer's bytes with another implementation's);
+/// a release build does not stop, and each writer refuses what was cut rather than send it (the upstream request's
+/// head throws, the answer's head closes its connection; a log line is written cut).
 public struct ByteWriter: ~Copyable {
     @usableFromInline let base: UnsafeMutablePointer<UInt8>
     @usableFromInline let capacity: Int
     @usableFromInline var written = 0
-    /// Whether a piece was cut for want of room (``cutsSilently``: a writer that tries room that may be too small).
+    /// Whether a piece was cut for want of room.
     public private(set) var wasCut = false
     /// Whether a piece that does not fit is cut without a debug build stopping (the room was not counted, only hoped).
     public var cutsSilently = false

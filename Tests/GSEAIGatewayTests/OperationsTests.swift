@@ -4,10 +4,12 @@ import Foundation
 import Glibc
 #endif
 import GSEAI
+import GSEAITestSupport
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
@@ -239,9 +241,10 @@ struct OperationsTests {
     }
 
     /// The four security headers are on every answer of the gateway's server, once each, with the gateway's values:
-    /// the page's, a forwarded route's (a refusal of the lane, before any upstream), an error of Hummingbird's handling
-    /// and a request refused before any handler (a control character in its path). The codec writes them
-    /// (`GatewayHTTP1CodecTests.theCodecsOwnFieldsAreInEveryFinalAnswerOnce`: in place of a handler's own).
+    /// the page's, a forwarded route's 401 (no key), a 404 of Hummingbird's router, a path the middleware refuses (a
+    /// control character in it), and a request that cannot be read, refused before any handler or middleware runs. The
+    /// codec writes them (`GatewayHTTP1CodecTests.theCodecsOwnFieldsAreInEveryFinalAnswerOnce`: in place of a handler's
+    /// own).
     @Test func theSecurityHeadersAreOnEveryAnswerOnce() async throws {
         try await GatewayHarness.with { gateway in
             let answers = [
@@ -256,6 +259,18 @@ struct OperationsTests {
                 #expect(answer.headers["content-security-policy"] == [SecurityHeaders.contentSecurityPolicy])
                 #expect(answer.headers["x-content-type-options"] == ["nosniff"])
                 #expect(answer.headers["referrer-policy"] == ["no-referrer"])
+            }
+            // A request line that cannot be read (a field without its colon).
+            let port = try #require(URLComponents(string: gateway.baseURL)?.port)
+            let client = try await RawHTTPClient.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port))
+            try await client.send("GET / HTTP/1.1\r\nHost gateway\r\n\r\n")
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !client.text.contains("\r\n\r\n"), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            let head = client.text.components(separatedBy: "\r\n\r\n").first ?? ""
+            #expect(head.hasPrefix("HTTP/1.1 400"), "\(head)")
+            for line in ["X-Frame-Options: DENY", "Content-Security-Policy: \(SecurityHeaders.contentSecurityPolicy)",
+                         "X-Content-Type-Options: nosniff", "Referrer-Policy: no-referrer"] {
+                #expect(head.components(separatedBy: "\r\n").filter { $0 == line }.count == 1, "\(head)")
             }
         }
     }

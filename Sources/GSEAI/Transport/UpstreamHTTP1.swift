@@ -75,6 +75,9 @@ struct UpstreamRequestHead: Sendable {
                 }
                 if case .chunked = framing { bytes.write(Self.chunkedField) }
                 bytes.write("\r\n" as StaticString)
+                // Never sent cut: the upstream would read what follows as more fields (a miscount is a bug; a debug
+                // build stops at it).
+                if bytes.wasCut { throw GSEAIError.invalidArgument("the request's head could not be written whole") }
             }
         }
         self.bytes = bytes

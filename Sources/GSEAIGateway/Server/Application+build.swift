@@ -96,7 +96,8 @@ public struct Gateway: Sendable {
         let metrics = self.metrics
         // One stack of one type rather than one layer each (`add(middleware:)` wraps each in closures behind
         // an existential): fewer asynchronous frames and calls per request. The gateway's own handling is one
-        // middleware (the log, metrics, security headers, gzip, error format and path guard).
+        // middleware (the log, metrics, gzip, error format and path guard; the security headers are the codec's,
+        // `GatewayHTTP1Codec.FixedFields`).
         router.addMiddleware {
             GatewayMiddleware(metrics: metrics)
             // The page: index.html for "/", with validators (ETag, Last-Modified) for caches.

@@ -21,7 +21,10 @@ import NIOHTTPTypesHTTP1
 /// - the answer to a `HEAD` request keeps its head's framing (what a `GET` would have had), and neither it nor a
 ///   `CONNECT`'s writes a body: a body's write fails with SwiftNIO's `responseBodyNotAllowed`. The requests' methods
 ///   are kept in order as they are read (SwiftNIO's decoder told its encoder; here the codec sees them itself), a
-///   non-final 1xx answer not taking a request's turn.
+///   non-final 1xx answer not taking a request's turn;
+/// - but for its own fields (``FixedFields``, the security headers), which it writes into every final answer after the
+///   answer's own, a field of the answer under one of their names left out (the tests that compare its bytes with
+///   SwiftNIO's encoder build it without them, `.none`).
 ///
 /// It also keeps the connection's state, as Hummingbird's `HTTPConnectionStateHandler` kept it in a handler of its
 /// own after this one (``ConnectionState``): a connection idle for ``idleTimeout`` (no request being read or
@@ -224,7 +227,12 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
                 noBody = first != nil
             }
-            let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none)
+            guard let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none) else {
+                // A head that could not be written whole: the connection cannot go on.
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                context.close(promise: nil)
+                return
+            }
             chunked = head.chunked && !noBody
             if final && promise == nil {
                 heldHead = head.bytes
@@ -301,9 +309,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s suppression).
+    /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s
+    /// suppression); `nil` if it could not be written whole (a miscount of its room, a bug).
     static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?,
-                     fixed: FixedFields) -> (bytes: [UInt8], chunked: Bool)
+                     fixed: FixedFields) -> (bytes: [UInt8], chunked: Bool)?
     {
         let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
@@ -345,7 +354,13 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         size += fixed.bytes.count
         if chunked { size += chunkedField.utf8CodeUnitCount }
-        return (ByteWriter.bytes(capacity: size, write), chunked)
+        var cut = false
+        let counted = ByteWriter.bytes(capacity: size) { bytes in
+            write(&bytes)
+            cut = bytes.wasCut
+        }
+        // Counted as written, so never cut; if it were (a bug, which a debug build stops at), no cut head is sent.
+        return cut ? nil : (counted, chunked)
     }
 
     /// The room a head is first written into: for its status line, the blank line and the codec's own fields (about
