@@ -215,6 +215,23 @@ struct ForwardingLaneTests {
         }
     }
 
+    /// The lane's answers get its `Date` and `Server` once each, written by the codec in place of a handler's own.
+    @Test func theLanesDateAndServerReplaceAHandlersOwn() async throws {
+        try await Self.withServer { server in
+            let client = try await server.connect()
+            try await client.send(Self.request("GET", "/api/v0/models/own") + Self.request("GET", "/api/v0/models/again"))
+            let answers = try await client.expectAnswers(2)
+            #expect(answers.map(\.body) == ["own", "own"])
+            for head in client.text.components(separatedBy: "\r\n\r\n").filter({ $0.hasPrefix("HTTP/1.1") }) {
+                let lines = head.components(separatedBy: "\r\n")
+                #expect(lines.filter { $0.lowercased().hasPrefix("server:") } == ["Server: lane"], "\(head)")
+                let dates = lines.filter { $0.lowercased().hasPrefix("date:") }
+                #expect(dates.count == 1 && dates.first?.hasSuffix(" GMT") == true, "\(head)")
+            }
+            await client.close()
+        }
+    }
+
     @Test func aConnectionOfForwardedRequestsOnlyHasNoAsyncChannel() async throws {
         try await Self.withServer { server in
             let client = try await server.connect()
@@ -447,6 +464,10 @@ struct ForwardingLaneTests {
                 return "responses:" + String(buffer: body) + (context.readBody == nil ? "" : " (read by the lane)")
             }
             router.get("/v1/models") { _, _ in "models" }
+            // A forwarded route whose handler sets its own `Server` and `Date`: the lane's are written in their place.
+            router.get("/api/v0/models/**") { _, _ in
+                Response(status: .ok, headers: [.server: "handler", .date: "yesterday"], body: .init(byteBuffer: ByteBuffer(string: "own")))
+            }
             router.get("/page") { _, _ in "page" }
             // A large whole answer from each lane.
             router.post("/v1/embeddings") { _, _ in Self.largeAnswer }

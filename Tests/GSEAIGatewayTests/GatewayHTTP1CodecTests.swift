@@ -33,6 +33,30 @@ struct GatewayHTTP1CodecTests {
         return channel
     }
 
+    /// Fields given for the next answer (the forwarding lane's `Date` and `Server`) go into that final answer only, in
+    /// place of its own under their names, before the codec's own; not into a 1xx before it, nor into the next answer.
+    @Test func fieldsForTheNextAnswerGoIntoThatAnswerOnly() throws {
+        let channel = try Self.ours(fixedFields: GatewayHTTP1Codec.FixedFields([HTTPField(name: .xContentTypeOptions, value: "nosniff")]))
+        try channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let codec = try channel.pipeline.syncOperations.handler(type: GatewayHTTP1Codec.self)
+        codec.nextAnswerFields = GatewayHTTP1Codec.FixedFields([HTTPField(name: .server, value: "lane"), HTTPField(name: .date, value: "today")])
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .continue)), promise: nil)
+        var fields: HTTPFields = [.contentLength: "0"]
+        fields.append(HTTPField(name: HTTPField.Name("SERVER")!, value: "handler"))
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: fields)), promise: nil)
+        channel.writeAndFlush(HTTPResponsePart.end(nil), promise: nil)
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: fields)), promise: nil)
+        channel.writeAndFlush(HTTPResponsePart.end(nil), promise: nil)
+        var written = ""
+        while let buffer = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let bytes) = buffer { written += String(buffer: bytes) }
+        }
+        #expect(written == "HTTP/1.1 100 Continue\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: lane\r\nDate: today\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSERVER: handler\r\nX-Content-Type-Options: nosniff\r\n\r\n")
+        _ = try? channel.finish()
+    }
+
     /// The security headers, written by the codec into every final answer after its own fields, in place of any the
     /// handler set under their names (in any case), and into no 1xx: otherwise the bytes SwiftNIO writes. A head with
     /// long values (more than the room the codec tries first) too.

@@ -47,6 +47,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         let bodyLimit: Int
         /// The `Server` field (`nil`: none), made once.
         let serverField: HTTPField?
+        /// Every answer's `Date` and `Server`, as the codec writes them (made once a second).
+        let answerFields: AnswerFields
 
         init(routes: ForwardedRoutes, respond: @escaping @Sendable (Request, consuming GatewayRequestContext, ForwardedRoutes.Match) async throws -> Response,
              logger: Logger, serverName: String?, bodyLimit: Int) {
@@ -55,6 +57,28 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             self.logger = logger
             self.bodyLimit = bodyLimit
             serverField = serverName.map { HTTPField(name: .server, value: $0) }
+            answerFields = AnswerFields(server: serverField)
+        }
+    }
+
+    /// The `Date` and `Server` fields of the lane's answers, for the codec to write after an answer's own (in place of
+    /// any the handler set): set on the answer's fields, each a look for its name and an append to swift-http-types'
+    /// fields, they cost about 2,000 instructions a request (bench/README.md, "Bytes written into room counted once").
+    final class AnswerFields: Sendable {
+        private let server: HTTPField?
+        private let cache = Mutex<(second: Int, fields: GatewayHTTP1Codec.FixedFields?)>((-1, nil))
+
+        init(server: HTTPField?) {
+            self.server = server
+        }
+
+        /// This second's.
+        func now() -> GatewayHTTP1Codec.FixedFields {
+            let second = time(nil)
+            if let fields = cache.withLock({ $0.second == second ? $0.fields : nil }) { return fields }
+            let fields = GatewayHTTP1Codec.FixedFields([HTTPDate.field()] + (server.map { [$0] } ?? []))
+            cache.withLock { $0 = (second, fields) }
+            return fields
         }
     }
 
@@ -96,6 +120,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private var loop: (any EventLoop)?
     /// Its executor, for the tasks of the answers (found once per connection, not once per request).
     private var executor: EventLoopTaskExecutor?
+    /// The connection's codec, which writes our answers' `Date` and `Server` (``Service/AnswerFields``); `nil` in a
+    /// pipeline without it, where they are set on the answer.
+    private var codec: GatewayHTTP1Codec?
     /// The caller's address as the request's line gives it (no port), found at the connection's first request: its
     /// text is made by `inet_ntop`, about 3,000 instructions, the same for every request of the connection.
     private var callerAddress: String??
@@ -121,6 +148,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = context
         loop = context.eventLoop
         executor = EventLoopTaskExecutor.of(context.eventLoop)
+        codec = try? context.pipeline.syncOperations.handler(type: GatewayHTTP1Codec.self)
     }
 
     /// When the connection closes (its handlers are removed then, after `channelInactive`).
@@ -312,9 +340,17 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The head of our answer. A streamed answer's is flushed soon (with whatever follows it in the same turn of
     /// the loop); a whole answer's goes with its end, written in the same turn.
-    fileprivate func writeHead(_ head: HTTPResponse, streamed: Bool, answer: Int) {
-        guard isAnswering(answer) else { return }
-        context?.write(wrapOutboundOut(.head(head)), promise: nil)
+    fileprivate func writeHead(_ head: HTTPResponse, fields: GatewayHTTP1Codec.FixedFields, streamed: Bool, answer: Int) {
+        guard isAnswering(answer), let context else { return }
+        if let codec {
+            // Taken by the codec as it writes this head, in this call.
+            codec.nextAnswerFields = fields
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        } else {
+            var head = head
+            for field in fields.fields { head.headerFields.set(field) }
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        }
         if streamed { scheduleFlush() }
     }
 
@@ -454,7 +490,8 @@ extension ForwardingLane.Service {
         // is open (24 KiB a stream, measured).
         lane.requestTask?.clear()
         let streamed = body.contentLength == nil
-        lane.run { $0.writeHead(head, streamed: streamed, answer: lane.answer) }
+        let fields = answerFields.now()
+        lane.run { $0.writeHead(head, fields: fields, streamed: streamed, answer: lane.answer) }
         guard streamed else {
             await Self.write(body, through: lane, streamed: false, closes: closes)
             return
@@ -480,9 +517,7 @@ extension ForwardingLane.Service {
             logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             response = Response(status: .internalServerError, body: .init())
         }
-        // Fields made once (the date's once a second), not by name and value on every answer.
-        response.headers.set(HTTPDate.field())
-        if let serverField { response.headers.set(serverField) }
+        // Its `Date` and `Server` are written by the codec (``AnswerFields``, ``writeHead(_:fields:streamed:answer:)``).
         return (response.head, response.body)
     }
 

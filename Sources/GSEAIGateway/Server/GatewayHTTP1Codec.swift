@@ -40,6 +40,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private let secure: Bool
     /// The fields every final answer gets, whatever its handler set under their names (``SecurityHeaders``).
     private let fixedFields: FixedFields
+    /// Fields for the next final answer only, as ``fixedFields`` (a field of the answer under one of their names left
+    /// out), given by the handler after the codec just before it writes that answer's head: the forwarding lane's
+    /// `Date` and `Server` (bench/README.md, "Bytes written into room counted once").
+    var nextAnswerFields: FixedFields?
     /// For each request read and not yet answered: whether it was a `HEAD` or a `CONNECT`, and which.
     private var pending = Deque<BodylessMethod?>()
     /// The answer being written goes in chunks.
@@ -138,6 +142,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// counted once"). Here they also reach the answers no middleware makes (a request the lane or Hummingbird refuses
     /// before any handler runs).
     struct FixedFields: Sendable {
+        /// The fields themselves (for a handler with no codec before it, which sets them on the answer instead).
+        let fields: [HTTPField]
         /// The fields' lines, `name: value` and a line end each.
         let bytes: [UInt8]
         /// Their names, lowercase, with their lengths (looked at first: a comparison of names costs more).
@@ -152,6 +158,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 bytes.append(contentsOf: "\r\n".utf8)
             }
             self.bytes = bytes
+            self.fields = fields
             names = fields.map { ($0.name.canonicalName.utf8.count, $0.name.canonicalName) }
         }
 
@@ -227,7 +234,9 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
                 noBody = first != nil
             }
-            guard let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none) else {
+            let own = final ? nextAnswerFields.take() : nil
+            guard let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none,
+                                       own: own ?? .none) else {
                 // A head that could not be written whole: the connection cannot go on.
                 promise?.fail(ChannelError.ioOnClosedChannel)
                 context.close(promise: nil)
@@ -312,7 +321,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s
     /// suppression); `nil` if it could not be written whole (a miscount of its room, a bug).
     static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?,
-                     fixed: FixedFields) -> (bytes: [UInt8], chunked: Bool)?
+                     fixed: FixedFields, own: FixedFields = .none) -> (bytes: [UInt8], chunked: Bool)?
     {
         let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
@@ -331,12 +340,13 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.write(UInt8(ascii: " "))
             bytes.write(reason)
             bytes.write("\r\n" as StaticString)
-            for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed) {
+            for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed, own: own) {
                 bytes.write(field.name.rawName)
                 bytes.write(": " as StaticString)
                 bytes.write(field.value)
                 bytes.write("\r\n" as StaticString)
             }
+            own.bytes.withUnsafeBufferPointer { bytes.write($0) }
             fixed.bytes.withUnsafeBufferPointer { bytes.write($0) }
             if chunked { bytes.write(chunkedField) }
             bytes.write("\r\n" as StaticString)
@@ -349,10 +359,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if fitted { return (bytes, chunked) }
         var size = 9 + ByteWriter.decimalCount(code) + 1 + reason.utf8.count + 2 + 2
-        for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed) {
+        for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed, own: own) {
             size += field.name.rawName.utf8.count + 2 + field.value.utf8.count + 2
         }
-        size += fixed.bytes.count
+        size += own.bytes.count + fixed.bytes.count
         if chunked { size += chunkedField.utf8CodeUnitCount }
         var cut = false
         let counted = ByteWriter.bytes(capacity: size) { bytes in
@@ -369,14 +379,14 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private static let usualField = 64
 
     /// Whether a field of the answer is written as it is: not one the framing replaces (its name's length looked at
-    /// first: a comparison of names costs more), nor one of the codec's own.
-    private static func isWritten(_ field: HTTPField, hasBody: Bool, fixed: FixedFields) -> Bool {
+    /// first: a comparison of names costs more), nor one of the codec's own or of those given for this answer.
+    private static func isWritten(_ field: HTTPField, hasBody: Bool, fixed: FixedFields, own: FixedFields) -> Bool {
         switch field.name.canonicalName.utf8.count {
         case 17: if field.name == .transferEncoding { return false }
         case 14: if !hasBody && field.name == .contentLength { return false }
         default: break
         }
-        return fixed.names.isEmpty || !fixed.contains(field.name)
+        return (fixed.names.isEmpty || !fixed.contains(field.name)) && (own.names.isEmpty || !own.contains(field.name))
     }
 
     private static let chunkedField: StaticString = "transfer-encoding: chunked\r\n"

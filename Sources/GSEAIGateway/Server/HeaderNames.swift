@@ -16,7 +16,7 @@ extension HTTPField.Name {
 
 extension HTTPFields {
     /// Sets `field`, made beforehand (its value checked once): the fields of its name, if any, give way to it, at the
-    /// end. For the fields every answer of the forwarding lane gets (its `Date` and `Server`): setting
+    /// end. For the forwarding lane's `Date` and `Server` where no codec writes them (a pipeline without it): setting
     /// one by name searches the others and checks its value each time.
     mutating func set(_ field: HTTPField) {
         if contains(field.name) { self[field.name] = nil }
