@@ -34,13 +34,16 @@ struct GatewayHTTP1CodecTests {
     }
 
     /// Fields given for the next answer (the forwarding lane's `Date` and `Server`) go into that final answer only, in
-    /// place of its own under their names, before the codec's own; not into a 1xx before it, nor into the next answer.
+    /// place of its own under their names, before the codec's own; not into the next answer. Fields given before a 1xx
+    /// are taken by it and written nowhere (never into another answer).
     @Test func fieldsForTheNextAnswerGoIntoThatAnswerOnly() throws {
         let channel = try Self.ours(fixedFields: GatewayHTTP1Codec.FixedFields([HTTPField(name: .xContentTypeOptions, value: "nosniff")]))
         try channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"))
         let codec = try channel.pipeline.syncOperations.handler(type: GatewayHTTP1Codec.self)
-        codec.nextAnswerFields = GatewayHTTP1Codec.FixedFields([HTTPField(name: .server, value: "lane"), HTTPField(name: .date, value: "today")])
+        codec.nextAnswerFields = GatewayHTTP1Codec.FixedFields([HTTPField(name: .server, value: "stale")])
         channel.write(HTTPResponsePart.head(HTTPResponse(status: .continue)), promise: nil)
+        #expect(codec.nextAnswerFields == nil)
+        codec.nextAnswerFields = GatewayHTTP1Codec.FixedFields([HTTPField(name: .server, value: "lane"), HTTPField(name: .date, value: "today")])
         var fields: HTTPFields = [.contentLength: "0"]
         fields.append(HTTPField(name: HTTPField.Name("SERVER")!, value: "handler"))
         channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: fields)), promise: nil)

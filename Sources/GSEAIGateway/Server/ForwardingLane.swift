@@ -75,9 +75,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// This second's.
         func now() -> GatewayHTTP1Codec.FixedFields {
             let second = time(nil)
-            if let fields = cache.withLock({ $0.second == second ? $0.fields : nil }) { return fields }
-            let fields = GatewayHTTP1Codec.FixedFields([HTTPDate.field()] + (server.map { [$0] } ?? []))
-            cache.withLock { $0 = (second, fields) }
+            if let fields = cache.withLock({ $0.second == Int(second) ? $0.fields : nil }) { return fields }
+            let fields = GatewayHTTP1Codec.FixedFields([HTTPDate.field(at: second)] + (server.map { [$0] } ?? []))
+            cache.withLock { $0 = (Int(second), fields) }
             return fields
         }
     }
@@ -120,8 +120,8 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     private var loop: (any EventLoop)?
     /// Its executor, for the tasks of the answers (found once per connection, not once per request).
     private var executor: EventLoopTaskExecutor?
-    /// The connection's codec, which writes our answers' `Date` and `Server` (``Service/AnswerFields``); `nil` in a
-    /// pipeline without it, where they are set on the answer.
+    /// The connection's codec, which writes our answers' `Date` and `Server` (``AnswerFields``): the lane is always
+    /// added after it (``GatewayHTTP1``).
     private var codec: GatewayHTTP1Codec?
     /// The caller's address as the request's line gives it (no port), found at the connection's first request: its
     /// text is made by `inet_ntop`, about 3,000 instructions, the same for every request of the connection.
@@ -342,15 +342,9 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
     /// the loop); a whole answer's goes with its end, written in the same turn.
     fileprivate func writeHead(_ head: HTTPResponse, fields: GatewayHTTP1Codec.FixedFields, streamed: Bool, answer: Int) {
         guard isAnswering(answer), let context else { return }
-        if let codec {
-            // Taken by the codec as it writes this head, in this call.
-            codec.nextAnswerFields = fields
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-        } else {
-            var head = head
-            for field in fields.fields { head.headerFields.set(field) }
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-        }
+        // Taken by the codec as it writes this head, in this call.
+        codec?.nextAnswerFields = fields
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
         if streamed { scheduleFlush() }
     }
 
@@ -508,7 +502,7 @@ extension ForwardingLane.Service {
         var logger = self.logger
         // Its text made once, for the `X-Request-Id` header and every log line of the request.
         logger[metadataKey: RequestIDs.key] = .string(RequestIDs.next())
-        var response: Response
+        let response: Response
         do {
             // The context made where it is handed on, which takes it (`consuming`): not a copy kept here until the end.
             response = try await respond(request, Self.context(channel: channel, logger: logger, address: address, executor: executor,
@@ -652,7 +646,12 @@ enum HTTPDate {
 
     /// The `Date` field of this second.
     static func field() -> HTTPField {
-        var seconds = time(nil)
+        field(at: time(nil))
+    }
+
+    /// The `Date` field of the second `at` (seconds since 1970).
+    static func field(at second: time_t) -> HTTPField {
+        var seconds = second
         return cache.withLock { cache in
             if cache.second == seconds, let field = cache.field { return field }
             var parts = tm()

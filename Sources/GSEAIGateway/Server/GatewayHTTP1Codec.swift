@@ -23,8 +23,9 @@ import NIOHTTPTypesHTTP1
 ///   are kept in order as they are read (SwiftNIO's decoder told its encoder; here the codec sees them itself), a
 ///   non-final 1xx answer not taking a request's turn;
 /// - but for its own fields (``FixedFields``, the security headers), which it writes into every final answer after the
-///   answer's own, a field of the answer under one of their names left out (the tests that compare its bytes with
-///   SwiftNIO's encoder build it without them, `.none`).
+///   answer's own, and the fields given for one answer (``nextAnswerFields``: the forwarding lane's `Date` and
+///   `Server`), a field of the answer under one of their names left out (the tests that compare its bytes with
+///   SwiftNIO's encoder build it without its own, `.none`, and give none).
 ///
 /// It also keeps the connection's state, as Hummingbird's `HTTPConnectionStateHandler` kept it in a handler of its
 /// own after this one (``ConnectionState``): a connection idle for ``idleTimeout`` (no request being read or
@@ -40,9 +41,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     private let secure: Bool
     /// The fields every final answer gets, whatever its handler set under their names (``SecurityHeaders``).
     private let fixedFields: FixedFields
-    /// Fields for the next final answer only, as ``fixedFields`` (a field of the answer under one of their names left
-    /// out), given by the handler after the codec just before it writes that answer's head: the forwarding lane's
-    /// `Date` and `Server` (bench/README.md, "Bytes written into room counted once").
+    /// Fields for the next answer only, as ``fixedFields`` (a field of the answer under one of their names left out),
+    /// given by a handler after the codec just before it writes that answer's head, through handlers that pass writes on
+    /// in the same call (``CallerDepartureHandler``): the forwarding lane's `Date` and `Server` (bench/README.md, "Bytes
+    /// written into room counted once"). Taken by the next head written, and written only if it is a final one.
     var nextAnswerFields: FixedFields?
     /// For each request read and not yet answered: whether it was a `HEAD` or a `CONNECT`, and which.
     private var pending = Deque<BodylessMethod?>()
@@ -142,8 +144,6 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// counted once"). Here they also reach the answers no middleware makes (a request the lane or Hummingbird refuses
     /// before any handler runs).
     struct FixedFields: Sendable {
-        /// The fields themselves (for a handler with no codec before it, which sets them on the answer instead).
-        let fields: [HTTPField]
         /// The fields' lines, `name: value` and a line end each.
         let bytes: [UInt8]
         /// Their names, lowercase, with their lengths (looked at first: a comparison of names costs more).
@@ -158,7 +158,6 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 bytes.append(contentsOf: "\r\n".utf8)
             }
             self.bytes = bytes
-            self.fields = fields
             names = fields.map { ($0.name.canonicalName.utf8.count, $0.name.canonicalName) }
         }
 
@@ -234,7 +233,9 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 // As SwiftNIO's encoder: set when a request's turn is taken, cleared at the answer's end.
                 noBody = first != nil
             }
-            let own = final ? nextAnswerFields.take() : nil
+            // Taken at any head, so that fields given for an answer never reach another; written only into a final one.
+            let given = nextAnswerFields.take()
+            let own = final ? given : nil
             guard let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none,
                                        own: own ?? .none) else {
                 // A head that could not be written whole: the connection cannot go on.

@@ -15,14 +15,6 @@ extension HTTPField.Name {
 }
 
 extension HTTPFields {
-    /// Sets `field`, made beforehand (its value checked once): the fields of its name, if any, give way to it, at the
-    /// end. For the forwarding lane's `Date` and `Server` where no codec writes them (a pipeline without it): setting
-    /// one by name searches the others and checks its value each time.
-    mutating func set(_ field: HTTPField) {
-        if contains(field.name) { self[field.name] = nil }
-        append(field)
-    }
-
     /// The value of the field `name`, as `self[name]` gives it (several fields of that name joined with commas),
     /// without the cost of that getter when there is one field, which is nearly always: the getter joins a lazy
     /// sequence in generic code that is not specialized, a few thousand instructions for each field read on every
