@@ -5,14 +5,18 @@
 ///
 /// The room is never overrun: a piece that does not fit is cut where the room ends, and ``wasCut`` says so. A wrong
 /// count is a bug, which a debug build stops at (the tests compare every writer's bytes with another implementation's);
-/// a release build does not stop, and each writer refuses what was cut rather than send it (the upstream request's
-/// head throws, the answer's head closes its connection; a log line is written cut).
+/// a release build does not stop, and the upstream request's head refuses what was cut rather than send it. A writer
+/// that cannot count its room beforehand tries room for a usual size (``bytes(trying:_:)``) and, when that was too
+/// small, writes again into room for what it asked to write (``needed``).
 public struct ByteWriter: ~Copyable {
     @usableFromInline let base: UnsafeMutablePointer<UInt8>
     @usableFromInline let capacity: Int
     @usableFromInline var written = 0
+    @usableFromInline var asked = 0
+    /// The bytes asked to be written so far, cut or not.
+    @inlinable public var needed: Int { asked }
     /// Whether a piece was cut for want of room.
-    public private(set) var wasCut = false
+    public var wasCut: Bool { needed > written }
     /// Whether a piece that does not fit is cut without a debug build stopping (the room was not counted, only hoped).
     public var cutsSilently = false
     /// The bytes written so far.
@@ -33,6 +37,20 @@ public struct ByteWriter: ~Copyable {
             try body(&writer)
             count = writer.count
         }
+    }
+
+    /// The bytes `body` writes: into room for `usual` bytes, and if they did not fit, written again into room for all of
+    /// them (`body` must write the same bytes each time). For what is not worth counting beforehand: nearly always one
+    /// pass.
+    @inlinable
+    public static func bytes(trying usual: Int, _ body: (inout ByteWriter) -> Void) -> [UInt8] {
+        var needed = 0
+        let tried = bytes(capacity: usual) { writer in
+            writer.cutsSilently = true
+            body(&writer)
+            needed = writer.needed
+        }
+        return needed <= usual ? tried : bytes(capacity: needed, body)
     }
 
     /// Writes into `room` (a `ByteBuffer`'s writable bytes, say) what `body` writes; returns how many bytes it wrote.
@@ -67,6 +85,7 @@ public struct ByteWriter: ~Copyable {
 
     @inlinable
     public mutating func write(_ bytes: UnsafeBufferPointer<UInt8>) {
+        asked &+= bytes.count
         if bytes.count > room { cut() }
         let taken = min(bytes.count, room)
         guard taken > 0, let source = bytes.baseAddress else { return }
@@ -88,15 +107,15 @@ public struct ByteWriter: ~Copyable {
 
     @inlinable
     public mutating func write(_ byte: UInt8) {
+        asked &+= 1
         guard count < capacity else { return cut() }
         (base + count).initialize(to: byte)
         written &+= 1
     }
 
     @usableFromInline
-    mutating func cut() {
+    func cut() {
         assert(cutsSilently, "a ByteWriter's room was counted short")
-        wasCut = true
     }
 
     /// `value` in decimal (a minus sign first when negative).
@@ -113,6 +132,13 @@ public struct ByteWriter: ~Copyable {
             rest %= scale
             scale /= 10
         }
+    }
+
+    /// `value` (0 to 99) in two digits, a leading zero below 10 (a date's or a time's parts, hundredths).
+    @inlinable
+    public mutating func write(twoDigits value: Int) {
+        write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value / 10 % 10))
+        write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value % 10))
     }
 
     /// How many bytes ``write(decimal:)`` writes for `value`.

@@ -2,6 +2,7 @@ import Foundation
 import GSEAI
 @testable import GSEAIGateway
 import GSEAITestSupport
+import Logging
 import Testing
 
 @Suite("Gateway: accounts, sessions, keys")
@@ -34,6 +35,27 @@ struct AccountTests {
         // Digests that differ in one word only are different keys.
         let keys = (0..<1_000).map { Secrets.keyDigest("gsk_\($0)") }
         #expect(Set(keys).count == 1_000)
+    }
+
+    /// The key cache (by the key's digest) keeps each key with its own user: two users' keys, each read again from the
+    /// cache, a key that differs from one by its last character refused, a revoked key refused at once.
+    @Test func theKeyCacheKeepsEachKeyWithItsOwnUser() async throws {
+        let storage = try await TestDatabase.open(logger: Logger(label: "key-cache-test"))
+        let accounts = AccountService(storage: storage, hasher: PasswordHasher(cost: 4))
+        let (alice, _) = try await accounts.createUser(username: "alice", password: "correct horse battery", role: Role.student)
+        let (bob, _) = try await accounts.createUser(username: "bob", password: "correct horse battery", role: Role.student)
+        let (aliceKey, _) = try await accounts.createKey(for: alice, label: "a")
+        let (bobKey, bobRecord) = try await accounts.createKey(for: bob, label: "b")
+        for _ in 0..<3 {
+            #expect(try await accounts.resolveKey(aliceKey)?.1.id == alice.id)
+            #expect(try await accounts.resolveKey(bobKey)?.1.id == bob.id)
+        }
+        let last = bobKey.last == "x" ? "y" : "x"
+        #expect(try await accounts.resolveKey(String(bobKey.dropLast()) + last) == nil)
+        try await accounts.revokeKey(id: bobRecord.id, of: bob)
+        #expect(try await accounts.resolveKey(bobKey) == nil)
+        #expect(try await accounts.resolveKey(aliceKey)?.1.id == alice.id)
+        try await storage.close()
     }
 
     @Test func anAPIKeysPrefixIsItsFirstTwelveBytes() {

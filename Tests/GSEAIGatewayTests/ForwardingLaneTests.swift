@@ -493,7 +493,7 @@ struct ForwardingLaneTests {
                 let context = GatewayRequestContext(source: .init(channel: channel, logger: logger))
                 var response = (try? await responder.respond(to: request, context: context)) ?? Response(status: .internalServerError)
                 response.headers[.server] = "hummingbird"
-                response.headers[.date] = HTTPDate.field().value
+                response.headers[.date] = HTTPDate.field(at: time(nil)).value
                 try await writer.write(response: response.head, body: response.body)
             }, configuration: .init(idleTimeout: idleTimeout))
             let setup = GatewayHTTP1(inner: http1, lane: lane, stallLimit: stallLimit)

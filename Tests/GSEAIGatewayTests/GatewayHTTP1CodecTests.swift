@@ -26,7 +26,7 @@ struct GatewayHTTP1CodecTests {
 
     /// The gateway's, as its server sets it up, but for the fields it writes into every final answer (the security
     /// headers, which SwiftNIO's pair knows nothing of: `theCodecsOwnFieldsAreInEveryFinalAnswerOnce` checks them).
-    static func ours(fixedFields: GatewayHTTP1Codec.FixedFields = .none) throws -> EmbeddedChannel {
+    static func ours(fixedFields: GatewayHTTP1Codec.FixedFields = .empty) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         try GatewayHTTP1Codec.addHandlers(to: channel.pipeline.syncOperations, limits: NIOHTTPDecoderLimitConfiguration(),
                                           fixedFields: fixedFields)

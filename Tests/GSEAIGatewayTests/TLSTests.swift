@@ -80,11 +80,21 @@ p00Hreh5EdHmcJjnVI+OH0PG6OTdlAA3y4Vry1W8lhsUerY8AIr2uFtJ
                 #expect(status == 200)
                 #expect(whole.contains("over tls"), "\(whole)")
                 #expect(headers.first(name: "server") == "gseai")
-                let (streamStatus, stream, _) = try await send(.POST, "/v1/chat/completions",
+                let (streamStatus, stream, streamHeaders) = try await send(.POST, "/v1/chat/completions",
                                                                body: #"{"model":"stub/echo-text","stream":true,"messages":[{"role":"user","content":"streamed over tls"}]}"#)
                 #expect(streamStatus == 200)
                 #expect(stream.contains("data: "), "\(stream)")
                 #expect(stream.contains("[DONE]"), "\(stream)")
+                // The connection's codec writes the security headers and the lane's `Date` and `Server` over TLS too, once
+                // each, on a whole answer and a stream (its head sent before its first event).
+                for answer in [headers, streamHeaders] {
+                    #expect(answer["server"] == ["gseai"])
+                    #expect(answer["date"].count == 1 && answer["date"].first?.hasSuffix(" GMT") == true)
+                    #expect(answer["content-security-policy"] == [SecurityHeaders.contentSecurityPolicy])
+                    #expect(answer["x-frame-options"] == ["DENY"])
+                    #expect(answer["x-content-type-options"] == ["nosniff"])
+                    #expect(answer["referrer-policy"] == ["no-referrer"])
+                }
                 // An answer that closes its connection (TLS cannot close only the output: the lane closes it all,
                 // after the answer).
                 let (closedStatus, closed, _) = try await send(.POST, "/v1/chat/completions",

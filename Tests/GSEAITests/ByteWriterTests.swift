@@ -81,4 +81,26 @@ struct ByteWriterTests {
         }
         #expect(fitted)
     }
+
+    /// Room tried first: what fits is written once, what does not is written again into room for all of it; `needed`
+    /// counts what was asked, cut or not.
+    @Test func roomTriedFirstIsWrittenAgainWhenTooSmall() {
+        let text = "HTTP/1.1 200 OK\r\n" + String(repeating: "v", count: 300)
+        #expect(ByteWriter.bytes(trying: 512) { $0.write(text) } == Array(text.utf8))
+        #expect(ByteWriter.bytes(trying: 8) { $0.write(text) } == Array(text.utf8))
+        #expect(ByteWriter.bytes(trying: 0) { $0.write(text); $0.write(UInt8(ascii: "!")) } == Array((text + "!").utf8))
+        var needed = 0
+        _ = ByteWriter.bytes(capacity: 4) { writer in
+            writer.cutsSilently = true
+            writer.write("abcdef")
+            writer.write(UInt8(ascii: "g"))
+            needed = writer.needed
+        }
+        #expect(needed == 7)
+    }
+
+    @Test(arguments: [(0, "00"), (7, "07"), (10, "10"), (59, "59"), (99, "99")])
+    func twoDigitsHaveALeadingZero(_ value: Int, _ expected: String) {
+        #expect(ByteWriter.string(capacity: 2) { $0.write(twoDigits: value) } == expected)
+    }
 }

@@ -46,14 +46,15 @@ struct UpstreamRequestHead: Sendable {
     init(method: HTTPMethod, target: String, headers: HTTPHeaders, host: String, authorization: String, framing: Framing) throws {
         let name = method.rawValue
         guard !name.isEmpty else { throw GSEAIError.invalidArgument("the method '' cannot be sent") }
-        let length: String?
-        if case .length(let count) = framing { length = String(count) } else { length = nil }
+        // The framing's field value, and a negative length refused where it is written (after the fields, as before).
+        var length: (count: Int, text: String)?
+        if case .length(let count) = framing { length = (count, String(count)) }
         // Its size counted first (at most: the caller's fields the transport leaves out counted too, not looked at
         // twice), then each piece checked and copied into room made once (bench/README.md, "Bytes written into room
         // counted once"). Lengths of texts in memory: their sum cannot overflow.
         var size = name.utf8.count + 1 + target.utf8.count + 11 + 6 + host.utf8.count + 2 + 15 + authorization.utf8.count + 2 + 2
         for (field, value) in headers { size += field.utf8.count + 2 + value.utf8.count + 2 }
-        if let length { size += 18 + length.utf8.count }
+        if let length { size += 18 + length.text.utf8.count }
         if case .chunked = framing { size += Self.chunkedField.utf8CodeUnitCount }
         var bytes = ByteBufferAllocator().buffer(capacity: size)
         try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { room in
@@ -69,9 +70,9 @@ struct UpstreamRequestHead: Sendable {
                 }
                 try Self.field("Host", host, to: &bytes)
                 try Self.field("Authorization", authorization, to: &bytes)
-                if case .length(let count) = framing, let length {
-                    guard count >= 0 else { throw GSEAIError.invalidArgument("the request body's length is negative (\(count))") }
-                    try Self.field("Content-Length", length, to: &bytes)
+                if let length {
+                    guard length.count >= 0 else { throw GSEAIError.invalidArgument("the request body's length is negative (\(length.count))") }
+                    try Self.field("Content-Length", length.text, to: &bytes)
                 }
                 if case .chunked = framing { bytes.write(Self.chunkedField) }
                 bytes.write("\r\n" as StaticString)

@@ -14,14 +14,13 @@ public enum Secrets {
     /// The SHA-256 of `text`, as lowercase hex. Used for high-entropy secrets (cookies, API keys), where a
     /// slow hash adds nothing and a fast lookup matters; passwords use bcrypt.
     public static func sha256(_ text: String) -> String {
-        // Every API request hashes its key: its bytes hashed where they are, without a `Data` made of them.
-        var text = text
-        return text.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+        keyDigest(text).hex
     }
 
     /// The SHA-256 of an API key, as the key cache looks it up (``KeyDigest``); its hex (``sha256(_:)``'s) only when
     /// the key is read from the database.
     static func keyDigest(_ key: String) -> KeyDigest {
+        // Every API request hashes its key: its bytes hashed where they are, without a `Data` made of them.
         var key = key
         return key.withUTF8 { KeyDigest(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
     }

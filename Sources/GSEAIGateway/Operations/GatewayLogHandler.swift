@@ -74,7 +74,7 @@ public struct GatewayLogHandler: LogHandler {
         let metadata: [(String, String)]
         if others.isEmpty, metadataProvider == nil {
             // The usual request line: its own pairs, taken as they are, and its id.
-            if let requestID, !pairs.contains(where: { $0.0 == RequestIDs.key }) { pairs.append((RequestIDs.key, Self.text(requestID))) }
+            if let requestID, !pairs.contains(where: { $0.0 == RequestIDs.key }) { pairs.append((RequestIDs.key, requestID.description)) }
             pairs.sort { $0.0 < $1.0 }
             metadata = pairs
         } else {
@@ -83,17 +83,9 @@ public struct GatewayLogHandler: LogHandler {
         emit(Self.line(time: Self.clock.now(), level: level, label: label, metadata: metadata, source: source, message: message))
     }
 
-    /// A value's text in a line: a string as it is, anything else printed.
-    private static func text(_ value: Logger.Metadata.Value) -> String {
-        switch value {
-        case .string(let string): string
-        case .stringConvertible(let convertible): convertible.description
-        case let value: value.description
-        }
-    }
-
+    /// Each value's text in a line (a string as it is, anything else printed: swift-log's `description`).
     private static func texts(_ pairs: [(String, Logger.Metadata.Value)]) -> [(String, String)] {
-        pairs.map { ($0.0, text($0.1)) }
+        pairs.map { ($0.0, $0.1.description) }
     }
 
     /// Writes the line in one `write(2)` (repeated only for what a short write left).
@@ -191,16 +183,5 @@ public struct GatewayLogHandler: LogHandler {
             func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
             return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))+0000"
         }
-    }
-}
-
-extension [UInt8] {
-    /// Appends the text's UTF-8 bytes, copied at once: from the string's own storage, or (a string of up to 15 bytes,
-    /// kept inside the `String` itself, most of a head's and a log line's) from the copy `withUTF8` makes on the
-    /// stack. `utf8.withContiguousStorageIfAvailable` has no storage to give for such a string, and the bytes were
-    /// then appended one by one (about 90 instructions a piece; bench/README.md, "JSON objects, writes and turns").
-    mutating func append(utf8 text: String) {
-        var text = text
-        text.withUTF8 { append(contentsOf: $0) }
     }
 }

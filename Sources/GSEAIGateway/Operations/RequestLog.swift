@@ -93,8 +93,7 @@ struct Milliseconds: CustomStringConvertible, Sendable {
         return ByteWriter.string(capacity: ByteWriter.decimalCount(whole) + 3) { text in
             text.write(decimal: whole)
             text.write(UInt8(ascii: "."))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: fraction / 10))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: fraction % 10))
+            text.write(twoDigits: fraction)
         }
     }
 }

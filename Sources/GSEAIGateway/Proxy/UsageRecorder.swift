@@ -64,11 +64,9 @@ struct UsageRecorder: Sendable {
         return ByteWriter.string(capacity: ByteWriter.decimalCount(year) + 6) { text in
             text.write(decimal: year)
             text.write(UInt8(ascii: "-"))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: month / 10))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: month % 10))
+            text.write(twoDigits: month)
             text.write(UInt8(ascii: "-"))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: day / 10))
-            text.write(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: day % 10))
+            text.write(twoDigits: day)
         }
     }
 }

@@ -45,8 +45,6 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         /// valid key is refused before the upload ends, and a body over the limit is refused (413) once its
         /// first bytes over it come, both as before.
         let bodyLimit: Int
-        /// The `Server` field (`nil`: none), made once.
-        let serverField: HTTPField?
         /// Every answer's `Date` and `Server`, as the codec writes them (made once a second).
         let answerFields: AnswerFields
 
@@ -56,8 +54,7 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
             self.respond = respond
             self.logger = logger
             self.bodyLimit = bodyLimit
-            serverField = serverName.map { HTTPField(name: .server, value: $0) }
-            answerFields = AnswerFields(server: serverField)
+            answerFields = AnswerFields(server: serverName.map { HTTPField(name: .server, value: $0) })
         }
     }
 
@@ -642,28 +639,17 @@ struct ForwardedRoutes: Sendable {
 
 /// The `Date` header's value (RFC 9110's IMF-fixdate), made at most once a second.
 enum HTTPDate {
-    private static let cache = Mutex<(second: Int, field: HTTPField?)>((-1, nil))
-
-    /// The `Date` field of this second.
-    static func field() -> HTTPField {
-        field(at: time(nil))
-    }
-
-    /// The `Date` field of the second `at` (seconds since 1970).
+    /// The `Date` field of the second `at` (seconds since 1970); kept for the second by its caller
+    /// (``ForwardingLane/AnswerFields``).
     static func field(at second: time_t) -> HTTPField {
         var seconds = second
-        return cache.withLock { cache in
-            if cache.second == seconds, let field = cache.field { return field }
-            var parts = tm()
-            gmtime_r(&seconds, &parts)
-            let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-            let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-            func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-            let text = "\(days[Int(parts.tm_wday) % 7]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon) % 12]) \(parts.tm_year + 1900) "
-                + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
-            let field = HTTPField(name: .date, value: text)
-            cache = (seconds, field)
-            return field
-        }
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let text = "\(days[Int(parts.tm_wday) % 7]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon) % 12]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+        return HTTPField(name: .date, value: text)
     }
 }

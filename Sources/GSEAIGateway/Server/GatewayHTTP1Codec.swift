@@ -25,7 +25,7 @@ import NIOHTTPTypesHTTP1
 /// - but for its own fields (``FixedFields``, the security headers), which it writes into every final answer after the
 ///   answer's own, and the fields given for one answer (``nextAnswerFields``: the forwarding lane's `Date` and
 ///   `Server`), a field of the answer under one of their names left out (the tests that compare its bytes with
-///   SwiftNIO's encoder build it without its own, `.none`, and give none).
+///   SwiftNIO's encoder build it without its own, `.empty`, and give none).
 ///
 /// It also keeps the connection's state, as Hummingbird's `HTTPConnectionStateHandler` kept it in a handler of its
 /// own after this one (``ConnectionState``): a connection idle for ``idleTimeout`` (no request being read or
@@ -146,29 +146,24 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     struct FixedFields: Sendable {
         /// The fields' lines, `name: value` and a line end each.
         let bytes: [UInt8]
-        /// Their names, lowercase, with their lengths (looked at first: a comparison of names costs more).
-        let names: [(length: Int, name: String)]
+        /// Their names, lowercase.
+        let names: [String]
 
         init(_ fields: [HTTPField]) {
-            var bytes: [UInt8] = []
-            for field in fields {
-                bytes.append(contentsOf: field.name.rawName.utf8)
-                bytes.append(contentsOf: ": ".utf8)
-                bytes.append(contentsOf: field.value.utf8)
-                bytes.append(contentsOf: "\r\n".utf8)
+            bytes = ByteWriter.bytes(trying: fields.count * usualField) { bytes in
+                for field in fields { writeLine(field.name.rawName, field.value, to: &bytes) }
             }
-            self.bytes = bytes
-            names = fields.map { ($0.name.canonicalName.utf8.count, $0.name.canonicalName) }
+            names = fields.map(\.name.canonicalName)
         }
 
-        /// No fields of the codec's own (its tests against SwiftNIO's encoder).
-        static let none = FixedFields([])
+        /// No fields (the codec's tests against SwiftNIO's encoder, an answer given none).
+        static let empty = FixedFields([])
         static let security = FixedFields(SecurityHeaders.fields)
 
-        /// Whether `name` is one of these fields'.
-        func contains(_ name: HTTPField.Name) -> Bool {
-            let length = name.canonicalName.utf8.count
-            return names.contains { $0.length == length && $0.name == name.canonicalName }
+        /// Whether `name` (lowercase, `length` bytes) is one of these fields' (its length looked at first: a comparison
+        /// of names costs more).
+        func contains(_ name: String, length: Int) -> Bool {
+            names.contains { $0.utf8.count == length && $0 == name }
         }
     }
 
@@ -236,13 +231,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             // Taken at any head, so that fields given for an answer never reach another; written only into a final one.
             let given = nextAnswerFields.take()
             let own = final ? given : nil
-            guard let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .none,
-                                       own: own ?? .none) else {
-                // A head that could not be written whole: the connection cannot go on.
-                promise?.fail(ChannelError.ioOnClosedChannel)
-                context.close(promise: nil)
-                return
-            }
+            let head = Self.head(response, status: status, answering: method, fixed: final ? fixedFields : .empty,
+                                 own: own ?? .empty)
             chunked = head.chunked && !noBody
             if final && promise == nil {
                 heldHead = head.bytes
@@ -307,9 +297,11 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer's end: the last chunk (with any trailers) of a chunked body, else nothing.
     private func writeEnd(_ trailers: HTTPFields?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         if chunked, let trailers {
-            var bytes = Array("0\r\n".utf8)
-            for field in trailers { Self.append(field.name.rawName, field.value, to: &bytes) }
-            bytes.append(contentsOf: "\r\n".utf8)
+            let bytes = ByteWriter.bytes(trying: Self.usualHead + trailers.count * Self.usualField) { bytes in
+                bytes.write("0\r\n" as StaticString)
+                for field in trailers { Self.writeLine(field.name.rawName, field.value, to: &bytes) }
+                bytes.write("\r\n" as StaticString)
+            }
             context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: bytes))), promise: promise)
         } else if chunked {
             context.write(wrapOutboundOut(.byteBuffer(ChunkedBody.last)), promise: promise)
@@ -320,9 +312,9 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s
-    /// suppression); `nil` if it could not be written whole (a miscount of its room, a bug).
+    /// suppression).
     static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?,
-                     fixed: FixedFields, own: FixedFields = .none) -> (bytes: [UInt8], chunked: Bool)?
+                     fixed: FixedFields, own: FixedFields = .empty) -> (bytes: [UInt8], chunked: Bool)
     {
         let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
@@ -332,46 +324,23 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let fields = response.headerFields
         let chunked = hasBody && !fields.contains(.contentLength)
         // Written in one pass into room for a usual head (bench/README.md, "Bytes written into room counted once"); a
-        // head that does not fit (long values) is written again into room counted for it. Lengths of texts in memory:
-        // their sums cannot overflow.
+        // head that does not fit (long values) is written again into room for all of it.
         let reason = status.reasonPhrase
-        func write(_ bytes: inout ByteWriter) {
+        let bytes = ByteWriter.bytes(trying: usualHead + fields.count * usualField) { bytes in
             bytes.write("HTTP/1.1 " as StaticString)
             bytes.write(decimal: code)
             bytes.write(UInt8(ascii: " "))
             bytes.write(reason)
             bytes.write("\r\n" as StaticString)
             for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed, own: own) {
-                bytes.write(field.name.rawName)
-                bytes.write(": " as StaticString)
-                bytes.write(field.value)
-                bytes.write("\r\n" as StaticString)
+                writeLine(field.name.rawName, field.value, to: &bytes)
             }
             own.bytes.withUnsafeBufferPointer { bytes.write($0) }
             fixed.bytes.withUnsafeBufferPointer { bytes.write($0) }
             if chunked { bytes.write(chunkedField) }
             bytes.write("\r\n" as StaticString)
         }
-        var fitted = true
-        let bytes = ByteWriter.bytes(capacity: usualHead + fields.count * usualField) { bytes in
-            bytes.cutsSilently = true
-            write(&bytes)
-            fitted = !bytes.wasCut
-        }
-        if fitted { return (bytes, chunked) }
-        var size = 9 + ByteWriter.decimalCount(code) + 1 + reason.utf8.count + 2 + 2
-        for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed, own: own) {
-            size += field.name.rawName.utf8.count + 2 + field.value.utf8.count + 2
-        }
-        size += own.bytes.count + fixed.bytes.count
-        if chunked { size += chunkedField.utf8CodeUnitCount }
-        var cut = false
-        let counted = ByteWriter.bytes(capacity: size) { bytes in
-            write(&bytes)
-            cut = bytes.wasCut
-        }
-        // Counted as written, so never cut; if it were (a bug, which a debug build stops at), no cut head is sent.
-        return cut ? nil : (counted, chunked)
+        return (bytes, chunked)
     }
 
     /// The room a head is first written into: for its status line, the blank line and the codec's own fields (about
@@ -382,24 +351,24 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether a field of the answer is written as it is: not one the framing replaces (its name's length looked at
     /// first: a comparison of names costs more), nor one of the codec's own or of those given for this answer.
     private static func isWritten(_ field: HTTPField, hasBody: Bool, fixed: FixedFields, own: FixedFields) -> Bool {
-        switch field.name.canonicalName.utf8.count {
+        let name = field.name.canonicalName
+        let length = name.utf8.count
+        switch length {
         case 17: if field.name == .transferEncoding { return false }
         case 14: if !hasBody && field.name == .contentLength { return false }
         default: break
         }
-        return (fixed.names.isEmpty || !fixed.contains(field.name)) && (own.names.isEmpty || !own.contains(field.name))
+        return !fixed.contains(name, length: length) && !own.contains(name, length: length)
     }
 
     private static let chunkedField: StaticString = "transfer-encoding: chunked\r\n"
 
-    /// A `name: value` line.
-    private static func append(_ name: String, _ value: String, to bytes: inout [UInt8]) {
-        bytes.append(utf8: name)
-        bytes.append(UInt8(ascii: ":"))
-        bytes.append(UInt8(ascii: " "))
-        bytes.append(utf8: value)
-        bytes.append(UInt8(ascii: "\r"))
-        bytes.append(UInt8(ascii: "\n"))
+    /// A field's line: `name: value` and a line end.
+    private static func writeLine(_ name: String, _ value: String, to bytes: inout ByteWriter) {
+        bytes.write(name)
+        bytes.write(": " as StaticString)
+        bytes.write(value)
+        bytes.write("\r\n" as StaticString)
     }
 }
 
