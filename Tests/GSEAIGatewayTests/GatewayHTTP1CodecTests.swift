@@ -221,6 +221,9 @@ struct GatewayHTTP1CodecTests {
             // Fields before and after the first `Host` in any case, a second one kept, names in odd cases, and trailers.
             [("GET /h HTTP/1.1\r\nX-A: 1\r\nhOsT: h\r\nHost: j\r\nx-b: 2\r\nHosts: k\r\nHos: l\r\nCookie: a=1; b=2\r\n\r\n", [ok]),
              ("POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: 1\r\nhost: t\r\nHOST: u\r\n\r\n", [ok])],
+            // Names the codec knows (``KnownFieldNames``), in their spellings and in others, each kept as spelled.
+            [("POST /k HTTP/1.1\r\nHost: h\r\nContent-Type: a\r\ncontent-length: 0\r\nAUTHORIZATION: b\r\naccept: c\r\n"
+              + "User-Agent: d\r\nContent-type: e\r\nx-api-key: f\r\n\r\n", [ok])],
         ]
         for (number, steps) in scenarios.enumerated() {
             let ours = try Self.run(Self.ours(), steps: steps)
@@ -246,6 +249,39 @@ struct GatewayHTTP1CodecTests {
         let fields = try Self.run(Self.ours(), steps: scenarios[7]).read.filter { !$0.hasPrefix("body") }
         #expect(fields == ["head GET http h /h [X-A: 1, Host: j, x-b: 2, Hosts: k, Hos: l, Cookie: a=1; b=2]", "end -",
                            "head POST http h /t [Transfer-Encoding: chunked]", "end [X-T: 1, HOST: u]"], "\(fields)")
+    }
+
+    /// Bytes written into a buffer of their own: in one pass when they fit the room tried, else written again into room
+    /// for all of them; the same bytes either way, and what fits leaves the rest of the room tried for what follows.
+    @Test func bytesWrittenIntoABufferAreWholeWhetherOrNotTheyFitTheRoomTried() {
+        for usual in [0, 1, 8, 512] {
+            for count in [0, 1, 7, 8, 9, 600] {
+                let text = String((0..<count).map { Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0 % 26))) })
+                var passes = 0
+                let buffer = ByteBuffer.written(trying: usual) { writer in
+                    passes += 1
+                    writer.write(text)
+                }
+                #expect(String(buffer: buffer) == text, "usual \(usual), count \(count)")
+                #expect(passes == (count > usual ? 2 : 1))
+                if count <= usual { #expect(buffer.capacity >= usual) }
+            }
+        }
+    }
+
+    /// A field name spelled as a known one is that name (the same raw and canonical names as made from the spelling);
+    /// another spelling, or another name, is made from its text; a text that is not a token is no name.
+    @Test func aKnownFieldNameIsTheNameItsSpellingMakes() {
+        for spelling in KnownFieldNames.spellings {
+            let made = HTTPField.Name(spelling)
+            #expect(KnownFieldNames.known(spelling)?.rawName == spelling, "\(spelling)")
+            #expect(KnownFieldNames.name(spelling)?.rawName == made?.rawName && KnownFieldNames.name(spelling)?.canonicalName == made?.canonicalName)
+        }
+        for other in ["CONTENT-TYPE", "Content-type", "X-Unknown", "content-typf", "Accepts"] {
+            #expect(KnownFieldNames.known(other) == nil, "\(other)")
+            #expect(KnownFieldNames.name(other)?.rawName == other && KnownFieldNames.name(other)?.canonicalName == other.lowercased())
+        }
+        for notAName in ["Bad Name", "", "Content-Type:", "Acc\u{E9}pt"] { #expect(KnownFieldNames.name(notAName) == nil) }
     }
 
     /// A chunk's framing: its size in hexadecimal, the piece, a line end; one buffer (the piece copied) up to the

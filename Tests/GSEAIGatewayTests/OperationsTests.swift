@@ -490,6 +490,20 @@ struct OperationsTests {
         #expect(GatewayLogHandler.SecondClock.format(0) == "1970-01-01T00:00:00+0000")
     }
 
+    /// A long line (30 KB: more room than a short line's on the stack, which may then be the heap's) comes whole, as a
+    /// short one does, each in its own write.
+    @Test func aLongLogLineIsWrittenWholeAsAShortOne() async throws {
+        let message = String(repeating: "é0123456789", count: 2_500)
+        let text = try await Self.logged(metadata: ["hb.request.id": "r1"]) { logger in
+            logger.info("\(message)", metadata: ["k": "v"])
+            logger.info("short")
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 3 && lines[2].isEmpty)
+        #expect(lines[0].hasSuffix(" info gseai: hb.request.id=r1 k=v [GSEAIGatewayTests] \(message)"))
+        #expect(lines[1].hasSuffix(" info gseai: hb.request.id=r1 [GSEAIGatewayTests] short"))
+    }
+
     /// The request's line is written from pairs when the handler is the gateway's: the same text as swift-log's API
     /// makes of the same metadata (the module as its source), at the request log's level only.
     @Test func theRequestLineFromPairsIsTheLineOfTheLoggersAPI() async throws {

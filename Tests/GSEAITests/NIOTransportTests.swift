@@ -177,6 +177,93 @@ struct NIOTransportTests {
         _ = try? channel.finish()
     }
 
+    /// A request in one buffer is taken as sent once written to the channel (no promise): its connection is given back
+    /// as its answer ends. A write that fails closes the connection, and the exchange fails as one whose connection
+    /// closed before its answer (which the transport sends again on a new connection when this one had been kept
+    /// alive). A large body's write still tells when it has been sent: the connection waits for it.
+    @Test func aRequestInOneBufferIsSentWhenWrittenAndALargeBodyIsWaitedFor() throws {
+        final class Writes: ChannelOutboundHandler, @unchecked Sendable {
+            typealias OutboundIn = ByteBuffer
+            let failing: Bool
+            var held: [EventLoopPromise<Void>] = []
+            init(failing: Bool) { self.failing = failing }
+            func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+                if failing {
+                    promise?.fail(ChannelError.ioOnClosedChannel)
+                    context.close(promise: nil)
+                } else if let promise {
+                    held.append(promise)  // Written, not yet sent.
+                }
+            }
+            func flush(context: ChannelHandlerContext) {}
+        }
+        func connection(_ writes: Writes) throws -> (EmbeddedChannel, UpstreamConnectionHandler, () -> Int) {
+            let (channel, handler) = try Self.embeddedConnection()
+            try channel.pipeline.syncOperations.addHandler(writes, position: .first)
+            var idled = 0
+            handler.onIdle = { idled += 1 }
+            return (channel, handler, { idled })
+        }
+        func answer(_ channel: EmbeddedChannel) throws {
+            try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+            try channel.writeInbound(HTTPClientResponsePart.end(nil))
+        }
+        func begin(_ handler: UpstreamConnectionHandler, on channel: EmbeddedChannel, size: Int) throws -> UpstreamExchange {
+            let exchange = UpstreamExchange(channel: channel, firstByte: .seconds(5), idle: .seconds(5))
+            let head = try UpstreamRequestHead(method: .POST, target: "/w", headers: [:], host: "h", authorization: "a", framing: .length(size))
+            handler.begin(exchange, head: head, body: ByteBuffer(repeating: 0x78, count: size), complete: true)
+            return exchange
+        }
+
+        // In one buffer: given back at the answer's end, with no write completed.
+        let small = Writes(failing: false)
+        var (channel, handler, idled) = try connection(small)
+        _ = try begin(handler, on: channel, size: ChunkedBody.copiedUpTo)
+        try answer(channel)
+        #expect(idled() == 1 && small.held.isEmpty)
+        _ = try? channel.finish()
+
+        // A large body: given back only once its write has completed.
+        let large = Writes(failing: false)
+        (channel, handler, idled) = try connection(large)
+        _ = try begin(handler, on: channel, size: ChunkedBody.copiedUpTo + 1)
+        try answer(channel)
+        #expect(idled() == 0 && large.held.count == 1)
+        large.held.first?.succeed()
+        #expect(idled() == 1)
+        _ = try? channel.finish()
+
+        // A write that fails: the connection closes, the exchange fails as closed before its answer.
+        (channel, handler, idled) = try connection(Writes(failing: true))
+        let failed = try begin(handler, on: channel, size: 5)
+        #expect(!channel.isActive && idled() == 0)
+        guard case .failure(let error)? = failed.settledHead else {
+            Issue.record("the exchange did not fail")
+            return
+        }
+        #expect((error as? UpstreamExchange.Failure) == .closedBeforeAnswer)
+    }
+
+    /// The pieces that wait for a reader come out in the order they came, however many wait and however they are taken.
+    @Test func waitingPiecesComeOutInOrder() {
+        var queue = PieceQueue()
+        #expect(queue.isEmpty && queue.popFirst() == nil)
+        var next = 0
+        var taken: [String] = []
+        for round in [1, 2, 5, 1, 3] {
+            for _ in 0..<round {
+                queue.append(ByteBuffer(string: "\(next)"))
+                next += 1
+            }
+            #expect(!queue.isEmpty)
+            // Half of them taken now (at least one), the rest with the next round's.
+            for _ in 0..<max(1, round / 2) { if let piece = queue.popFirst() { taken.append(String(buffer: piece)) } }
+        }
+        while let piece = queue.popFirst() { taken.append(String(buffer: piece)) }
+        #expect(queue.isEmpty)
+        #expect(taken == (0..<next).map { "\($0)" })
+    }
+
     /// A body in hand of up to `ChunkedBody.copiedUpTo` bytes goes in one buffer with the head (one write through
     /// the pipeline); a larger one as a write of its own after the head's, itself not copied.
     @Test func aSmallBodyInHandIsWrittenWithItsHeadAndALargeOneAfterIt() throws {

@@ -20,6 +20,16 @@ final class NIOTransport: Sendable {
     /// The `Host` header: the base URL's host and port as written.
     let authority: String
     let timeouts: GSEAIClient.Timeouts
+    /// The limits each exchange keeps, as SwiftNIO's time amounts made once: a `Duration`'s conversion (its components,
+    /// in 128-bit arithmetic) and sum cost about 200 instructions each, three a request (bench/README.md, "Stack room
+    /// for the log line, promises and conversions left out").
+    private let firstByte: TimeAmount
+    /// The wait for a connection (a new one's, or one given back's).
+    private let connectLimit: TimeAmount
+    /// The silence limit between two pieces of a stream.
+    private let streamIdle: TimeAmount
+    /// The silence limit of a whole answer, whose body may also come only once the answer is ready: both limits.
+    private let wholeIdle: TimeAmount
     let pool: ConnectionPool
 
     init(baseURL: String, timeouts: GSEAIClient.Timeouts, connections: Int, group: any EventLoopGroup) throws {
@@ -34,6 +44,10 @@ final class NIOTransport: Sendable {
         let written = components.percentEncodedHost ?? host
         self.authority = components.port.map { "\(written):\($0)" } ?? written
         self.timeouts = timeouts
+        connectLimit = TimeAmount(timeouts.connect)
+        firstByte = TimeAmount(timeouts.firstByte)
+        streamIdle = TimeAmount(timeouts.idle)
+        wholeIdle = TimeAmount(timeouts.firstByte + timeouts.idle)
         self.pool = ConnectionPool(limit: max(1, connections), idleTimeout: .seconds(60))
     }
 
@@ -56,11 +70,11 @@ final class NIOTransport: Sendable {
                                            host: authority, authorization: authorization, framing: framing)
         // A stream's pieces come at most the idle limit apart; a whole answer's body may also come only when
         // the answer is ready.
-        let idle = streaming ? timeouts.idle : timeouts.firstByte + timeouts.idle
+        let idle = streaming ? streamIdle : wholeIdle
         var mayTryAgain = true
         while true {
             let (connection, reused) = try await connection(preferring: request.eventLoop)
-            let exchange = UpstreamExchange(channel: connection.channel, firstByte: timeouts.firstByte, idle: idle)
+            let exchange = UpstreamExchange(channel: connection.channel, firstByte: firstByte, idle: idle)
             do {
                 let answer = try await withTaskCancellationHandler {
                     try await Self.run(exchange, on: connection, head: head, body: request.body)
@@ -111,7 +125,7 @@ final class NIOTransport: Sendable {
     /// ``ConnectionPool/lease(preferring:strictly:wait:)``), waiting at most the connect limit.
     nonisolated(nonsending) private func connection(preferring preferred: (any EventLoop)?) async throws -> (UpstreamConnection, reused: Bool) {
         let loop = preferred ?? group.any()
-        switch try await pool.lease(preferring: loop, strictly: preferred != nil, wait: TimeAmount(timeouts.connect)) {
+        switch try await pool.lease(preferring: loop, strictly: preferred != nil, wait: connectLimit) {
         case .idle(let connection):
             return (connection, true)
         case .open:
@@ -126,7 +140,7 @@ final class NIOTransport: Sendable {
 
     private func connect(on loop: any EventLoop) async throws -> UpstreamConnection {
         let bootstrap = (ClientBootstrap(validatingGroup: loop) ?? ClientBootstrap(group: group))
-            .connectTimeout(TimeAmount(timeouts.connect))
+            .connectTimeout(connectLimit)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
             // Reads start at 512 bytes instead of 2 KiB (a stream's pieces are small; the size doubles as

@@ -19,6 +19,34 @@ public protocol ResponseBodyConsumer: AnyObject, Sendable {
     var wantsMore: Bool { get }
 }
 
+/// The pieces of an answer's body that wait for its reader, in order: the first in a place of its own, the others in a
+/// circular buffer made when a second one waits. A whole answer's body usually comes in the read that brings its head,
+/// before its reader asks: one piece waits, and a circular buffer made for it (room for 16, its type looked up by the
+/// runtime) cost about 800 instructions an exchange (bench/README.md, "Stack room for the log line, promises and
+/// conversions left out").
+struct PieceQueue {
+    /// The first piece; `nil` only when none waits (``rest`` is then empty).
+    private var first: ByteBuffer?
+    private var rest: CircularBuffer<ByteBuffer>?
+
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ piece: ByteBuffer) {
+        guard first != nil else {
+            first = piece
+            return
+        }
+        if rest == nil { rest = CircularBuffer() }
+        rest!.append(piece)
+    }
+
+    mutating func popFirst() -> ByteBuffer? {
+        guard let piece = first.take() else { return nil }
+        first = rest?.popFirst()
+        return piece
+    }
+}
+
 /// One request and its answer on one connection of the NIO transport.
 ///
 /// The connection's handler tells it what arrives (on the connection's event loop); the sender awaits the
@@ -52,7 +80,7 @@ final class UpstreamExchange: Sendable {
         var headOutcome: Result<HTTPResponseHead, any Error>?
         /// Who waits for the head (``answerHead()``).
         var headWaiter: CheckedContinuation<HTTPResponseHead, any Error>?
-        var pieces = CircularBuffer<ByteBuffer>()
+        var pieces = PieceQueue()
         var waitingBytes = 0
         /// The reader waiting for the next piece.
         var reader: CheckedContinuation<ByteBuffer?, any Error>?
@@ -80,10 +108,10 @@ final class UpstreamExchange: Sendable {
     private let idle: TimeAmount
     private let state = Mutex(State())
 
-    init(channel: any Channel, firstByte: Duration, idle: Duration) {
+    init(channel: any Channel, firstByte: TimeAmount, idle: TimeAmount) {
         self.channel = channel
-        self.firstByte = TimeAmount(firstByte)
-        self.idle = TimeAmount(idle)
+        self.firstByte = firstByte
+        self.idle = idle
     }
 
     // MARK: From the connection (on its event loop)
@@ -387,15 +415,18 @@ final class UpstreamExchange: Sendable {
     /// come already, then each piece as it is read, then the end. Instead of ``next()``, never with it.
     func push(to consumer: any ResponseBodyConsumer) {
         channel.eventLoop.executeHere { [self] in
-            let (pieces, ending): (CircularBuffer<ByteBuffer>, Result<Void, any Error>?) = state.withLock { state in
+            let (pieces, ending): (PieceQueue, Result<Void, any Error>?) = state.withLock { state in
                 let pieces = state.pieces
-                state.pieces.removeAll()
+                state.pieces = PieceQueue()
                 state.waitingBytes = 0
                 if state.ending == nil { state.consumer = consumer }
                 return (pieces, state.ending)
             }
-            for piece in pieces { consumer.received(piece) }
-            if !pieces.isEmpty { consumer.readComplete() }
+            if !pieces.isEmpty {
+                var pieces = pieces
+                while let piece = pieces.popFirst() { consumer.received(piece) }
+                consumer.readComplete()
+            }
             if let ending {
                 consumer.ended(ending)
             } else {
@@ -428,7 +459,7 @@ final class UpstreamExchange: Sendable {
                 guard state.ending == nil, !state.discarding else { return (true, false) }
                 state.discarding = true
                 state.endWaiter = waiter
-                state.pieces.removeAll()
+                state.pieces = PieceQueue()
                 state.waitingBytes = 0
                 return (false, Self.unpause(&state))
             }
@@ -544,18 +575,30 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         decoder?.write(data: .head(head.decoderHead))
         exchange.started()
         if complete {
-            // Its last write tells when the whole request has been sent.
-            let sent = whenSent()
-            if let body, body.readableBytes <= ChunkedBody.copiedUpTo {
+            if let body, body.readableBytes > ChunkedBody.copiedUpTo {
+                // A large body after the head, itself not copied; its write tells when the whole request has been sent
+                // (a promise's cost is small beside such a body's).
+                context.write(wrapOutboundOut(head.bytes), promise: nil)
+                context.write(wrapOutboundOut(body), promise: whenSent())
+            } else {
                 // Head and body in one buffer: one write through the pipeline, not two (a write costs SwiftNIO about
                 // 1,000 instructions, more than copying such a body; bench/README.md, "JSON objects, writes and turns").
-                var buffer = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + body.readableBytes)
-                buffer.writeImmutableBuffer(head.bytes)
-                buffer.writeImmutableBuffer(body)
-                context.write(wrapOutboundOut(buffer), promise: sent)
-            } else {
-                context.write(wrapOutboundOut(head.bytes), promise: body == nil ? sent : nil)
-                if let body { context.write(wrapOutboundOut(body), promise: sent) }
+                // Without a promise: the request is in the channel's hands, which writes a connection's buffers in
+                // order, so the connection may carry the next request once the answer has ended (should a server
+                // answer before reading it all, the next request follows what is left of it). A write that fails
+                // closes the connection, which fails the exchange as one closed before its answer (sent again on a
+                // new connection when this one had been kept alive: a request not sent whole was not served). The
+                // promise, its future, callback and closure cost about 3,000 instructions a request (bench/README.md,
+                // "Stack room for the log line, promises and conversions left out").
+                requestWritten = true
+                if let body {
+                    var buffer = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + body.readableBytes)
+                    buffer.writeImmutableBuffer(head.bytes)
+                    buffer.writeImmutableBuffer(body)
+                    context.write(wrapOutboundOut(buffer), promise: nil)
+                } else {
+                    context.write(wrapOutboundOut(head.bytes), promise: nil)
+                }
             }
         } else {
             context.write(wrapOutboundOut(head.bytes), promise: nil)
@@ -615,8 +658,9 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         context?.close(promise: nil)
     }
 
-    /// What a request's last write completes: once it has been sent, the connection may go back to the pool
-    /// when the answer has ended too; if it could not be sent, the exchange fails and the connection closes.
+    /// What a request's last write completes, for a streamed body or a large one (a request in one buffer is taken as sent
+    /// once written to the channel: ``begin(_:head:body:complete:)``): once it has been sent, the connection may go back
+    /// to the pool when the answer has ended too; if it could not be sent, the exchange fails and the connection closes.
     private func whenSent() -> EventLoopPromise<Void>? {
         guard let context else { return nil }
         let exchange = self.exchange
@@ -702,8 +746,8 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         context.close(promise: nil)
     }
 
-    /// After an answer is complete and the request fully sent: the connection goes back to the pool if the
-    /// server keeps it open, and is closed otherwise.
+    /// After an answer is complete and the request sent (or, in one buffer, handed whole to the channel): the connection
+    /// goes back to the pool if the server keeps it open, and is closed otherwise.
     private func finishIfDone() {
         guard requestWritten, responseEnded, exchange != nil else { return }
         exchange = nil

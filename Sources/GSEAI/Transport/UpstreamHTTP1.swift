@@ -198,26 +198,33 @@ package enum ChunkedBody {
     /// instead of three (each write costs SwiftNIO about 1,000 instructions, more than copying such a piece;
     /// bench/README.md, "Fewer hops, the connection's state in the codec"). A larger one goes as three buffers,
     /// itself not copied. An empty piece would end the body: the caller sends none. `before`: bytes to send first
-    /// (an answer's head), in the first buffer.
-    package static func frame(_ piece: ByteBuffer, after before: [UInt8] = [], _ write: (_ buffer: ByteBuffer, _ last: Bool) -> Void) {
+    /// (an answer's head), in the first buffer: written after them, in their own room when it is large enough.
+    package static func frame(_ piece: ByteBuffer, after before: consuming ByteBuffer? = nil,
+                              _ write: (_ buffer: ByteBuffer, _ last: Bool) -> Void) {
         let size = piece.readableBytes
         // The size's digits, most significant first, without leading zeros (at most 16 for an `Int`).
         let digits = size == 0 ? 1 : (Int.bitWidth - size.leadingZeroBitCount + 3) / 4
         if size <= copiedUpTo {
-            var buffer = ByteBufferAllocator().buffer(capacity: before.count + digits + size + 4)
-            buffer.writeBytes(before)
+            var buffer = Self.room(after: before, for: digits + size + 4)
             writeSize(size, digits: digits, to: &buffer)
             buffer.writeImmutableBuffer(piece)
             buffer.writeStaticString("\r\n")
             write(buffer, true)
         } else {
-            var prefix = ByteBufferAllocator().buffer(capacity: before.count + digits + 2)
-            prefix.writeBytes(before)
+            var prefix = Self.room(after: before, for: digits + 2)
             writeSize(size, digits: digits, to: &prefix)
             write(prefix, false)
             write(piece, false)
             write(lineEnd, true)
         }
+    }
+
+    /// `before` (or a new buffer) with room for `count` more bytes.
+    private static func room(after before: consuming ByteBuffer?, for count: Int) -> ByteBuffer {
+        // Taken (a buffer held twice would be copied as it is written to).
+        guard var buffer = before.take() else { return ByteBufferAllocator().buffer(capacity: count) }
+        buffer.reserveCapacity(minimumWritableBytes: count)
+        return buffer
     }
 
     /// Pieces up to this size are framed in one buffer (``frame(_:_:)``).

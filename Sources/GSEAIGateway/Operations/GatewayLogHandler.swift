@@ -59,9 +59,9 @@ public struct GatewayLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let explicit = event.metadata.map { Array($0) } ?? []
-        emit(Self.line(time: Self.clock.now(), level: event.level, label: label,
-                       metadata: Self.texts(effectiveMetadata(explicit, error: event.error)), source: event.source,
-                       message: event.message.description))
+        Self.withLine(time: Self.clock.now(), level: event.level, label: label,
+                      metadata: Self.texts(effectiveMetadata(explicit, error: event.error)), source: event.source,
+                      message: event.message.description, emit)
     }
 
     /// Writes a line whose own metadata comes as pairs of a key and its value's text (distinct keys) rather than a
@@ -80,7 +80,7 @@ public struct GatewayLogHandler: LogHandler {
         } else {
             metadata = Self.texts(effectiveMetadata(pairs.map { ($0.0, .string($0.1)) }, error: nil))
         }
-        emit(Self.line(time: Self.clock.now(), level: level, label: label, metadata: metadata, source: source, message: message))
+        Self.withLine(time: Self.clock.now(), level: level, label: label, metadata: metadata, source: source, message: message, emit)
     }
 
     /// Each value's text in a line (a string as it is, anything else printed: swift-log's `description`).
@@ -89,18 +89,16 @@ public struct GatewayLogHandler: LogHandler {
     }
 
     /// Writes the line in one `write(2)` (repeated only for what a short write left).
-    private func emit(_ line: [UInt8]) {
-        line.withUnsafeBytes { bytes in
-            var rest = UnsafeRawBufferPointer(bytes)
-            while !rest.isEmpty {
-                let written = write(descriptor, rest.baseAddress, rest.count)
-                if written > 0 {
-                    rest = UnsafeRawBufferPointer(rebasing: rest[written...])
-                } else if written < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return  // Nowhere to log that logging failed.
-                }
+    private func emit(_ line: UnsafeRawBufferPointer) {
+        var rest = line
+        while !rest.isEmpty {
+            let written = write(descriptor, rest.baseAddress, rest.count)
+            if written > 0 {
+                rest = UnsafeRawBufferPointer(rebasing: rest[written...])
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                return  // Nowhere to log that logging failed.
             }
         }
     }
@@ -125,37 +123,42 @@ public struct GatewayLogHandler: LogHandler {
         return pairs
     }
 
-    /// One line, ending in a newline, as UTF-8: its size counted, then the pieces copied into room made once (as a
-    /// `String`, each append cost a few hundred instructions, a tenth of a plain request's own work; appended to an
-    /// array, about 90 more a piece than copied into room counted beforehand; bench/README.md, "Header values and
-    /// JSON objects", "Bytes written into room counted once").
-    static func line(time: String, level: Logger.Level, label: String, metadata: [(String, String)],
-                     source: String, message: String) -> [UInt8] {
+    /// One line, ending in a newline, as UTF-8, handed to `body`: its size counted, then the pieces copied into room
+    /// made once (as a `String`, each append cost a few hundred instructions, a tenth of a plain request's own work;
+    /// appended to an array, about 90 more a piece than copied into room counted beforehand; bench/README.md, "Header
+    /// values and JSON objects", "Bytes written into room counted once"). The room is the stack's for a usual line (an
+    /// array's, about 900 instructions with its type's look-up and the allocation; "Stack room for the log line,
+    /// promises and conversions left out"), the heap's for a very long one.
+    static func withLine<R>(time: String, level: Logger.Level, label: String, metadata: [(String, String)],
+                            source: String, message: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         let level = level.rawValue
         // Lengths of texts in memory: their sum cannot overflow.
         var size = time.utf8.count + 1 + level.utf8.count + 1 + source.utf8.count + 4 + message.utf8.count + 1
         if !label.isEmpty { size += 1 + label.utf8.count }
         for (key, value) in metadata { size += 2 + key.utf8.count + value.utf8.count }
-        return ByteWriter.bytes(capacity: size) { line in
-            line.write(time)
-            line.write(UInt8(ascii: " "))
-            line.write(level)
-            if !label.isEmpty {
+        return try withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { room in
+            let count = ByteWriter.write(into: room) { line in
+                line.write(time)
                 line.write(UInt8(ascii: " "))
-                line.write(label)
+                line.write(level)
+                if !label.isEmpty {
+                    line.write(UInt8(ascii: " "))
+                    line.write(label)
+                }
+                line.write(UInt8(ascii: ":"))
+                for (key, value) in metadata {
+                    line.write(UInt8(ascii: " "))
+                    line.write(key)
+                    line.write(UInt8(ascii: "="))
+                    line.write(value)
+                }
+                line.write(" [" as StaticString)
+                line.write(source)
+                line.write("] " as StaticString)
+                line.write(message)
+                line.write(UInt8(ascii: "\n"))
             }
-            line.write(UInt8(ascii: ":"))
-            for (key, value) in metadata {
-                line.write(UInt8(ascii: " "))
-                line.write(key)
-                line.write(UInt8(ascii: "="))
-                line.write(value)
-            }
-            line.write(" [" as StaticString)
-            line.write(source)
-            line.write("] " as StaticString)
-            line.write(message)
-            line.write(UInt8(ascii: "\n"))
+            return try body(UnsafeRawBufferPointer(rebasing: room[..<count]))
         }
     }
 

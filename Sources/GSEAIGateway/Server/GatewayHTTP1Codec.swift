@@ -1,5 +1,6 @@
 import DequeModule
 import GSEAI
+import GSEAIFormats
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -55,7 +56,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// A final answer's head written without a promise, held until what follows it: its body's first piece (sent in
     /// one buffer with it when small), its end, a flush or another head. One write through the rest of the pipeline
     /// for a whole answer's head and body, not two (bench/README.md, "JSON objects, writes and turns").
-    private var heldHead: [UInt8]?
+    private var heldHead: ByteBuffer?
 
     /// Whether the connection is idle, and since when (``ConnectionState``).
     private var state: ConnectionState
@@ -208,7 +209,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
                 firstHost = false
                 continue
             }
-            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+            if let name = KnownFieldNames.name(name) { fields.append(HTTPField(name: name, value: value)) }
         }
         return fields
     }
@@ -237,22 +238,20 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             if final && promise == nil {
                 heldHead = head.bytes
             } else {
-                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: head.bytes))), promise: promise)
+                context.write(wrapOutboundOut(.byteBuffer(head.bytes)), promise: promise)
             }
         case .body(let piece):
             if noBody {
                 promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
             } else if chunked && piece.readableBytes > 0 {
-                let head = heldHead ?? []
-                heldHead = nil
-                ChunkedBody.frame(piece, after: head) { buffer, last in
+                // Taken, so that the framing writes into the head's own room (a buffer held twice is copied).
+                ChunkedBody.frame(piece, after: heldHead.take()) { buffer, last in
                     // The last write's promise: a write fails only when the connection does, and then every later one.
                     context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: last ? promise : nil)
                 }
-            } else if let head = heldHead, piece.readableBytes <= ChunkedBody.copiedUpTo {
-                heldHead = nil
-                var buffer = context.channel.allocator.buffer(capacity: head.count + piece.readableBytes)
-                buffer.writeBytes(head)
+            } else if heldHead != nil, piece.readableBytes <= ChunkedBody.copiedUpTo {
+                // Written into the head's room, which a usual head leaves for a small body.
+                var buffer = heldHead.take()!
                 buffer.writeImmutableBuffer(piece)
                 context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
             } else {
@@ -289,20 +288,19 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes the head held (``heldHead``), if any.
     private func writeHeldHead(_ context: ChannelHandlerContext) {
-        guard let head = heldHead else { return }
-        heldHead = nil
-        context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: head))), promise: nil)
+        guard let head = heldHead.take() else { return }
+        context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
     }
 
     /// The answer's end: the last chunk (with any trailers) of a chunked body, else nothing.
     private func writeEnd(_ trailers: HTTPFields?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         if chunked, let trailers {
-            let bytes = ByteWriter.bytes(trying: Self.usualHead + trailers.count * Self.usualField) { bytes in
+            let bytes = ByteBuffer.written(trying: Self.usualHead + trailers.count * Self.usualField) { bytes in
                 bytes.write("0\r\n" as StaticString)
                 for field in trailers { Self.writeLine(field.name.rawName, field.value, to: &bytes) }
                 bytes.write("\r\n" as StaticString)
             }
-            context.write(wrapOutboundOut(.byteBuffer(ByteBuffer(bytes: bytes))), promise: promise)
+            context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
         } else if chunked {
             context.write(wrapOutboundOut(.byteBuffer(ChunkedBody.last)), promise: promise)
         } else if let promise {
@@ -314,7 +312,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// The head's bytes (`given`: the answer's status, read once), and whether its body goes in chunks (before a `HEAD`'s
     /// suppression).
     static func head(_ response: HTTPResponse, status given: HTTPResponse.Status, answering method: BodylessMethod?,
-                     fixed: FixedFields, own: FixedFields = .empty) -> (bytes: [UInt8], chunked: Bool)
+                     fixed: FixedFields, own: FixedFields = .empty) -> (bytes: ByteBuffer, chunked: Bool)
     {
         let code = given.code
         // SwiftNIO's reason for a code it knows, the answer's own for another.
@@ -324,9 +322,9 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         let fields = response.headerFields
         let chunked = hasBody && !fields.contains(.contentLength)
         // Written in one pass into room for a usual head (bench/README.md, "Bytes written into room counted once"); a
-        // head that does not fit (long values) is written again into room for all of it.
+        // head that does not fit (long values) is written again into room for all of it. The buffer is the one sent.
         let reason = status.reasonPhrase
-        let bytes = ByteWriter.bytes(trying: usualHead + fields.count * usualField) { bytes in
+        let bytes = ByteBuffer.written(trying: usualHead + fields.count * usualField) { bytes in
             bytes.write("HTTP/1.1 " as StaticString)
             bytes.write(decimal: code)
             bytes.write(UInt8(ascii: " "))
@@ -369,6 +367,31 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         bytes.write(": " as StaticString)
         bytes.write(value)
         bytes.write("\r\n" as StaticString)
+    }
+}
+
+extension ByteBuffer {
+    /// The bytes `body` writes, in a buffer of their own: into room for `usual` bytes, and if they did not fit, written
+    /// again into room for all of them (`body` must write the same bytes each time), as ``ByteWriter/bytes(trying:_:)``
+    /// writes them into an array; here without the array's allocation and its type's look-up (about 900 instructions),
+    /// nor a copy into the buffer sent (bench/README.md, "Stack room for the log line, promises and conversions left
+    /// out"). What follows them in the same buffer has the room `usual` leaves.
+    static func written(trying usual: Int, _ body: (inout ByteWriter) -> Void) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: usual)
+        var needed = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: usual) { room in
+            ByteWriter.write(into: UnsafeMutableRawBufferPointer(rebasing: room[..<usual])) { writer in
+                writer.cutsSilently = true
+                body(&writer)
+                needed = writer.needed
+            }
+        }
+        guard needed > usual else { return buffer }
+        buffer.clear()
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: needed) { room in
+            ByteWriter.write(into: UnsafeMutableRawBufferPointer(rebasing: room[..<needed]), body)
+        }
+        return buffer
     }
 }
 
