@@ -55,11 +55,12 @@ public struct ResponseCompression: Sendable {
         case 200..<300 where response.status != .noContent && response.status != .partialContent: break
         default: return false
         }
+        // The body's length first: a small answer (most of the API's) is refused without a look through its fields.
+        if let length = response.body.contentLength, length < minimumLength { return false }
         guard !response.headers.contains(.contentEncoding), !response.headers.contains(.contentRange) else { return false }
         if let cacheControl = response.headers.value(.cacheControl), ASCII.contains(ASCII.lowercased(cacheControl.utf8), noTransform) {
             return false
         }
-        if let length = response.body.contentLength, length < minimumLength { return false }
         guard let contentType = response.headers.value(.contentType) else { return false }
         return Self.isCompressible(contentType: contentType)
     }

@@ -413,8 +413,18 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The body length a head declares: 0 when none; `nil` when it is sent in chunks (no length declared).
     private static func declaredLength(_ head: HTTPRequest) -> Int? {
-        guard !head.headerFields.contains(.transferEncoding) else { return nil }
-        guard let declared = head.headerFields.value(.contentLength) else { return 0 }
+        // One look through the fields, each name's length compared first (two searches by name cost about 400
+        // instructions a request).
+        var declared: String?
+        for field in head.headerFields {
+            switch field.name.canonicalName.utf8.count {
+            case 17 where field.name == .transferEncoding: return nil
+            // Two `Content-Length` fields are read as their values joined, as the fields' getter joins them: no number.
+            case 14 where field.name == .contentLength: declared = declared.map { $0 + ", " + field.value } ?? field.value
+            default: break
+            }
+        }
+        guard let declared else { return 0 }
         return Int(declared)
     }
 
