@@ -6,8 +6,8 @@
 /// The room is never overrun: a piece that does not fit is cut where the room ends, and ``wasCut`` says so. A wrong
 /// count is a bug, which a debug build stops at (the tests compare every writer's bytes with another implementation's);
 /// a release build does not stop, and the upstream request's head refuses what was cut rather than send it. A writer
-/// that cannot count its room beforehand tries room for a usual size (``bytes(trying:_:)``) and, when that was too
-/// small, writes again into room for what it asked to write (``needed``).
+/// that cannot count its room beforehand tries room for a usual size (``cutsSilently``) and, when that was too small,
+/// writes again into room for what it asked to write (``needed``; the gateway's `ByteBuffer.written(trying:_:)`).
 public struct ByteWriter: ~Copyable {
     @usableFromInline let base: UnsafeMutablePointer<UInt8>
     @usableFromInline let capacity: Int
@@ -39,20 +39,6 @@ public struct ByteWriter: ~Copyable {
         }
     }
 
-    /// The bytes `body` writes: into room for `usual` bytes, and if they did not fit, written again into room for all of
-    /// them (`body` must write the same bytes each time). For what is not worth counting beforehand: nearly always one
-    /// pass.
-    @inlinable
-    public static func bytes(trying usual: Int, _ body: (inout ByteWriter) -> Void) -> [UInt8] {
-        var needed = 0
-        let tried = bytes(capacity: usual) { writer in
-            writer.cutsSilently = true
-            body(&writer)
-            needed = writer.needed
-        }
-        return needed <= usual ? tried : bytes(capacity: needed, body)
-    }
-
     /// Writes into `room` (a `ByteBuffer`'s writable bytes, say) what `body` writes; returns how many bytes it wrote.
     @inlinable
     public static func write(into room: UnsafeMutableRawBufferPointer, _ body: (inout ByteWriter) throws -> Void) rethrows -> Int {
@@ -82,6 +68,11 @@ public struct ByteWriter: ~Copyable {
     /// The room left.
     @inlinable
     public var room: Int { capacity &- count }
+
+    @inlinable
+    public mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        write(bytes.assumingMemoryBound(to: UInt8.self))
+    }
 
     @inlinable
     public mutating func write(_ bytes: UnsafeBufferPointer<UInt8>) {

@@ -21,6 +21,14 @@ import GSEAITestSupport
 /// a forwarded route goes through the lane too.)
 @Suite("Forwarded routes' lane", .timeLimit(.minutes(1)))
 struct ForwardingLaneTests {
+    /// The lane's `Date` is RFC 9110's IMF-fixdate, in GMT, two digits for the day and the time's parts.
+    @Test func theDateFieldIsAnIMFFixdate() {
+        #expect(HTTPDate.field(at: 784_111_777).value == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.field(at: 951_868_799).value == "Tue, 29 Feb 2000 23:59:59 GMT")
+        #expect(HTTPDate.field(at: 0).value == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.field(at: 0).name == .date)
+    }
+
     @Test func theForwardedRoutesAreKnownByMethodAndPath() {
         let routes = ForwardedRoutes(ProxyEndpoint.all)
         #expect(routes.match(.post, path: "/v1/chat/completions") != nil)

@@ -267,6 +267,10 @@ struct GatewayHTTP1CodecTests {
                 if count <= usual { #expect(buffer.capacity >= usual) }
             }
         }
+        let text = "HTTP/1.1 200 OK\r\n" + String(repeating: "v", count: 300)
+        #expect(String(buffer: ByteBuffer.written(trying: 512) { $0.write(text) }) == text)
+        #expect(String(buffer: ByteBuffer.written(trying: 8) { $0.write(text) }) == text)
+        #expect(String(buffer: ByteBuffer.written(trying: 0) { $0.write(text); $0.write(UInt8(ascii: "!")) }) == text + "!")
     }
 
     /// A field name spelled as a known one is that name (the same raw and canonical names as made from the spelling);

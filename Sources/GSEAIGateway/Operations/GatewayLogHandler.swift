@@ -183,8 +183,17 @@ public struct GatewayLogHandler: LogHandler {
             var time = time_t(second)
             var parts = tm()
             guard gmtime_r(&time, &parts) != nil else { return "<unknown>" }
-            func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-            return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))+0000"
+            let year = Int(parts.tm_year) + 1900
+            return ByteWriter.string(capacity: ByteWriter.decimalCount(year) + 20) { text in
+                text.write(decimal: year)
+                for (separator, part) in [(UInt8(ascii: "-"), parts.tm_mon + 1), (UInt8(ascii: "-"), parts.tm_mday),
+                                          (UInt8(ascii: "T"), parts.tm_hour), (UInt8(ascii: ":"), parts.tm_min),
+                                          (UInt8(ascii: ":"), parts.tm_sec)] {
+                    text.write(separator)
+                    text.write(twoDigits: Int(part))
+                }
+                text.write("+0000" as StaticString)
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import GSEAIFormats
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -419,8 +420,10 @@ final class ForwardingLane: ChannelDuplexHandler, RemovableChannelHandler {
         for field in head.headerFields {
             switch field.name.canonicalName.utf8.count {
             case 17 where field.name == .transferEncoding: return nil
-            // Two `Content-Length` fields are read as their values joined, as the fields' getter joins them: no number.
-            case 14 where field.name == .contentLength: declared = declared.map { $0 + ", " + field.value } ?? field.value
+            case 14 where field.name == .contentLength:
+                // Two are no length (their values joined, as the fields' getter joins them, are no number).
+                guard declared == nil else { return nil }
+                declared = field.value
             default: break
             }
         }
@@ -657,9 +660,23 @@ enum HTTPDate {
         gmtime_r(&seconds, &parts)
         let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let text = "\(days[Int(parts.tm_wday) % 7]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon) % 12]) \(parts.tm_year + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+        let year = Int(parts.tm_year) + 1900
+        let text = ByteWriter.string(capacity: ByteWriter.decimalCount(year) + 25) { text in
+            text.write(days[Int(parts.tm_wday) % 7])
+            text.write(", " as StaticString)
+            text.write(twoDigits: Int(parts.tm_mday))
+            text.write(UInt8(ascii: " "))
+            text.write(months[Int(parts.tm_mon) % 12])
+            text.write(UInt8(ascii: " "))
+            text.write(decimal: year)
+            text.write(UInt8(ascii: " "))
+            text.write(twoDigits: Int(parts.tm_hour))
+            text.write(UInt8(ascii: ":"))
+            text.write(twoDigits: Int(parts.tm_min))
+            text.write(UInt8(ascii: ":"))
+            text.write(twoDigits: Int(parts.tm_sec))
+            text.write(" GMT" as StaticString)
+        }
         return HTTPField(name: .date, value: text)
     }
 }

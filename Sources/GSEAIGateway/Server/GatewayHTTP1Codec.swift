@@ -146,7 +146,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     /// before any handler runs).
     struct FixedFields: Sendable {
         /// The fields' lines, `name: value` and a line end each.
-        let bytes: [UInt8]
+        let bytes: ByteBuffer
         /// Their names, lowercase.
         let names: [String]
         /// The lengths of their names, a bit each (bit 63 for 63 bytes and more): a name of another length is none of
@@ -155,7 +155,7 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         private let lengths: UInt64
 
         init(_ fields: [HTTPField]) {
-            bytes = ByteWriter.bytes(trying: fields.count * usualField) { bytes in
+            bytes = ByteBuffer.written(trying: fields.count * usualField) { bytes in
                 for field in fields { writeLine(field.name.rawName, field.value, to: &bytes) }
             }
             names = fields.map(\.name.canonicalName)
@@ -342,8 +342,8 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             for field in fields where isWritten(field, hasBody: hasBody, fixed: fixed, own: own) {
                 writeLine(field.name.rawName, field.value, to: &bytes)
             }
-            own.bytes.withUnsafeBufferPointer { bytes.write($0) }
-            fixed.bytes.withUnsafeBufferPointer { bytes.write($0) }
+            own.bytes.withUnsafeReadableBytes { bytes.write($0) }
+            fixed.bytes.withUnsafeReadableBytes { bytes.write($0) }
             if chunked { bytes.write(chunkedField) }
             bytes.write("\r\n" as StaticString)
         }
@@ -381,10 +381,10 @@ final class GatewayHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension ByteBuffer {
     /// The bytes `body` writes, in a buffer of their own: into room for `usual` bytes, and if they did not fit, written
-    /// again into room for all of them (`body` must write the same bytes each time), as ``ByteWriter/bytes(trying:_:)``
-    /// writes them into an array; here without the array's allocation and its type's look-up (about 900 instructions),
-    /// nor a copy into the buffer sent (bench/README.md, "Stack room for the log line, promises and conversions left
-    /// out"). What follows them in the same buffer has the room `usual` leaves.
+    /// again into room for all of them (`body` must write the same bytes each time, asked for with ``ByteWriter/needed``).
+    /// For what is not worth counting beforehand: nearly always one pass. Into the buffer that is sent: an array, then a
+    /// copy, cost its allocation and its type's look-up (about 900 instructions; bench/README.md, "Stack room for the
+    /// log line, promises and conversions left out"). What follows them in the same buffer has the room `usual` leaves.
     static func written(trying usual: Int, _ body: (inout ByteWriter) -> Void) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: usual)
         var needed = 0
